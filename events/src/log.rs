@@ -1,0 +1,172 @@
+//! Reading the global log (`$all`) in commit-safe order, and single streams in version order.
+//!
+//! Identity values are taken at insert but become visible at commit, so "position greater
+//! than my checkpoint" would skip the events of a transaction that commits late. Readers
+//! therefore order by (transaction id, position) and read only events of transactions older
+//! than the oldest one still running (docs/decisions/0001-commit-safe-order.md).
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::{PgExecutor, Postgres, QueryBuilder};
+use uuid::Uuid;
+
+use crate::position::LogPosition;
+
+/// An event as stored, with its place in the log.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RecordedEvent {
+    /// Where the event stands in the commit-safe order.
+    #[serde(skip)]
+    pub log_position: LogPosition,
+    /// The event's global position.
+    pub position: i64,
+    /// The event's id.
+    pub event_id: Uuid,
+    /// The stream's aggregate type.
+    pub aggregate_type: String,
+    /// The stream's aggregate id.
+    pub aggregate_id: String,
+    /// The stream revision (1-based).
+    pub version: i64,
+    /// The event's type name.
+    pub event_type: String,
+    /// The event's schema version.
+    pub event_version: String,
+    /// The event itself.
+    pub payload: Value,
+    /// Audit metadata ([`crate::EventMetadata`]).
+    pub metadata: Value,
+    /// When the event was appended.
+    pub recorded_at: DateTime<Utc>,
+}
+
+type Row = (
+    i64,
+    i64,
+    Uuid,
+    String,
+    String,
+    i64,
+    String,
+    String,
+    Value,
+    Value,
+    DateTime<Utc>,
+);
+
+const COLUMNS: &str = "tx_id::text::bigint, global_position, event_id, aggregate_type, \
+                       aggregate_id, sequence, event_type, event_version, payload::jsonb, \
+                       metadata::jsonb, recorded_at";
+
+fn from_row(row: Row) -> RecordedEvent {
+    let (tx_id, position, event_id, aggregate_type, aggregate_id, version, event_type, event_version, payload, metadata, recorded_at) = row;
+    RecordedEvent {
+        log_position: LogPosition { tx_id, position },
+        position,
+        event_id,
+        aggregate_type,
+        aggregate_id,
+        version,
+        event_type,
+        event_version,
+        payload,
+        metadata,
+        recorded_at,
+    }
+}
+
+/// Narrows a read of the global log; `None` fields match everything.
+#[derive(Debug, Clone, Default)]
+pub struct LogFilter {
+    /// Only these aggregate types (empty: all).
+    pub aggregate_types: Vec<String>,
+    /// Only this stream id.
+    pub aggregate_id: Option<String>,
+    /// Only this event type.
+    pub event_type: Option<String>,
+    /// Only events whose metadata names this actor.
+    pub actor: Option<String>,
+    /// Recorded at or after.
+    pub from: Option<DateTime<Utc>>,
+    /// Recorded before.
+    pub to: Option<DateTime<Utc>>,
+}
+
+/// Reads up to `limit` events after `after` in commit-safe order: every event returned was
+/// committed, and no event that commits later can sort before the last one returned.
+pub async fn read_after<'e>(
+    executor: impl PgExecutor<'e>,
+    after: LogPosition,
+    limit: i64,
+    filter: &LogFilter,
+) -> Result<Vec<RecordedEvent>, sqlx::Error> {
+    let mut query = QueryBuilder::<Postgres>::new(format!("SELECT {COLUMNS} FROM events WHERE "));
+    query
+        .push("(tx_id, global_position) > (")
+        .push_bind(after.tx_id.to_string())
+        .push("::xid8, ")
+        .push_bind(after.position)
+        .push(") AND tx_id < pg_snapshot_xmin(pg_current_snapshot())");
+    if !filter.aggregate_types.is_empty() {
+        query
+            .push(" AND aggregate_type = ANY(")
+            .push_bind(filter.aggregate_types.clone())
+            .push(")");
+    }
+    if let Some(id) = &filter.aggregate_id {
+        query.push(" AND aggregate_id = ").push_bind(id.clone());
+    }
+    if let Some(event_type) = &filter.event_type {
+        query.push(" AND event_type = ").push_bind(event_type.clone());
+    }
+    if let Some(actor) = &filter.actor {
+        query.push(" AND metadata->>'actor' = ").push_bind(actor.clone());
+    }
+    if let Some(from) = filter.from {
+        query.push(" AND recorded_at >= ").push_bind(from);
+    }
+    if let Some(to) = filter.to {
+        query.push(" AND recorded_at < ").push_bind(to);
+    }
+    query
+        .push(" ORDER BY tx_id, global_position LIMIT ")
+        .push_bind(limit);
+    let rows: Vec<Row> = query.build_query_as().fetch_all(executor).await?;
+    Ok(rows.into_iter().map(from_row).collect())
+}
+
+/// Reads one stream in version order, from `from_version` on.
+pub async fn read_stream<'e>(
+    executor: impl PgExecutor<'e>,
+    aggregate_type: &str,
+    aggregate_id: &str,
+    from_version: i64,
+) -> Result<Vec<RecordedEvent>, sqlx::Error> {
+    let rows: Vec<Row> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM events \
+          WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence >= $3 \
+          ORDER BY sequence"
+    ))
+    .bind(aggregate_type)
+    .bind(aggregate_id)
+    .bind(from_version)
+    .fetch_all(executor)
+    .await?;
+    Ok(rows.into_iter().map(from_row).collect())
+}
+
+/// The newest position readers can see now, and how many events lie beyond `after`: the
+/// figures behind a projection's lag.
+pub async fn head<'e>(executor: impl PgExecutor<'e>) -> Result<LogPosition, sqlx::Error> {
+    let row: Option<(i64, i64)> = sqlx::query_as(
+        "SELECT tx_id::text::bigint, global_position FROM events \
+          WHERE tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
+          ORDER BY tx_id DESC, global_position DESC LIMIT 1",
+    )
+    .fetch_optional(executor)
+    .await?;
+    Ok(row
+        .map(|(tx_id, position)| LogPosition { tx_id, position })
+        .unwrap_or_default())
+}

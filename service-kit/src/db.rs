@@ -1,0 +1,118 @@
+//! Database settings, pool creation and start-up migration.
+
+use std::fmt;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions as _, PgPool};
+
+use crate::env::{EnvError, string_or, var_or};
+
+/// The database URL used when `DATABASE_URL` is unset: this machine's PostgreSQL.
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/chronicle";
+
+/// A database URL that never prints its password.
+#[derive(Clone)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    /// Wraps a URL.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(url.into())
+    }
+
+    /// The URL itself, for connecting.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.parse::<PgConnectOptions>() {
+            Ok(options) => write!(
+                f,
+                "postgres://{}@{}:{}/{}",
+                options.get_username(),
+                options.get_host(),
+                options.get_port(),
+                options.get_database().unwrap_or_default()
+            ),
+            Err(_) => f.write_str("<unparsable database url>"),
+        }
+    }
+}
+
+/// Pool settings shared by the services.
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    /// `DATABASE_URL`.
+    pub url: DatabaseUrl,
+    /// `DATABASE_MAX_CONNECTIONS` (default 16).
+    pub max_connections: u32,
+    /// `DATABASE_ACQUIRE_TIMEOUT_MS` (default 3000): waiting longer for a connection is a 503.
+    pub acquire_timeout: Duration,
+}
+
+impl DatabaseSettings {
+    /// Reads the settings from the environment.
+    pub fn from_env() -> Result<Self, EnvError> {
+        Ok(Self {
+            url: DatabaseUrl::new(string_or("DATABASE_URL", DEFAULT_DATABASE_URL)),
+            max_connections: var_or("DATABASE_MAX_CONNECTIONS", 16)?,
+            acquire_timeout: Duration::from_millis(var_or("DATABASE_ACQUIRE_TIMEOUT_MS", 3000)?),
+        })
+    }
+
+    /// Opens a pool; connections refuse to sit idle inside a transaction, since an open
+    /// transaction holds back every commit-safe reader of the log.
+    pub async fn connect(&self) -> anyhow::Result<PgPool> {
+        let options: PgConnectOptions = self
+            .url
+            .expose()
+            .parse()
+            .with_context(|| format!("parsing DATABASE_URL {:?}", self.url))?;
+        let options = options
+            .options([("idle_in_transaction_session_timeout", "30s")])
+            .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1));
+        PgPoolOptions::new()
+            .max_connections(self.max_connections)
+            .acquire_timeout(self.acquire_timeout)
+            .connect_with(options)
+            .await
+            .with_context(|| format!("connecting to {:?}", self.url))
+    }
+}
+
+/// Creates the database named in `url` when it does not exist yet (connecting to the server's
+/// `postgres` database to do so).
+pub async fn create_database_if_missing(url: &DatabaseUrl) -> anyhow::Result<()> {
+    let options: PgConnectOptions = url.expose().parse().context("parsing DATABASE_URL")?;
+    let Some(name) = options.get_database().map(str::to_owned) else {
+        return Ok(());
+    };
+    let mut admin = options
+        .clone()
+        .database("postgres")
+        .connect()
+        .await
+        .with_context(|| format!("connecting to the server of {url:?}"))?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(&name)
+        .fetch_one(&mut admin)
+        .await?;
+    if !exists {
+        let quoted = name.replace('"', "\"\"");
+        match sqlx::query(&format!("CREATE DATABASE \"{quoted}\""))
+            .execute(&mut admin)
+            .await
+        {
+            Ok(_) => tracing::info!(database = %name, "created database"),
+            // Another process created it at the same moment.
+            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42P04") => {}
+            Err(error) => return Err(error).context("creating the database"),
+        }
+    }
+    Ok(())
+}

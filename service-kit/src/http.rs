@@ -1,0 +1,139 @@
+//! HTTP plumbing every service mounts: request ids, access metrics, panics and unknown routes
+//! as problem+json, health and metrics routes, and serving with graceful shutdown.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
+
+use crate::problem::Problem;
+use crate::shutdown::Shutdown;
+use crate::telemetry::metrics_handle;
+
+/// `X-Request-ID`.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The request's id, in request extensions.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// Takes a client's `X-Request-ID` when it is 1-128 safe characters, else makes one; echoes it
+/// on the response and puts it into problem bodies.
+pub async fn request_id(mut request: Request, next: Next) -> Response {
+    let id = request
+        .headers()
+        .get(&X_REQUEST_ID)
+        .and_then(|value| value.to_str().ok())
+        .filter(|id| is_safe_id(id))
+        .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned);
+    request.extensions_mut().insert(RequestId(id.clone()));
+    let span = tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path());
+    let mut response = tracing::Instrument::instrument(next.run(request), span).await;
+    if let Some(problem) = response.extensions_mut().remove::<Problem>() {
+        let extensions = std::mem::take(response.extensions_mut());
+        let headers = std::mem::take(response.headers_mut());
+        response = problem.render(Some(&id));
+        // Keep headers the handler set (ETag, Retry-After, ...); the body is new.
+        for (name, value) in &headers {
+            if name != axum::http::header::CONTENT_LENGTH {
+                response.headers_mut().insert(name.clone(), value.clone());
+            }
+        }
+        *response.extensions_mut() = extensions;
+    }
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(X_REQUEST_ID.clone(), value);
+    }
+    response
+}
+
+/// Whether a client-supplied request id may be logged and stored as it is.
+pub fn is_safe_id(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'/' | b'+' | b'='))
+}
+
+/// Counts requests and times them by route, method and status.
+pub async fn track_metrics(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let method = request.method().to_string();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    let labels = [("method", method), ("route", route), ("status", status)];
+    metrics::counter!("http_requests_total", &labels).increment(1);
+    metrics::histogram!("http_request_duration_seconds", &labels)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// The client's address as the socket saw it, when the server recorded it.
+pub fn client_ip(request_extensions: &axum::http::Extensions) -> Option<String> {
+    request_extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0.ip().to_string())
+}
+
+async fn not_found() -> Problem {
+    Problem::not_found("no such route")
+}
+
+async fn method_not_allowed() -> Problem {
+    Problem::method_not_allowed()
+}
+
+fn panic_to_problem(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    Problem::internal(&"handler panicked").into_response()
+}
+
+/// Wraps a service's routes with the shared layers and adds `/healthz`, `/readyz` and
+/// `/metrics`.
+pub fn with_plumbing(routes: Router, pool: PgPool) -> Router {
+    let ops = Router::new()
+        .route("/healthz", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(|| async { metrics_handle().render() }))
+        .with_state(pool);
+    routes
+        .merge(ops)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(track_metrics))
+        .layer(CatchPanicLayer::custom(panic_to_problem))
+        .layer(middleware::from_fn(request_id))
+}
+
+async fn readyz(State(pool): State<PgPool>) -> Response {
+    let check = tokio::time::timeout(Duration::from_secs(2), sqlx::query("SELECT 1").execute(&pool));
+    match check.await {
+        Ok(Ok(_)) => (StatusCode::OK, axum::Json(serde_json::json!({"status": "ready"}))).into_response(),
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "readiness: database unreachable");
+            Problem::unavailable("database unreachable", 1).into_response()
+        }
+        Err(_) => Problem::unavailable("database did not answer in time", 1).into_response(),
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` fires, then drains in-flight requests.
+pub async fn serve(listener: TcpListener, router: Router, shutdown: Shutdown) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { shutdown.wait().await })
+    .await
+}

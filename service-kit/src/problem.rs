@@ -1,0 +1,238 @@
+//! Errors as RFC 9457 problem+json: the one error type every handler returns.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+/// The media type of every error answer.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// One invalid field of a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    /// The field's name (`events[3].name` for nested fields).
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl FieldError {
+    /// A field error.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// An error answer. The request-id layer adds the request's id to its body.
+#[derive(Debug, Clone)]
+pub struct Problem {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// The problem type's documentation path, e.g. `/problems/validation`.
+    pub kind: &'static str,
+    /// A short, fixed summary of the type.
+    pub title: &'static str,
+    /// What happened in this instance.
+    pub detail: Option<String>,
+    /// The invalid fields, for validation problems.
+    pub errors: Vec<FieldError>,
+    /// Further members, such as `current_version` on a 412.
+    pub extensions: Map<String, Value>,
+    /// `Retry-After` seconds, for 429 and 503.
+    pub retry_after: Option<u64>,
+}
+
+impl Problem {
+    /// A problem of the given status and type.
+    pub fn new(status: StatusCode, kind: &'static str, title: &'static str) -> Self {
+        Self {
+            status,
+            kind,
+            title,
+            detail: None,
+            errors: Vec::new(),
+            extensions: Map::new(),
+            retry_after: None,
+        }
+    }
+
+    /// Adds the instance's detail.
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    /// Adds an extension member.
+    pub fn with(mut self, name: &str, value: impl Into<Value>) -> Self {
+        self.extensions.insert(name.to_owned(), value.into());
+        self
+    }
+
+    /// Adds `Retry-After`.
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+
+    /// 400: the request could not be read (malformed JSON, bad query parameters).
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "/problems/bad-request", "Bad request").detail(detail)
+    }
+
+    /// 404: no such resource or route.
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "/problems/not-found", "Not found").detail(detail)
+    }
+
+    /// 405: the route exists, the method does not.
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "/problems/method-not-allowed",
+            "Method not allowed",
+        )
+    }
+
+    /// 409: the request conflicts with the resource's state.
+    pub fn conflict(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "/problems/conflict", "Conflict").detail(detail)
+    }
+
+    /// 412: `If-Match` does not match the current version.
+    pub fn precondition_failed(current_version: i64) -> Self {
+        Self::new(
+            StatusCode::PRECONDITION_FAILED,
+            "/problems/precondition-failed",
+            "Precondition failed",
+        )
+        .detail(format!("the resource is at version {current_version}"))
+        .with("current_version", current_version)
+    }
+
+    /// 413: the body is over the limit.
+    pub fn payload_too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "/problems/payload-too-large",
+            "Payload too large",
+        )
+        .detail(format!("the body must be at most {limit} bytes"))
+        .with("limit", limit)
+    }
+
+    /// 415: the body is not JSON.
+    pub fn unsupported_media_type() -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "/problems/unsupported-media-type",
+            "Unsupported media type",
+        )
+        .detail("send the body as application/json")
+    }
+
+    /// 422: the request is well-formed but invalid; `errors` names the fields.
+    pub fn validation(errors: Vec<FieldError>) -> Self {
+        let detail = match errors.len() {
+            1 => "1 field is invalid".to_owned(),
+            n => format!("{n} fields are invalid"),
+        };
+        let mut problem = Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "/problems/validation",
+            "Validation failed",
+        )
+        .detail(detail);
+        problem.errors = errors;
+        problem
+    }
+
+    /// 422: the body has the wrong shape (types, missing or unknown fields).
+    pub fn invalid_body(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "/problems/invalid-body",
+            "Invalid body",
+        )
+        .detail(detail)
+    }
+
+    /// 503: a dependency is down or a wait timed out; retry later.
+    pub fn unavailable(detail: impl Into<String>, retry_after: u64) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "/problems/unavailable",
+            "Service unavailable",
+        )
+        .detail(detail)
+        .retry_after(retry_after)
+    }
+
+    /// 500: a bug. The body says nothing about internals; the cause is logged here, once.
+    pub fn internal(error: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %error, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "/problems/internal",
+            "Internal server error",
+        )
+    }
+
+    /// The JSON body, with `request_id` when known.
+    pub fn body(&self, request_id: Option<&str>) -> Value {
+        let mut body = Map::new();
+        body.insert("type".into(), self.kind.into());
+        body.insert("title".into(), self.title.into());
+        body.insert("status".into(), self.status.as_u16().into());
+        if let Some(detail) = &self.detail {
+            body.insert("detail".into(), detail.clone().into());
+        }
+        if let Some(id) = request_id {
+            body.insert("request_id".into(), id.into());
+        }
+        if !self.errors.is_empty() {
+            body.insert(
+                "errors".into(),
+                serde_json::to_value(&self.errors).unwrap_or_default(),
+            );
+        }
+        for (name, value) in &self.extensions {
+            body.insert(name.clone(), value.clone());
+        }
+        Value::Object(body)
+    }
+
+    /// Renders the answer, with `request_id` in the body when known.
+    pub fn render(&self, request_id: Option<&str>) -> Response {
+        let mut response = (self.status, Json(self.body(request_id))).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if let Some(seconds) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let mut response = self.render(None);
+        // The request-id layer re-renders with the id; see `http::request_id`.
+        response.extensions_mut().insert(self);
+        response
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.status.as_u16(), self.title)?;
+        if let Some(detail) = &self.detail {
+            write!(f, ": {detail}")?;
+        }
+        Ok(())
+    }
+}

@@ -1,1 +1,147 @@
-//! command-api
+//! The write side: HTTP commands validated into aggregates whose events are appended to the
+//! event store, with optimistic concurrency, idempotency and audit metadata.
+
+pub mod domain;
+pub mod execute;
+pub mod http;
+pub mod idempotency;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::Json;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::routing::get;
+use events::wake::{AppendNotifier, EVENTS_CHANNEL};
+use service_kit::env::{EnvError, var_or};
+use service_kit::shutdown::Shutdown;
+use sqlx::PgPool;
+use tower_http::timeout::TimeoutLayer;
+use utoipa::OpenApi as _;
+
+use crate::domain::project::Project;
+use crate::execute::CommandBus;
+
+/// The command API's settings, from the environment.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `COMMAND_API_ADDR` (default `0.0.0.0:8080`).
+    pub addr: SocketAddr,
+    /// `BODY_LIMIT_BYTES` (default 262144): larger bodies get 413.
+    pub body_limit: usize,
+    /// `IDEMPOTENCY_TTL_HOURS` (default 24): how long answers are kept for replay.
+    pub idempotency_ttl: Duration,
+    /// `IDEMPOTENCY_LEASE_SECS` (default 30): after this an unfinished claim is presumed dead.
+    pub idempotency_lease: Duration,
+    /// `COMMAND_MAX_RETRIES` (default 5): re-runs of an unconditioned command that lost a race.
+    pub max_retries: u32,
+    /// `REQUEST_TIMEOUT_MS` (default 15000): a request running longer gets 503.
+    pub request_timeout: Duration,
+}
+
+impl Settings {
+    /// Reads the settings from the environment.
+    pub fn from_env() -> Result<Self, EnvError> {
+        Ok(Self {
+            addr: var_or("COMMAND_API_ADDR", SocketAddr::from(([0, 0, 0, 0], 8080)))?,
+            body_limit: var_or("BODY_LIMIT_BYTES", 256 * 1024)?,
+            idempotency_ttl: Duration::from_secs(3600 * var_or("IDEMPOTENCY_TTL_HOURS", 24u64)?),
+            idempotency_lease: Duration::from_secs(var_or("IDEMPOTENCY_LEASE_SECS", 30)?),
+            max_retries: var_or("COMMAND_MAX_RETRIES", 5)?,
+            request_timeout: Duration::from_millis(var_or("REQUEST_TIMEOUT_MS", 15_000)?),
+        })
+    }
+}
+
+/// Test seams: code run at points where a real process could die.
+#[derive(Clone)]
+pub struct Hooks {
+    /// Runs after a command's append committed, before its answer is sent.
+    pub after_commit: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl Default for Hooks {
+    fn default() -> Self {
+        Self {
+            after_commit: Arc::new(|| {}),
+        }
+    }
+}
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+pub struct AppState {
+    /// The event store's pool.
+    pub pool: PgPool,
+    /// Settings.
+    pub settings: Arc<Settings>,
+    /// Project commands.
+    pub projects: Arc<CommandBus<Project>>,
+    /// Test seams.
+    pub hooks: Hooks,
+}
+
+impl AppState {
+    /// Builds the state; starts the task that announces appends to projectors.
+    pub fn new(pool: PgPool, settings: Settings, hooks: Hooks) -> Self {
+        let notifier = AppendNotifier::spawn(pool.clone(), EVENTS_CHANNEL);
+        let projects =
+            CommandBus::new(pool.clone(), (), Vec::new(), notifier, settings.max_retries);
+        Self {
+            pool,
+            settings: Arc::new(settings),
+            projects: Arc::new(projects),
+            hooks,
+        }
+    }
+}
+
+/// The OpenAPI document's root.
+#[derive(utoipa::OpenApi)]
+#[openapi(info(title = "Chronicle command API", version = "1"))]
+struct ApiDoc;
+
+/// The whole application: command routes, OpenAPI document, plumbing.
+pub fn router(state: AppState) -> Router {
+    let (routes, api) = utoipa_axum::router::OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(http::routes::router())
+        .split_for_parts();
+    let api = Arc::new(api);
+    let routes = routes
+        .route(
+            "/api/v1/openapi.json",
+            get(move || {
+                let api = Arc::clone(&api);
+                async move { Json(api) }
+            }),
+        )
+        .layer(DefaultBodyLimit::max(state.settings.body_limit))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            state.settings.request_timeout,
+        ))
+        .with_state(state.clone());
+    service_kit::http::with_plumbing(routes, state.pool)
+}
+
+/// Serves the command API on `settings.addr` until `shutdown` fires.
+pub async fn run(settings: Settings, pool: PgPool, shutdown: Shutdown) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(settings.addr)
+        .await
+        .with_context(|| format!("binding command API to {}", settings.addr))?;
+    tracing::info!(addr = %settings.addr, "command API listening");
+    let ttl = settings.idempotency_ttl;
+    idempotency::spawn_purger(
+        pool.clone(),
+        ttl,
+        Duration::from_secs(3600),
+        shutdown.clone(),
+    );
+    let app = router(AppState::new(pool, settings, Hooks::default()));
+    service_kit::http::serve(listener, app, shutdown).await?;
+    Ok(())
+}

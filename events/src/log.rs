@@ -60,7 +60,19 @@ const COLUMNS: &str = "tx_id::text::bigint, global_position, event_id, aggregate
                        metadata::jsonb, recorded_at";
 
 fn from_row(row: Row) -> RecordedEvent {
-    let (tx_id, position, event_id, aggregate_type, aggregate_id, version, event_type, event_version, payload, metadata, recorded_at) = row;
+    let (
+        tx_id,
+        position,
+        event_id,
+        aggregate_type,
+        aggregate_id,
+        version,
+        event_type,
+        event_version,
+        payload,
+        metadata,
+        recorded_at,
+    ) = row;
     RecordedEvent {
         log_position: LogPosition { tx_id, position },
         position,
@@ -118,10 +130,14 @@ pub async fn read_after<'e>(
         query.push(" AND aggregate_id = ").push_bind(id.clone());
     }
     if let Some(event_type) = &filter.event_type {
-        query.push(" AND event_type = ").push_bind(event_type.clone());
+        query
+            .push(" AND event_type = ")
+            .push_bind(event_type.clone());
     }
     if let Some(actor) = &filter.actor {
-        query.push(" AND metadata->>'actor' = ").push_bind(actor.clone());
+        query
+            .push(" AND metadata->>'actor' = ")
+            .push_bind(actor.clone());
     }
     if let Some(from) = filter.from {
         query.push(" AND recorded_at >= ").push_bind(from);

@@ -4,14 +4,18 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-/// Who did what, from where, and why: stored with every event as its `metadata`.
+/// Who did what, from where, and why: stored with every event as its `metadata`. Absent
+/// values are left out rather than stored as null, since cqrs-es reads metadata back as a map
+/// of strings.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventMetadata {
     /// The authenticated user id, or `anonymous`.
     pub actor: String,
     /// The client's IP address as the service saw it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<String>,
     /// The client's `User-Agent`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_agent: Option<String>,
     /// The request's `X-Request-ID`.
     pub request_id: String,

@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 
 /// A point in the commit-safe order of the global log: the writing transaction's id, then the
 /// event's global position. Ordering is lexicographic, which is the order readers see.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct LogPosition {
     /// The `xid8` of the transaction that appended the event (as a bigint).
     pub tx_id: i64,
@@ -16,7 +18,10 @@ pub struct LogPosition {
 
 impl LogPosition {
     /// The position before the first event.
-    pub const START: Self = Self { tx_id: 0, position: 0 };
+    pub const START: Self = Self {
+        tx_id: 0,
+        position: 0,
+    };
 }
 
 /// An opaque token naming the log position a command's events reached; a query carrying it
@@ -68,7 +73,10 @@ mod tests {
 
     #[test]
     fn a_token_round_trips() {
-        let token = ConsistencyToken(LogPosition { tx_id: 981, position: 17 });
+        let token = ConsistencyToken(LogPosition {
+            tx_id: 981,
+            position: 17,
+        });
         assert_eq!(ConsistencyToken::decode(&token.encode()), Ok(token));
     }
 
@@ -81,8 +89,14 @@ mod tests {
 
     #[test]
     fn positions_order_by_transaction_first() {
-        let early_tx_late_position = LogPosition { tx_id: 5, position: 90 };
-        let late_tx_early_position = LogPosition { tx_id: 6, position: 3 };
+        let early_tx_late_position = LogPosition {
+            tx_id: 5,
+            position: 90,
+        };
+        let late_tx_early_position = LogPosition {
+            tx_id: 6,
+            position: 3,
+        };
         assert!(early_tx_late_position < late_tx_early_position);
     }
 }

@@ -68,6 +68,9 @@ pub struct StoredAnswer {
     pub etag: Option<String>,
 }
 
+/// Builds the stored answer of a request from what its append wrote.
+pub type AnswerFn<'a> = dyn Fn(&AppendReceipt) -> StoredAnswer + Sync + 'a;
+
 /// Why an append did not happen. Nothing was written in any case.
 #[derive(Debug, thiserror::Error)]
 pub enum AppendError {
@@ -87,7 +90,7 @@ pub enum AppendError {
 pub async fn append(
     pool: &PgPool,
     events: &[NewEvent],
-    completion: Option<(&IdempotencyClaim, &(dyn Fn(&AppendReceipt) -> StoredAnswer + Sync))>,
+    completion: Option<(&IdempotencyClaim, &AnswerFn<'_>)>,
 ) -> Result<AppendReceipt, AppendError> {
     let mut tx = pool.begin().await?;
     let receipt = append_in(&mut tx, events).await?;

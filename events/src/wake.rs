@@ -57,9 +57,20 @@ impl AppendNotifier {
 /// when the connection drops. Each poke is also sent after a reconnect, since notifications
 /// sent while disconnected are lost.
 pub fn listen(pool: PgPool, channel: &'static str) -> Arc<Notify> {
+    // Dropping a JoinHandle detaches the task: it runs for the life of the runtime.
+    let (notify, _task) = listen_with_handle(pool, channel);
+    notify
+}
+
+/// [`listen`], also returning the listening task so its owner can stop it (aborting the task
+/// gives its connection back to the pool, which `PgPool::close` waits for).
+pub fn listen_with_handle(
+    pool: PgPool,
+    channel: &'static str,
+) -> (Arc<Notify>, tokio::task::JoinHandle<()>) {
     let notify = Arc::new(Notify::new());
     let target = Arc::clone(&notify);
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         loop {
             match PgListener::connect_with(&pool).await {
                 Ok(mut listener) => {
@@ -92,5 +103,5 @@ pub fn listen(pool: PgPool, channel: &'static str) -> Arc<Notify> {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     });
-    notify
+    (notify, task)
 }

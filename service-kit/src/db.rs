@@ -98,10 +98,11 @@ pub async fn create_database_if_missing(url: &DatabaseUrl) -> anyhow::Result<()>
         .connect()
         .await
         .with_context(|| format!("connecting to the server of {url:?}"))?;
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-        .bind(&name)
-        .fetch_one(&mut admin)
-        .await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&name)
+            .fetch_one(&mut admin)
+            .await?;
     if !exists {
         let quoted = name.replace('"', "\"\"");
         match sqlx::query(&format!("CREATE DATABASE \"{quoted}\""))

@@ -58,9 +58,9 @@ pub async fn request_id(mut request: Request, next: Next) -> Response {
 /// Whether a client-supplied request id may be logged and stored as it is.
 pub fn is_safe_id(id: &str) -> bool {
     (1..=128).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'/' | b'+' | b'='))
+        && id.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'/' | b'+' | b'=')
+        })
 }
 
 /// Counts requests and times them by route, method and status.
@@ -103,7 +103,10 @@ fn panic_to_problem(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response
 /// `/metrics`.
 pub fn with_plumbing(routes: Router, pool: PgPool) -> Router {
     let ops = Router::new()
-        .route("/healthz", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+        )
         .route("/readyz", get(readyz))
         .route("/metrics", get(|| async { metrics_handle().render() }))
         .with_state(pool);
@@ -117,9 +120,16 @@ pub fn with_plumbing(routes: Router, pool: PgPool) -> Router {
 }
 
 async fn readyz(State(pool): State<PgPool>) -> Response {
-    let check = tokio::time::timeout(Duration::from_secs(2), sqlx::query("SELECT 1").execute(&pool));
+    let check = tokio::time::timeout(
+        Duration::from_secs(2),
+        sqlx::query("SELECT 1").execute(&pool),
+    );
     match check.await {
-        Ok(Ok(_)) => (StatusCode::OK, axum::Json(serde_json::json!({"status": "ready"}))).into_response(),
+        Ok(Ok(_)) => (
+            StatusCode::OK,
+            axum::Json(serde_json::json!({"status": "ready"})),
+        )
+            .into_response(),
         Ok(Err(error)) => {
             tracing::warn!(%error, "readiness: database unreachable");
             Problem::unavailable("database unreachable", 1).into_response()
@@ -129,7 +139,11 @@ async fn readyz(State(pool): State<PgPool>) -> Response {
 }
 
 /// Serves `router` on `listener` until `shutdown` fires, then drains in-flight requests.
-pub async fn serve(listener: TcpListener, router: Router, shutdown: Shutdown) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: Shutdown,
+) -> std::io::Result<()> {
     axum::serve(
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),

@@ -81,7 +81,12 @@ impl Problem {
 
     /// 400: the request could not be read (malformed JSON, bad query parameters).
     pub fn bad_request(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "/problems/bad-request", "Bad request").detail(detail)
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "/problems/bad-request",
+            "Bad request",
+        )
+        .detail(detail)
     }
 
     /// 404: no such resource or route.

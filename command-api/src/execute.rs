@@ -1,0 +1,268 @@
+//! Running a command against an aggregate: load its stream, decide, append, retry on a lost
+//! race, and complete the request's idempotency claim in the append transaction.
+//!
+//! This is cqrs-es's `CqrsFramework::execute_with_metadata` loop (load, `handle` into an
+//! `EventSink`, commit) written out, because the framework returns `()` and we need what the
+//! commit produced: the new version for the answer and `ETag`, the log position for the
+//! consistency token, and the idempotency record written atomically with the events
+//! (docs/decisions/0003-atomic-idempotency.md).
+
+use std::time::Duration;
+
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::persist::EventUpcaster;
+use cqrs_es::{Aggregate, AggregateError, DomainEvent as _};
+use events::store::{self, AggregateLoader, AppendError, IdempotencyClaim, NewEvent, StoredAnswer};
+use events::wake::AppendNotifier;
+use events::{ConsistencyToken, EventMetadata, LogPosition};
+use sqlx::PgPool;
+use tracing::Instrument as _;
+use uuid::Uuid;
+
+/// What a successful command produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Committed {
+    /// The aggregate's version after the command.
+    pub version: i64,
+    /// How many events were appended (0 when the command changed nothing).
+    pub appended: usize,
+    /// Where the last appended event stands in the log; `START` when nothing was appended.
+    pub position: LogPosition,
+}
+
+impl Committed {
+    /// The token a query passes to read its own write.
+    pub fn token(&self) -> ConsistencyToken {
+        ConsistencyToken(self.position)
+    }
+}
+
+/// Why a command did not commit. Nothing was written in any case.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecuteError<E: std::error::Error> {
+    /// The aggregate refused the command.
+    #[error(transparent)]
+    Rejected(E),
+    /// `If-Match` named another version.
+    #[error("the aggregate is at version {current}")]
+    PreconditionFailed {
+        /// The version the aggregate is at.
+        current: i64,
+    },
+    /// Every retry lost the race to other writers.
+    #[error("too many concurrent writers on this aggregate")]
+    Contention,
+    /// Another attempt with the same idempotency key took over the claim.
+    #[error("idempotency claim was taken over")]
+    ClaimLost,
+    /// The event store could not be read or written.
+    #[error("event store: {0}")]
+    Store(String),
+    /// The event store is unreachable or saturated.
+    #[error("event store unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl<E: std::error::Error> From<AppendError> for ExecuteError<E> {
+    fn from(error: AppendError) -> Self {
+        match error {
+            AppendError::Conflict => Self::Contention,
+            AppendError::ClaimLost => Self::ClaimLost,
+            AppendError::Database(error) => database_error(error),
+        }
+    }
+}
+
+fn database_error<E: std::error::Error>(error: sqlx::Error) -> ExecuteError<E> {
+    match error {
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+            ExecuteError::Unavailable(error.to_string())
+        }
+        other => ExecuteError::Store(other.to_string()),
+    }
+}
+
+fn load_error<E: std::error::Error>(error: AggregateError<E>) -> ExecuteError<E> {
+    match error {
+        AggregateError::UserError(error) => ExecuteError::Rejected(error),
+        AggregateError::DatabaseConnectionError(error) => {
+            ExecuteError::Unavailable(error.to_string())
+        }
+        other => ExecuteError::Store(other.to_string()),
+    }
+}
+
+/// What the caller asks of one execution.
+pub struct Request<'a> {
+    /// The aggregate's id.
+    pub aggregate_id: &'a str,
+    /// `If-Match`: the version the client last saw.
+    pub expected_version: Option<i64>,
+    /// Audit metadata for every event.
+    pub metadata: &'a EventMetadata,
+    /// The idempotency claim to complete with the answer, if any.
+    pub claim: Option<&'a IdempotencyClaim>,
+    /// Builds the answer from the outcome; stored with the claim and sent to the client.
+    pub answer: &'a (dyn Fn(&Committed) -> StoredAnswer + Sync),
+}
+
+/// Executes commands of aggregate `A` against the event store.
+pub struct CommandBus<A: Aggregate> {
+    loader: AggregateLoader<A>,
+    pool: PgPool,
+    services: A::Services,
+    notifier: AppendNotifier,
+    max_retries: u32,
+}
+
+impl<A> CommandBus<A>
+where
+    A: Aggregate,
+    A::Command: Clone,
+{
+    /// A bus on `pool`; `max_retries` bounds re-runs of an unconditioned command that lost a
+    /// race.
+    pub fn new(
+        pool: PgPool,
+        services: A::Services,
+        upcasters: Vec<Box<dyn EventUpcaster>>,
+        notifier: AppendNotifier,
+        max_retries: u32,
+    ) -> Self {
+        Self {
+            loader: AggregateLoader::new(pool.clone(), upcasters),
+            pool,
+            services,
+            notifier,
+            max_retries,
+        }
+    }
+
+    /// Runs `command`: a conditioned command (`expected_version`) gets one try and a 412 when
+    /// the version moved; an unconditioned one is re-decided on fresh state when it loses a
+    /// race, up to `max_retries` times.
+    pub async fn execute(
+        &self,
+        request: &Request<'_>,
+        command: A::Command,
+    ) -> Result<(Committed, StoredAnswer), ExecuteError<A::Error>> {
+        let span = tracing::info_span!(
+            "command",
+            aggregate.r#type = A::TYPE,
+            aggregate.id = %request.aggregate_id,
+        );
+        self.execute_inner(request, command).instrument(span).await
+    }
+
+    async fn execute_inner(
+        &self,
+        request: &Request<'_>,
+        command: A::Command,
+    ) -> Result<(Committed, StoredAnswer), ExecuteError<A::Error>> {
+        let mut attempt = 0;
+        loop {
+            let loaded = self
+                .loader
+                .load(request.aggregate_id)
+                .await
+                .map_err(load_error)?;
+            if request
+                .expected_version
+                .is_some_and(|expected| expected != loaded.version)
+            {
+                return Err(ExecuteError::PreconditionFailed {
+                    current: loaded.version,
+                });
+            }
+            let mut aggregate = loaded.aggregate;
+            let sink = EventSink::default();
+            aggregate
+                .handle(command.clone(), &self.services, &sink)
+                .await
+                .map_err(ExecuteError::Rejected)?;
+            let decided = sink.collect().await;
+            let new_events = self.to_new_events(request, loaded.version, &decided)?;
+            let version = loaded.version + i64::try_from(new_events.len()).unwrap_or(i64::MAX);
+            let outcome = |receipt: &store::AppendReceipt| Committed {
+                version,
+                appended: receipt.count,
+                position: if receipt.count == 0 {
+                    LogPosition::START
+                } else {
+                    receipt.last
+                },
+            };
+            let build_answer = |receipt: &store::AppendReceipt| (request.answer)(&outcome(receipt));
+            let completion = request.claim.map(|claim| {
+                (
+                    claim,
+                    &build_answer as &(dyn Fn(&store::AppendReceipt) -> StoredAnswer + Sync),
+                )
+            });
+            if new_events.is_empty() && completion.is_none() {
+                let committed = outcome(&store::AppendReceipt {
+                    last: LogPosition::START,
+                    count: 0,
+                });
+                return Ok((committed, (request.answer)(&committed)));
+            }
+            match store::append(&self.pool, &new_events, completion).await {
+                Ok(receipt) => {
+                    if receipt.count > 0 {
+                        self.notifier.notify();
+                        metrics::counter!("events_appended_total", "aggregate_type" => A::TYPE)
+                            .increment(receipt.count as u64);
+                    }
+                    let committed = outcome(&receipt);
+                    return Ok((committed, (request.answer)(&committed)));
+                }
+                Err(AppendError::Conflict) if request.expected_version.is_some() => {
+                    let current = self
+                        .loader
+                        .load(request.aggregate_id)
+                        .await
+                        .map_err(load_error)?
+                        .version;
+                    return Err(ExecuteError::PreconditionFailed { current });
+                }
+                Err(AppendError::Conflict) if attempt < self.max_retries => {
+                    attempt += 1;
+                    metrics::counter!("command_retries_total", "aggregate_type" => A::TYPE)
+                        .increment(1);
+                    tracing::debug!(attempt, "lost a concurrency race; retrying on fresh state");
+                    // Spread retrying writers apart so they do not collide again in lockstep.
+                    let jitter = u64::from(Uuid::now_v7().as_bytes()[15] % 8);
+                    tokio::time::sleep(Duration::from_millis(u64::from(attempt) + jitter)).await;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+    }
+
+    fn to_new_events(
+        &self,
+        request: &Request<'_>,
+        version: i64,
+        decided: &[A::Event],
+    ) -> Result<Vec<NewEvent>, ExecuteError<A::Error>> {
+        let metadata = serde_json::to_value(request.metadata)
+            .map_err(|error| ExecuteError::Store(error.to_string()))?;
+        decided
+            .iter()
+            .zip(version + 1..)
+            .map(|(event, sequence)| {
+                Ok(NewEvent {
+                    event_id: Uuid::now_v7(),
+                    aggregate_type: A::TYPE.to_owned(),
+                    aggregate_id: request.aggregate_id.to_owned(),
+                    sequence,
+                    event_type: event.event_type(),
+                    event_version: event.event_version(),
+                    payload: serde_json::to_value(event)
+                        .map_err(|error| ExecuteError::Store(error.to_string()))?,
+                    metadata: metadata.clone(),
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,73 @@
+//! The one place where write-side errors become HTTP answers.
+
+use axum::http::StatusCode;
+use service_kit::Problem;
+
+use crate::domain::project::ProjectError;
+use crate::execute::ExecuteError;
+use crate::idempotency::IdempotencyError;
+
+/// A domain rule's HTTP face.
+pub trait RuleProblem: std::error::Error {
+    /// The problem answering this rule violation.
+    fn problem(&self) -> Problem;
+}
+
+impl RuleProblem for ProjectError {
+    fn problem(&self) -> Problem {
+        match self {
+            // 404: the project does not exist.
+            Self::NotFound => Problem::not_found(self.to_string()),
+            // 409: every other rule is a conflict with the project's state.
+            Self::AlreadyExists | Self::Archived | Self::AlreadyArchived | Self::NotArchived => {
+                Problem::conflict(self.to_string())
+            }
+        }
+    }
+}
+
+impl<E: RuleProblem> From<ExecuteError<E>> for Problem {
+    fn from(error: ExecuteError<E>) -> Self {
+        match error {
+            ExecuteError::Rejected(rule) => rule.problem(),
+            // 412 with the current version, so the client can refetch and decide.
+            ExecuteError::PreconditionFailed { current } => Problem::precondition_failed(current),
+            // 409: retried and still lost; the client may retry.
+            ExecuteError::Contention => Problem::conflict(error.to_string()),
+            // 409: another attempt with this key runs now.
+            ExecuteError::ClaimLost => Problem::conflict(error.to_string()),
+            // 503: transient; retry later.
+            ExecuteError::Unavailable(_) => {
+                tracing::warn!(%error, "event store unavailable");
+                Problem::unavailable("the event store is unavailable", 1)
+            }
+            ExecuteError::Store(_) => Problem::internal(&error),
+        }
+    }
+}
+
+impl From<IdempotencyError> for Problem {
+    fn from(error: IdempotencyError) -> Self {
+        match error {
+            // 422: the key belongs to another request.
+            IdempotencyError::Mismatch => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "/problems/idempotency-key-reused",
+                "Idempotency key reused",
+            )
+            .detail(error.to_string()),
+            // 409: the first request with this key is still running.
+            IdempotencyError::InFlight => Problem::new(
+                StatusCode::CONFLICT,
+                "/problems/idempotency-key-in-flight",
+                "Request in progress",
+            )
+            .detail(error.to_string())
+            .retry_after(1),
+            IdempotencyError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_)) => {
+                Problem::unavailable("the database is unavailable", 1)
+            }
+            IdempotencyError::Database(_) => Problem::internal(&error),
+        }
+    }
+}

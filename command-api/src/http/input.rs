@@ -1,0 +1,188 @@
+//! The command extractor: body, idempotency key, `If-Match` and audit metadata of a request.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, JsonRejection};
+use axum::extract::{FromRequest, Request};
+use axum::http::{HeaderMap, header};
+use events::EventMetadata;
+use serde::de::DeserializeOwned;
+use service_kit::Problem;
+use service_kit::http::{RequestId, client_ip, is_safe_id};
+use service_kit::problem::FieldError;
+use uuid::Uuid;
+
+use crate::idempotency;
+
+/// The principal every request acts as until accounts exist.
+pub const ANONYMOUS: &str = "anonymous";
+
+/// Everything a command handler needs from the request besides its path.
+#[derive(Debug)]
+pub struct CommandInput {
+    body: Bytes,
+    is_json: bool,
+    /// Hash of method, path and body: what an idempotency key is bound to.
+    pub fingerprint: Vec<u8>,
+    /// `Idempotency-Key`, validated.
+    pub idempotency_key: Option<String>,
+    /// `If-Match`, as a version.
+    pub if_match: Option<i64>,
+    /// Audit metadata for the events this command appends.
+    pub metadata: EventMetadata,
+    /// Who is asking; scopes idempotency keys.
+    pub principal: String,
+}
+
+impl CommandInput {
+    /// Parses the JSON body: malformed JSON is a 400, a body of the wrong shape a 422.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, Problem> {
+        if !self.is_json {
+            return Err(Problem::unsupported_media_type());
+        }
+        Json::<T>::from_bytes(&self.body)
+            .map(|Json(value)| value)
+            .map_err(|rejection| match rejection {
+                JsonRejection::JsonSyntaxError(error) => {
+                    Problem::bad_request(format!("malformed JSON: {}", error.body_text()))
+                }
+                other => Problem::invalid_body(other.body_text()),
+            })
+    }
+}
+
+fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name).and_then(|value| value.to_str().ok())
+}
+
+/// Parses `If-Match: "7"` (weak and bare forms accepted; `*` means "any version").
+fn parse_if_match(headers: &HeaderMap) -> Result<Option<i64>, Problem> {
+    let Some(raw) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let raw = raw
+        .to_str()
+        .map_err(|_| Problem::bad_request("If-Match must be a quoted version, e.g. \"3\""))?
+        .trim();
+    if raw == "*" {
+        return Ok(None);
+    }
+    let unquoted = raw.trim_start_matches("W/").trim_matches('"');
+    unquoted
+        .parse::<i64>()
+        .ok()
+        .filter(|version| *version >= 0)
+        .map(Some)
+        .ok_or_else(|| Problem::bad_request("If-Match must be a quoted version, e.g. \"3\""))
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    header_str(headers, header::CONTENT_TYPE.as_str()).is_some_and(|value| {
+        let essence = value.split(';').next().unwrap_or_default().trim();
+        essence.eq_ignore_ascii_case("application/json")
+            || (essence.starts_with("application/") && essence.ends_with("+json"))
+    })
+}
+
+impl<S: Send + Sync> FromRequest<S> for CommandInput {
+    type Rejection = Problem;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let (parts, body) = request.into_parts();
+        let headers = &parts.headers;
+        let idempotency_key = match header_str(headers, "idempotency-key") {
+            None if headers.contains_key("idempotency-key") => {
+                return Err(key_problem());
+            }
+            None => None,
+            Some(key) if idempotency::is_valid_key(key) => Some(key.to_owned()),
+            Some(_) => return Err(key_problem()),
+        };
+        let if_match = parse_if_match(headers)?;
+        let request_id = parts
+            .extensions
+            .get::<RequestId>()
+            .map_or_else(|| Uuid::now_v7().to_string(), |id| id.0.clone());
+        let correlation_id = header_str(headers, "x-correlation-id")
+            .filter(|id| is_safe_id(id))
+            .map_or_else(|| request_id.clone(), str::to_owned);
+        let traceparent = header_str(headers, "traceparent")
+            .filter(|value| value.len() <= 128 && is_safe_id(value))
+            .map(str::to_owned);
+        let user_agent = header_str(headers, header::USER_AGENT.as_str())
+            .map(|agent| agent.chars().take(512).collect::<String>());
+        let metadata = EventMetadata {
+            actor: ANONYMOUS.to_owned(),
+            ip: client_ip(&parts.extensions),
+            user_agent,
+            request_id,
+            correlation_id,
+            causation_id: Uuid::now_v7().to_string(),
+            idempotency_key: idempotency_key.clone(),
+            traceparent,
+        };
+        let method = parts.method.to_string();
+        let path = parts.uri.path().to_owned();
+        let json = is_json(headers);
+        let body = Bytes::from_request(Request::from_parts(parts, body), state)
+            .await
+            .map_err(|rejection: BytesRejection| {
+                if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    Problem::payload_too_large(0)
+                        .detail("the body is larger than this endpoint accepts")
+                } else {
+                    Problem::bad_request(rejection.body_text())
+                }
+            })?;
+        if !body.is_empty() && !json {
+            return Err(Problem::unsupported_media_type());
+        }
+        Ok(Self {
+            fingerprint: idempotency::fingerprint(&method, &path, &body),
+            body,
+            is_json: json,
+            idempotency_key,
+            if_match,
+            metadata,
+            principal: ANONYMOUS.to_owned(),
+        })
+    }
+}
+
+fn key_problem() -> Problem {
+    Problem::validation(vec![FieldError::new(
+        "Idempotency-Key",
+        "must be 1 to 255 visible ASCII characters",
+    )])
+}
+
+/// Parses a path id as a UUID: a malformed one is a 422 naming `id`.
+pub fn parse_id(raw: &str) -> Result<Uuid, Problem> {
+    Uuid::parse_str(raw)
+        .map_err(|_| Problem::validation(vec![FieldError::new("id", "must be a UUID")]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn if_match(value: &str) -> Result<Option<i64>, Problem> {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::IF_MATCH, value.parse().expect("header value"));
+        parse_if_match(&headers)
+    }
+
+    #[test]
+    fn if_match_takes_quoted_weak_and_bare_versions() {
+        assert_eq!(if_match("\"7\"").ok(), Some(Some(7)));
+        assert_eq!(if_match("W/\"7\"").ok(), Some(Some(7)));
+        assert_eq!(if_match("7").ok(), Some(Some(7)));
+        assert_eq!(if_match("*").ok(), Some(None));
+    }
+
+    #[test]
+    fn if_match_refuses_what_is_not_a_version() {
+        assert!(if_match("\"abc\"").is_err());
+        assert!(if_match("\"-1\"").is_err());
+    }
+}

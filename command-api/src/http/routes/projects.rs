@@ -1,0 +1,252 @@
+//! Project commands: create, update, archive, restore.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::Deserialize;
+use service_kit::Problem;
+use service_kit::problem::FieldError;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::domain::project::{Description, ProjectCommand, ProjectName};
+use crate::domain::text::TextError;
+use crate::execute::Committed;
+use crate::http::input::{CommandInput, parse_id};
+use crate::http::{change_answer, run_command};
+
+/// Routes of the project commands.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_project))
+        .routes(routes!(update_project))
+        .routes(routes!(archive_project))
+        .routes(routes!(restore_project))
+}
+
+/// `POST /projects` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateProject {
+    /// Client-generated id (UUID) for offline clients; generated when absent.
+    id: Option<Uuid>,
+    /// 1 to 120 characters after trimming.
+    name: String,
+    /// At most 2000 characters.
+    description: Option<String>,
+    /// The owning user.
+    owner_id: Option<Uuid>,
+}
+
+/// `PATCH /projects/{id}` body: at least one field.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateProject {
+    /// 1 to 120 characters after trimming.
+    name: Option<String>,
+    /// At most 2000 characters.
+    description: Option<String>,
+}
+
+/// The answer to a create or change.
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct ChangeAnswer {
+    /// The aggregate's id.
+    id: String,
+    /// Its version after the command (also the `ETag`).
+    version: i64,
+    /// Pass as `X-Consistency-Token` to a query to read this write.
+    consistency_token: String,
+}
+
+fn field<T>(errors: &mut Vec<FieldError>, name: &str, parsed: Result<T, TextError>) -> Option<T> {
+    parsed
+        .map_err(|error| errors.push(FieldError::new(name, error.to_string())))
+        .ok()
+}
+
+fn location(id: Uuid) -> String {
+    format!("/api/v1/projects/{id}")
+}
+
+/// Creates a project.
+#[utoipa::path(
+    post, path = "/api/v1/projects", tag = "projects",
+    request_body = CreateProject,
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "1-255 visible ASCII characters"),
+    ),
+    responses(
+        (status = 201, description = "Created", body = ChangeAnswer),
+        (status = 400, description = "Malformed JSON"),
+        (status = 409, description = "A project with this id exists, or the idempotency key is in flight"),
+        (status = 413, description = "Body too large"),
+        (status = 415, description = "Not JSON"),
+        (status = 422, description = "Validation failed"),
+    )
+)]
+async fn create_project(
+    State(state): State<AppState>,
+    input: CommandInput,
+) -> Result<Response, Problem> {
+    let body: CreateProject = input.json()?;
+    let mut errors = Vec::new();
+    let name = field(&mut errors, "name", ProjectName::parse(&body.name));
+    let description = body
+        .description
+        .as_deref()
+        .and_then(|raw| field(&mut errors, "description", Description::parse(raw)));
+    let (Some(name), true) = (name, errors.is_empty()) else {
+        return Err(Problem::validation(errors));
+    };
+    let id = body.id.unwrap_or_else(Uuid::now_v7);
+    let command = ProjectCommand::Create {
+        name,
+        description,
+        owner_id: body.owner_id,
+    };
+    let answer = move |committed: &Committed| {
+        change_answer(
+            StatusCode::CREATED,
+            &id.to_string(),
+            Some(location(id)),
+            committed,
+        )
+    };
+    run_command(
+        &state,
+        &state.projects,
+        &input,
+        &id.to_string(),
+        command,
+        &answer,
+    )
+    .await
+}
+
+/// Changes a project's name and/or description.
+#[utoipa::path(
+    patch, path = "/api/v1/projects/{id}", tag = "projects",
+    request_body = UpdateProject,
+    params(
+        ("id" = Uuid, Path, description = "Project id"),
+        ("If-Match" = Option<String>, Header, description = "Quoted version, e.g. \"3\""),
+        ("Idempotency-Key" = Option<String>, Header, description = "1-255 visible ASCII characters"),
+    ),
+    responses(
+        (status = 200, description = "Updated", body = ChangeAnswer),
+        (status = 404, description = "Unknown project"),
+        (status = 409, description = "The project is archived"),
+        (status = 412, description = "If-Match does not match; body has current_version"),
+        (status = 422, description = "Validation failed"),
+    )
+)]
+async fn update_project(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    input: CommandInput,
+) -> Result<Response, Problem> {
+    let id = parse_id(&id)?;
+    let body: UpdateProject = input.json()?;
+    let mut errors = Vec::new();
+    let name = body
+        .name
+        .as_deref()
+        .and_then(|raw| field(&mut errors, "name", ProjectName::parse(raw)));
+    let description = body
+        .description
+        .as_deref()
+        .and_then(|raw| field(&mut errors, "description", Description::parse(raw)));
+    if body.name.is_none() && body.description.is_none() {
+        errors.push(FieldError::new(
+            "name",
+            "give name or description (or both)",
+        ));
+    }
+    if !errors.is_empty() {
+        return Err(Problem::validation(errors));
+    }
+    let command = ProjectCommand::Update { name, description };
+    let answer = move |committed: &Committed| {
+        change_answer(StatusCode::OK, &id.to_string(), None, committed)
+    };
+    run_command(
+        &state,
+        &state.projects,
+        &input,
+        &id.to_string(),
+        command,
+        &answer,
+    )
+    .await
+}
+
+/// Archives a project.
+#[utoipa::path(
+    post, path = "/api/v1/projects/{id}/archive", tag = "projects",
+    params(
+        ("id" = Uuid, Path, description = "Project id"),
+        ("If-Match" = Option<String>, Header, description = "Quoted version"),
+        ("Idempotency-Key" = Option<String>, Header, description = "1-255 visible ASCII characters"),
+    ),
+    responses(
+        (status = 200, description = "Archived", body = ChangeAnswer),
+        (status = 404, description = "Unknown project"),
+        (status = 409, description = "Already archived"),
+        (status = 412, description = "If-Match does not match"),
+    )
+)]
+async fn archive_project(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    input: CommandInput,
+) -> Result<Response, Problem> {
+    lifecycle(state, &id, input, ProjectCommand::Archive).await
+}
+
+/// Restores an archived project.
+#[utoipa::path(
+    post, path = "/api/v1/projects/{id}/restore", tag = "projects",
+    params(
+        ("id" = Uuid, Path, description = "Project id"),
+        ("If-Match" = Option<String>, Header, description = "Quoted version"),
+        ("Idempotency-Key" = Option<String>, Header, description = "1-255 visible ASCII characters"),
+    ),
+    responses(
+        (status = 200, description = "Restored", body = ChangeAnswer),
+        (status = 404, description = "Unknown project"),
+        (status = 409, description = "Not archived"),
+        (status = 412, description = "If-Match does not match"),
+    )
+)]
+async fn restore_project(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    input: CommandInput,
+) -> Result<Response, Problem> {
+    lifecycle(state, &id, input, ProjectCommand::Restore).await
+}
+
+async fn lifecycle(
+    state: AppState,
+    id: &str,
+    input: CommandInput,
+    command: ProjectCommand,
+) -> Result<Response, Problem> {
+    let id = parse_id(id)?;
+    let answer = move |committed: &Committed| {
+        change_answer(StatusCode::OK, &id.to_string(), None, committed)
+    };
+    run_command(
+        &state,
+        &state.projects,
+        &input,
+        &id.to_string(),
+        command,
+        &answer,
+    )
+    .await
+}

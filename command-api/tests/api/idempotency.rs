@@ -1,0 +1,189 @@
+//! Idempotency keys: replay, reuse for another request, in flight, crash after append.
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use command_api::Hooks;
+use command_api::idempotency::{self, Claim};
+use serde_json::json;
+use sqlx::PgPool;
+
+use crate::helpers::*;
+
+fn create(key: &str, name: &str) -> Call {
+    Call::post("/api/v1/projects")
+        .header("idempotency-key", key)
+        .json(&json!({ "name": name }))
+}
+
+#[sqlx::test(migrator = "events::MIGRATOR")]
+async fn a_repeat_gets_the_first_answer_and_appends_nothing(pool: PgPool) {
+    let app = app(&pool);
+    let first = create("key-1", "Apollo").send(&app).await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    assert_eq!(first.header("idempotent-replayed"), None);
+    let repeat = create("key-1", "Apollo").send(&app).await;
+    assert_eq!(repeat.status, StatusCode::CREATED);
+    assert_eq!(repeat.body, first.body);
+    assert_eq!(repeat.header("location"), first.header("location"));
+    assert_eq!(repeat.header("etag"), first.header("etag"));
+    assert_eq!(repeat.header("idempotent-replayed"), Some("true"));
+    assert_eq!(event_count(&pool).await, 1);
+    let key: String = sqlx::query_scalar("SELECT metadata->>'idempotency_key' FROM events")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(key, "key-1");
+}
+
+#[sqlx::test(migrator = "events::MIGRATOR")]
+async fn a_key_reused_for_another_request_is_422(pool: PgPool) {
+    let app = app(&pool);
+    assert_eq!(
+        create("key-2", "Apollo").send(&app).await.status,
+        StatusCode::CREATED
+    );
+    let other = create("key-2", "Gemini").send(&app).await;
+    assert_eq!(other.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(other.body["type"], "/problems/idempotency-key-reused");
+    assert_eq!(event_count(&pool).await, 1);
+}
+
+#[sqlx::test(migrator = "events::MIGRATOR")]
+async fn a_key_still_in_flight_is_409(pool: PgPool) {
+    let app = app(&pool);
+    let body = json!({ "name": "Apollo" });
+    // Another attempt holds the claim: it is running right now.
+    let fingerprint =
+        idempotency::fingerprint("POST", "/api/v1/projects", body.to_string().as_bytes());
+    let held = idempotency::claim(
+        &pool,
+        "anonymous",
+        "key-3",
+        &fingerprint,
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(held, Claim::Owned(_)));
+    let second = Call::post("/api/v1/projects")
+        .header("idempotency-key", "key-3")
+        .json(&body)
+        .send(&app)
+        .await;
+    assert_eq!(second.status, StatusCode::CONFLICT);
+    assert_eq!(second.body["type"], "/problems/idempotency-key-in-flight");
+    assert_eq!(event_count(&pool).await, 0);
+}
+
+#[sqlx::test(migrator = "events::MIGRATOR")]
+async fn a_claim_abandoned_past_its_lease_is_taken_over_and_appends_once(pool: PgPool) {
+    let mut settings = settings();
+    settings.idempotency_lease = Duration::ZERO;
+    let app = app_with(&pool, settings, Hooks::default());
+    let body = json!({ "name": "Apollo" });
+    let fingerprint =
+        idempotency::fingerprint("POST", "/api/v1/projects", body.to_string().as_bytes());
+    // An attempt claimed the key and died before appending anything.
+    idempotency::claim(
+        &pool,
+        "anonymous",
+        "key-4",
+        &fingerprint,
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    let retry = Call::post("/api/v1/projects")
+        .header("idempotency-key", "key-4")
+        .json(&body)
+        .send(&app)
+        .await;
+    assert_eq!(retry.status, StatusCode::CREATED);
+    assert_eq!(event_count(&pool).await, 1);
+    let replay = Call::post("/api/v1/projects")
+        .header("idempotency-key", "key-4")
+        .json(&body)
+        .send(&app)
+        .await;
+    assert_eq!(replay.body, retry.body);
+    assert_eq!(event_count(&pool).await, 1);
+}
+
+#[sqlx::test(migrator = "events::MIGRATOR")]
+async fn a_first_attempt_that_died_after_its_append_is_not_appended_again(pool: PgPool) {
+    let dying = app_with(&pool, settings(), dying_after_commit());
+    let crashed = create("key-5", "Apollo").send(&dying).await;
+    // The process "died": the client saw no success.
+    assert_eq!(crashed.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(event_count(&pool).await, 1);
+
+    let healthy = app(&pool);
+    let retry = create("key-5", "Apollo").send(&healthy).await;
+    assert_eq!(retry.status, StatusCode::CREATED);
+    assert_eq!(retry.header("idempotent-replayed"), Some("true"));
+    assert_eq!(retry.body["version"], 1);
+    let stored_id: String = sqlx::query_scalar("SELECT aggregate_id FROM events")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(retry.body["id"], stored_id.as_str());
+    assert_eq!(event_count(&pool).await, 1);
+}
+
+#[sqlx::test(migrator = "events::MIGRATOR")]
+async fn a_failed_command_stores_no_answer_and_the_key_can_be_retried(pool: PgPool) {
+    let app = app(&pool);
+    let id = "0195a7d4-1c2b-7def-8000-0000000000dd";
+    let missing = Call::post(&format!("/api/v1/projects/{id}/archive"))
+        .header("idempotency-key", "key-6")
+        .send(&app)
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM idempotency_keys")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 0);
+}
+
+#[sqlx::test(migrator = "events::MIGRATOR")]
+async fn concurrent_repeats_of_one_key_append_once(pool: PgPool) {
+    let app = app(&pool);
+    let answers =
+        futures::future::join_all((0..8).map(|_| create("key-7", "Apollo").send(&app))).await;
+    let created: Vec<_> = answers
+        .iter()
+        .filter(|a| a.status == StatusCode::CREATED)
+        .collect();
+    assert!(!created.is_empty());
+    assert!(created.iter().all(|a| a.body == created[0].body));
+    assert!(
+        answers
+            .iter()
+            .all(|a| a.status == StatusCode::CREATED || a.status == StatusCode::CONFLICT)
+    );
+    assert_eq!(event_count(&pool).await, 1);
+}
+
+#[sqlx::test(migrator = "events::MIGRATOR")]
+async fn expired_answers_are_purged(pool: PgPool) {
+    let app = app(&pool);
+    create("key-8", "Apollo").send(&app).await;
+    assert_eq!(
+        idempotency::purge(&pool, Duration::from_secs(3600))
+            .await
+            .unwrap(),
+        0
+    );
+    sqlx::query("UPDATE idempotency_keys SET completed_at = now() - interval '25 hours'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        idempotency::purge(&pool, Duration::from_secs(24 * 3600))
+            .await
+            .unwrap(),
+        1
+    );
+}

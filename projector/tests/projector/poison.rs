@@ -1,0 +1,63 @@
+//! An event a projection cannot apply stops it, loudly, right before the event.
+
+use events::store::append;
+use projector::EngineError;
+use projector::projections::ProjectsProjection;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::support::{checkpoint, created, project_event, project_rows, try_settle};
+
+#[sqlx::test(migrator = "events::MIGRATOR")]
+async fn a_poison_event_fails_the_projection_and_nothing_after_it_is_applied(pool: PgPool) {
+    let before = Uuid::now_v7();
+    let before_receipt = append(&pool, &[project_event(before, 1, &created("before"))], None)
+        .await
+        .unwrap();
+    let poisoned = Uuid::now_v7();
+    let mut poison = project_event(poisoned, 1, &created("never"));
+    poison.event_type = "ProjectExploded".to_owned();
+    poison.payload = serde_json::json!({"ProjectExploded": {"blast_radius": 3}});
+    let poison_id = poison.event_id;
+    let poison_receipt = append(&pool, &[poison], None).await.unwrap();
+    let after = Uuid::now_v7();
+    append(&pool, &[project_event(after, 1, &created("after"))], None)
+        .await
+        .unwrap();
+
+    for attempt in 0..2 {
+        // Transactions of other tests may hold the horizon back for a moment.
+        let error = try_settle(&pool, 10)
+            .await
+            .expect_err("the poison event fails the projection");
+        let EngineError::Failed {
+            projection,
+            event_id,
+            position,
+            ..
+        } = error
+        else {
+            panic!("expected a failure, got {error:?}");
+        };
+        assert_eq!(projection, ProjectsProjection::NAME);
+        assert_eq!(event_id, poison_id, "attempt {attempt}");
+        assert_eq!(position, poison_receipt.last);
+
+        let state = checkpoint(&pool).await;
+        assert_eq!(state.state, "failed");
+        let last_error = state.last_error.expect("the failure is recorded");
+        assert!(last_error.contains(&poison_id.to_string()), "{last_error}");
+        assert!(
+            last_error.contains(&format!("position {}", poison_receipt.last.position)),
+            "{last_error}"
+        );
+        // The checkpoint rests right before the poison event: the event before it is kept.
+        assert_eq!(
+            (state.tx_id, state.position),
+            (before_receipt.last.tx_id, before_receipt.last.position)
+        );
+        assert_eq!(state.events_applied, 1);
+        let ids: Vec<Uuid> = project_rows(&pool).await.iter().map(|row| row.id).collect();
+        assert_eq!(ids, [before], "nothing after the poison event is applied");
+    }
+}

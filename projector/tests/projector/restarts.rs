@@ -1,0 +1,229 @@
+//! A projector killed at arbitrary moments, even with two copies racing, resumes to exactly
+//! the model a fresh rebuild produces.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use events::project::ProjectEvent;
+use events::store::{NewEvent, append, append_in};
+use events::wake::{AppendNotifier, EVENTS_CHANNEL};
+use projector::projections::ProjectsProjection;
+use projector::{LoopSettings, Projection};
+use service_kit::shutdown::Shutdown;
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use uuid::Uuid;
+
+use crate::support::{Lcg, checkpoint, event_count, project_event, project_rows, settle};
+
+const WRITERS: u64 = 4;
+const PROJECTS_PER_WRITER: usize = 6;
+const OPERATIONS_PER_WRITER: usize = 60;
+
+/// What a writer believes a project looks like after its own appends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Expected {
+    name: String,
+    description: String,
+    archived: bool,
+    version: i64,
+}
+
+/// Appends a pseudo-random history for its own projects (so writers never conflict), some in
+/// transactions that stay open a while, and returns the state it expects.
+async fn writer(pool: PgPool, notifier: AppendNotifier, seed: u64) -> HashMap<Uuid, Expected> {
+    let mut rng = Lcg::new(seed);
+    let ids: Vec<Uuid> = (0..PROJECTS_PER_WRITER).map(|_| Uuid::now_v7()).collect();
+    let mut model: HashMap<Uuid, Expected> = HashMap::new();
+    for op in 0..OPERATIONS_PER_WRITER {
+        let id = ids[usize::try_from(rng.below(ids.len() as u64)).unwrap()];
+        let mut batch: Vec<NewEvent> = Vec::new();
+        let mut state = model.get(&id).cloned();
+        let steps = 1 + rng.below(2);
+        for _ in 0..steps {
+            let event = match &state {
+                None => ProjectEvent::ProjectCreated {
+                    name: format!("p{seed}-{op}"),
+                    description: format!("made by writer {seed}"),
+                    owner_id: None,
+                },
+                Some(current) if current.archived => ProjectEvent::ProjectRestored {},
+                Some(_) => match rng.below(4) {
+                    0 => ProjectEvent::ProjectArchived {},
+                    1 => ProjectEvent::ProjectUpdated {
+                        name: None,
+                        description: Some(format!("described at {op}")),
+                    },
+                    _ => ProjectEvent::ProjectUpdated {
+                        name: Some(format!("renamed {seed}-{op}")),
+                        description: None,
+                    },
+                },
+            };
+            let version = state.as_ref().map_or(1, |current| current.version + 1);
+            batch.push(project_event(id, version, &event));
+            state = Some(evolve(state, &event, version));
+        }
+        if rng.below(4) == 0 {
+            // Takes its positions now, commits after others that take later ones.
+            let mut tx = pool.begin().await.unwrap();
+            append_in(&mut tx, &batch).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(rng.below(15))).await;
+            tx.commit().await.unwrap();
+        } else {
+            append(&pool, &batch, None).await.unwrap();
+        }
+        notifier.notify();
+        if let Some(state) = state {
+            model.insert(id, state);
+        }
+        tokio::time::sleep(Duration::from_millis(rng.below(4))).await;
+    }
+    model
+}
+
+fn evolve(state: Option<Expected>, event: &ProjectEvent, version: i64) -> Expected {
+    match (state, event) {
+        (
+            _,
+            ProjectEvent::ProjectCreated {
+                name, description, ..
+            },
+        ) => Expected {
+            name: name.clone(),
+            description: description.clone(),
+            archived: false,
+            version,
+        },
+        (Some(mut current), ProjectEvent::ProjectUpdated { name, description }) => {
+            if let Some(name) = name {
+                current.name.clone_from(name);
+            }
+            if let Some(description) = description {
+                current.description.clone_from(description);
+            }
+            current.version = version;
+            current
+        }
+        (Some(mut current), ProjectEvent::ProjectArchived {}) => {
+            current.archived = true;
+            current.version = version;
+            current
+        }
+        (Some(mut current), ProjectEvent::ProjectRestored {}) => {
+            current.archived = false;
+            current.version = version;
+            current
+        }
+        (None, other) => panic!("{other:?} before the project exists"),
+    }
+}
+
+#[sqlx::test(migrator = "events::MIGRATOR")]
+async fn a_projector_killed_at_random_moments_ends_equal_to_a_fresh_rebuild(
+    options: PgPoolOptions,
+    connect: PgConnectOptions,
+) {
+    let pool = options
+        .max_connections(12)
+        .connect_with(connect)
+        .await
+        .unwrap();
+    let notifier = AppendNotifier::spawn(pool.clone(), EVENTS_CHANNEL);
+    let (wake, listener) = events::wake::listen_with_handle(pool.clone(), EVENTS_CHANNEL);
+    let writers: Vec<_> = (1..=WRITERS)
+        .map(|seed| tokio::spawn(writer(pool.clone(), notifier.clone(), seed)))
+        .collect();
+
+    let mut rng = Lcg::new(42);
+    let projection: Arc<dyn Projection> = Arc::new(ProjectsProjection);
+    let (mut rounds, mut kills) = (0, 0);
+    while rounds < 25 || !writers.iter().all(tokio::task::JoinHandle::is_finished) {
+        rounds += 1;
+        let shutdown = Shutdown::new();
+        // Now and then two copies run at once, as two misconfigured processes would.
+        let copies = if rng.below(3) == 0 { 2 } else { 1 };
+        let loops: Vec<_> = (0..copies)
+            .map(|_| {
+                let settings = LoopSettings {
+                    batch_size: 1 + i64::try_from(rng.below(20)).unwrap(),
+                    poll_interval: Duration::from_millis(20),
+                };
+                tokio::spawn(projector::run_projection(
+                    pool.clone(),
+                    Arc::clone(&projection),
+                    settings,
+                    Arc::clone(&wake),
+                    shutdown.clone(),
+                ))
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(rng.below(40))).await;
+        if rng.below(3) == 0 {
+            shutdown.trigger();
+            for running in loops {
+                running
+                    .await
+                    .expect("the loop does not panic")
+                    .expect("the loop stops cleanly");
+            }
+        } else {
+            // Killed wherever it is, possibly in the middle of a batch transaction.
+            kills += 1;
+            for running in &loops {
+                running.abort();
+            }
+            for running in loops {
+                let _ = running.await;
+            }
+        }
+    }
+    assert!(
+        kills > 5,
+        "the test killed the projector only {kills} times"
+    );
+
+    let mut expected: HashMap<Uuid, Expected> = HashMap::new();
+    for handle in writers {
+        expected.extend(handle.await.expect("writers succeed"));
+    }
+    listener.abort();
+    settle(&pool, 7).await;
+
+    let total = event_count(&pool).await;
+    assert!(total >= i64::try_from(WRITERS as usize * OPERATIONS_PER_WRITER).unwrap());
+    let live_checkpoint = checkpoint(&pool).await;
+    assert_eq!(
+        live_checkpoint.events_applied, total,
+        "every event applied exactly once"
+    );
+    assert_eq!(live_checkpoint.state, "running");
+    let live = project_rows(&pool).await;
+    assert_eq!(live.len(), expected.len());
+    for row in &live {
+        let want = &expected[&row.id];
+        let got = Expected {
+            name: row.name.clone(),
+            description: row.description.clone(),
+            archived: row.archived,
+            version: row.version,
+        };
+        assert_eq!(&got, want, "project {}", row.id);
+    }
+
+    // Rebuild from scratch and compare every column.
+    sqlx::query("DELETE FROM projects")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM projection_checkpoints")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let rebuilt_count = settle(&pool, 500).await;
+    assert_eq!(i64::try_from(rebuilt_count).unwrap(), total);
+    let rebuilt_checkpoint = checkpoint(&pool).await;
+    assert_eq!(rebuilt_checkpoint, live_checkpoint);
+    assert_eq!(project_rows(&pool).await, live);
+}

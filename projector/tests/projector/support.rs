@@ -1,0 +1,152 @@
+//! Helpers shared by the tests: building events, reading checkpoints and rows, catching up.
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use events::project::{AGGREGATE_TYPE, EVENT_VERSION, ProjectEvent};
+use events::store::NewEvent;
+use projector::EngineError;
+use projector::projections::ProjectsProjection;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// A project event as the command side would append it, at stream revision `sequence`.
+pub fn project_event(id: Uuid, sequence: i64, event: &ProjectEvent) -> NewEvent {
+    use cqrs_es::DomainEvent as _;
+    NewEvent {
+        event_id: Uuid::now_v7(),
+        aggregate_type: AGGREGATE_TYPE.to_owned(),
+        aggregate_id: id.to_string(),
+        sequence,
+        event_type: event.event_type(),
+        event_version: EVENT_VERSION.to_owned(),
+        payload: serde_json::to_value(event).expect("project events serialize"),
+        metadata: serde_json::json!({
+            "actor": "tester",
+            "request_id": "req",
+            "correlation_id": "corr",
+            "causation_id": "cause",
+        }),
+    }
+}
+
+pub fn created(name: &str) -> ProjectEvent {
+    ProjectEvent::ProjectCreated {
+        name: name.to_owned(),
+        description: String::new(),
+        owner_id: None,
+    }
+}
+
+pub fn renamed(name: &str) -> ProjectEvent {
+    ProjectEvent::ProjectUpdated {
+        name: Some(name.to_owned()),
+        description: None,
+    }
+}
+
+/// The `projects` checkpoint row.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Checkpoint {
+    pub tx_id: i64,
+    pub position: i64,
+    pub events_applied: i64,
+    pub state: String,
+    pub last_error: Option<String>,
+}
+
+pub async fn checkpoint(pool: &PgPool) -> Checkpoint {
+    sqlx::query_as(
+        "SELECT tx_id, position, events_applied, state, last_error \
+           FROM projection_checkpoints WHERE name = $1",
+    )
+    .bind(ProjectsProjection::NAME)
+    .fetch_one(pool)
+    .await
+    .expect("the checkpoint row exists")
+}
+
+/// A `projects` row, every column.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ProjectRow {
+    pub id: Uuid,
+    pub name: String,
+    pub description: String,
+    pub owner_id: Option<Uuid>,
+    pub archived: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub version: i64,
+}
+
+pub async fn project_rows(pool: &PgPool) -> Vec<ProjectRow> {
+    sqlx::query_as("SELECT * FROM projects ORDER BY id")
+        .fetch_all(pool)
+        .await
+        .expect("projects are readable")
+}
+
+pub async fn event_count(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(pool)
+        .await
+        .expect("events are countable")
+}
+
+/// Catches the projects projection up until no committed event is left, waiting (bounded)
+/// while transactions elsewhere in the cluster hold the commit-safe horizon back.
+pub async fn settle(pool: &PgPool, batch_size: i64) -> u64 {
+    try_settle(pool, batch_size)
+        .await
+        .expect("catch-up succeeds")
+}
+
+/// [`settle`], returning the engine's error instead of panicking on it.
+pub async fn try_settle(pool: &PgPool, batch_size: i64) -> Result<u64, EngineError> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut applied = 0;
+    loop {
+        let round = projector::catch_up(pool, &ProjectsProjection, batch_size).await?;
+        applied += round.applied;
+        if !round.held_back {
+            return Ok(applied);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "committed events stayed held back for 15s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Waits (bounded) until `condition` holds, checking every few milliseconds.
+pub async fn eventually<F, Fut>(within: Duration, what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !condition().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A seeded linear congruential generator: reproducible "randomness" without a dependency.
+pub struct Lcg(u64);
+
+impl Lcg {
+    pub fn new(seed: u64) -> Self {
+        Self(seed ^ 0x5DEE_CE66_D1CE_4E5B)
+    }
+
+    /// A value in `0..bound`.
+    pub fn below(&mut self, bound: u64) -> u64 {
+        // Knuth's MMIX constants; the high bits are the well-mixed ones.
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % bound.max(1)
+    }
+}

@@ -1,0 +1,93 @@
+//! The running projector: woken by the append notification, serving health and metrics,
+//! stopping on shutdown.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use events::store::append;
+use projector::Settings;
+use service_kit::shutdown::Shutdown;
+use sqlx::PgPool;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use uuid::Uuid;
+
+use crate::support::{created, eventually, project_event};
+
+async fn has_row(pool: &PgPool, id: Uuid) -> bool {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM projects WHERE id = $1)")
+        .bind(id)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+async fn listening(pool: &PgPool) -> bool {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_stat_activity \
+                         WHERE datname = current_database() \
+                           AND query LIKE 'LISTEN %chronicle_events%')",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// A free port on loopback (freed again at once; the projector binds it next).
+fn free_addr() -> SocketAddr {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    probe.local_addr().unwrap()
+}
+
+async fn get(addr: SocketAddr, path: &str) -> String {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: projector\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response
+}
+
+#[sqlx::test(migrator = "events::MIGRATOR")]
+async fn an_append_notification_wakes_the_projector_long_before_its_poll(pool: PgPool) {
+    let settings = Settings {
+        addr: free_addr(),
+        batch_size: 500,
+        poll_interval: Duration::from_secs(60),
+    };
+    let addr = settings.addr;
+    let shutdown = Shutdown::new();
+    let running = tokio::spawn(projector::run(settings, pool.clone(), shutdown.clone()));
+    eventually(Duration::from_secs(5), "the projector listens", || {
+        listening(&pool)
+    })
+    .await;
+
+    let id = Uuid::now_v7();
+    append(&pool, &[project_event(id, 1, &created("woken"))], None)
+        .await
+        .unwrap();
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(events::wake::EVENTS_CHANNEL)
+        .execute(&pool)
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(5), "the append is projected", || {
+        has_row(&pool, id)
+    })
+    .await;
+
+    let health = get(addr, "/healthz").await;
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    let metrics = get(addr, "/metrics").await;
+    assert!(
+        metrics.contains("projector_events_applied_total{projection=\"projects\"}"),
+        "{metrics}"
+    );
+
+    shutdown.trigger();
+    tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("the projector stops on shutdown")
+        .expect("the projector does not panic")
+        .expect("the projector stops cleanly");
+}

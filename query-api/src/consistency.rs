@@ -1,0 +1,140 @@
+//! Read-your-writes: waiting until a projection has applied the events behind a client's
+//! `X-Consistency-Token`.
+//!
+//! A command answers with a token naming the log position its events reached. A query that
+//! sends it back waits, at most `CONSISTENCY_WAIT_MS`, until the projection's checkpoint is at
+//! or past that position. Projectors announce checkpoint moves with `NOTIFY` on
+//! [`events::wake::CHECKPOINTS_CHANNEL`]; since a notification can be lost (listener
+//! reconnecting, or sent before we started listening) waiters also re-check on a short
+//! interval. No connection is held while waiting: each check borrows one for a single
+//! primary-key read.
+
+use std::time::{Duration, Instant};
+
+use axum::http::HeaderMap;
+use events::{ConsistencyToken, LogPosition};
+use sqlx::PgExecutor;
+use tokio::sync::Notify;
+
+use crate::error::ApiError;
+
+/// `X-Consistency-Token`.
+pub const HEADER: &str = "x-consistency-token";
+
+/// How often a waiter re-reads the checkpoint when no notification arrives.
+pub const RECHECK_INTERVAL: Duration = Duration::from_millis(25);
+
+/// The checkpoint of `projection`: the last event it applied, in commit-safe order.
+/// [`LogPosition::START`] when the projection has no checkpoint yet.
+///
+/// # Errors
+///
+/// The database fails.
+pub async fn checkpoint<'e>(
+    executor: impl PgExecutor<'e>,
+    projection: &str,
+) -> Result<LogPosition, sqlx::Error> {
+    let row: Option<(i64, i64)> =
+        sqlx::query_as("SELECT tx_id, position FROM projection_checkpoints WHERE name = $1")
+            .bind(projection)
+            .fetch_optional(executor)
+            .await?;
+    Ok(
+        row.map_or(LogPosition::START, |(tx_id, position)| LogPosition {
+            tx_id,
+            position,
+        }),
+    )
+}
+
+/// The token the request carries in `X-Consistency-Token`, if any.
+///
+/// # Errors
+///
+/// [`ApiError::MalformedConsistencyToken`] when the header is present but is not a token.
+pub fn requested_token(headers: &HeaderMap) -> Result<Option<ConsistencyToken>, ApiError> {
+    let Some(value) = headers.get(HEADER) else {
+        return Ok(None);
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| ApiError::MalformedConsistencyToken)?;
+    ConsistencyToken::decode(text.trim())
+        .map(Some)
+        .map_err(|_| ApiError::MalformedConsistencyToken)
+}
+
+/// Waits until `projection`'s checkpoint reaches `target`, for at most `timeout`. Returns the
+/// checkpoint seen. A target already reached costs one primary-key read.
+///
+/// # Errors
+///
+/// [`ApiError::ConsistencyTimeout`] when the checkpoint is still behind after `timeout`;
+/// [`ApiError::Database`] when a check fails.
+pub async fn wait_for(
+    pool: &sqlx::PgPool,
+    wake: &Notify,
+    projection: &'static str,
+    target: LogPosition,
+    timeout: Duration,
+) -> Result<LogPosition, ApiError> {
+    let started = Instant::now();
+    let deadline = tokio::time::Instant::from_std(started + timeout);
+    let outcome = loop {
+        // Register for the next notification before reading, so a move that lands between
+        // the read and the wait still wakes us.
+        let notified = wake.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+
+        let seen = checkpoint(pool, projection).await?;
+        if seen >= target {
+            break Ok(seen);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            break Err(ApiError::ConsistencyTimeout {
+                projection,
+                waited_ms: started.elapsed().as_millis(),
+            });
+        }
+        let recheck = (tokio::time::Instant::now() + RECHECK_INTERVAL).min(deadline);
+        tokio::select! {
+            () = &mut notified => {}
+            () = tokio::time::sleep_until(recheck) => {}
+        }
+    };
+    let outcome_label = if outcome.is_ok() {
+        "reached"
+    } else {
+        "timeout"
+    };
+    metrics::histogram!("query_consistency_wait_seconds", "projection" => projection, "outcome" => outcome_label)
+        .record(started.elapsed().as_secs_f64());
+    outcome
+}
+
+/// Honours the request's `X-Consistency-Token` for `projection`: returns `None` at once without
+/// one, else waits as [`wait_for`] does, bounded by the state's `consistency_wait`, and returns
+/// the checkpoint it saw (so callers need not read it again).
+///
+/// # Errors
+///
+/// As [`requested_token`] and [`wait_for`].
+pub async fn honour(
+    state: &crate::AppState,
+    headers: &HeaderMap,
+    projection: &'static str,
+) -> Result<Option<LogPosition>, ApiError> {
+    let Some(token) = requested_token(headers)? else {
+        return Ok(None);
+    };
+    wait_for(
+        state.pool(),
+        state.checkpoints(),
+        projection,
+        token.0,
+        state.settings().consistency_wait,
+    )
+    .await
+    .map(Some)
+}

@@ -1,0 +1,168 @@
+//! Entity tags and conditional GETs (RFC 9110 §8.8.3 and §13.1.2).
+//!
+//! `If-None-Match` uses the weak comparison: two tags match when their opaque parts are equal,
+//! whether or not either carries `W/`. A 304 repeats the ETag and `Cache-Control` of the 200
+//! it stands for.
+
+use axum::http::header::{CACHE_CONTROL, ETAG, IF_NONE_MATCH};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+/// `Cache-Control` of every cacheable answer: clients may store it but must revalidate, since
+/// the read model can change at any moment.
+pub const CACHE_CONTROL_VALUE: &str = "no-cache";
+
+/// An entity tag: an opaque string, strong or weak.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ETag {
+    opaque: String,
+    weak: bool,
+}
+
+impl ETag {
+    /// A strong tag; `value` must not contain `"` (callers pass digits and hex).
+    pub fn strong(value: impl std::fmt::Display) -> Self {
+        Self {
+            opaque: value.to_string(),
+            weak: false,
+        }
+    }
+
+    /// A weak tag (`W/"..."`); `value` must not contain `"`.
+    pub fn weak(value: impl std::fmt::Display) -> Self {
+        Self {
+            opaque: value.to_string(),
+            weak: true,
+        }
+    }
+
+    /// The header form: `"7"` or `W/"7"`.
+    pub fn header_value(&self) -> HeaderValue {
+        let text = if self.weak {
+            format!("W/\"{}\"", self.opaque)
+        } else {
+            format!("\"{}\"", self.opaque)
+        };
+        // Only our own tags (digits, hex and dashes) get here; the fallback is unreachable
+        // in practice but keeps this path free of panics.
+        HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("\"\""))
+    }
+
+    /// Whether the request's `If-None-Match` matches this tag: `*`, or any listed tag with the
+    /// same opaque part. Several header lines are read as one list; unparsable members are
+    /// skipped, so a garbled header never turns into a 304.
+    pub fn matches_if_none_match(&self, headers: &HeaderMap) -> bool {
+        headers
+            .get_all(IF_NONE_MATCH)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .any(|list| {
+                list_members(list).any(|member| match member {
+                    Member::Any => true,
+                    Member::Tag(opaque) => opaque == self.opaque,
+                })
+            })
+    }
+
+    /// Sets `ETag` and `Cache-Control` on `response`.
+    pub fn decorate(&self, mut response: Response) -> Response {
+        let headers = response.headers_mut();
+        headers.insert(ETAG, self.header_value());
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static(CACHE_CONTROL_VALUE));
+        response
+    }
+
+    /// The 304 answer for this tag: empty body, same `ETag` and `Cache-Control`.
+    pub fn not_modified(&self) -> Response {
+        self.decorate(StatusCode::NOT_MODIFIED.into_response())
+    }
+}
+
+/// One member of an `If-None-Match` list.
+#[derive(Debug, PartialEq, Eq)]
+enum Member<'a> {
+    /// `*`
+    Any,
+    /// The opaque part of a tag, without quotes or `W/`.
+    Tag(&'a str),
+}
+
+/// Splits `"a", W/"b", *` into members. Quotes are honoured, so a tag containing a comma
+/// (allowed by the grammar) stays whole.
+fn list_members(list: &str) -> impl Iterator<Item = Member<'_>> {
+    let mut rest = list;
+    std::iter::from_fn(move || {
+        loop {
+            rest = rest.trim_start_matches(|c: char| c == ',' || c.is_ascii_whitespace());
+            if rest.is_empty() {
+                return None;
+            }
+            if let Some(after) = rest.strip_prefix('*') {
+                rest = after;
+                return Some(Member::Any);
+            }
+            let unprefixed = rest.strip_prefix("W/").unwrap_or(rest);
+            if let Some(quoted) = unprefixed.strip_prefix('"')
+                && let Some(end) = quoted.find('"')
+            {
+                rest = &quoted[end + 1..];
+                return Some(Member::Tag(&quoted[..end]));
+            }
+            // Not a tag: skip to the next comma and keep going.
+            match rest.find(',') {
+                Some(comma) => rest = &rest[comma + 1..],
+                None => return None,
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(values: &[&'static str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append(IF_NONE_MATCH, HeaderValue::from_static(value));
+        }
+        headers
+    }
+
+    #[test]
+    fn a_list_splits_into_tags_and_stars() {
+        let members: Vec<_> = list_members(r#" "1", W/"2" ,*, junk, "a,b""#).collect();
+        assert_eq!(
+            members,
+            vec![
+                Member::Tag("1"),
+                Member::Tag("2"),
+                Member::Any,
+                Member::Tag("a,b")
+            ]
+        );
+    }
+
+    #[test]
+    fn weak_and_strong_tags_match_by_their_opaque_part() {
+        assert!(ETag::strong(7).matches_if_none_match(&headers(&["W/\"7\""])));
+        assert!(ETag::weak("7").matches_if_none_match(&headers(&["\"7\""])));
+        assert!(!ETag::strong(7).matches_if_none_match(&headers(&["\"8\""])));
+    }
+
+    #[test]
+    fn any_member_of_any_header_line_can_match() {
+        let tag = ETag::strong(2);
+        assert!(tag.matches_if_none_match(&headers(&["\"1\", \"2\""])));
+        assert!(tag.matches_if_none_match(&headers(&["\"1\"", "\"2\""])));
+        assert!(tag.matches_if_none_match(&headers(&["*"])));
+        assert!(!tag.matches_if_none_match(&headers(&[])));
+        assert!(!tag.matches_if_none_match(&headers(&["2"])));
+    }
+
+    #[test]
+    fn header_values_are_quoted() {
+        assert_eq!(ETag::strong(7).header_value(), "\"7\"");
+        assert_eq!(ETag::weak("1-2-ab").header_value(), "W/\"1-2-ab\"");
+    }
+}

@@ -1,0 +1,547 @@
+//! `GET /projects` and `GET /projects/{id}`: the projects read model, paginated, filtered,
+//! sorted and ETagged.
+
+use std::fmt::Write as _;
+
+use axum::Json;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::header::{IF_NONE_MATCH, LINK};
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use events::LogPosition;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+use sqlx::{PgPool, Postgres, QueryBuilder};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::consistency;
+use crate::error::ApiError;
+use crate::etag::ETag;
+use crate::openapi::ProblemDetails;
+use crate::pagination::{self, PageRequest};
+
+/// The name of the projection (its `projection_checkpoints` row) that fills `projects`.
+pub const PROJECTION: &str = "projects";
+
+/// The path of the collection, from which `Link` URLs are built.
+pub const COLLECTION_PATH: &str = "/api/v1/projects";
+
+/// The longest `q` accepted, in characters.
+pub const MAX_QUERY_CHARS: usize = 200;
+
+/// The routes of this resource, documented.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_projects))
+        .routes(routes!(get_project))
+}
+
+/// A project as the read model holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow, ToSchema)]
+pub struct Project {
+    /// The project's id.
+    pub id: Uuid,
+    /// Its name (1 to 120 characters).
+    pub name: String,
+    /// Its description; empty when none was given.
+    pub description: String,
+    /// The owning user, when one was named.
+    pub owner_id: Option<Uuid>,
+    /// Whether the project is archived.
+    pub archived: bool,
+    /// When it was created (RFC 3339, UTC).
+    pub created_at: DateTime<Utc>,
+    /// When it last changed (RFC 3339, UTC).
+    pub updated_at: DateTime<Utc>,
+    /// The aggregate version this row reflects; the item's ETag.
+    pub version: i64,
+}
+
+/// One page of projects.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ProjectPage {
+    /// The projects on this page (empty past the last page).
+    pub items: Vec<Project>,
+    /// How many projects match the filters, over all pages.
+    pub total: i64,
+    /// This page's number, from 1.
+    pub page: i64,
+    /// The page size asked for.
+    pub page_size: i64,
+    /// How many pages the matches fill (0 when none match).
+    pub pages: i64,
+}
+
+/// The query parameters of `GET /projects`, as sent. Every field is read as text and checked
+/// in [`ListProjects::parse`], so that a bad value is a 400 naming its parameter rather than a
+/// generic deserialization error. Unknown parameters are ignored.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListProjectsParams {
+    /// Page number, from 1 (default 1).
+    #[param(value_type = Option<i64>, minimum = 1)]
+    pub page: Option<String>,
+    /// Items per page, 1 to 100 (default 20).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
+    pub page_size: Option<String>,
+    /// Only projects of this owner.
+    #[param(value_type = Option<Uuid>)]
+    pub owner_id: Option<String>,
+    /// Only archived (`true`) or only active (`false`) projects.
+    #[param(value_type = Option<bool>)]
+    pub archived: Option<String>,
+    /// Only projects whose name contains this text, case-insensitively (at most 200
+    /// characters; `%` and `_` match themselves).
+    #[param(max_length = 200)]
+    pub q: Option<String>,
+    /// Sort order: `created_at`, `updated_at` or `name`, prefixed with `-` for descending
+    /// (default `-created_at`). Ties are broken by id.
+    #[param(pattern = "^-?(created_at|updated_at|name)$")]
+    pub sort: Option<String>,
+}
+
+/// A field projects can be sorted by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortField {
+    /// `created_at`
+    CreatedAt,
+    /// `updated_at`
+    UpdatedAt,
+    /// `name`
+    Name,
+}
+
+impl SortField {
+    /// The parameter value and column name (they coincide, and come only from this enum, so
+    /// the column can be pushed into SQL as it is).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::CreatedAt => "created_at",
+            Self::UpdatedAt => "updated_at",
+            Self::Name => "name",
+        }
+    }
+}
+
+/// A sort order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sort {
+    /// The field sorted by.
+    pub field: SortField,
+    /// Descending when true.
+    pub descending: bool,
+}
+
+impl Default for Sort {
+    fn default() -> Self {
+        Self {
+            field: SortField::CreatedAt,
+            descending: true,
+        }
+    }
+}
+
+impl Sort {
+    /// Parses `field` or `-field`.
+    ///
+    /// # Errors
+    ///
+    /// [`ApiError::BadParameter`] for `sort` when the field is unknown.
+    pub fn parse(raw: &str) -> Result<Self, ApiError> {
+        let (descending, name) = match raw.strip_prefix('-') {
+            Some(name) => (true, name),
+            None => (false, raw),
+        };
+        let field = match name {
+            "created_at" => SortField::CreatedAt,
+            "updated_at" => SortField::UpdatedAt,
+            "name" => SortField::Name,
+            _ => {
+                return Err(ApiError::bad_parameter(
+                    "sort",
+                    "must be one of created_at, updated_at, name, optionally prefixed with `-`",
+                ));
+            }
+        };
+        Ok(Self { field, descending })
+    }
+
+    /// The parameter form: `name` or `-name`.
+    pub fn to_param(self) -> String {
+        let sign = if self.descending { "-" } else { "" };
+        format!("{sign}{}", self.field.as_str())
+    }
+}
+
+/// Which projects a list request matches.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProjectFilter {
+    /// `owner_id`
+    pub owner_id: Option<Uuid>,
+    /// `archived`
+    pub archived: Option<bool>,
+    /// `q`, as given (not yet escaped for LIKE); never empty.
+    pub name_contains: Option<String>,
+}
+
+/// A validated, normalized list request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListProjects {
+    /// The filters.
+    pub filter: ProjectFilter,
+    /// The order.
+    pub sort: Sort,
+    /// The page.
+    pub page: PageRequest,
+}
+
+impl ListProjects {
+    /// Validates the raw parameters.
+    ///
+    /// # Errors
+    ///
+    /// [`ApiError::BadParameter`] naming the first parameter that is invalid.
+    pub fn parse(params: &ListProjectsParams) -> Result<Self, ApiError> {
+        let page = PageRequest::parse(params.page.as_deref(), params.page_size.as_deref())?;
+        let owner_id = non_empty(&params.owner_id)
+            .map(|raw| {
+                Uuid::try_parse(raw)
+                    .map_err(|_| ApiError::bad_parameter("owner_id", "must be a UUID"))
+            })
+            .transpose()?;
+        let archived = non_empty(&params.archived)
+            .map(|raw| match raw {
+                "true" => Ok(true),
+                "false" => Ok(false),
+                _ => Err(ApiError::bad_parameter(
+                    "archived",
+                    "must be `true` or `false`",
+                )),
+            })
+            .transpose()?;
+        let name_contains = match non_empty(&params.q) {
+            None => None,
+            Some(q) if q.contains('\0') => {
+                return Err(ApiError::bad_parameter(
+                    "q",
+                    "must not contain NUL characters",
+                ));
+            }
+            Some(q) if q.chars().count() > MAX_QUERY_CHARS => {
+                return Err(ApiError::bad_parameter(
+                    "q",
+                    format!("must be at most {MAX_QUERY_CHARS} characters"),
+                ));
+            }
+            Some(q) => Some(q.to_owned()),
+        };
+        let sort = non_empty(&params.sort)
+            .map(Sort::parse)
+            .transpose()?
+            .unwrap_or_default();
+        Ok(Self {
+            filter: ProjectFilter {
+                owner_id,
+                archived,
+                name_contains,
+            },
+            sort,
+            page,
+        })
+    }
+
+    /// The canonical query string of this request at page `page`: the filters that are set,
+    /// then `sort`, `page` and `page_size`, percent-encoded. Equal requests give equal strings
+    /// however the client spelled them, so it serves both as the `Link` target and as the
+    /// input of the list ETag.
+    pub fn query_string(&self, page: i64) -> String {
+        let mut query = String::new();
+        if let Some(owner_id) = self.filter.owner_id {
+            let _ = write!(query, "owner_id={owner_id}&");
+        }
+        if let Some(archived) = self.filter.archived {
+            let _ = write!(query, "archived={archived}&");
+        }
+        if let Some(q) = &self.filter.name_contains {
+            let _ = write!(query, "q={}&", pagination::encode_component(q));
+        }
+        let _ = write!(
+            query,
+            "sort={}&page={page}&page_size={}",
+            self.sort.to_param(),
+            self.page.page_size
+        );
+        query
+    }
+
+    /// The list ETag at checkpoint `at`.
+    ///
+    /// Why this is sound without running the list query: the `projects` table is written only
+    /// by the projector, in the same transaction that moves the `projects` checkpoint. So
+    /// while the checkpoint stands still, every row (and therefore every page, total and
+    /// count) is exactly as it was; when any row changes, the checkpoint moves and so does the
+    /// tag. The hash of the canonical request makes different filters, sorts and pages get
+    /// different tags. A 304 therefore costs one primary-key read of
+    /// `projection_checkpoints`. The tag is weak because it vouches for the semantic content,
+    /// not the bytes (a rebuild may serialize the same rows differently).
+    ///
+    /// Callers must read the checkpoint *before* the rows: rows read later can only be newer,
+    /// so a tag may undersell its body (costing a spare 200 later) but never vouch for rows
+    /// older than itself (which could cause a wrong 304).
+    pub fn etag(&self, at: LogPosition) -> ETag {
+        let digest = Sha256::digest(self.query_string(self.page.page).as_bytes());
+        let mut hash = String::with_capacity(16);
+        for byte in &digest[..8] {
+            let _ = write!(hash, "{byte:02x}");
+        }
+        ETag::weak(format!("{}-{}-{hash}", at.position, at.tx_id))
+    }
+}
+
+fn non_empty(raw: &Option<String>) -> Option<&str> {
+    raw.as_deref().filter(|value| !value.is_empty())
+}
+
+/// Escapes LIKE's wildcards (`%`, `_`) and its escape character (`\`), so the text matches
+/// itself.
+fn escape_like(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
+const COLUMNS: &str = "id, name, description, owner_id, archived, created_at, updated_at, version";
+
+fn push_filters(query: &mut QueryBuilder<'_, Postgres>, filter: &ProjectFilter) {
+    query.push(" WHERE TRUE");
+    if let Some(owner_id) = filter.owner_id {
+        query.push(" AND owner_id = ").push_bind(owner_id);
+    }
+    if let Some(archived) = filter.archived {
+        query.push(" AND archived = ").push_bind(archived);
+    }
+    if let Some(text) = &filter.name_contains {
+        query
+            .push(" AND name ILIKE ")
+            .push_bind(format!("%{}%", escape_like(text)))
+            .push(" ESCAPE '\\'");
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct CountedProject {
+    #[sqlx(flatten)]
+    project: Project,
+    total: i64,
+}
+
+/// Reads one page of projects and the total matching the filters.
+///
+/// # Errors
+///
+/// The database fails.
+pub async fn fetch_page(pool: &PgPool, request: &ListProjects) -> Result<ProjectPage, sqlx::Error> {
+    let direction = if request.sort.descending {
+        "DESC"
+    } else {
+        "ASC"
+    };
+    let mut query = QueryBuilder::new(format!(
+        "SELECT {COLUMNS}, count(*) OVER () AS total FROM projects"
+    ));
+    push_filters(&mut query, &request.filter);
+    // `id` breaks ties so that pages neither repeat nor skip rows with equal sort keys; it
+    // runs in the same direction so the (field, id) indexes serve either order.
+    query.push(format!(
+        " ORDER BY {field} {direction}, id {direction} LIMIT ",
+        field = request.sort.field.as_str()
+    ));
+    query
+        .push_bind(request.page.page_size)
+        .push(" OFFSET ")
+        .push_bind(request.page.offset());
+    let rows: Vec<CountedProject> = query.build_query_as().fetch_all(pool).await?;
+
+    // The window count comes with the rows; a page past the end has no rows to carry it, so
+    // only then is the total counted on its own.
+    let total = match rows.first() {
+        Some(row) => row.total,
+        None if request.page.page > 1 => {
+            let mut count = QueryBuilder::new("SELECT count(*) FROM projects");
+            push_filters(&mut count, &request.filter);
+            count.build_query_scalar().fetch_one(pool).await?
+        }
+        None => 0,
+    };
+    Ok(ProjectPage {
+        items: rows.into_iter().map(|row| row.project).collect(),
+        total,
+        page: request.page.page,
+        page_size: request.page.page_size,
+        pages: request.page.pages(total),
+    })
+}
+
+/// Lists projects.
+#[utoipa::path(
+    get,
+    path = "/projects",
+    tag = "projects",
+    operation_id = "list_projects",
+    params(
+        ListProjectsParams,
+        ("If-None-Match" = Option<String>, Header, description = "ETags of cached pages; a match answers 304"),
+        ("X-Consistency-Token" = Option<String>, Header, description = "Token from a command answer: wait until the projection covers it"),
+    ),
+    responses(
+        (status = 200, description = "One page of projects", body = ProjectPage, headers(
+            ("ETag" = String, description = "Weak tag of this page at the projection's checkpoint"),
+            ("Link" = String, description = "RFC 8288 links: first, prev, next, last"),
+            ("Cache-Control" = String, description = "no-cache"),
+        )),
+        (status = 304, description = "The cached page is current", headers(("ETag" = String))),
+        (status = 400, description = "A query parameter or the consistency token is invalid", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 503, description = "The projection did not reach the consistency token in time", body = ProblemDetails, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds"))),
+    )
+)]
+pub async fn list_projects(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<ListProjectsParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(params) =
+        query.map_err(|rejection| ApiError::BadQueryString(rejection.body_text()))?;
+    let request = ListProjects::parse(&params)?;
+    let seen = consistency::honour(&state, &headers, PROJECTION).await?;
+    let checkpoint = match seen {
+        Some(checkpoint) => checkpoint,
+        None => consistency::checkpoint(state.pool(), PROJECTION).await?,
+    };
+    let etag = request.etag(checkpoint);
+    if etag.matches_if_none_match(&headers) {
+        return Ok(etag.not_modified());
+    }
+
+    let page = fetch_page(state.pool(), &request).await?;
+    let link = pagination::link_header(page.page, page.pages, |n| {
+        format!("{COLLECTION_PATH}?{}", request.query_string(n))
+    });
+    let mut response = etag.decorate(Json(page).into_response());
+    // Always valid: every component is percent-encoded to visible ASCII.
+    if let Ok(value) = HeaderValue::from_str(&link) {
+        response.headers_mut().insert(LINK, value);
+    }
+    Ok(response)
+}
+
+/// Reads one project.
+#[utoipa::path(
+    get,
+    path = "/projects/{id}",
+    tag = "projects",
+    operation_id = "get_project",
+    params(
+        ("id" = Uuid, Path, description = "The project's id"),
+        ("If-None-Match" = Option<String>, Header, description = "ETags of cached versions; a match answers 304"),
+        ("X-Consistency-Token" = Option<String>, Header, description = "Token from a command answer: wait until the projection covers it"),
+    ),
+    responses(
+        (status = 200, description = "The project", body = Project, headers(
+            ("ETag" = String, description = "The aggregate version, e.g. \"7\""),
+            ("Cache-Control" = String, description = "no-cache"),
+        )),
+        (status = 304, description = "The cached version is current", headers(("ETag" = String))),
+        (status = 400, description = "The consistency token is malformed", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 404, description = "No project has this id", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 422, description = "The id is not a UUID", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 503, description = "The projection did not reach the consistency token in time", body = ProblemDetails, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds"))),
+    )
+)]
+pub async fn get_project(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let invalid_id = || ApiError::InvalidPath {
+        field: "id",
+        message: "must be a UUID",
+    };
+    let Path(raw) = id.map_err(|_| invalid_id())?;
+    let id = Uuid::try_parse(&raw).map_err(|_| invalid_id())?;
+    consistency::honour(&state, &headers, PROJECTION).await?;
+    let not_found = || ApiError::NotFound(format!("no project with id {id}"));
+
+    // A revalidation is answered from the version alone, without reading the whole row.
+    if headers.contains_key(IF_NONE_MATCH) {
+        let version: Option<i64> = sqlx::query_scalar("SELECT version FROM projects WHERE id = $1")
+            .bind(id)
+            .fetch_optional(state.pool())
+            .await?;
+        let etag = ETag::strong(version.ok_or_else(not_found)?);
+        if etag.matches_if_none_match(&headers) {
+            return Ok(etag.not_modified());
+        }
+    }
+
+    let project: Project = sqlx::query_as(&format!("SELECT {COLUMNS} FROM projects WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(state.pool())
+        .await?
+        .ok_or_else(not_found)?;
+    Ok(ETag::strong(project.version).decorate(Json(project).into_response()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn like_wildcards_and_the_escape_character_match_themselves() {
+        assert_eq!(escape_like(r"50%_off\now"), r"50\%\_off\\now");
+    }
+
+    #[test]
+    fn equal_requests_spelled_differently_share_a_query_string() {
+        let a = ListProjects::parse(&ListProjectsParams {
+            sort: Some("-created_at".into()),
+            page: Some("1".into()),
+            ..Default::default()
+        });
+        let b = ListProjects::parse(&ListProjectsParams::default());
+        let (Ok(a), Ok(b)) = (a, b) else {
+            panic!("both parse");
+        };
+        assert_eq!(a.query_string(1), b.query_string(1));
+        assert_eq!(a.etag(LogPosition::START), b.etag(LogPosition::START));
+    }
+
+    #[test]
+    fn the_list_etag_moves_with_the_checkpoint_and_the_page() {
+        let request = ListProjects::default();
+        let at = LogPosition {
+            tx_id: 9,
+            position: 4,
+        };
+        let later = LogPosition {
+            tx_id: 10,
+            position: 5,
+        };
+        assert_ne!(request.etag(at), request.etag(later));
+        let mut next_page = request.clone();
+        next_page.page.page = 2;
+        assert_ne!(request.etag(at), next_page.etag(at));
+    }
+}

@@ -1,0 +1,147 @@
+//! `X-Consistency-Token`: waiting until the projection covers a command's events.
+
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use events::{ConsistencyToken, LogPosition};
+use sqlx::PgPool;
+
+use crate::helpers::{
+    app_with, append_event, get_with, insert_project, notify_checkpoint, project, send,
+    set_checkpoint, waiting,
+};
+
+fn token(position: LogPosition) -> String {
+    ConsistencyToken(position).encode()
+}
+
+#[sqlx::test(migrator = "events::MIGRATOR")]
+async fn a_token_already_covered_is_answered_at_once(pool: PgPool) {
+    let position = append_event(&pool, "Project", "p1", 1).await;
+    let row = project("Apollo");
+    insert_project(&pool, &row).await;
+    set_checkpoint(&pool, "projects", position).await;
+    let app = app_with(&pool, waiting(Duration::from_secs(10))).await;
+    let token = token(position);
+
+    let started = Instant::now();
+    let list = get_with(&app, "/api/v1/projects", &[("x-consistency-token", &token)]).await;
+    let item = get_with(
+        &app,
+        &format!("/api/v1/projects/{}", row.id),
+        &[("x-consistency-token", &token)],
+    )
+    .await;
+
+    assert_eq!(list.status, StatusCode::OK);
+    assert_eq!(item.status, StatusCode::OK);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[sqlx::test(migrator = "events::MIGRATOR")]
+async fn a_request_waits_until_the_projection_applies_the_token(pool: PgPool) {
+    let before = append_event(&pool, "Project", "p1", 1).await;
+    set_checkpoint(&pool, "projects", before).await;
+    let target = append_event(&pool, "Project", "p2", 1).await;
+    let app = app_with(&pool, waiting(Duration::from_secs(10))).await;
+    let request = Request::get("/api/v1/projects")
+        .header("x-consistency-token", token(target))
+        .body(Body::empty())
+        .expect("valid request");
+
+    let started = Instant::now();
+    let pending = tokio::spawn({
+        let app = app.clone();
+        async move { send(&app, request).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !pending.is_finished(),
+        "the request must wait for the projection"
+    );
+
+    // The projector applies the event: its row and the checkpoint commit together, then it
+    // announces the move.
+    let row = project("Artemis");
+    let mut tx = pool.begin().await.expect("begin");
+    insert_project(&mut *tx, &row).await;
+    set_checkpoint(&mut *tx, "projects", target).await;
+    tx.commit().await.expect("commit");
+    notify_checkpoint(&pool, "projects").await;
+
+    let answer = pending.await.expect("request task");
+    assert_eq!(answer.status, StatusCode::OK);
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    assert_eq!(answer.item_ids(), vec![row.id]);
+}
+
+#[sqlx::test(migrator = "events::MIGRATOR")]
+async fn a_token_never_reached_times_out_with_503_and_retry_after(pool: PgPool) {
+    let behind = append_event(&pool, "Project", "p1", 1).await;
+    set_checkpoint(&pool, "projects", behind).await;
+    let ahead = LogPosition {
+        tx_id: behind.tx_id + 1000,
+        position: behind.position + 1000,
+    };
+    let app = app_with(&pool, waiting(Duration::from_millis(200))).await;
+    let row = project("Apollo");
+    insert_project(&pool, &row).await;
+
+    for uri in [
+        "/api/v1/projects".to_owned(),
+        format!("/api/v1/projects/{}", row.id),
+    ] {
+        let started = Instant::now();
+        let answer = get_with(&app, &uri, &[("x-consistency-token", &token(ahead))]).await;
+        let waited = started.elapsed();
+
+        let body = answer.problem(StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["type"], "/problems/unavailable");
+        assert_eq!(answer.header("retry-after"), "1");
+        assert!(waited >= Duration::from_millis(200), "{uri}: {waited:?}");
+        assert!(waited < Duration::from_secs(3), "{uri}: {waited:?}");
+    }
+}
+
+#[sqlx::test(migrator = "events::MIGRATOR")]
+async fn a_missing_checkpoint_counts_as_the_start_of_the_log(pool: PgPool) {
+    let app = app_with(&pool, waiting(Duration::from_millis(100))).await;
+
+    let start = get_with(
+        &app,
+        "/api/v1/projects",
+        &[("x-consistency-token", &token(LogPosition::START))],
+    )
+    .await;
+    let later = get_with(
+        &app,
+        "/api/v1/projects",
+        &[(
+            "x-consistency-token",
+            &token(LogPosition {
+                tx_id: 1,
+                position: 1,
+            }),
+        )],
+    )
+    .await;
+
+    assert_eq!(start.status, StatusCode::OK);
+    later.problem(StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[sqlx::test(migrator = "events::MIGRATOR")]
+async fn a_malformed_token_is_400(pool: PgPool) {
+    let app = app_with(&pool, waiting(Duration::from_secs(10))).await;
+
+    for bad in ["garbage!", "", "LTEuMg"] {
+        let answer = get_with(&app, "/api/v1/projects", &[("x-consistency-token", bad)]).await;
+        let body = answer.problem(StatusCode::BAD_REQUEST);
+        assert_eq!(body["header"], "X-Consistency-Token", "{bad:?}");
+    }
+}

@@ -1,0 +1,228 @@
+//! Building the app, sending requests, and writing read-model rows, checkpoints and events the
+//! way the projector and the command side would.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, Request, StatusCode};
+use chrono::{DateTime, TimeZone as _, Utc};
+use events::LogPosition;
+use events::store::NewEvent;
+use http_body_util::BodyExt as _;
+use query_api::Settings;
+use serde_json::Value;
+use sqlx::PgPool;
+use tower::ServiceExt as _;
+use uuid::Uuid;
+
+/// The app with default settings.
+pub async fn app(pool: &PgPool) -> Router {
+    app_with(pool, Settings::default()).await
+}
+
+/// The app with `settings`.
+pub async fn app_with(pool: &PgPool, settings: Settings) -> Router {
+    query_api::router(query_api::app_state(pool.clone(), settings).await)
+}
+
+/// Settings whose consistency wait is `wait`.
+pub fn waiting(wait: Duration) -> Settings {
+    Settings {
+        consistency_wait: wait,
+        ..Settings::default()
+    }
+}
+
+/// A collected response.
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    /// The body as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|error| {
+            panic!(
+                "body is not JSON ({error}): {:?}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    /// A header's value as text; panics when it is absent.
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .unwrap_or_else(|| panic!("no {name} header in {:?}", self.headers))
+            .to_str()
+            .expect("header is text")
+    }
+
+    /// Asserts a problem+json answer of `status` carrying the request id, and returns its body.
+    pub fn problem(&self, status: StatusCode) -> Value {
+        assert_eq!(
+            self.status,
+            status,
+            "body: {:?}",
+            String::from_utf8_lossy(&self.body)
+        );
+        assert_eq!(self.header("content-type"), "application/problem+json");
+        let body = self.json();
+        assert_eq!(body["status"], status.as_u16());
+        assert_eq!(
+            body["request_id"].as_str(),
+            Some(self.header("x-request-id"))
+        );
+        body
+    }
+
+    /// The ids of a page's items, in order.
+    pub fn item_ids(&self) -> Vec<Uuid> {
+        self.json()["items"]
+            .as_array()
+            .expect("items is an array")
+            .iter()
+            .map(|item| item["id"].as_str().expect("id").parse().expect("uuid"))
+            .collect()
+    }
+}
+
+/// Sends `request` through a clone of `router`.
+pub async fn send(router: &Router, request: Request<Body>) -> Answer {
+    let response = router.clone().oneshot(request).await.expect("infallible");
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.expect("body collects").to_bytes();
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+/// `GET uri` with `headers`.
+pub async fn get_with(router: &Router, uri: &str, headers: &[(&str, &str)]) -> Answer {
+    let mut request = Request::get(uri);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    send(router, request.body(Body::empty()).expect("valid request")).await
+}
+
+/// `GET uri`.
+pub async fn get(router: &Router, uri: &str) -> Answer {
+    get_with(router, uri, &[]).await
+}
+
+/// A `projects` row to insert.
+#[derive(Debug, Clone)]
+pub struct ProjectRow {
+    pub id: Uuid,
+    pub name: String,
+    pub description: String,
+    pub owner_id: Option<Uuid>,
+    pub archived: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub version: i64,
+}
+
+/// A fixed instant plus `minutes`, so orderings are known.
+pub fn at(minutes: i64) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0)
+        .single()
+        .expect("valid time")
+        + chrono::Duration::minutes(minutes)
+}
+
+/// An active, ownerless project named `name`, created and updated at `at(0)`, version 1.
+pub fn project(name: &str) -> ProjectRow {
+    ProjectRow {
+        id: Uuid::now_v7(),
+        name: name.to_owned(),
+        description: String::new(),
+        owner_id: None,
+        archived: false,
+        created_at: at(0),
+        updated_at: at(0),
+        version: 1,
+    }
+}
+
+/// Inserts `row` into `projects` on `executor`.
+pub async fn insert_project<'e>(executor: impl sqlx::PgExecutor<'e>, row: &ProjectRow) {
+    sqlx::query(
+        "INSERT INTO projects (id, name, description, owner_id, archived, created_at, \
+                               updated_at, version) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(row.id)
+    .bind(&row.name)
+    .bind(&row.description)
+    .bind(row.owner_id)
+    .bind(row.archived)
+    .bind(row.created_at)
+    .bind(row.updated_at)
+    .bind(row.version)
+    .execute(executor)
+    .await
+    .expect("project inserted");
+}
+
+/// Sets projection `name`'s checkpoint to `position` on `executor`, as the projector does.
+pub async fn set_checkpoint<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    name: &str,
+    position: LogPosition,
+) {
+    sqlx::query(
+        "INSERT INTO projection_checkpoints (name, tx_id, position, events_applied, updated_at) \
+         VALUES ($1, $2, $3, 1, now()) \
+         ON CONFLICT (name) DO UPDATE \
+            SET tx_id = EXCLUDED.tx_id, position = EXCLUDED.position, \
+                events_applied = projection_checkpoints.events_applied + 1, \
+                updated_at = now()",
+    )
+    .bind(name)
+    .bind(position.tx_id)
+    .bind(position.position)
+    .execute(executor)
+    .await
+    .expect("checkpoint written");
+}
+
+/// Announces checkpoint moves, as the projector does after each batch.
+pub async fn notify_checkpoint(pool: &PgPool, name: &str) {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(events::wake::CHECKPOINTS_CHANNEL)
+        .bind(name)
+        .execute(pool)
+        .await
+        .expect("notified");
+}
+
+/// Appends one event to stream (`aggregate_type`, `aggregate_id`) at `sequence`, in its own
+/// transaction, and returns its log position.
+pub async fn append_event(
+    pool: &PgPool,
+    aggregate_type: &str,
+    aggregate_id: &str,
+    sequence: i64,
+) -> LogPosition {
+    let event = NewEvent {
+        event_id: Uuid::now_v7(),
+        aggregate_type: aggregate_type.to_owned(),
+        aggregate_id: aggregate_id.to_owned(),
+        sequence,
+        event_type: "Something".to_owned(),
+        event_version: "1".to_owned(),
+        payload: serde_json::json!({}),
+        metadata: serde_json::json!({"actor": "test"}),
+    };
+    events::store::append(pool, &[event], None)
+        .await
+        .expect("appended")
+        .last
+}

@@ -1,0 +1,8 @@
+//! HTTP tests of the query API: the router is called in-process against a fresh, migrated
+//! PostgreSQL database per test (`#[sqlx::test]`).
+
+mod consistency;
+mod helpers;
+mod openapi;
+mod projections;
+mod projects;

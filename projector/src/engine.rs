@@ -48,6 +48,11 @@ pub trait Projection: Send + Sync {
     /// The aggregate types whose events the projection reads; empty means all.
     fn aggregate_types(&self) -> &'static [&'static str];
 
+    /// The read-model tables the projection writes, by unqualified name (rebuilds build
+    /// shadow copies of exactly these). Projections must not qualify these names with a
+    /// schema in their SQL.
+    fn tables(&self) -> &'static [&'static str];
+
     /// Applies one event inside the batch transaction, which also moves the checkpoint.
     ///
     /// Events arrive in commit-safe log order, hence in stream-revision order per stream.

@@ -33,6 +33,10 @@ impl Projection for ProjectsProjection {
         &[project::AGGREGATE_TYPE]
     }
 
+    fn tables(&self) -> &'static [&'static str] {
+        &["projects"]
+    }
+
     async fn apply(
         &self,
         tx: &mut Transaction<'_, Postgres>,

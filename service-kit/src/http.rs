@@ -37,6 +37,15 @@ pub async fn request_id(mut request: Request, next: Next) -> Response {
     request.extensions_mut().insert(RequestId(id.clone()));
     let span = tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path());
     let mut response = tracing::Instrument::instrument(next.run(request), span).await;
+    let bare_error = (response.status().is_client_error() || response.status().is_server_error())
+        && !response
+            .headers()
+            .contains_key(axum::http::header::CONTENT_TYPE);
+    if bare_error && response.extensions().get::<Problem>().is_none() {
+        // Layers such as the timeout answer with a bare status; every error is problem+json.
+        let problem = Problem::from_status(response.status());
+        response.extensions_mut().insert(problem);
+    }
     if let Some(problem) = response.extensions_mut().remove::<Problem>() {
         let extensions = std::mem::take(response.extensions_mut());
         let headers = std::mem::take(response.headers_mut());
@@ -102,6 +111,8 @@ fn panic_to_problem(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response
 /// Wraps a service's routes with the shared layers and adds `/healthz`, `/readyz` and
 /// `/metrics`.
 pub fn with_plumbing(routes: Router, pool: PgPool) -> Router {
+    // Install the recorder before the first request records anything.
+    let _ = metrics_handle();
     let ops = Router::new()
         .route(
             "/healthz",
@@ -150,4 +161,84 @@ pub async fn serve(
     )
     .with_graceful_shutdown(async move { shutdown.wait().await })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt as _;
+    use tower::ServiceExt as _;
+
+    use super::*;
+
+    fn app(routes: Router) -> Router {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .connect_lazy("postgres://nobody@127.0.0.1:1/none")
+            .expect("a lazy pool never connects");
+        with_plumbing(routes, pool)
+    }
+
+    async fn call(app: Router, request: Request<Body>) -> (Response, serde_json::Value) {
+        let response = app.oneshot(request).await.expect("infallible");
+        let (parts, body) = response.into_parts();
+        let bytes = body.collect().await.expect("body").to_bytes();
+        let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        (Response::from_parts(parts, Body::empty()), json)
+    }
+
+    #[tokio::test]
+    async fn a_bare_error_status_becomes_problem_json_with_the_request_id() {
+        let routes =
+            Router::new().route("/slow", get(|| async { StatusCode::SERVICE_UNAVAILABLE }));
+        let request = Request::get("/slow")
+            .header("x-request-id", "abc-1")
+            .body(Body::empty())
+            .expect("request");
+        let (response, body) = call(app(routes), request).await;
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            response.headers()["content-type"],
+            crate::problem::PROBLEM_JSON
+        );
+        assert_eq!(response.headers()["retry-after"], "1");
+        assert_eq!(body["status"], 503);
+        assert_eq!(body["request_id"], "abc-1");
+    }
+
+    #[tokio::test]
+    async fn unknown_routes_and_methods_are_problems() {
+        let routes = Router::new().route("/thing", get(|| async { "ok" }));
+        let (missing, body) = call(
+            app(routes.clone()),
+            Request::get("/nowhere")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await;
+        assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+        assert_eq!(body["type"], "/problems/not-found");
+        let (wrong_method, body) = call(
+            app(routes),
+            Request::delete("/thing")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await;
+        assert_eq!(wrong_method.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(body["type"], "/problems/method-not-allowed");
+        assert!(
+            wrong_method.headers()["x-request-id"]
+                .to_str()
+                .is_ok_and(|id| !id.is_empty())
+        );
+    }
+
+    #[test]
+    fn only_safe_request_ids_are_kept() {
+        assert!(is_safe_id("req-123_abc.def:1"));
+        assert!(!is_safe_id(""));
+        assert!(!is_safe_id("has space"));
+        assert!(!is_safe_id(&"a".repeat(129)));
+    }
 }

@@ -187,6 +187,17 @@ impl Problem {
         )
     }
 
+    /// The problem for an error status that arrived without a body of its own (a timeout or
+    /// limit layer, an extractor's default rejection): the status's reason is its title.
+    pub fn from_status(status: StatusCode) -> Self {
+        let title = status.canonical_reason().unwrap_or("Error");
+        let mut problem = Self::new(status, "about:blank", title);
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            problem.retry_after = Some(1);
+        }
+        problem
+    }
+
     /// The JSON body, with `request_id` when known.
     pub fn body(&self, request_id: Option<&str>) -> Value {
         let mut body = Map::new();

@@ -4,6 +4,8 @@
 //! than my checkpoint" would skip the events of a transaction that commits late. Readers
 //! therefore order by (transaction id, position) and read only events of transactions older
 //! than the oldest one still running (docs/decisions/0001-commit-safe-order.md).
+//!
+//! Every event read here is upcast to its current schema version first ([`crate::upcast`]).
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -55,11 +57,18 @@ type Row = (
     DateTime<Utc>,
 );
 
+// `json` columns decode as they are stored: the audit trail shows the exact payload text.
 const COLUMNS: &str = "tx_id::text::bigint, global_position, event_id, aggregate_type, \
-                       aggregate_id, sequence, event_type, event_version, payload::jsonb, \
-                       metadata::jsonb, recorded_at";
+                       aggregate_id, sequence, event_type, event_version, payload, \
+                       metadata, recorded_at";
 
+/// Builds the event of a row, upcast to its current schema version ([`crate::upcast`]), so
+/// no reader of the log ever meets an old version.
 fn from_row(row: Row) -> RecordedEvent {
+    crate::upcast::upcast_recorded(decode_row(row))
+}
+
+fn decode_row(row: Row) -> RecordedEvent {
     let (
         tx_id,
         position,

@@ -1,13 +1,106 @@
-//! One process running the whole system on this machine: creates and migrates the database,
-//! then serves the command API, the query API and the projector side by side until
-//! SIGINT/SIGTERM. Each part reads the same environment variables as its own binary.
+//! The `chronicle` command.
+//!
+//! - `chronicle` or `chronicle serve`: one process running the whole system on this machine:
+//!   creates and migrates the database, then serves the command API, the query API and the
+//!   projector side by side until SIGINT/SIGTERM. Each part reads the same environment
+//!   variables as its own binary.
+//! - `chronicle export [filters]`: writes the event log (or a filtered part) to stdout as
+//!   NDJSON, one envelope per line (`DATABASE_URL` names the database).
+
+use std::io::Write as _;
 
 use anyhow::Context as _;
+use chronicle::export::{ExportOptions, export_ndjson};
+use chrono::{DateTime, Utc};
+use clap::{Args, Parser, Subcommand};
+use events::LogFilter;
 use service_kit::db::{DatabaseSettings, create_database_if_missing};
 use service_kit::shutdown::Shutdown;
 
+/// Chronicle: an event-sourced CQRS backend.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Migrate the database and run command API, query API and projector (the default).
+    Serve,
+    /// Write the event log (or part of it) to stdout as NDJSON, in commit-safe order.
+    Export(ExportArgs),
+}
+
+#[derive(Debug, Args)]
+struct ExportArgs {
+    /// Start after this cursor (a `next` of the audit API, or the cursor an export printed).
+    #[arg(long)]
+    after: Option<String>,
+    /// Only this aggregate type.
+    #[arg(long)]
+    aggregate_type: Option<String>,
+    /// Only this aggregate id.
+    #[arg(long)]
+    aggregate_id: Option<String>,
+    /// Only this event type.
+    #[arg(long)]
+    event_type: Option<String>,
+    /// Only events whose metadata names this actor.
+    #[arg(long)]
+    actor: Option<String>,
+    /// Recorded at or after (RFC 3339).
+    #[arg(long)]
+    from: Option<DateTime<Utc>>,
+    /// Recorded before (RFC 3339).
+    #[arg(long)]
+    to: Option<DateTime<Utc>>,
+    /// Events read per database round trip.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(i64).range(1..=10_000))]
+    page_size: i64,
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command.unwrap_or(Command::Serve) {
+        Command::Serve => serve().await,
+        Command::Export(args) => export(args).await,
+    }
+}
+
+async fn export(args: ExportArgs) -> anyhow::Result<()> {
+    // No log subscriber: stdout carries only the NDJSON, errors go to stderr.
+    let after = match args.after.as_deref() {
+        Some(raw) => events::position::decode_position(raw)
+            .map_err(|_| anyhow::anyhow!("--after {raw:?} is not a cursor"))?,
+        None => events::LogPosition::START,
+    };
+    let options = ExportOptions {
+        after,
+        filter: LogFilter {
+            aggregate_types: args.aggregate_type.into_iter().collect(),
+            aggregate_id: args.aggregate_id,
+            event_type: args.event_type,
+            actor: args.actor,
+            from: args.from,
+            to: args.to,
+        },
+        page_size: args.page_size,
+    };
+    let pool = DatabaseSettings::from_env()?.connect().await?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let summary = export_ndjson(&pool, &options, &mut out).await?;
+    out.flush().context("flushing stdout")?;
+    eprintln!(
+        "exported {} events; continue with --after {}",
+        summary.exported,
+        events::position::encode_position(summary.cursor)
+    );
+    Ok(())
+}
+
+async fn serve() -> anyhow::Result<()> {
     service_kit::telemetry::init_tracing();
     let database = DatabaseSettings::from_env()?;
     let command_settings = command_api::Settings::from_env()?;

@@ -23,7 +23,11 @@ use sqlx::PgPool;
 use tower_http::timeout::TimeoutLayer;
 use utoipa::OpenApi as _;
 
+use crate::domain::analytics::AnalyticsBatch;
+use crate::domain::post::CommunityPost;
 use crate::domain::project::Project;
+use crate::domain::service_status::ServiceStatus;
+use crate::domain::ticket::SupportTicket;
 use crate::execute::CommandBus;
 
 /// The command API's settings, from the environment.
@@ -81,6 +85,14 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// Project commands.
     pub projects: Arc<CommandBus<Project>>,
+    /// Support ticket commands.
+    pub tickets: Arc<CommandBus<SupportTicket>>,
+    /// Community post commands.
+    pub posts: Arc<CommandBus<CommunityPost>>,
+    /// Service status reports.
+    pub service_status: Arc<CommandBus<ServiceStatus>>,
+    /// Analytics batches.
+    pub analytics: Arc<CommandBus<AnalyticsBatch>>,
     /// Test seams.
     pub hooks: Hooks,
 }
@@ -89,12 +101,50 @@ impl AppState {
     /// Builds the state; starts the task that announces appends to projectors.
     pub fn new(pool: PgPool, settings: Settings, hooks: Hooks) -> Self {
         let notifier = AppendNotifier::spawn(pool.clone(), EVENTS_CHANNEL);
-        let projects =
-            CommandBus::new(pool.clone(), (), Vec::new(), notifier, settings.max_retries);
+        let tickets = CommandBus::new(
+            pool.clone(),
+            (),
+            Vec::new(),
+            notifier.clone(),
+            settings.max_retries,
+        );
+        let posts = CommandBus::new(
+            pool.clone(),
+            (),
+            Vec::new(),
+            notifier.clone(),
+            settings.max_retries,
+        );
+        let service_status = CommandBus::new(
+            pool.clone(),
+            (),
+            Vec::new(),
+            notifier.clone(),
+            settings.max_retries,
+        );
+        let analytics = CommandBus::new(
+            pool.clone(),
+            (),
+            events::upcast::for_aggregates(),
+            notifier.clone(),
+            settings.max_retries,
+        );
+        // Project streams hold ProjectCreated v1 events, upcast on load (events::upcast).
+        let projects = CommandBus::new(
+            pool.clone(),
+            (),
+            events::upcast::for_aggregates(),
+            notifier,
+            settings.max_retries,
+        );
         Self {
             pool,
             settings: Arc::new(settings),
             projects: Arc::new(projects),
+            tickets: Arc::new(tickets),
+            posts: Arc::new(posts),
+            service_status: Arc::new(service_status),
+            analytics: Arc::new(analytics),
             hooks,
         }
     }

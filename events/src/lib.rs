@@ -2,11 +2,16 @@
 //! types, the envelope and its metadata, log positions and consistency tokens, appending to
 //! the event store and reading the log in commit-safe order.
 
+pub mod analytics;
 pub mod log;
 pub mod metadata;
 pub mod position;
+pub mod post;
 pub mod project;
+pub mod status;
 pub mod store;
+pub mod ticket;
+pub mod upcast;
 pub mod wake;
 
 pub use log::{LogFilter, RecordedEvent};

@@ -11,7 +11,12 @@
 //! Loops wake on the append notification ([`events::wake::EVENTS_CHANNEL`]), poll as a
 //! fallback, and re-check quickly while committed events are held back by an older
 //! transaction. An event that cannot be applied stops its projection (state `failed`) rather
-//! than being skipped.
+//! than being skipped, or, when dead-lettering is configured for the projection, is parked in
+//! `projection_dead_letters` in the same transaction that moves the checkpoint past it.
+//!
+//! The same machinery builds shadow copies for rebuilds ([`crate::rebuild`]): a [`Target`]
+//! names the checkpoint row to use and the `search_path` under which the projection's
+//! unqualified table names resolve to the shadow tables.
 
 use std::pin::pin;
 use std::sync::Arc;
@@ -34,6 +39,11 @@ const APPLY_RETRY_DELAY: Duration = Duration::from_millis(50);
 
 /// The first delay before re-reading while committed events wait behind an older transaction.
 const RECHECK_MIN: Duration = Duration::from_millis(5);
+
+/// The longest delay between re-reads while committed events wait behind an older
+/// transaction: the horizon is cluster-wide, so any long transaction (even in another
+/// database) holds events back, and its end notifies no one.
+const RECHECK_MAX: Duration = Duration::from_millis(250);
 
 /// Bounds for waiting after a database error outside of applying (reading, locking).
 const DATABASE_BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -131,6 +141,50 @@ pub struct LoopSettings {
     pub poll_interval: Duration,
 }
 
+/// How a projection loop runs beyond its pace: where it reads the log and what it does with
+/// poison events.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Reads the log here instead of the write pool (a streaming replica, say); read models
+    /// and checkpoints are always written through the write pool.
+    pub read_pool: Option<PgPool>,
+    /// Park events that can never be applied in `projection_dead_letters` and go on, instead
+    /// of stopping the projection.
+    pub dead_letter: bool,
+}
+
+/// Where a subscription applies a projection: the live read model, or a shadow copy being
+/// rebuilt under another checkpoint name.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The checkpoint row (the projection's name for the live model).
+    pub checkpoint: String,
+    /// Schemas put first on the `search_path` of every batch transaction (`SET LOCAL`), so the
+    /// projection's unqualified table names resolve to a shadow copy; `None` for the live
+    /// model. Must be a valid, already quoted `search_path` value.
+    pub search_path: Option<String>,
+    /// Park poison events instead of stopping.
+    pub dead_letter: bool,
+    /// Apply nothing beyond this position (verification builds a shadow up to the live
+    /// checkpoint, never past it).
+    pub until: Option<LogPosition>,
+    /// The state recorded on the checkpoint row with each batch.
+    pub state: &'static str,
+}
+
+impl Target {
+    /// The live model of `projection`.
+    pub fn live(projection: &dyn Projection, dead_letter: bool) -> Self {
+        Self {
+            checkpoint: projection.name().to_owned(),
+            search_path: None,
+            dead_letter,
+            until: None,
+            state: "running",
+        }
+    }
+}
+
 /// What [`catch_up`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CatchUp {
@@ -176,7 +230,8 @@ impl From<sqlx::Error> for BatchError {
     }
 }
 
-fn filter_for(projection: &dyn Projection) -> LogFilter {
+/// The log filter that reads exactly the events `projection` applies.
+pub(crate) fn filter_for(projection: &dyn Projection) -> LogFilter {
     LogFilter {
         aggregate_types: projection
             .aggregate_types()
@@ -235,16 +290,45 @@ pub async fn catch_up(
     projection: &dyn Projection,
     batch_size: i64,
 ) -> Result<CatchUp, EngineError> {
+    let target = Target::live(projection, false);
+    catch_up_target(pool, pool, projection, &target, batch_size).await
+}
+
+/// [`catch_up`] for any [`Target`], reading the log through `read` and writing through
+/// `write`.
+///
+/// # Errors
+///
+/// As [`catch_up`].
+pub async fn catch_up_target(
+    write: &PgPool,
+    read: &PgPool,
+    projection: &dyn Projection,
+    target: &Target,
+    batch_size: i64,
+) -> Result<CatchUp, EngineError> {
     let name = projection.name();
     let database = |source| EngineError::Database {
         projection: name,
         source,
     };
     let filter = filter_for(projection);
-    let mut checkpoint = load_checkpoint(pool, name).await.map_err(database)?;
+    let mut checkpoint = load_checkpoint(write, &target.checkpoint)
+        .await
+        .map_err(database)?;
     let mut applied = 0_u64;
+    let pools = Pools { write, read };
     loop {
-        match step(pool, projection, &filter, checkpoint, batch_size.max(1)).await? {
+        match step(
+            pools,
+            projection,
+            target,
+            &filter,
+            checkpoint,
+            batch_size.max(1),
+        )
+        .await?
+        {
             Step::Applied { count, last } => {
                 applied += count as u64;
                 checkpoint = last;
@@ -253,9 +337,12 @@ pub async fn catch_up(
             Step::Idle => break,
         }
     }
-    let held_back = committed_beyond(pool, projection.aggregate_types(), checkpoint)
-        .await
-        .map_err(database)?;
+    let held_back = match target.until {
+        Some(until) if checkpoint >= until => false,
+        _ => committed_beyond(read, projection.aggregate_types(), checkpoint)
+            .await
+            .map_err(database)?,
+    };
     Ok(CatchUp {
         applied,
         checkpoint,
@@ -282,26 +369,67 @@ pub async fn run_projection(
     wake: Arc<Notify>,
     shutdown: Shutdown,
 ) -> Result<(), EngineError> {
+    run_projection_with(
+        pool,
+        projection,
+        settings,
+        RunOptions::default(),
+        wake,
+        shutdown,
+    )
+    .await
+}
+
+/// [`run_projection`] with [`RunOptions`]: a separate pool to read the log from, and
+/// dead-lettering of poison events.
+///
+/// # Errors
+///
+/// As [`run_projection`]; with `dead_letter` set, only events whose parking itself fails
+/// stop the projection.
+pub async fn run_projection_with(
+    pool: PgPool,
+    projection: Arc<dyn Projection>,
+    settings: LoopSettings,
+    options: RunOptions,
+    wake: Arc<Notify>,
+    shutdown: Shutdown,
+) -> Result<(), EngineError> {
     let name = projection.name();
     let span = tracing::info_span!("projection", projection = name);
-    run_loop(pool, projection, settings, wake, shutdown)
+    run_loop(pool, projection, settings, options, wake, shutdown)
         .instrument(span)
         .await
+}
+
+/// The pools a subscription uses: the log is read through `read`, everything is written
+/// through `write`.
+#[derive(Clone, Copy)]
+struct Pools<'a> {
+    write: &'a PgPool,
+    read: &'a PgPool,
 }
 
 async fn run_loop(
     pool: PgPool,
     projection: Arc<dyn Projection>,
     settings: LoopSettings,
+    options: RunOptions,
     wake: Arc<Notify>,
     shutdown: Shutdown,
 ) -> Result<(), EngineError> {
+    let target = Target::live(&*projection, options.dead_letter);
+    let read_pool = options.read_pool.unwrap_or_else(|| pool.clone());
+    let pools = Pools {
+        write: &pool,
+        read: &read_pool,
+    };
     let name = projection.name();
     let filter = filter_for(&*projection);
     let batch_size = settings.batch_size.max(1);
     let poll_interval = settings.poll_interval.max(RECHECK_MIN);
     let mut database_backoff = Backoff::new(DATABASE_BACKOFF_MIN, DATABASE_BACKOFF_MAX);
-    let mut recheck = Backoff::new(RECHECK_MIN, poll_interval);
+    let mut recheck = Backoff::new(RECHECK_MIN, poll_interval.min(RECHECK_MAX));
 
     let mut checkpoint = loop {
         match load_checkpoint(&pool, name).await {
@@ -333,7 +461,16 @@ async fn run_loop(
         let mut notified = pin!(wake.notified());
         notified.as_mut().enable();
 
-        let outcome = match step(&pool, &*projection, &filter, checkpoint, batch_size).await {
+        let outcome = match step(
+            pools,
+            &*projection,
+            &target,
+            &filter,
+            checkpoint,
+            batch_size,
+        )
+        .await
+        {
             Ok(Step::Applied { count, last }) => {
                 checkpoint = last;
                 database_backoff.reset();
@@ -358,20 +495,21 @@ async fn run_loop(
         };
 
         let wait = match outcome {
-            Ok(()) => match committed_beyond(&pool, projection.aggregate_types(), checkpoint).await
-            {
-                // Committed events wait behind an older transaction, whose commit may not
-                // notify anyone (it need not be an append): look again soon.
-                Ok(true) => recheck.next_delay(),
-                Ok(false) => {
-                    recheck.reset();
-                    poll_interval
+            Ok(()) => {
+                match committed_beyond(&read_pool, projection.aggregate_types(), checkpoint).await {
+                    // Committed events wait behind an older transaction, whose commit may not
+                    // notify anyone (it need not be an append): look again soon.
+                    Ok(true) => recheck.next_delay(),
+                    Ok(false) => {
+                        recheck.reset();
+                        poll_interval
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot check for held-back events");
+                        database_backoff.next_delay()
+                    }
                 }
-                Err(error) => {
-                    tracing::warn!(%error, "cannot check for held-back events");
-                    database_backoff.next_delay()
-                }
-            },
+            }
             Err(error) => {
                 tracing::warn!(%error, "cannot read the log or move the checkpoint; retrying");
                 database_backoff.next_delay()
@@ -390,34 +528,40 @@ async fn run_loop(
     }
 }
 
-/// Reads one batch after `checkpoint` and applies it, retrying retryable failures; records a
-/// final failure before returning it.
+/// Reads one batch after `checkpoint` and applies it, retrying retryable failures; parks or
+/// records a final failure.
 async fn step(
-    pool: &PgPool,
+    pools: Pools<'_>,
     projection: &dyn Projection,
+    target: &Target,
     filter: &LogFilter,
     checkpoint: LogPosition,
     batch_size: i64,
 ) -> Result<Step, EngineError> {
     let name = projection.name();
+    let pool = pools.write;
     let database = |source| EngineError::Database {
         projection: name,
         source,
     };
     let started = Instant::now();
-    let batch = events::log::read_after(pool, checkpoint, batch_size, filter)
+    let mut batch = events::log::read_after(pools.read, checkpoint, batch_size, filter)
         .await
         .map_err(database)?;
+    if let Some(until) = target.until {
+        // The log is read in order, so everything past the bound is at the end.
+        batch.retain(|event| event.log_position <= until);
+    }
     let Some(last) = batch.last().map(|event| event.log_position) else {
         return Ok(Step::Idle);
     };
 
     let mut attempt = 0;
     let (index, error) = loop {
-        match apply_batch(pool, projection, checkpoint, &batch).await {
+        match apply_batch(pool, projection, target, checkpoint, &batch).await {
             Ok(Batch::Committed) => {
-                committed(name, &batch, started);
-                announce(pool, name).await;
+                committed(&target.checkpoint, &batch, started);
+                announce(pool, &target.checkpoint).await;
                 return Ok(Step::Applied {
                     count: batch.len(),
                     last,
@@ -447,10 +591,10 @@ async fn step(
     let mut checkpoint_after = checkpoint;
     if index > 0 {
         let prefix = &batch[..index];
-        match apply_batch(pool, projection, checkpoint, prefix).await {
+        match apply_batch(pool, projection, target, checkpoint, prefix).await {
             Ok(Batch::Committed) => {
-                committed(name, prefix, started);
-                announce(pool, name).await;
+                committed(&target.checkpoint, prefix, started);
+                announce(pool, &target.checkpoint).await;
                 checkpoint_after = prefix[index - 1].log_position;
             }
             // Another process moved on; it will meet the same event and record it itself.
@@ -459,31 +603,62 @@ async fn step(
             Err(BatchError::Apply { .. }) => {}
         }
     }
-    Err(fail(pool, name, &batch[index], checkpoint_after, error).await)
+    let poison = &batch[index];
+    // Parking needs the checkpoint to rest right before the event (the prefix landed).
+    if target.dead_letter
+        && is_parkable(&error)
+        && checkpoint_after == preceding(checkpoint, &batch, index)
+    {
+        return match park(pool, name, target, checkpoint_after, poison, &error).await {
+            Ok(Batch::Committed) => Ok(Step::Applied {
+                count: index,
+                last: poison.log_position,
+            }),
+            Ok(Batch::Moved(position)) => Ok(Step::Moved(position)),
+            Err(source) => Err(database(source)),
+        };
+    }
+    Err(fail(pool, name, target, poison, checkpoint_after, error).await)
+}
+
+/// The checkpoint right before `batch[index]`, for a batch read after `checkpoint`.
+fn preceding(checkpoint: LogPosition, batch: &[RecordedEvent], index: usize) -> LogPosition {
+    index
+        .checked_sub(1)
+        .map_or(checkpoint, |before| batch[before].log_position)
+}
+
+/// Whether an event that failed with `error` may be parked rather than stop the projection:
+/// poison, or an error the database reported about the statement (a constraint, a type).
+/// Lost connections and pool timeouts say nothing about the event; parking on them would
+/// throw away good events during an outage.
+fn is_parkable(error: &ProjectionError) -> bool {
+    match error {
+        ProjectionError::Poison(_) => true,
+        ProjectionError::Database(sqlx::Error::Database(_)) => true,
+        ProjectionError::Database(_) => false,
+    }
 }
 
 /// Applies `batch` (read after `expected`) in one transaction with the checkpoint.
 async fn apply_batch(
     pool: &PgPool,
     projection: &dyn Projection,
+    target: &Target,
     expected: LogPosition,
     batch: &[RecordedEvent],
 ) -> Result<Batch, BatchError> {
-    let name = projection.name();
+    let name = target.checkpoint.as_str();
     let mut tx = pool.begin().await?;
-    // The row may have been deleted to rebuild the model; recreating it at the start makes
-    // the check below send this loop back to the start of the log.
-    sqlx::query("INSERT INTO projection_checkpoints (name) VALUES ($1) ON CONFLICT DO NOTHING")
-        .bind(name)
-        .execute(&mut *tx)
-        .await?;
-    let (tx_id, position): (i64, i64) = sqlx::query_as(
-        "SELECT tx_id, position FROM projection_checkpoints WHERE name = $1 FOR UPDATE",
-    )
-    .bind(name)
-    .fetch_one(&mut *tx)
-    .await?;
-    let current = LogPosition { tx_id, position };
+    if let Some(search_path) = &target.search_path {
+        // Only for this transaction: the pooled connection goes back with its usual path.
+        sqlx::query(&format!("SET LOCAL search_path TO {search_path}"))
+            .execute(&mut *tx)
+            .await?;
+    }
+    let Some(current) = lock_checkpoint(&mut tx, name).await? else {
+        return Ok(Batch::Committed);
+    };
     if current != expected {
         tx.rollback().await?;
         return Ok(Batch::Moved(current));
@@ -501,28 +676,115 @@ async fn apply_batch(
     sqlx::query(
         "UPDATE projection_checkpoints \
             SET tx_id = $2, position = $3, events_applied = events_applied + $4, \
-                updated_at = now(), state = 'running', last_error = NULL \
+                updated_at = now(), state = $5, last_error = NULL \
           WHERE name = $1",
     )
     .bind(name)
     .bind(last.tx_id)
     .bind(last.position)
     .bind(i64::try_from(batch.len()).unwrap_or(i64::MAX))
+    .bind(target.state)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
     Ok(Batch::Committed)
 }
 
+/// Locks the checkpoint row `name` for the rest of `tx`, creating it at the start of the log
+/// when missing, and returns its position. `None` never happens but keeps the signature
+/// honest about a row deleted between the insert and the lock.
+///
+/// Whoever holds this lock is the only writer of the projection's model until it commits:
+/// batches, parking and the rebuild swap all take it first.
+pub async fn lock_checkpoint(
+    tx: &mut Transaction<'_, Postgres>,
+    name: &str,
+) -> Result<Option<LogPosition>, sqlx::Error> {
+    // The row may have been deleted to rebuild the model; recreating it at the start makes
+    // the caller's check send its loop back to the start of the log.
+    sqlx::query("INSERT INTO projection_checkpoints (name) VALUES ($1) ON CONFLICT DO NOTHING")
+        .bind(name)
+        .execute(&mut **tx)
+        .await?;
+    let row: Option<(i64, i64)> = sqlx::query_as(
+        "SELECT tx_id, position FROM projection_checkpoints WHERE name = $1 FOR UPDATE",
+    )
+    .bind(name)
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(row.map(|(tx_id, position)| LogPosition { tx_id, position }))
+}
+
+/// Parks `event` in `projection_dead_letters` and moves the checkpoint past it, in one
+/// transaction that first checks the checkpoint still rests right before the event.
+async fn park(
+    pool: &PgPool,
+    projection: &'static str,
+    target: &Target,
+    expected: LogPosition,
+    event: &RecordedEvent,
+    error: &ProjectionError,
+) -> Result<Batch, sqlx::Error> {
+    let name = target.checkpoint.as_str();
+    let message = describe_failure(error, event);
+    let mut tx = pool.begin().await?;
+    let Some(current) = lock_checkpoint(&mut tx, name).await? else {
+        return Ok(Batch::Committed);
+    };
+    if current != expected {
+        tx.rollback().await?;
+        return Ok(Batch::Moved(current));
+    }
+    sqlx::query(
+        "INSERT INTO projection_dead_letters (projection, event_id, position, tx_id, error) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+    )
+    .bind(name)
+    .bind(event.event_id)
+    .bind(event.position)
+    .bind(event.log_position.tx_id)
+    .bind(&message)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "UPDATE projection_checkpoints \
+            SET tx_id = $2, position = $3, updated_at = now(), state = $4, last_error = $5 \
+          WHERE name = $1",
+    )
+    .bind(name)
+    .bind(event.log_position.tx_id)
+    .bind(event.position)
+    .bind(target.state)
+    .bind(format!("parked in projection_dead_letters: {message}"))
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    tracing::error!(
+        projection,
+        checkpoint = name,
+        position = event.position,
+        tx_id = event.log_position.tx_id,
+        event_id = %event.event_id,
+        event_type = %event.event_type,
+        error = %error,
+        "event parked as a dead letter; the projection goes on without it"
+    );
+    metrics::counter!("projector_dead_letters_total", "projection" => name.to_owned()).increment(1);
+    announce(pool, name).await;
+    Ok(Batch::Committed)
+}
+
 /// Bookkeeping after a batch committed: metrics, and the notification query-api waits on.
-fn committed(name: &'static str, batch: &[RecordedEvent], started: Instant) {
+fn committed(name: &str, batch: &[RecordedEvent], started: Instant) {
     let Some(last) = batch.last() else { return };
-    metrics::counter!("projector_events_applied_total", "projection" => name)
+    let label = name.to_owned();
+    metrics::counter!("projector_events_applied_total", "projection" => label.clone())
         .increment(batch.len() as u64);
-    metrics::histogram!("projector_batch_duration_seconds", "projection" => name)
+    metrics::histogram!("projector_batch_duration_seconds", "projection" => label.clone())
         .record(started.elapsed().as_secs_f64());
-    metrics::gauge!("projector_checkpoint_position", "projection" => name)
+    metrics::gauge!("projector_checkpoint_position", "projection" => label.clone())
         .set(last.position as f64);
+    metrics::gauge!("projector_projection_failed", "projection" => label).set(0.0);
     tracing::debug!(
         count = batch.len(),
         tx_id = last.log_position.tx_id,
@@ -534,7 +796,7 @@ fn committed(name: &'static str, batch: &[RecordedEvent], started: Instant) {
 /// Announces that `name`'s checkpoint moved (or its state changed). Outside the batch
 /// transaction, so waiters never take a cluster-wide notify lock at our commit; a lost
 /// notification only costs them a poll.
-async fn announce(pool: &PgPool, name: &'static str) {
+pub async fn announce(pool: &PgPool, name: &str) {
     if let Err(error) = sqlx::query("SELECT pg_notify($1, $2)")
         .bind(events::wake::CHECKPOINTS_CHANNEL)
         .bind(name)
@@ -545,15 +807,8 @@ async fn announce(pool: &PgPool, name: &'static str) {
     }
 }
 
-/// Records the failure of `event` as the projection's state, logs it and counts it.
-async fn fail(
-    pool: &PgPool,
-    name: &'static str,
-    event: &RecordedEvent,
-    checkpoint: LogPosition,
-    error: ProjectionError,
-) -> EngineError {
-    let message = format!(
+fn describe_failure(error: &ProjectionError, event: &RecordedEvent) -> String {
+    format!(
         "{error} (event {} {} of {} {}, version {}, tx {}, position {})",
         event.event_id,
         event.event_type,
@@ -562,9 +817,23 @@ async fn fail(
         event.version,
         event.log_position.tx_id,
         event.position
-    );
+    )
+}
+
+/// Records the failure of `event` as the projection's state, logs it and counts it.
+async fn fail(
+    pool: &PgPool,
+    projection: &'static str,
+    target: &Target,
+    event: &RecordedEvent,
+    checkpoint: LogPosition,
+    error: ProjectionError,
+) -> EngineError {
+    let name = target.checkpoint.as_str();
+    let message = describe_failure(&error, event);
     tracing::error!(
-        projection = name,
+        projection,
+        checkpoint_name = name,
         position = event.position,
         tx_id = event.log_position.tx_id,
         event_id = %event.event_id,
@@ -573,7 +842,8 @@ async fn fail(
         error = %error,
         "projection failed; it stays stopped until the event can be applied"
     );
-    metrics::counter!("projector_failures_total", "projection" => name).increment(1);
+    metrics::counter!("projector_failures_total", "projection" => name.to_owned()).increment(1);
+    metrics::gauge!("projector_projection_failed", "projection" => name.to_owned()).set(1.0);
     let recorded = sqlx::query(
         "UPDATE projection_checkpoints \
             SET state = 'failed', last_error = $2, updated_at = now() \
@@ -588,7 +858,7 @@ async fn fail(
     }
     announce(pool, name).await;
     EngineError::Failed {
-        projection: name,
+        projection,
         event_id: event.event_id,
         position: event.log_position,
         source: error,
@@ -596,14 +866,14 @@ async fn fail(
 }
 
 /// A doubling delay between bounds.
-struct Backoff {
+pub(crate) struct Backoff {
     min: Duration,
     max: Duration,
     next: Duration,
 }
 
 impl Backoff {
-    fn new(min: Duration, max: Duration) -> Self {
+    pub(crate) fn new(min: Duration, max: Duration) -> Self {
         Self {
             min,
             max: max.max(min),
@@ -611,13 +881,13 @@ impl Backoff {
         }
     }
 
-    fn next_delay(&mut self) -> Duration {
+    pub(crate) fn next_delay(&mut self) -> Duration {
         let delay = self.next;
         self.next = (self.next * 2).min(self.max);
         delay
     }
 
-    fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.next = self.min;
     }
 }

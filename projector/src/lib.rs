@@ -8,10 +8,22 @@
 //! - `PROJECTOR_BATCH_SIZE` (default 500): the most events applied in one transaction.
 //! - `PROJECTOR_POLL_MS` (default 500): how long an idle projection waits for an append
 //!   notification before reading the log anyway.
+//! - `PROJECTOR_READ_DATABASE_URL` (default: unset, read through `DATABASE_URL`): where the log
+//!   is read from, e.g. a streaming replica; read models and checkpoints are always written to
+//!   `DATABASE_URL`.
+//! - `PROJECTOR_DEAD_LETTER` (default `false`): `true` parks poison events of every projection
+//!   in `projection_dead_letters` and goes on; a comma-separated list of projection names does
+//!   so for those only. Otherwise a poison event stops its projection (state `failed`).
+//! - `PROJECTOR_LEADER_POLL_MS` (default 1000): how often a standby replica tries to take over
+//!   a projection and a leader checks its lock connection ([`leader`]).
+//! - the relay's `RABBITMQ_URL`, `RELAY_EXCHANGE`, `RELAY_ENABLED` ([`relay`]).
 //! - the database variables of [`service_kit::db::DatabaseSettings`].
 
 pub mod engine;
+pub mod leader;
 pub mod projections;
+pub mod rebuild;
+pub mod relay;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -26,7 +38,8 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 pub use engine::{
-    CatchUp, EngineError, LoopSettings, Projection, ProjectionError, catch_up, run_projection,
+    CatchUp, EngineError, LoopSettings, Projection, ProjectionError, RunOptions, Target, catch_up,
+    catch_up_target, run_projection, run_projection_with,
 };
 
 /// The projector's settings.
@@ -38,6 +51,53 @@ pub struct Settings {
     pub batch_size: i64,
     /// `PROJECTOR_POLL_MS` (default 500, at least 1).
     pub poll_interval: Duration,
+    /// `PROJECTOR_READ_DATABASE_URL`: the pool settings for reading the log, when it is read
+    /// from another server than the one written to.
+    pub read_database: Option<service_kit::db::DatabaseSettings>,
+    /// `PROJECTOR_DEAD_LETTER` (default `false`).
+    pub dead_letter: DeadLetter,
+    /// `PROJECTOR_LEADER_POLL_MS` (default 1000, at least 1).
+    pub leader_poll: Duration,
+    /// The RabbitMQ relay's settings.
+    pub relay: relay::RelaySettings,
+}
+
+/// Which projections park poison events instead of stopping (`PROJECTOR_DEAD_LETTER`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum DeadLetter {
+    /// None: a poison event stops its projection (the default).
+    #[default]
+    Off,
+    /// Every projection.
+    All,
+    /// The projections named.
+    Only(Vec<String>),
+}
+
+impl DeadLetter {
+    /// Parses `true`/`false` or a comma-separated list of projection names.
+    pub fn parse(value: &str) -> Self {
+        match value.trim() {
+            "" | "false" | "0" | "off" => Self::Off,
+            "true" | "1" | "on" | "all" => Self::All,
+            names => Self::Only(
+                names
+                    .split(',')
+                    .map(|name| name.trim().to_owned())
+                    .filter(|name| !name.is_empty())
+                    .collect(),
+            ),
+        }
+    }
+
+    /// Whether `projection` parks poison events.
+    pub fn applies_to(&self, projection: &str) -> bool {
+        match self {
+            Self::Off => false,
+            Self::All => true,
+            Self::Only(names) => names.iter().any(|name| name == projection),
+        }
+    }
 }
 
 impl Settings {
@@ -59,11 +119,46 @@ impl Settings {
         if poll_ms < 1 {
             return Err(out_of_range("PROJECTOR_POLL_MS", poll_ms));
         }
+        let leader_poll_ms: u64 = var_or("PROJECTOR_LEADER_POLL_MS", 1000)?;
+        if leader_poll_ms < 1 {
+            return Err(out_of_range("PROJECTOR_LEADER_POLL_MS", leader_poll_ms));
+        }
+        let read_url = service_kit::env::string_or("PROJECTOR_READ_DATABASE_URL", "");
+        let read_database = if read_url.is_empty() {
+            None
+        } else {
+            Some(service_kit::db::DatabaseSettings {
+                url: service_kit::db::DatabaseUrl::new(read_url),
+                ..service_kit::db::DatabaseSettings::from_env()?
+            })
+        };
+        let poll_interval = Duration::from_millis(poll_ms);
         Ok(Self {
             addr,
             batch_size,
-            poll_interval: Duration::from_millis(poll_ms),
+            poll_interval,
+            read_database,
+            dead_letter: DeadLetter::parse(&service_kit::env::string_or(
+                "PROJECTOR_DEAD_LETTER",
+                "false",
+            )),
+            leader_poll: Duration::from_millis(leader_poll_ms),
+            relay: relay::RelaySettings::from_env(batch_size, poll_interval)?,
         })
+    }
+
+    /// Settings with the documented defaults, listening on `addr`, relay disabled: for tests
+    /// and tools that set only what they need.
+    pub fn local(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            batch_size: 500,
+            poll_interval: Duration::from_millis(500),
+            read_database: None,
+            dead_letter: DeadLetter::Off,
+            leader_poll: Duration::from_secs(1),
+            relay: relay::RelaySettings::disabled(),
+        }
     }
 
     /// The settings every projection loop runs with.
@@ -85,7 +180,13 @@ fn out_of_range(name: &str, value: impl ToString) -> EnvError {
 
 /// Every projection the projector runs.
 pub fn projections() -> Vec<Arc<dyn Projection>> {
-    vec![Arc::new(projections::ProjectsProjection)]
+    vec![
+        Arc::new(projections::ProjectsProjection),
+        Arc::new(projections::SupportTicketsProjection),
+        Arc::new(projections::CommunityPostsProjection),
+        Arc::new(projections::ServiceStatusProjection),
+        Arc::new(projections::AnalyticsDailyProjection),
+    ]
 }
 
 /// Runs every projection and serves `/healthz`, `/readyz` and `/metrics` on `settings.addr`
@@ -107,18 +208,73 @@ pub async fn run(settings: Settings, pool: PgPool, shutdown: Shutdown) -> anyhow
     // Installed before the loops record anything, which would be lost without a recorder.
     let _ = service_kit::telemetry::metrics_handle();
 
+    let read_pool = match &settings.read_database {
+        Some(read) => read
+            .connect()
+            .await
+            .context("connecting to the read database")?,
+        None => pool.clone(),
+    };
     let (wake, listener_task) =
         events::wake::listen_with_handle(pool.clone(), events::wake::EVENTS_CHANNEL);
     let mut loops = JoinSet::new();
     for projection in projections() {
-        loops.spawn(run_projection(
+        let name = projection.name();
+        let options = RunOptions {
+            read_pool: Some(read_pool.clone()),
+            dead_letter: settings.dead_letter.applies_to(name),
+        };
+        let (pool, wake, loop_settings) =
+            (pool.clone(), Arc::clone(&wake), settings.loop_settings());
+        // Each projection runs in exactly one replica at a time (see `leader`).
+        loops.spawn(leader::lead(
             pool.clone(),
-            projection,
-            settings.loop_settings(),
-            Arc::clone(&wake),
+            name.to_owned(),
+            settings.leader_poll,
             shutdown.clone(),
+            move |own_shutdown| {
+                let running = run_projection_with(
+                    pool.clone(),
+                    Arc::clone(&projection),
+                    loop_settings,
+                    options.clone(),
+                    Arc::clone(&wake),
+                    own_shutdown,
+                );
+                async move {
+                    match running.await {
+                        // Failures were logged and recorded where they happened.
+                        Ok(()) | Err(EngineError::Failed { .. }) => {}
+                        Err(error) => tracing::error!(%error, "projection loop ended"),
+                    }
+                }
+            },
         ));
     }
+    if settings.relay.enabled {
+        let (pool, read_pool, wake, relay) = (
+            pool.clone(),
+            read_pool.clone(),
+            Arc::clone(&wake),
+            settings.relay.clone(),
+        );
+        loops.spawn(leader::lead(
+            pool.clone(),
+            relay::RELAY_CHECKPOINT.to_owned(),
+            settings.leader_poll,
+            shutdown.clone(),
+            move |own_shutdown| {
+                relay::run_relay(
+                    pool.clone(),
+                    read_pool.clone(),
+                    relay.clone(),
+                    Arc::clone(&wake),
+                    own_shutdown,
+                )
+            },
+        ));
+    }
+    loops.spawn(report_failures(pool.clone(), shutdown.clone()));
 
     let router = service_kit::http::with_plumbing(Router::new(), pool);
     let served = service_kit::http::serve(listener, router, shutdown.clone()).await;
@@ -126,14 +282,54 @@ pub async fn run(settings: Settings, pool: PgPool, shutdown: Shutdown) -> anyhow
         shutdown.trigger();
     }
     while let Some(joined) = loops.join_next().await {
-        match joined {
-            // Failures were logged and recorded where they happened.
-            Ok(Ok(())) | Ok(Err(EngineError::Failed { .. })) => {}
-            Ok(Err(error)) => tracing::error!(%error, "projection loop ended"),
-            Err(error) => tracing::error!(%error, "projection loop panicked"),
+        if let Err(error) = joined {
+            tracing::error!(%error, "projector task panicked");
         }
     }
     // The listener holds a pool connection for as long as it runs.
     listener_task.abort();
     served.context("serving HTTP")
+}
+
+/// How often [`report_failures`] reads the projections' states.
+const FAILURE_GAUGE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Sets the failure gauges from `projection_checkpoints`: `projector_failed_projections` (how
+/// many projections, relay included, are in state `failed`) and
+/// `projector_projection_failed{projection}` (1 when failed). Read from the database, so every
+/// replica reports the same figures whichever of them runs the projection; returns the count.
+///
+/// # Errors
+///
+/// The database fails.
+pub async fn refresh_failure_gauges(pool: &PgPool) -> Result<usize, sqlx::Error> {
+    let states: Vec<(String, String)> =
+        sqlx::query_as("SELECT name, state FROM projection_checkpoints")
+            .fetch_all(pool)
+            .await?;
+    let mut failed = 0;
+    for (name, state) in states {
+        let is_failed = state == "failed";
+        failed += usize::from(is_failed);
+        metrics::gauge!("projector_projection_failed", "projection" => name).set(if is_failed {
+            1.0
+        } else {
+            0.0
+        });
+    }
+    metrics::gauge!("projector_failed_projections").set(failed as f64);
+    Ok(failed)
+}
+
+/// Refreshes the failure gauges every few seconds until `shutdown`.
+async fn report_failures(pool: PgPool, shutdown: Shutdown) {
+    loop {
+        if let Err(error) = refresh_failure_gauges(&pool).await {
+            tracing::warn!(%error, "cannot read the projections' states for /metrics");
+        }
+        tokio::select! {
+            () = shutdown.wait() => return,
+            () = tokio::time::sleep(FAILURE_GAUGE_INTERVAL) => {}
+        }
+    }
 }

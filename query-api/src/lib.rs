@@ -12,7 +12,9 @@
 //! | `QUERY_API_ADDR` | `0.0.0.0:8081` | address to listen on |
 //! | `CONSISTENCY_WAIT_MS` | `5000` | longest wait for a projection to reach an `X-Consistency-Token` |
 //!
-//! The database is configured by [`service_kit::db::DatabaseSettings`].
+//! The database is configured by [`service_kit::db::DatabaseSettings`]; `QUERY_DATABASE_URL`
+//! (default: unset) points the query API at another server instead, such as a streaming
+//! replica ([`read_database_settings`]).
 
 pub mod consistency;
 pub mod error;
@@ -76,6 +78,28 @@ impl Settings {
             )?),
         })
     }
+}
+
+/// The database to serve reads from when `QUERY_DATABASE_URL` is set (a streaming replica of
+/// the primary, say), with the pool settings of [`service_kit::db::DatabaseSettings`]; `None`
+/// when unset, meaning `DATABASE_URL`.
+///
+/// Read-your-writes still holds on a lagging replica: a projection's checkpoint is committed
+/// in the same transaction as its rows, so the replica never shows a checkpoint without the
+/// rows it covers, and a consistency-token wait compares with the checkpoint as replicated.
+///
+/// # Errors
+///
+/// A database variable that is set but does not parse.
+pub fn read_database_settings() -> Result<Option<service_kit::db::DatabaseSettings>, EnvError> {
+    let url = service_kit::env::string_or("QUERY_DATABASE_URL", "");
+    if url.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(service_kit::db::DatabaseSettings {
+        url: service_kit::db::DatabaseUrl::new(url),
+        ..service_kit::db::DatabaseSettings::from_env()?
+    }))
 }
 
 /// What every handler shares: the pool, the settings and the wake-up signal for checkpoint

@@ -17,6 +17,11 @@ use utoipa::{OpenApi, ToSchema};
     tags(
         (name = "projects", description = "The projects read model"),
         (name = "projections", description = "Projection checkpoints and lag"),
+        (name = "support", description = "The support tickets read model"),
+        (name = "community", description = "The community posts read model (deleted posts are not served)"),
+        (name = "status", description = "The public status page and each service's history"),
+        (name = "analytics", description = "The daily analytics summary"),
+        (name = "audit", description = "The event log, for auditors: global order and single streams"),
     )
 )]
 pub struct ApiDoc;

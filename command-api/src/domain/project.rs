@@ -41,6 +41,8 @@ pub enum ProjectCommand {
         description: Option<Description>,
         /// Its owner.
         owner_id: Option<Uuid>,
+        /// Who asks: the request's actor.
+        created_by: String,
     },
     /// Change its name and/or description.
     Update {
@@ -95,10 +97,12 @@ impl Project {
                 name,
                 description,
                 owner_id,
+                created_by,
             } => Ok(vec![ProjectEvent::ProjectCreated {
                 name: name.0,
                 description: description.map(|d| d.0).unwrap_or_default(),
                 owner_id,
+                created_by,
             }]),
             _ if !self.created => Err(ProjectError::NotFound),
             C::Update { .. } if self.archived => Err(ProjectError::Archived),
@@ -183,6 +187,7 @@ mod tests {
             name: "Apollo".into(),
             description: String::new(),
             owner_id: None,
+            created_by: "ada".into(),
         }
     }
 
@@ -195,11 +200,13 @@ mod tests {
                 name: name("  Apollo  "),
                 description: Some(Description::parse("to the moon").expect("valid")),
                 owner_id: Some(owner),
+                created_by: "ada".into(),
             })
             .then_expect_events(vec![ProjectEvent::ProjectCreated {
                 name: "Apollo".into(),
                 description: "to the moon".into(),
                 owner_id: Some(owner),
+                created_by: "ada".into(),
             }]);
     }
 
@@ -211,6 +218,7 @@ mod tests {
                 name: name("Again"),
                 description: None,
                 owner_id: None,
+                created_by: "ada".into(),
             })
             .then_expect_error(ProjectError::AlreadyExists);
     }

@@ -3,7 +3,11 @@
 use axum::http::StatusCode;
 use service_kit::Problem;
 
+use crate::domain::analytics::AnalyticsError;
+use crate::domain::post::PostError;
 use crate::domain::project::ProjectError;
+use crate::domain::service_status::ServiceStatusError;
+use crate::domain::ticket::TicketError;
 use crate::execute::ExecuteError;
 use crate::idempotency::IdempotencyError;
 
@@ -11,6 +15,15 @@ use crate::idempotency::IdempotencyError;
 pub trait RuleProblem: std::error::Error {
     /// The problem answering this rule violation.
     fn problem(&self) -> Problem;
+}
+
+impl RuleProblem for AnalyticsError {
+    fn problem(&self) -> Problem {
+        match self {
+            // 409: the batch id was used before (batch ids are server-made v7 UUIDs).
+            Self::AlreadyIngested => Problem::conflict(self.to_string()),
+        }
+    }
 }
 
 impl RuleProblem for ProjectError {
@@ -23,6 +36,35 @@ impl RuleProblem for ProjectError {
                 Problem::conflict(self.to_string())
             }
         }
+    }
+}
+
+impl RuleProblem for TicketError {
+    fn problem(&self) -> Problem {
+        match self {
+            // 404: the ticket does not exist.
+            Self::NotFound => Problem::not_found(self.to_string()),
+            // 409: the id is taken, or the lifecycle has no such move from the current status.
+            Self::AlreadyExists | Self::ForbiddenMove { .. } => Problem::conflict(self.to_string()),
+        }
+    }
+}
+
+impl RuleProblem for PostError {
+    fn problem(&self) -> Problem {
+        match self {
+            // 404: the post was never published.
+            Self::NotFound => Problem::not_found(self.to_string()),
+            // 409: the id is taken, or the post was deleted and takes nothing more.
+            Self::AlreadyExists | Self::Deleted => Problem::conflict(self.to_string()),
+        }
+    }
+}
+
+impl RuleProblem for ServiceStatusError {
+    fn problem(&self) -> Problem {
+        // Reports are always accepted: there is no variant to answer.
+        match *self {}
     }
 }
 

@@ -42,8 +42,9 @@ impl Projection for ProjectsProjection {
         tx: &mut Transaction<'_, Postgres>,
         event: &RecordedEvent,
     ) -> Result<(), ProjectionError> {
-        if event.event_version != project::EVENT_VERSION {
-            // No upcaster exists yet; guessing at another schema would corrupt the model.
+        if project::current_version(&event.event_type) != Some(event.event_version.as_str()) {
+            // The log upcasts every version it knows to the current one (events::upcast);
+            // guessing at any other schema would corrupt the model.
             return Err(ProjectionError::poison(format!(
                 "unsupported event version {:?} of {}",
                 event.event_version, event.event_type
@@ -72,6 +73,7 @@ impl Projection for ProjectsProjection {
                 name,
                 description,
                 owner_id,
+                ..
             } => {
                 // A create is revision 1 of its stream; a conflict can only be a replay.
                 sqlx::query(

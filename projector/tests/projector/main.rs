@@ -3,8 +3,15 @@
 
 #![expect(clippy::unwrap_used, reason = "tests fail loudly on broken set-up")]
 
+mod analytics_daily;
+mod dead_letters;
 mod late_commit;
 mod poison;
+mod processes;
+mod rebuild;
+mod relay;
+mod replicas;
 mod restarts;
 mod support;
 mod wake;
+mod wave1;

@@ -47,6 +47,7 @@ async fn writer(pool: PgPool, notifier: AppendNotifier, seed: u64) -> HashMap<Uu
                     name: format!("p{seed}-{op}"),
                     description: format!("made by writer {seed}"),
                     owner_id: None,
+                    created_by: "tester".to_owned(),
                 },
                 Some(current) if current.archived => ProjectEvent::ProjectRestored {},
                 Some(_) => match rng.below(4) {

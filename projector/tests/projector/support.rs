@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use events::project::{AGGREGATE_TYPE, EVENT_VERSION, ProjectEvent};
+use events::project::{AGGREGATE_TYPE, ProjectEvent};
 use events::store::NewEvent;
 use projector::EngineError;
 use projector::projections::ProjectsProjection;
@@ -19,7 +19,7 @@ pub fn project_event(id: Uuid, sequence: i64, event: &ProjectEvent) -> NewEvent 
         aggregate_id: id.to_string(),
         sequence,
         event_type: event.event_type(),
-        event_version: EVENT_VERSION.to_owned(),
+        event_version: event.event_version(),
         payload: serde_json::to_value(event).expect("project events serialize"),
         metadata: serde_json::json!({
             "actor": "tester",
@@ -35,6 +35,7 @@ pub fn created(name: &str) -> ProjectEvent {
         name: name.to_owned(),
         description: String::new(),
         owner_id: None,
+        created_by: "tester".to_owned(),
     }
 }
 

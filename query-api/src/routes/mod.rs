@@ -1,7 +1,12 @@
 //! The `/api/v1` routes, one module per resource, merged here with their OpenAPI paths.
 
+pub mod analytics;
+pub mod audit;
+pub mod community;
 pub mod projections;
 pub mod projects;
+pub mod status;
+pub mod support;
 
 use std::sync::Arc;
 
@@ -23,6 +28,11 @@ pub fn api() -> OpenApiRouter<AppState> {
         API_PREFIX,
         OpenApiRouter::new()
             .merge(projects::router())
+            .merge(support::router())
+            .merge(community::router())
+            .merge(status::router())
+            .merge(analytics::router())
+            .merge(audit::router())
             .merge(projections::router()),
     )
 }

@@ -16,8 +16,10 @@ use crate::openapi::ProblemDetails;
 /// Which aggregate types each projection reads, so its lag counts only events it will apply.
 /// A projection missing here (a relay, or a shadow being rebuilt under another name) is taken
 /// to read every event, which over- rather than under-states its lag.
-pub const PROJECTION_SOURCES: &[(&str, &[&str])] =
-    &[("projects", &[events::project::AGGREGATE_TYPE])];
+pub const PROJECTION_SOURCES: &[(&str, &[&str])] = &[
+    ("projects", &[events::project::AGGREGATE_TYPE]),
+    ("analytics_daily", &[events::analytics::AGGREGATE_TYPE]),
+];
 
 /// The routes of this resource, documented.
 pub fn router() -> OpenApiRouter<AppState> {

@@ -12,7 +12,6 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use events::LogPosition;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
 use sqlx::{PgPool, Postgres, QueryBuilder};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -295,12 +294,7 @@ impl ListProjects {
     /// so a tag may undersell its body (costing a spare 200 later) but never vouch for rows
     /// older than itself (which could cause a wrong 304).
     pub fn etag(&self, at: LogPosition) -> ETag {
-        let digest = Sha256::digest(self.query_string(self.page.page).as_bytes());
-        let mut hash = String::with_capacity(16);
-        for byte in &digest[..8] {
-            let _ = write!(hash, "{byte:02x}");
-        }
-        ETag::weak(format!("{}-{}-{hash}", at.position, at.tx_id))
+        crate::etag::list_etag(at, &self.query_string(self.page.page))
     }
 }
 

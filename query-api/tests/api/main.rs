@@ -1,8 +1,13 @@
 //! HTTP tests of the query API: the router is called in-process against a fresh, migrated
 //! PostgreSQL database per test (`#[sqlx::test]`).
 
+mod analytics;
+mod audit;
+mod community;
 mod consistency;
 mod helpers;
 mod openapi;
 mod projections;
 mod projects;
+mod status;
+mod support;

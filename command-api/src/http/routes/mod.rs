@@ -1,6 +1,10 @@
 //! One module per resource, each owning its router and handlers.
 
+pub mod analytics;
+pub mod community;
 pub mod projects;
+pub mod status;
+pub mod support;
 
 use utoipa_axum::router::OpenApiRouter;
 
@@ -8,5 +12,10 @@ use crate::AppState;
 
 /// Every command route, with its OpenAPI description.
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().merge(projects::router())
+    OpenApiRouter::new()
+        .merge(projects::router())
+        .merge(analytics::router())
+        .merge(support::router())
+        .merge(community::router())
+        .merge(status::router())
 }

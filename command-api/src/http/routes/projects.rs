@@ -107,6 +107,7 @@ async fn create_project(
         name,
         description,
         owner_id: body.owner_id,
+        created_by: input.metadata.actor.clone(),
     };
     let answer = move |committed: &Committed| {
         change_answer(

@@ -1,0 +1,3 @@
+//! The `chronicle` command's library: what its subcommands do, callable from tests.
+
+pub mod export;

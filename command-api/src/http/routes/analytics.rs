@@ -1,0 +1,186 @@
+//! Analytics ingest: `POST /analytics/events`, a batch of 1 to 1000 tracked events.
+//!
+//! Each request becomes a new `AnalyticsBatch/<uuid v7>` stream holding one event, appended
+//! through the same path as every command (idempotency key, metadata, consistency token), so
+//! concurrent batches never contend (docs/decisions/0005-analytics-streams.md). The route
+//! accepts bodies up to [`BODY_LIMIT`], unlike the 256 KiB of other commands.
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use chrono::Utc;
+use events::store::StoredAnswer;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use service_kit::Problem;
+use service_kit::problem::FieldError;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::domain::analytics::{
+    AnalyticsCommand, Batch, BatchSizeError, ClientId, EventName, MAX_BATCH, OccurredAt,
+    Properties, ValidEvent, ValueError,
+};
+use crate::execute::Committed;
+use crate::http::input::CommandInput;
+use crate::http::run_command;
+
+/// The largest body this route accepts: 1 MiB.
+pub const BODY_LIMIT: usize = 1024 * 1024;
+
+/// Routes of analytics ingest, with their own body limit.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(ingest_events))
+        // Layered on the route itself, so it overrides the service-wide default.
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+}
+
+/// `POST /analytics/events` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IngestEvents {
+    /// 1 to 1000 events.
+    events: Vec<TrackEvent>,
+}
+
+/// One tracked event as the client sends it.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrackEvent {
+    /// `[a-z0-9_.:-]{1,100}`.
+    #[schema(pattern = "^[a-z0-9_.:-]{1,100}$")]
+    name: String,
+    /// A JSON object of at most 8 KiB serialized.
+    #[schema(value_type = Option<Object>)]
+    properties: Option<Value>,
+    /// 1 to 128 characters, no control characters.
+    session_id: Option<String>,
+    /// 1 to 128 characters, no control characters.
+    user_id: Option<String>,
+    /// RFC 3339; at most 5 minutes ahead of the server (default: now).
+    occurred_at: Option<String>,
+}
+
+/// The answer to an accepted batch.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Accepted {
+    /// How many events were accepted (all of the batch).
+    accepted: usize,
+    /// Pass as `X-Consistency-Token` to read the summary including this batch.
+    consistency_token: String,
+}
+
+fn check<T>(
+    errors: &mut Vec<FieldError>,
+    index: usize,
+    field: &str,
+    parsed: Result<T, ValueError>,
+) -> Option<T> {
+    parsed
+        .map_err(|error| {
+            errors.push(FieldError::new(
+                format!("events[{index}].{field}"),
+                error.to_string(),
+            ));
+        })
+        .ok()
+}
+
+/// Validates every event, naming each invalid field (`events[3].name`).
+fn validate(body: IngestEvents) -> Result<Batch, Problem> {
+    // The size first: a batch of the wrong size is refused without looking at its events.
+    if !(1..=MAX_BATCH).contains(&body.events.len()) {
+        return Err(Problem::validation(vec![FieldError::new(
+            "events",
+            BatchSizeError.to_string(),
+        )]));
+    }
+    let now = Utc::now();
+    let mut errors = Vec::new();
+    let mut valid = Vec::with_capacity(body.events.len());
+    for (i, event) in body.events.into_iter().enumerate() {
+        let name = check(&mut errors, i, "name", EventName::parse(&event.name));
+        let properties = event
+            .properties
+            .map(|raw| check(&mut errors, i, "properties", Properties::parse(raw)));
+        let session_id = event
+            .session_id
+            .map(|raw| check(&mut errors, i, "session_id", ClientId::parse(&raw)));
+        let user_id = event
+            .user_id
+            .map(|raw| check(&mut errors, i, "user_id", ClientId::parse(&raw)));
+        let occurred_at = match event.occurred_at {
+            Some(raw) => check(&mut errors, i, "occurred_at", OccurredAt::parse(&raw, now)),
+            None => OccurredAt::parse(&now.to_rfc3339(), now).ok(),
+        };
+        // Every `None` from a given value pushed its error above.
+        if let (Some(name), Some(properties), Some(session_id), Some(user_id), Some(occurred_at)) = (
+            name,
+            properties.map_or(Some(None), |p| p.map(Some)),
+            session_id.map_or(Some(None), |s| s.map(Some)),
+            user_id.map_or(Some(None), |u| u.map(Some)),
+            occurred_at,
+        ) {
+            valid.push(ValidEvent {
+                name,
+                properties,
+                session_id,
+                user_id,
+                occurred_at,
+            });
+        }
+    }
+    if !errors.is_empty() {
+        return Err(Problem::validation(errors));
+    }
+    Batch::new(valid)
+        .map_err(|error| Problem::validation(vec![FieldError::new("events", error.to_string())]))
+}
+
+/// Ingests a batch of tracked events.
+#[utoipa::path(
+    post, path = "/api/v1/analytics/events", tag = "analytics",
+    request_body = IngestEvents,
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "1-255 visible ASCII characters"),
+    ),
+    responses(
+        (status = 202, description = "Accepted", body = Accepted),
+        (status = 400, description = "Malformed JSON"),
+        (status = 409, description = "The idempotency key is in flight"),
+        (status = 413, description = "Body over 1 MiB"),
+        (status = 415, description = "Not JSON"),
+        (status = 422, description = "Validation failed; each invalid field is named, e.g. events[3].name"),
+    )
+)]
+async fn ingest_events(
+    State(state): State<AppState>,
+    input: CommandInput,
+) -> Result<Response, Problem> {
+    let body: IngestEvents = input.json()?;
+    let batch = validate(body)?;
+    let accepted = batch.len();
+    let id = Uuid::now_v7().to_string();
+    let answer = move |committed: &Committed| StoredAnswer {
+        status: StatusCode::ACCEPTED.as_u16(),
+        body: serde_json::json!({
+            "accepted": accepted,
+            "consistency_token": committed.token().encode(),
+        }),
+        location: None,
+        etag: None,
+    };
+    run_command(
+        &state,
+        &state.analytics,
+        &input,
+        &id,
+        AnalyticsCommand::Ingest(batch),
+        &answer,
+    )
+    .await
+}

@@ -1,0 +1,196 @@
+//! Community post commands: publish, edit, delete.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::Deserialize;
+use service_kit::Problem;
+use service_kit::problem::FieldError;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::projects::ChangeAnswer;
+use super::support::field;
+use crate::AppState;
+use crate::domain::post::{Author, Content, PostCommand, Title};
+use crate::execute::Committed;
+use crate::http::input::{CommandInput, parse_id};
+use crate::http::{change_answer, run_command};
+
+/// Routes of the community post commands.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(publish_post))
+        .routes(routes!(edit_post, delete_post))
+}
+
+/// `POST /community/posts` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PublishPost {
+    /// Client-generated id (UUID) for offline clients; generated when absent.
+    id: Option<Uuid>,
+    /// 1 to 200 characters after trimming.
+    title: String,
+    /// 1 to 20000 characters after trimming.
+    content: String,
+    /// 1 to 80 characters after trimming.
+    author: String,
+}
+
+/// `PATCH /community/posts/{id}` body: at least one field.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EditPost {
+    /// 1 to 200 characters after trimming.
+    title: Option<String>,
+    /// 1 to 20000 characters after trimming.
+    content: Option<String>,
+}
+
+fn location(id: Uuid) -> String {
+    format!("/api/v1/community/posts/{id}")
+}
+
+/// Publishes a community post.
+#[utoipa::path(
+    post, path = "/api/v1/community/posts", tag = "community",
+    request_body = PublishPost,
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "1-255 visible ASCII characters"),
+    ),
+    responses(
+        (status = 201, description = "Published", body = ChangeAnswer),
+        (status = 400, description = "Malformed JSON"),
+        (status = 409, description = "A post with this id exists, or the idempotency key is in flight"),
+        (status = 413, description = "Body too large"),
+        (status = 415, description = "Not JSON"),
+        (status = 422, description = "Validation failed"),
+    )
+)]
+async fn publish_post(
+    State(state): State<AppState>,
+    input: CommandInput,
+) -> Result<Response, Problem> {
+    let body: PublishPost = input.json()?;
+    let mut errors = Vec::new();
+    let title = field(&mut errors, "title", Title::parse(&body.title));
+    let content = field(&mut errors, "content", Content::parse(&body.content));
+    let author = field(&mut errors, "author", Author::parse(&body.author));
+    let (Some(title), Some(content), Some(author)) = (title, content, author) else {
+        return Err(Problem::validation(errors));
+    };
+    let id = body.id.unwrap_or_else(Uuid::now_v7);
+    let command = PostCommand::Publish {
+        title,
+        content,
+        author,
+    };
+    let answer = move |committed: &Committed| {
+        change_answer(
+            StatusCode::CREATED,
+            &id.to_string(),
+            Some(location(id)),
+            committed,
+        )
+    };
+    run_command(
+        &state,
+        &state.posts,
+        &input,
+        &id.to_string(),
+        command,
+        &answer,
+    )
+    .await
+}
+
+/// Changes a post's title and/or content.
+#[utoipa::path(
+    patch, path = "/api/v1/community/posts/{id}", tag = "community",
+    request_body = EditPost,
+    params(
+        ("id" = Uuid, Path, description = "Post id"),
+        ("If-Match" = Option<String>, Header, description = "Quoted version, e.g. \"3\""),
+        ("Idempotency-Key" = Option<String>, Header, description = "1-255 visible ASCII characters"),
+    ),
+    responses(
+        (status = 200, description = "Edited", body = ChangeAnswer),
+        (status = 404, description = "Unknown post"),
+        (status = 409, description = "The post was deleted"),
+        (status = 412, description = "If-Match does not match; body has current_version"),
+        (status = 422, description = "Validation failed"),
+    )
+)]
+async fn edit_post(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    input: CommandInput,
+) -> Result<Response, Problem> {
+    let id = parse_id(&id)?;
+    let body: EditPost = input.json()?;
+    let mut errors = Vec::new();
+    let title = body
+        .title
+        .as_deref()
+        .and_then(|raw| field(&mut errors, "title", Title::parse(raw)));
+    let content = body
+        .content
+        .as_deref()
+        .and_then(|raw| field(&mut errors, "content", Content::parse(raw)));
+    if body.title.is_none() && body.content.is_none() {
+        errors.push(FieldError::new("title", "give title or content (or both)"));
+    }
+    if !errors.is_empty() {
+        return Err(Problem::validation(errors));
+    }
+    let answer = move |committed: &Committed| {
+        change_answer(StatusCode::OK, &id.to_string(), None, committed)
+    };
+    run_command(
+        &state,
+        &state.posts,
+        &input,
+        &id.to_string(),
+        PostCommand::Edit { title, content },
+        &answer,
+    )
+    .await
+}
+
+/// Deletes a post: it vanishes from reads and takes no further commands.
+#[utoipa::path(
+    delete, path = "/api/v1/community/posts/{id}", tag = "community",
+    params(
+        ("id" = Uuid, Path, description = "Post id"),
+        ("If-Match" = Option<String>, Header, description = "Quoted version"),
+        ("Idempotency-Key" = Option<String>, Header, description = "1-255 visible ASCII characters"),
+    ),
+    responses(
+        (status = 200, description = "Deleted", body = ChangeAnswer),
+        (status = 404, description = "Unknown post"),
+        (status = 409, description = "Already deleted"),
+        (status = 412, description = "If-Match does not match"),
+    )
+)]
+async fn delete_post(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    input: CommandInput,
+) -> Result<Response, Problem> {
+    let id = parse_id(&id)?;
+    let answer = move |committed: &Committed| {
+        change_answer(StatusCode::OK, &id.to_string(), None, committed)
+    };
+    run_command(
+        &state,
+        &state.posts,
+        &input,
+        &id.to_string(),
+        PostCommand::Delete,
+        &answer,
+    )
+    .await
+}

@@ -1,0 +1,106 @@
+//! Service status commands: report a service's status. One stream per service, keyed by the
+//! service's slug.
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use events::status::ServiceHealth;
+use serde::Deserialize;
+use service_kit::Problem;
+use service_kit::problem::FieldError;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::projects::ChangeAnswer;
+use super::support::field;
+use crate::AppState;
+use crate::domain::service_status::{
+    ServiceId, ServiceIdError, ServiceStatusCommand, StatusDescription,
+};
+use crate::execute::Committed;
+use crate::http::input::CommandInput;
+use crate::http::{change_answer, run_command};
+
+/// Routes of the service status commands.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(report_status))
+}
+
+/// `POST /status/services/{service_id}/reports` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReportStatus {
+    /// One of `operational`, `degraded_performance`, `partial_outage`, `major_outage`,
+    /// `under_maintenance`.
+    #[schema(
+        pattern = "^(operational|degraded_performance|partial_outage|major_outage|under_maintenance)$"
+    )]
+    status: String,
+    /// What is going on, at most 2000 characters.
+    description: Option<String>,
+}
+
+/// Reports a service's current status.
+#[utoipa::path(
+    post, path = "/api/v1/status/services/{service_id}/reports", tag = "status",
+    request_body = ReportStatus,
+    params(
+        ("service_id" = String, Path, description = "The service's slug, `[a-z0-9-]{1,64}`", pattern = "^[a-z0-9-]{1,64}$"),
+        ("If-Match" = Option<String>, Header, description = "Quoted version of the service's stream"),
+        ("Idempotency-Key" = Option<String>, Header, description = "1-255 visible ASCII characters"),
+    ),
+    responses(
+        (status = 201, description = "Recorded; `Location` is the service's history", body = ChangeAnswer),
+        (status = 400, description = "Malformed JSON"),
+        (status = 412, description = "If-Match does not match; body has current_version"),
+        (status = 413, description = "Body too large"),
+        (status = 415, description = "Not JSON"),
+        (status = 422, description = "Validation failed (a malformed service_id, an unknown status)"),
+    )
+)]
+async fn report_status(
+    State(state): State<AppState>,
+    service_id: Result<Path<String>, PathRejection>,
+    input: CommandInput,
+) -> Result<Response, Problem> {
+    let invalid = || {
+        Problem::validation(vec![FieldError::new(
+            "service_id",
+            ServiceIdError.to_string(),
+        )])
+    };
+    let Path(raw) = service_id.map_err(|_| invalid())?;
+    let service_id = ServiceId::parse(&raw).map_err(|_| invalid())?;
+    let body: ReportStatus = input.json()?;
+    let mut errors = Vec::new();
+    let status = field(&mut errors, "status", body.status.parse::<ServiceHealth>());
+    let description = body
+        .description
+        .as_deref()
+        .and_then(|raw| field(&mut errors, "description", StatusDescription::parse(raw)));
+    let (Some(status), true) = (status, errors.is_empty()) else {
+        return Err(Problem::validation(errors));
+    };
+    let id = service_id.as_str().to_owned();
+    let location = format!("/api/v1/status/services/{id}/history");
+    let answer = {
+        let id = id.clone();
+        move |committed: &Committed| {
+            change_answer(StatusCode::CREATED, &id, Some(location.clone()), committed)
+        }
+    };
+    run_command(
+        &state,
+        &state.service_status,
+        &input,
+        &id,
+        ServiceStatusCommand::Report {
+            status,
+            description,
+        },
+        &answer,
+    )
+    .await
+}

@@ -1,0 +1,164 @@
+//! Support ticket commands: open a ticket, change its status.
+
+use std::fmt::Display;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use events::ticket::TicketStatus;
+use serde::Deserialize;
+use service_kit::Problem;
+use service_kit::problem::FieldError;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::projects::ChangeAnswer;
+use crate::AppState;
+use crate::domain::ticket::{Email, Message, Subject, TicketCommand};
+use crate::execute::Committed;
+use crate::http::input::{CommandInput, parse_id};
+use crate::http::{change_answer, run_command};
+
+/// Routes of the support ticket commands.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(open_ticket))
+        .routes(routes!(change_ticket_status))
+}
+
+/// `POST /support/tickets` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OpenTicket {
+    /// Client-generated id (UUID) for offline clients; generated when absent.
+    id: Option<Uuid>,
+    /// The customer's email address, at most 254 characters.
+    email: String,
+    /// 1 to 200 characters after trimming.
+    subject: String,
+    /// 1 to 10000 characters after trimming.
+    message: String,
+}
+
+/// `POST /support/tickets/{id}/status` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeTicketStatus {
+    /// One of `open`, `in_progress`, `resolved`, `closed`. Allowed moves: open -> in_progress
+    /// -> resolved -> closed, and resolved -> open.
+    #[schema(pattern = "^(open|in_progress|resolved|closed)$")]
+    status: String,
+}
+
+/// Records a field's validation failure in `errors` and yields the parsed value when valid;
+/// shared by the command routes of every resource.
+pub(crate) fn field<T, E: Display>(
+    errors: &mut Vec<FieldError>,
+    name: &str,
+    parsed: Result<T, E>,
+) -> Option<T> {
+    parsed
+        .map_err(|error| errors.push(FieldError::new(name, error.to_string())))
+        .ok()
+}
+
+fn location(id: Uuid) -> String {
+    format!("/api/v1/support/tickets/{id}")
+}
+
+/// Opens a support ticket.
+#[utoipa::path(
+    post, path = "/api/v1/support/tickets", tag = "support",
+    request_body = OpenTicket,
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "1-255 visible ASCII characters"),
+    ),
+    responses(
+        (status = 201, description = "Opened", body = ChangeAnswer),
+        (status = 400, description = "Malformed JSON"),
+        (status = 409, description = "A ticket with this id exists, or the idempotency key is in flight"),
+        (status = 413, description = "Body too large"),
+        (status = 415, description = "Not JSON"),
+        (status = 422, description = "Validation failed"),
+    )
+)]
+async fn open_ticket(
+    State(state): State<AppState>,
+    input: CommandInput,
+) -> Result<Response, Problem> {
+    let body: OpenTicket = input.json()?;
+    let mut errors = Vec::new();
+    let email = field(&mut errors, "email", Email::parse(&body.email));
+    let subject = field(&mut errors, "subject", Subject::parse(&body.subject));
+    let message = field(&mut errors, "message", Message::parse(&body.message));
+    let (Some(email), Some(subject), Some(message)) = (email, subject, message) else {
+        return Err(Problem::validation(errors));
+    };
+    let id = body.id.unwrap_or_else(Uuid::now_v7);
+    let command = TicketCommand::Open {
+        email,
+        subject,
+        message,
+    };
+    let answer = move |committed: &Committed| {
+        change_answer(
+            StatusCode::CREATED,
+            &id.to_string(),
+            Some(location(id)),
+            committed,
+        )
+    };
+    run_command(
+        &state,
+        &state.tickets,
+        &input,
+        &id.to_string(),
+        command,
+        &answer,
+    )
+    .await
+}
+
+/// Moves a ticket to another status.
+#[utoipa::path(
+    post, path = "/api/v1/support/tickets/{id}/status", tag = "support",
+    request_body = ChangeTicketStatus,
+    params(
+        ("id" = Uuid, Path, description = "Ticket id"),
+        ("If-Match" = Option<String>, Header, description = "Quoted version, e.g. \"3\""),
+        ("Idempotency-Key" = Option<String>, Header, description = "1-255 visible ASCII characters"),
+    ),
+    responses(
+        (status = 200, description = "Status changed", body = ChangeAnswer),
+        (status = 404, description = "Unknown ticket"),
+        (status = 409, description = "The lifecycle does not allow this move"),
+        (status = 412, description = "If-Match does not match; body has current_version"),
+        (status = 422, description = "Validation failed (e.g. an unknown status)"),
+    )
+)]
+async fn change_ticket_status(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    input: CommandInput,
+) -> Result<Response, Problem> {
+    let id = parse_id(&id)?;
+    let body: ChangeTicketStatus = input.json()?;
+    let mut errors = Vec::new();
+    let Some(to) = field(&mut errors, "status", body.status.parse::<TicketStatus>()) else {
+        return Err(Problem::validation(errors));
+    };
+    let answer = move |committed: &Committed| {
+        change_answer(StatusCode::OK, &id.to_string(), None, committed)
+    };
+    run_command(
+        &state,
+        &state.tickets,
+        &input,
+        &id.to_string(),
+        TicketCommand::ChangeStatus { to },
+        &answer,
+    )
+    .await
+}

@@ -1,0 +1,323 @@
+//! The public status page: `GET /status` (every service's latest status and the overall
+//! status) and `GET /status/services/{service_id}/history` (a service's reports, newest
+//! first, paginated).
+//!
+//! Both are public and cacheable: `Cache-Control: public, max-age=5,
+//! stale-while-revalidate=30` lets browsers and CDNs absorb a crowd refreshing during an
+//! incident, at the price of at most a few seconds of staleness, and the ETag (derived from
+//! the `service_status` checkpoint) makes revalidation a 304 costing one primary-key read.
+//!
+//! The overall status is the worst service status, by the severity order of
+//! [`ServiceHealth`]: `operational < under_maintenance < degraded_performance <
+//! partial_outage < major_outage`; `operational` when no service has reported.
+//!
+//! A well-formed service id that never reported has an empty history (200 with `total: 0`),
+//! not a 404: every slug names a stream that simply has no events yet, and answering the
+//! same way for both keeps the endpoint from distinguishing "unknown" from "quiet".
+
+use std::fmt::Write as _;
+
+use axum::Json;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::header::{CACHE_CONTROL, LINK};
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use events::status::ServiceHealth;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::AppState;
+use crate::consistency;
+use crate::error::ApiError;
+use crate::etag::list_etag;
+use crate::openapi::ProblemDetails;
+use crate::pagination::{self, PageRequest};
+
+/// The name of the projection (its `projection_checkpoints` row) that fills
+/// `service_status_latest` and `service_status_history`.
+pub const PROJECTION: &str = "service_status";
+
+/// `Cache-Control` of the status page's answers (and their 304s).
+pub const PUBLIC_CACHE_CONTROL: &str = "public, max-age=5, stale-while-revalidate=30";
+
+/// The routes of this resource, documented.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(status_page))
+        .routes(routes!(service_history))
+}
+
+/// One service's latest status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow, ToSchema)]
+pub struct ServiceLatest {
+    /// The service's slug.
+    pub service_id: String,
+    /// Its latest reported status.
+    #[schema(
+        pattern = "^(operational|under_maintenance|degraded_performance|partial_outage|major_outage)$"
+    )]
+    pub status: String,
+    /// What the latest report said, if anything.
+    pub description: Option<String>,
+    /// When the latest report was recorded (RFC 3339, UTC).
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The status page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct StatusPage {
+    /// The worst status among the services (`operational` when there are none). Severity:
+    /// operational < under_maintenance < degraded_performance < partial_outage < major_outage.
+    #[schema(
+        pattern = "^(operational|under_maintenance|degraded_performance|partial_outage|major_outage)$"
+    )]
+    pub overall: String,
+    /// Every service that has reported, by service id.
+    pub services: Vec<ServiceLatest>,
+}
+
+/// One report in a service's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow, ToSchema)]
+pub struct StatusReport {
+    /// The reported status.
+    pub status: String,
+    /// What the report said, if anything.
+    pub description: Option<String>,
+    /// When it was recorded (RFC 3339, UTC).
+    pub created_at: DateTime<Utc>,
+}
+
+/// One page of a service's history, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct StatusHistoryPage {
+    /// The reports on this page (empty past the last page).
+    pub items: Vec<StatusReport>,
+    /// How many reports the service has.
+    pub total: i64,
+    /// This page's number, from 1.
+    pub page: i64,
+    /// The page size asked for.
+    pub page_size: i64,
+    /// How many pages the reports fill (0 when none).
+    pub pages: i64,
+}
+
+/// The query parameters of the history, as sent. Unknown parameters are ignored.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct HistoryParams {
+    /// Page number, from 1 (default 1).
+    #[param(value_type = Option<i64>, minimum = 1)]
+    pub page: Option<String>,
+    /// Items per page, 1 to 100 (default 20).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
+    pub page_size: Option<String>,
+}
+
+/// Whether `raw` is a service id: 1 to 64 characters of `[a-z0-9-]` (the command side's
+/// `ServiceId` rule).
+pub fn is_service_id(raw: &str) -> bool {
+    (1..=64).contains(&raw.len())
+        && raw
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+/// The worst of `statuses`, `operational` when there are none.
+///
+/// # Errors
+///
+/// A stored status that is not a [`ServiceHealth`] (only a bug could write one).
+pub fn overall<'a>(statuses: impl IntoIterator<Item = &'a str>) -> Result<ServiceHealth, ApiError> {
+    statuses
+        .into_iter()
+        .map(|raw| {
+            raw.parse::<ServiceHealth>()
+                .map_err(|error| ApiError::Database(sqlx::Error::Decode(Box::new(error))))
+        })
+        .try_fold(ServiceHealth::Operational, |worst, health| {
+            Ok(worst.max(health?))
+        })
+}
+
+/// Sets the status page's public `Cache-Control` (over the default `no-cache`).
+fn public(mut response: Response) -> Response {
+    response.headers_mut().insert(
+        CACHE_CONTROL,
+        HeaderValue::from_static(PUBLIC_CACHE_CONTROL),
+    );
+    response
+}
+
+/// The checkpoint the answer is tagged with: the one the consistency wait saw, else read now
+/// (before the rows, so the tag never vouches for rows older than itself).
+async fn checkpoint(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<events::LogPosition, ApiError> {
+    match consistency::honour(state, headers, PROJECTION).await? {
+        Some(checkpoint) => Ok(checkpoint),
+        None => Ok(consistency::checkpoint(state.pool(), PROJECTION).await?),
+    }
+}
+
+/// The status page: every service's latest status and the overall status.
+#[utoipa::path(
+    get,
+    path = "/status",
+    tag = "status",
+    operation_id = "status_page",
+    params(
+        ("If-None-Match" = Option<String>, Header, description = "ETag of a cached page; a match answers 304"),
+        ("X-Consistency-Token" = Option<String>, Header, description = "Token from a report: wait until the projection covers it"),
+    ),
+    responses(
+        (status = 200, description = "The status page", body = StatusPage, headers(
+            ("ETag" = String, description = "Weak tag of the page at the projection's checkpoint"),
+            ("Cache-Control" = String, description = "public, max-age=5, stale-while-revalidate=30"),
+        )),
+        (status = 304, description = "The cached page is current", headers(("ETag" = String))),
+        (status = 400, description = "The consistency token is malformed", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 503, description = "The projection did not reach the consistency token in time", body = ProblemDetails, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds"))),
+    )
+)]
+pub async fn status_page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let etag = list_etag(checkpoint(&state, &headers).await?, "status");
+    if etag.matches_if_none_match(&headers) {
+        return Ok(public(etag.not_modified()));
+    }
+    let services: Vec<ServiceLatest> = sqlx::query_as(
+        "SELECT service_id, status, description, updated_at FROM service_status_latest \
+          ORDER BY service_id",
+    )
+    .fetch_all(state.pool())
+    .await?;
+    let overall = overall(services.iter().map(|service| service.status.as_str()))?;
+    let page = StatusPage {
+        overall: overall.as_str().to_owned(),
+        services,
+    };
+    Ok(public(etag.decorate(Json(page).into_response())))
+}
+
+/// A service's reports, newest first.
+#[utoipa::path(
+    get,
+    path = "/status/services/{service_id}/history",
+    tag = "status",
+    operation_id = "service_history",
+    params(
+        ("service_id" = String, Path, description = "The service's slug, `[a-z0-9-]{1,64}`", pattern = "^[a-z0-9-]{1,64}$"),
+        HistoryParams,
+        ("If-None-Match" = Option<String>, Header, description = "ETags of cached pages; a match answers 304"),
+        ("X-Consistency-Token" = Option<String>, Header, description = "Token from a report: wait until the projection covers it"),
+    ),
+    responses(
+        (status = 200, description = "One page of reports, newest first; empty for a service that never reported", body = StatusHistoryPage, headers(
+            ("ETag" = String, description = "Weak tag of this page at the projection's checkpoint"),
+            ("Link" = String, description = "RFC 8288 links: first, prev, next, last"),
+            ("Cache-Control" = String, description = "public, max-age=5, stale-while-revalidate=30"),
+        )),
+        (status = 304, description = "The cached page is current", headers(("ETag" = String))),
+        (status = 400, description = "A query parameter or the consistency token is invalid", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 422, description = "The service id is malformed", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 503, description = "The projection did not reach the consistency token in time", body = ProblemDetails, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds"))),
+    )
+)]
+pub async fn service_history(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    service_id: Result<Path<String>, PathRejection>,
+    query: Result<Query<HistoryParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let invalid = || ApiError::InvalidPath {
+        field: "service_id",
+        message: "must be 1 to 64 characters of a-z, 0-9 and -",
+    };
+    let Path(service_id) = service_id.map_err(|_| invalid())?;
+    if !is_service_id(&service_id) {
+        return Err(invalid());
+    }
+    let Query(params) =
+        query.map_err(|rejection| ApiError::BadQueryString(rejection.body_text()))?;
+    let request = PageRequest::parse(params.page.as_deref(), params.page_size.as_deref())?;
+    // The slug needs no encoding: it is [a-z0-9-] only.
+    let base = format!("/api/v1/status/services/{service_id}/history");
+    let query_string = |page: i64| format!("page={page}&page_size={}", request.page_size);
+    let mut canonical = base.clone();
+    let _ = write!(canonical, "?{}", query_string(request.page));
+    let etag = list_etag(checkpoint(&state, &headers).await?, &canonical);
+    if etag.matches_if_none_match(&headers) {
+        return Ok(public(etag.not_modified()));
+    }
+
+    let total: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM service_status_history WHERE service_id = $1")
+            .bind(&service_id)
+            .fetch_one(state.pool())
+            .await?;
+    // Newest first; the stream revision breaks ties between reports recorded in the same
+    // instant (and is the true order within a stream).
+    let items: Vec<StatusReport> = sqlx::query_as(
+        "SELECT status, description, created_at FROM service_status_history \
+          WHERE service_id = $1 \
+          ORDER BY created_at DESC, version DESC \
+          LIMIT $2 OFFSET $3",
+    )
+    .bind(&service_id)
+    .bind(request.page_size)
+    .bind(request.offset())
+    .fetch_all(state.pool())
+    .await?;
+    let page = StatusHistoryPage {
+        items,
+        total,
+        page: request.page,
+        page_size: request.page_size,
+        pages: request.pages(total),
+    };
+    let link = pagination::link_header(page.page, page.pages, |n| {
+        format!("{base}?{}", query_string(n))
+    });
+    let mut response = public(etag.decorate(Json(page).into_response()));
+    if let Ok(value) = HeaderValue::from_str(&link) {
+        response.headers_mut().insert(LINK, value);
+    }
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_overall_status_is_the_worst_one() {
+        assert_eq!(overall([]).ok(), Some(ServiceHealth::Operational));
+        assert_eq!(
+            overall(["operational", "under_maintenance"]).ok(),
+            Some(ServiceHealth::UnderMaintenance)
+        );
+        assert_eq!(
+            overall(["partial_outage", "degraded_performance", "operational"]).ok(),
+            Some(ServiceHealth::PartialOutage)
+        );
+        assert!(overall(["broken"]).is_err());
+    }
+
+    #[test]
+    fn service_ids_are_lowercase_slugs() {
+        assert!(is_service_id("eu-west-1"));
+        assert!(!is_service_id("EU"));
+        assert!(!is_service_id(""));
+        assert!(!is_service_id(&"a".repeat(65)));
+    }
+}

@@ -6,12 +6,11 @@
 //! each invalid field (`events[3].name`).
 
 use chrono::{DateTime, Duration, Utc};
-use cqrs_es::Aggregate;
-use cqrs_es::event_sink::EventSink;
 use events::analytics::{AGGREGATE_TYPE, AnalyticsEvent, TrackedEvent};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::Decide;
 use super::text::{TextError, checked};
 
 /// The most events a batch holds.
@@ -187,9 +186,13 @@ pub struct AnalyticsBatch {
     ingested: bool,
 }
 
-impl AnalyticsBatch {
-    /// The pure decision.
-    pub fn decide(&self, command: AnalyticsCommand) -> Result<Vec<AnalyticsEvent>, AnalyticsError> {
+impl Decide for AnalyticsBatch {
+    const TYPE: &'static str = AGGREGATE_TYPE;
+    type Command = AnalyticsCommand;
+    type Event = AnalyticsEvent;
+    type Error = AnalyticsError;
+
+    fn decide(&self, command: AnalyticsCommand) -> Result<Vec<AnalyticsEvent>, AnalyticsError> {
         match command {
             AnalyticsCommand::Ingest(_) if self.ingested => Err(AnalyticsError::AlreadyIngested),
             AnalyticsCommand::Ingest(Batch(events)) => {
@@ -200,37 +203,14 @@ impl AnalyticsBatch {
         }
     }
 
-    /// The pure evolution.
-    pub fn evolve(&mut self, event: AnalyticsEvent) {
+    fn evolve(&mut self, event: AnalyticsEvent) {
         match event {
             AnalyticsEvent::AnalyticsBatchIngested { .. } => self.ingested = true,
         }
     }
 }
 
-impl Aggregate for AnalyticsBatch {
-    const TYPE: &'static str = AGGREGATE_TYPE;
-    type Command = AnalyticsCommand;
-    type Event = AnalyticsEvent;
-    type Error = AnalyticsError;
-    type Services = ();
-
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        _services: &Self::Services,
-        sink: &EventSink<Self>,
-    ) -> Result<(), Self::Error> {
-        for event in self.decide(command)? {
-            sink.write(event, self).await;
-        }
-        Ok(())
-    }
-
-    fn apply(&mut self, event: Self::Event) {
-        self.evolve(event);
-    }
-}
+impl_aggregate!(AnalyticsBatch);
 
 #[cfg(test)]
 mod tests {

@@ -1,10 +1,9 @@
 //! The CommunityPost aggregate: publish, edit, delete. Nothing is accepted after a delete.
 
-use cqrs_es::Aggregate;
-use cqrs_es::event_sink::EventSink;
 use events::post::{AGGREGATE_TYPE, PostEvent};
 use serde::{Deserialize, Serialize};
 
+use super::Decide;
 use super::text::{TextError, checked};
 
 /// A post's title: trimmed, 1 to 200 characters, one line.
@@ -86,10 +85,13 @@ pub struct CommunityPost {
     content: String,
 }
 
-impl CommunityPost {
-    /// The pure decision: which events `command` produces in this state, or which rule it
-    /// breaks.
-    pub fn decide(&self, command: PostCommand) -> Result<Vec<PostEvent>, PostError> {
+impl Decide for CommunityPost {
+    const TYPE: &'static str = AGGREGATE_TYPE;
+    type Command = PostCommand;
+    type Event = PostEvent;
+    type Error = PostError;
+
+    fn decide(&self, command: PostCommand) -> Result<Vec<PostEvent>, PostError> {
         use PostCommand as C;
         match command {
             C::Publish { .. } if self.published => Err(PostError::AlreadyExists),
@@ -117,8 +119,7 @@ impl CommunityPost {
         }
     }
 
-    /// The pure evolution: the state after `event`.
-    pub fn evolve(&mut self, event: PostEvent) {
+    fn evolve(&mut self, event: PostEvent) {
         match event {
             PostEvent::PostPublished { title, content, .. } => {
                 self.published = true;
@@ -138,29 +139,7 @@ impl CommunityPost {
     }
 }
 
-impl Aggregate for CommunityPost {
-    const TYPE: &'static str = AGGREGATE_TYPE;
-    type Command = PostCommand;
-    type Event = PostEvent;
-    type Error = PostError;
-    type Services = ();
-
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        _services: &Self::Services,
-        sink: &EventSink<Self>,
-    ) -> Result<(), Self::Error> {
-        for event in self.decide(command)? {
-            sink.write(event, self).await;
-        }
-        Ok(())
-    }
-
-    fn apply(&mut self, event: Self::Event) {
-        self.evolve(event);
-    }
-}
+impl_aggregate!(CommunityPost);
 
 #[cfg(test)]
 mod tests {

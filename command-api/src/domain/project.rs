@@ -1,11 +1,10 @@
 //! The Project aggregate: create, update, archive, restore.
 
-use cqrs_es::Aggregate;
-use cqrs_es::event_sink::EventSink;
 use events::project::{AGGREGATE_TYPE, ProjectEvent};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::Decide;
 use super::text::{TextError, checked};
 
 /// A project's name: trimmed, 1 to 120 characters.
@@ -86,10 +85,13 @@ pub struct Project {
     archived: bool,
 }
 
-impl Project {
-    /// The pure decision: which events `command` produces in this state, or which rule it
-    /// breaks.
-    pub fn decide(&self, command: ProjectCommand) -> Result<Vec<ProjectEvent>, ProjectError> {
+impl Decide for Project {
+    const TYPE: &'static str = AGGREGATE_TYPE;
+    type Command = ProjectCommand;
+    type Event = ProjectEvent;
+    type Error = ProjectError;
+
+    fn decide(&self, command: ProjectCommand) -> Result<Vec<ProjectEvent>, ProjectError> {
         use ProjectCommand as C;
         match command {
             C::Create { .. } if self.created => Err(ProjectError::AlreadyExists),
@@ -122,8 +124,7 @@ impl Project {
         }
     }
 
-    /// The pure evolution: the state after `event`.
-    pub fn evolve(&mut self, event: ProjectEvent) {
+    fn evolve(&mut self, event: ProjectEvent) {
         match event {
             ProjectEvent::ProjectCreated {
                 name, description, ..
@@ -146,29 +147,7 @@ impl Project {
     }
 }
 
-impl Aggregate for Project {
-    const TYPE: &'static str = AGGREGATE_TYPE;
-    type Command = ProjectCommand;
-    type Event = ProjectEvent;
-    type Error = ProjectError;
-    type Services = ();
-
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        _services: &Self::Services,
-        sink: &EventSink<Self>,
-    ) -> Result<(), Self::Error> {
-        for event in self.decide(command)? {
-            sink.write(event, self).await;
-        }
-        Ok(())
-    }
-
-    fn apply(&mut self, event: Self::Event) {
-        self.evolve(event);
-    }
-}
+impl_aggregate!(Project);
 
 #[cfg(test)]
 mod tests {

@@ -1,11 +1,10 @@
 //! The ServiceStatus aggregate: one stream per service, its id the service's slug; every report
 //! of the service's status is accepted and recorded.
 
-use cqrs_es::Aggregate;
-use cqrs_es::event_sink::EventSink;
 use events::status::{AGGREGATE_TYPE, ServiceHealth, ServiceStatusEvent};
 use serde::{Deserialize, Serialize};
 
+use super::Decide;
 use super::text::{TextError, checked};
 
 /// Why a service id was refused.
@@ -70,9 +69,13 @@ pub struct ServiceStatus {
     current: Option<ServiceHealth>,
 }
 
-impl ServiceStatus {
-    /// The pure decision: which events `command` produces in this state.
-    pub fn decide(
+impl Decide for ServiceStatus {
+    const TYPE: &'static str = AGGREGATE_TYPE;
+    type Command = ServiceStatusCommand;
+    type Event = ServiceStatusEvent;
+    type Error = ServiceStatusError;
+
+    fn decide(
         &self,
         command: ServiceStatusCommand,
     ) -> Result<Vec<ServiceStatusEvent>, ServiceStatusError> {
@@ -90,37 +93,14 @@ impl ServiceStatus {
         }
     }
 
-    /// The pure evolution: the state after `event`.
-    pub fn evolve(&mut self, event: ServiceStatusEvent) {
+    fn evolve(&mut self, event: ServiceStatusEvent) {
         match event {
             ServiceStatusEvent::StatusReported { status, .. } => self.current = Some(status),
         }
     }
 }
 
-impl Aggregate for ServiceStatus {
-    const TYPE: &'static str = AGGREGATE_TYPE;
-    type Command = ServiceStatusCommand;
-    type Event = ServiceStatusEvent;
-    type Error = ServiceStatusError;
-    type Services = ();
-
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        _services: &Self::Services,
-        sink: &EventSink<Self>,
-    ) -> Result<(), Self::Error> {
-        for event in self.decide(command)? {
-            sink.write(event, self).await;
-        }
-        Ok(())
-    }
-
-    fn apply(&mut self, event: Self::Event) {
-        self.evolve(event);
-    }
-}
+impl_aggregate!(ServiceStatus);
 
 #[cfg(test)]
 mod tests {

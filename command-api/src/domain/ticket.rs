@@ -3,11 +3,10 @@
 //! Lifecycle: `open -> in_progress -> resolved -> closed`, and `resolved -> open` (reopen).
 //! Every other move, including staying where it is, is refused.
 
-use cqrs_es::Aggregate;
-use cqrs_es::event_sink::EventSink;
 use events::ticket::{AGGREGATE_TYPE, TicketEvent, TicketStatus};
 use serde::{Deserialize, Serialize};
 
+use super::Decide;
 use super::text::{TextError, checked};
 
 /// The longest address accepted: the limit of a forward path in RFC 5321, less its brackets.
@@ -151,10 +150,13 @@ pub fn can_move(from: TicketStatus, to: TicketStatus) -> bool {
     )
 }
 
-impl SupportTicket {
-    /// The pure decision: which events `command` produces in this state, or which rule it
-    /// breaks.
-    pub fn decide(&self, command: TicketCommand) -> Result<Vec<TicketEvent>, TicketError> {
+impl Decide for SupportTicket {
+    const TYPE: &'static str = AGGREGATE_TYPE;
+    type Command = TicketCommand;
+    type Event = TicketEvent;
+    type Error = TicketError;
+
+    fn decide(&self, command: TicketCommand) -> Result<Vec<TicketEvent>, TicketError> {
         match (command, self.status) {
             (TicketCommand::Open { .. }, Some(_)) => Err(TicketError::AlreadyExists),
             (
@@ -179,8 +181,7 @@ impl SupportTicket {
         }
     }
 
-    /// The pure evolution: the state after `event`.
-    pub fn evolve(&mut self, event: TicketEvent) {
+    fn evolve(&mut self, event: TicketEvent) {
         match event {
             TicketEvent::TicketOpened { .. } => self.status = Some(TicketStatus::Open),
             TicketEvent::TicketStatusChanged { to, .. } => self.status = Some(to),
@@ -188,29 +189,7 @@ impl SupportTicket {
     }
 }
 
-impl Aggregate for SupportTicket {
-    const TYPE: &'static str = AGGREGATE_TYPE;
-    type Command = TicketCommand;
-    type Event = TicketEvent;
-    type Error = TicketError;
-    type Services = ();
-
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        _services: &Self::Services,
-        sink: &EventSink<Self>,
-    ) -> Result<(), Self::Error> {
-        for event in self.decide(command)? {
-            sink.write(event, self).await;
-        }
-        Ok(())
-    }
-
-    fn apply(&mut self, event: Self::Event) {
-        self.evolve(event);
-    }
-}
+impl_aggregate!(SupportTicket);
 
 #[cfg(test)]
 mod tests {

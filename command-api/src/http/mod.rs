@@ -2,6 +2,7 @@
 //! command takes (idempotency claim, execute, answer).
 
 pub mod error;
+pub mod fields;
 pub mod input;
 pub mod routes;
 
@@ -11,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use cqrs_es::Aggregate;
 use events::store::StoredAnswer;
 use service_kit::Problem;
+use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::execute::{CommandBus, Committed, Request};
@@ -73,7 +75,57 @@ where
     }
 }
 
-/// The answer of a create or change: `{id, version, consistency_token}`.
+/// Runs a command that creates its aggregate (or starts its stream): answers 201 with
+/// [`ChangeAnswer`] and `Location: location`.
+pub async fn create<A>(
+    state: &AppState,
+    bus: &CommandBus<A>,
+    input: &CommandInput,
+    id: &str,
+    location: String,
+    command: A::Command,
+) -> Result<Response, Problem>
+where
+    A: Aggregate,
+    A::Command: Clone,
+    A::Error: RuleProblem,
+{
+    let answer = |committed: &Committed| {
+        change_answer(StatusCode::CREATED, id, Some(location.clone()), committed)
+    };
+    run_command(state, bus, input, id, command, &answer).await
+}
+
+/// Runs a command on an existing aggregate: answers 200 with [`ChangeAnswer`].
+pub async fn change<A>(
+    state: &AppState,
+    bus: &CommandBus<A>,
+    input: &CommandInput,
+    id: &str,
+    command: A::Command,
+) -> Result<Response, Problem>
+where
+    A: Aggregate,
+    A::Command: Clone,
+    A::Error: RuleProblem,
+{
+    let answer = |committed: &Committed| change_answer(StatusCode::OK, id, None, committed);
+    run_command(state, bus, input, id, command, &answer).await
+}
+
+/// The answer to a create or change.
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct ChangeAnswer {
+    /// The aggregate's id.
+    id: String,
+    /// Its version after the command (also the `ETag`).
+    version: i64,
+    /// Pass as `X-Consistency-Token` to a query to read this write.
+    consistency_token: String,
+}
+
+/// The answer of a create or change: `{id, version, consistency_token}`, the body
+/// [`ChangeAnswer`] describes.
 pub fn change_answer(
     status: StatusCode,
     id: &str,

@@ -15,6 +15,7 @@ use events::RecordedEvent;
 use events::analytics::{self, AnalyticsEvent};
 use sqlx::{Postgres, Transaction};
 
+use super::decode_payload;
 use crate::engine::{Projection, ProjectionError};
 
 /// Projects `AnalyticsBatch` streams into `analytics_daily`.
@@ -72,15 +73,10 @@ impl Projection for AnalyticsDailyProjection {
         tx: &mut Transaction<'_, Postgres>,
         event: &RecordedEvent,
     ) -> Result<(), ProjectionError> {
-        if event.event_version != analytics::EVENT_VERSION {
-            return Err(ProjectionError::poison(format!(
-                "unsupported event version {:?} of {}",
-                event.event_version, event.event_type
-            )));
-        }
-        let decoded: AnalyticsEvent = serde_json::from_value(event.payload.clone())
-            .map_err(|error| ProjectionError::poison(format!("undecodable payload: {error}")))?;
-        let AnalyticsEvent::AnalyticsBatchIngested { events } = decoded;
+        // Unlike the other projections this one has never refused a recorded type that
+        // contradicts the payload; adding that refusal would be a behaviour change of its own.
+        let AnalyticsEvent::AnalyticsBatchIngested { events } =
+            decode_payload(event, Some(analytics::EVENT_VERSION))?;
         let delta = DailyDelta::of(&events);
         if delta.counts.is_empty() {
             return Ok(());

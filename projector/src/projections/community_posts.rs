@@ -6,10 +6,14 @@ use async_trait::async_trait;
 use events::RecordedEvent;
 use events::post::{self, PostEvent};
 use sqlx::{Postgres, Transaction};
-use uuid::Uuid;
 
-use super::support_tickets::{decode, uuid_id};
+use super::{RowPerStream, decode, uuid_id};
 use crate::engine::{Projection, ProjectionError};
+
+const ROWS: RowPerStream = RowPerStream {
+    table: "community_posts",
+    noun: "post",
+};
 
 /// Projects `CommunityPost` streams into the `community_posts` table.
 #[derive(Debug, Clone, Copy, Default)]
@@ -39,7 +43,7 @@ impl Projection for CommunityPostsProjection {
         tx: &mut Transaction<'_, Postgres>,
         event: &RecordedEvent,
     ) -> Result<(), ProjectionError> {
-        let decoded: PostEvent = decode(event, post::EVENT_VERSION)?;
+        let decoded: PostEvent = decode(event, Some(post::EVENT_VERSION))?;
         let id = uuid_id(event)?;
         let at = event.recorded_at;
         let version = event.version;
@@ -80,7 +84,8 @@ impl Projection for CommunityPostsProjection {
                 .bind(version)
                 .execute(&mut **tx)
                 .await?;
-                ensure_applied(tx, id, version, updated.rows_affected()).await
+                ROWS.ensure_applied(tx, id, version, updated.rows_affected())
+                    .await
             }
             PostEvent::PostDeleted {} => {
                 let updated = sqlx::query(
@@ -92,32 +97,9 @@ impl Projection for CommunityPostsProjection {
                 .bind(version)
                 .execute(&mut **tx)
                 .await?;
-                ensure_applied(tx, id, version, updated.rows_affected()).await
+                ROWS.ensure_applied(tx, id, version, updated.rows_affected())
+                    .await
             }
         }
-    }
-}
-
-/// An update that touched no row is fine when the row already reflects this revision (a
-/// replay); a post without a row contradicts the model and must stop the projection.
-async fn ensure_applied(
-    tx: &mut Transaction<'_, Postgres>,
-    id: Uuid,
-    version: i64,
-    rows_affected: u64,
-) -> Result<(), ProjectionError> {
-    if rows_affected > 0 {
-        return Ok(());
-    }
-    let current: Option<i64> =
-        sqlx::query_scalar("SELECT version FROM community_posts WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&mut **tx)
-            .await?;
-    match current {
-        Some(_) => Ok(()),
-        None => Err(ProjectionError::poison(format!(
-            "post {id} has no row to apply revision {version} to"
-        ))),
     }
 }

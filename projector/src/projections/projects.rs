@@ -3,13 +3,18 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use cqrs_es::DomainEvent as _;
 use events::RecordedEvent;
 use events::project::{self, ProjectEvent};
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
+use super::{RowPerStream, decode, uuid_id};
 use crate::engine::{Projection, ProjectionError};
+
+const ROWS: RowPerStream = RowPerStream {
+    table: "projects",
+    noun: "project",
+};
 
 /// Projects `Project` streams into the `projects` table.
 ///
@@ -42,32 +47,11 @@ impl Projection for ProjectsProjection {
         tx: &mut Transaction<'_, Postgres>,
         event: &RecordedEvent,
     ) -> Result<(), ProjectionError> {
-        if project::current_version(&event.event_type) != Some(event.event_version.as_str()) {
-            // The log upcasts every version it knows to the current one (events::upcast);
-            // guessing at any other schema would corrupt the model.
-            return Err(ProjectionError::poison(format!(
-                "unsupported event version {:?} of {}",
-                event.event_version, event.event_type
-            )));
-        }
-        let decoded: ProjectEvent = serde_json::from_value(event.payload.clone())
-            .map_err(|error| ProjectionError::poison(format!("undecodable payload: {error}")))?;
-        if decoded.event_type() != event.event_type {
-            return Err(ProjectionError::poison(format!(
-                "event type {:?} does not match its payload {:?}",
-                event.event_type,
-                decoded.event_type()
-            )));
-        }
-        let id = Uuid::parse_str(&event.aggregate_id).map_err(|error| {
-            ProjectionError::poison(format!(
-                "aggregate id {:?} is not a uuid: {error}",
-                event.aggregate_id
-            ))
-        })?;
+        // Project event types have versions of their own (ProjectCreated is at 2).
+        let decoded: ProjectEvent = decode(event, project::current_version(&event.event_type))?;
+        let id = uuid_id(event)?;
         let at = event.recorded_at;
         let version = event.version;
-
         match decoded {
             ProjectEvent::ProjectCreated {
                 name,
@@ -108,7 +92,8 @@ impl Projection for ProjectsProjection {
                 .bind(version)
                 .execute(&mut **tx)
                 .await?;
-                ensure_applied(tx, id, version, updated.rows_affected()).await
+                ROWS.ensure_applied(tx, id, version, updated.rows_affected())
+                    .await
             }
             ProjectEvent::ProjectArchived {} => set_archived(tx, id, true, at, version).await,
             ProjectEvent::ProjectRestored {} => set_archived(tx, id, false, at, version).await,
@@ -133,29 +118,6 @@ async fn set_archived(
     .bind(version)
     .execute(&mut **tx)
     .await?;
-    ensure_applied(tx, id, version, updated.rows_affected()).await
-}
-
-/// An update that touched no row is fine when the row already reflects this revision (a
-/// replay); when the project has no row at all, its stream contradicts the model, which must
-/// stop the projection rather than be skipped.
-async fn ensure_applied(
-    tx: &mut Transaction<'_, Postgres>,
-    id: Uuid,
-    version: i64,
-    rows_affected: u64,
-) -> Result<(), ProjectionError> {
-    if rows_affected > 0 {
-        return Ok(());
-    }
-    let current: Option<i64> = sqlx::query_scalar("SELECT version FROM projects WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&mut **tx)
-        .await?;
-    match current {
-        Some(_) => Ok(()),
-        None => Err(ProjectionError::poison(format!(
-            "project {id} has no row to apply revision {version} to"
-        ))),
-    }
+    ROWS.ensure_applied(tx, id, version, updated.rows_affected())
+        .await
 }

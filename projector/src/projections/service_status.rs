@@ -6,7 +6,7 @@ use events::RecordedEvent;
 use events::status::{self, ServiceStatusEvent};
 use sqlx::{Postgres, Transaction};
 
-use super::support_tickets::decode;
+use super::decode;
 use crate::engine::{Projection, ProjectionError};
 
 /// Projects `ServiceStatus` streams into `service_status_history` and
@@ -41,7 +41,7 @@ impl Projection for ServiceStatusProjection {
         let ServiceStatusEvent::StatusReported {
             status,
             description,
-        } = decode(event, status::EVENT_VERSION)?;
+        } = decode(event, Some(status::EVENT_VERSION))?;
         let service_id = &event.aggregate_id;
         // The primary key (service_id, version) makes a replayed event a no-op.
         sqlx::query(

@@ -2,14 +2,17 @@
 //! current status, timestamps and the stream revision it reflects (for ETags).
 
 use async_trait::async_trait;
-use cqrs_es::DomainEvent;
 use events::RecordedEvent;
 use events::ticket::{self, TicketEvent};
-use serde::de::DeserializeOwned;
 use sqlx::{Postgres, Transaction};
-use uuid::Uuid;
 
+use super::{RowPerStream, decode, uuid_id};
 use crate::engine::{Projection, ProjectionError};
+
+const ROWS: RowPerStream = RowPerStream {
+    table: "support_tickets",
+    noun: "ticket",
+};
 
 /// Projects `SupportTicket` streams into the `support_tickets` table.
 ///
@@ -21,42 +24,6 @@ pub struct SupportTicketsProjection;
 impl SupportTicketsProjection {
     /// The projection's name, the key of its checkpoint.
     pub const NAME: &'static str = "support_tickets";
-}
-
-/// Decodes a recorded event of schema `version` into `E`, refusing (as poison) other schema
-/// versions, undecodable payloads and payloads whose type contradicts the recorded type.
-/// Shared by the wave-1 projections.
-pub(crate) fn decode<E: DomainEvent + DeserializeOwned>(
-    event: &RecordedEvent,
-    version: &str,
-) -> Result<E, ProjectionError> {
-    if event.event_version != version {
-        // No upcaster exists yet; guessing at another schema would corrupt the model.
-        return Err(ProjectionError::poison(format!(
-            "unsupported event version {:?} of {}",
-            event.event_version, event.event_type
-        )));
-    }
-    let decoded: E = serde_json::from_value(event.payload.clone())
-        .map_err(|error| ProjectionError::poison(format!("undecodable payload: {error}")))?;
-    if decoded.event_type() != event.event_type {
-        return Err(ProjectionError::poison(format!(
-            "event type {:?} does not match its payload {:?}",
-            event.event_type,
-            decoded.event_type()
-        )));
-    }
-    Ok(decoded)
-}
-
-/// The stream's aggregate id as a UUID; anything else is poison.
-pub(crate) fn uuid_id(event: &RecordedEvent) -> Result<Uuid, ProjectionError> {
-    Uuid::parse_str(&event.aggregate_id).map_err(|error| {
-        ProjectionError::poison(format!(
-            "aggregate id {:?} is not a uuid: {error}",
-            event.aggregate_id
-        ))
-    })
 }
 
 #[async_trait]
@@ -78,7 +45,7 @@ impl Projection for SupportTicketsProjection {
         tx: &mut Transaction<'_, Postgres>,
         event: &RecordedEvent,
     ) -> Result<(), ProjectionError> {
-        let decoded: TicketEvent = decode(event, ticket::EVENT_VERSION)?;
+        let decoded: TicketEvent = decode(event, Some(ticket::EVENT_VERSION))?;
         let id = uuid_id(event)?;
         let at = event.recorded_at;
         let version = event.version;
@@ -116,23 +83,8 @@ impl Projection for SupportTicketsProjection {
                 .bind(version)
                 .execute(&mut **tx)
                 .await?;
-                if updated.rows_affected() > 0 {
-                    return Ok(());
-                }
-                // Nothing touched: fine for a replay (the row is already at or past this
-                // revision); a ticket without a row contradicts the model and must stop the
-                // projection rather than be skipped.
-                let exists: Option<i64> =
-                    sqlx::query_scalar("SELECT version FROM support_tickets WHERE id = $1")
-                        .bind(id)
-                        .fetch_optional(&mut **tx)
-                        .await?;
-                match exists {
-                    Some(_) => Ok(()),
-                    None => Err(ProjectionError::poison(format!(
-                        "ticket {id} has no row to apply revision {version} to"
-                    ))),
-                }
+                ROWS.ensure_applied(tx, id, version, updated.rows_affected())
+                    .await
             }
         }
     }

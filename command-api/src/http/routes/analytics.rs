@@ -5,6 +5,8 @@
 //! concurrent batches never contend (docs/decisions/0005-analytics-streams.md). The route
 //! accepts bodies up to [`BODY_LIMIT`], unlike the 256 KiB of other commands.
 
+use std::fmt;
+
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -22,9 +24,10 @@ use uuid::Uuid;
 use crate::AppState;
 use crate::domain::analytics::{
     AnalyticsCommand, Batch, BatchSizeError, ClientId, EventName, MAX_BATCH, OccurredAt,
-    Properties, ValidEvent, ValueError,
+    Properties, ValidEvent,
 };
 use crate::execute::Committed;
+use crate::http::fields::Fields;
 use crate::http::input::CommandInput;
 use crate::http::run_command;
 
@@ -74,20 +77,14 @@ pub struct Accepted {
     consistency_token: String,
 }
 
-fn check<T>(
-    errors: &mut Vec<FieldError>,
-    index: usize,
-    field: &str,
-    parsed: Result<T, ValueError>,
-) -> Option<T> {
-    parsed
-        .map_err(|error| {
-            errors.push(FieldError::new(
-                format!("events[{index}].{field}"),
-                error.to_string(),
-            ));
-        })
-        .ok()
+/// An event's field as a 422 names it, `events[3].name`; formatted only when the field is
+/// invalid, as a batch holds up to 1000 events.
+struct EventField(usize, &'static str);
+
+impl fmt::Display for EventField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "events[{}].{}", self.0, self.1)
+    }
 }
 
 /// Validates every event, naming each invalid field (`events[3].name`).
@@ -100,21 +97,21 @@ fn validate(body: IngestEvents) -> Result<Batch, Problem> {
         )]));
     }
     let now = Utc::now();
-    let mut errors = Vec::new();
+    let mut fields = Fields::default();
     let mut valid = Vec::with_capacity(body.events.len());
     for (i, event) in body.events.into_iter().enumerate() {
-        let name = check(&mut errors, i, "name", EventName::parse(&event.name));
+        let name = fields.check(EventField(i, "name"), EventName::parse(&event.name));
         let properties = event
             .properties
-            .map(|raw| check(&mut errors, i, "properties", Properties::parse(raw)));
+            .map(|raw| fields.check(EventField(i, "properties"), Properties::parse(raw)));
         let session_id = event
             .session_id
-            .map(|raw| check(&mut errors, i, "session_id", ClientId::parse(&raw)));
+            .map(|raw| fields.check(EventField(i, "session_id"), ClientId::parse(&raw)));
         let user_id = event
             .user_id
-            .map(|raw| check(&mut errors, i, "user_id", ClientId::parse(&raw)));
+            .map(|raw| fields.check(EventField(i, "user_id"), ClientId::parse(&raw)));
         let occurred_at = match event.occurred_at {
-            Some(raw) => check(&mut errors, i, "occurred_at", OccurredAt::parse(&raw, now)),
+            Some(raw) => fields.check(EventField(i, "occurred_at"), OccurredAt::parse(&raw, now)),
             None => OccurredAt::parse(&now.to_rfc3339(), now).ok(),
         };
         // Every `None` from a given value pushed its error above.
@@ -134,9 +131,7 @@ fn validate(body: IngestEvents) -> Result<Batch, Problem> {
             });
         }
     }
-    if !errors.is_empty() {
-        return Err(Problem::validation(errors));
-    }
+    fields.finish()?;
     Batch::new(valid)
         .map_err(|error| Problem::validation(vec![FieldError::new("events", error.to_string())]))
 }

@@ -1,23 +1,19 @@
 //! Community post commands: publish, edit, delete.
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 use service_kit::Problem;
-use service_kit::problem::FieldError;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::projects::ChangeAnswer;
-use super::support::field;
 use crate::AppState;
 use crate::domain::post::{Author, Content, PostCommand, Title};
-use crate::execute::Committed;
+use crate::http::fields::Fields;
 use crate::http::input::{CommandInput, parse_id};
-use crate::http::{change_answer, run_command};
+use crate::http::{ChangeAnswer, change, create};
 
 /// Routes of the community post commands.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -75,12 +71,12 @@ async fn publish_post(
     input: CommandInput,
 ) -> Result<Response, Problem> {
     let body: PublishPost = input.json()?;
-    let mut errors = Vec::new();
-    let title = field(&mut errors, "title", Title::parse(&body.title));
-    let content = field(&mut errors, "content", Content::parse(&body.content));
-    let author = field(&mut errors, "author", Author::parse(&body.author));
+    let mut fields = Fields::default();
+    let title = fields.check("title", Title::parse(&body.title));
+    let content = fields.check("content", Content::parse(&body.content));
+    let author = fields.check("author", Author::parse(&body.author));
     let (Some(title), Some(content), Some(author)) = (title, content, author) else {
-        return Err(Problem::validation(errors));
+        return Err(fields.problem());
     };
     let id = body.id.unwrap_or_else(Uuid::now_v7);
     let command = PostCommand::Publish {
@@ -88,21 +84,13 @@ async fn publish_post(
         content,
         author,
     };
-    let answer = move |committed: &Committed| {
-        change_answer(
-            StatusCode::CREATED,
-            &id.to_string(),
-            Some(location(id)),
-            committed,
-        )
-    };
-    run_command(
+    create(
         &state,
         &state.posts,
         &input,
         &id.to_string(),
+        location(id),
         command,
-        &answer,
     )
     .await
 }
@@ -131,33 +119,21 @@ async fn edit_post(
 ) -> Result<Response, Problem> {
     let id = parse_id(&id)?;
     let body: EditPost = input.json()?;
-    let mut errors = Vec::new();
+    let mut fields = Fields::default();
     let title = body
         .title
         .as_deref()
-        .and_then(|raw| field(&mut errors, "title", Title::parse(raw)));
+        .and_then(|raw| fields.check("title", Title::parse(raw)));
     let content = body
         .content
         .as_deref()
-        .and_then(|raw| field(&mut errors, "content", Content::parse(raw)));
+        .and_then(|raw| fields.check("content", Content::parse(raw)));
     if body.title.is_none() && body.content.is_none() {
-        errors.push(FieldError::new("title", "give title or content (or both)"));
+        fields.refuse("title", "give title or content (or both)");
     }
-    if !errors.is_empty() {
-        return Err(Problem::validation(errors));
-    }
-    let answer = move |committed: &Committed| {
-        change_answer(StatusCode::OK, &id.to_string(), None, committed)
-    };
-    run_command(
-        &state,
-        &state.posts,
-        &input,
-        &id.to_string(),
-        PostCommand::Edit { title, content },
-        &answer,
-    )
-    .await
+    fields.finish()?;
+    let command = PostCommand::Edit { title, content };
+    change(&state, &state.posts, &input, &id.to_string(), command).await
 }
 
 /// Deletes a post: it vanishes from reads and takes no further commands.
@@ -180,17 +156,6 @@ async fn delete_post(
     Path(id): Path<String>,
     input: CommandInput,
 ) -> Result<Response, Problem> {
-    let id = parse_id(&id)?;
-    let answer = move |committed: &Committed| {
-        change_answer(StatusCode::OK, &id.to_string(), None, committed)
-    };
-    run_command(
-        &state,
-        &state.posts,
-        &input,
-        &id.to_string(),
-        PostCommand::Delete,
-        &answer,
-    )
-    .await
+    let id = parse_id(&id)?.to_string();
+    change(&state, &state.posts, &input, &id, PostCommand::Delete).await
 }

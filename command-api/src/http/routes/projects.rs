@@ -1,11 +1,9 @@
 //! Project commands: create, update, archive, restore.
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 use service_kit::Problem;
-use service_kit::problem::FieldError;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -13,10 +11,9 @@ use uuid::Uuid;
 
 use crate::AppState;
 use crate::domain::project::{Description, ProjectCommand, ProjectName};
-use crate::domain::text::TextError;
-use crate::execute::Committed;
+use crate::http::fields::Fields;
 use crate::http::input::{CommandInput, parse_id};
-use crate::http::{change_answer, run_command};
+use crate::http::{ChangeAnswer, change, create};
 
 /// Routes of the project commands.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -51,23 +48,6 @@ pub struct UpdateProject {
     description: Option<String>,
 }
 
-/// The answer to a create or change.
-#[derive(Debug, serde::Serialize, ToSchema)]
-pub struct ChangeAnswer {
-    /// The aggregate's id.
-    id: String,
-    /// Its version after the command (also the `ETag`).
-    version: i64,
-    /// Pass as `X-Consistency-Token` to a query to read this write.
-    consistency_token: String,
-}
-
-fn field<T>(errors: &mut Vec<FieldError>, name: &str, parsed: Result<T, TextError>) -> Option<T> {
-    parsed
-        .map_err(|error| errors.push(FieldError::new(name, error.to_string())))
-        .ok()
-}
-
 fn location(id: Uuid) -> String {
     format!("/api/v1/projects/{id}")
 }
@@ -93,15 +73,16 @@ async fn create_project(
     input: CommandInput,
 ) -> Result<Response, Problem> {
     let body: CreateProject = input.json()?;
-    let mut errors = Vec::new();
-    let name = field(&mut errors, "name", ProjectName::parse(&body.name));
+    let mut fields = Fields::default();
+    let name = fields.check("name", ProjectName::parse(&body.name));
     let description = body
         .description
         .as_deref()
-        .and_then(|raw| field(&mut errors, "description", Description::parse(raw)));
-    let (Some(name), true) = (name, errors.is_empty()) else {
-        return Err(Problem::validation(errors));
+        .and_then(|raw| fields.check("description", Description::parse(raw)));
+    let Some(name) = name else {
+        return Err(fields.problem());
     };
+    fields.finish()?;
     let id = body.id.unwrap_or_else(Uuid::now_v7);
     let command = ProjectCommand::Create {
         name,
@@ -109,21 +90,13 @@ async fn create_project(
         owner_id: body.owner_id,
         created_by: input.metadata.actor.clone(),
     };
-    let answer = move |committed: &Committed| {
-        change_answer(
-            StatusCode::CREATED,
-            &id.to_string(),
-            Some(location(id)),
-            committed,
-        )
-    };
-    run_command(
+    create(
         &state,
         &state.projects,
         &input,
         &id.to_string(),
+        location(id),
         command,
-        &answer,
     )
     .await
 }
@@ -152,37 +125,21 @@ async fn update_project(
 ) -> Result<Response, Problem> {
     let id = parse_id(&id)?;
     let body: UpdateProject = input.json()?;
-    let mut errors = Vec::new();
+    let mut fields = Fields::default();
     let name = body
         .name
         .as_deref()
-        .and_then(|raw| field(&mut errors, "name", ProjectName::parse(raw)));
+        .and_then(|raw| fields.check("name", ProjectName::parse(raw)));
     let description = body
         .description
         .as_deref()
-        .and_then(|raw| field(&mut errors, "description", Description::parse(raw)));
+        .and_then(|raw| fields.check("description", Description::parse(raw)));
     if body.name.is_none() && body.description.is_none() {
-        errors.push(FieldError::new(
-            "name",
-            "give name or description (or both)",
-        ));
+        fields.refuse("name", "give name or description (or both)");
     }
-    if !errors.is_empty() {
-        return Err(Problem::validation(errors));
-    }
+    fields.finish()?;
     let command = ProjectCommand::Update { name, description };
-    let answer = move |committed: &Committed| {
-        change_answer(StatusCode::OK, &id.to_string(), None, committed)
-    };
-    run_command(
-        &state,
-        &state.projects,
-        &input,
-        &id.to_string(),
-        command,
-        &answer,
-    )
-    .await
+    change(&state, &state.projects, &input, &id.to_string(), command).await
 }
 
 /// Archives a project.
@@ -205,7 +162,15 @@ async fn archive_project(
     Path(id): Path<String>,
     input: CommandInput,
 ) -> Result<Response, Problem> {
-    lifecycle(state, &id, input, ProjectCommand::Archive).await
+    let id = parse_id(&id)?.to_string();
+    change(
+        &state,
+        &state.projects,
+        &input,
+        &id,
+        ProjectCommand::Archive,
+    )
+    .await
 }
 
 /// Restores an archived project.
@@ -228,26 +193,13 @@ async fn restore_project(
     Path(id): Path<String>,
     input: CommandInput,
 ) -> Result<Response, Problem> {
-    lifecycle(state, &id, input, ProjectCommand::Restore).await
-}
-
-async fn lifecycle(
-    state: AppState,
-    id: &str,
-    input: CommandInput,
-    command: ProjectCommand,
-) -> Result<Response, Problem> {
-    let id = parse_id(id)?;
-    let answer = move |committed: &Committed| {
-        change_answer(StatusCode::OK, &id.to_string(), None, committed)
-    };
-    run_command(
+    let id = parse_id(&id)?.to_string();
+    change(
         &state,
         &state.projects,
         &input,
-        &id.to_string(),
-        command,
-        &answer,
+        &id,
+        ProjectCommand::Restore,
     )
     .await
 }

@@ -3,7 +3,6 @@
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use axum::response::Response;
 use events::status::ServiceHealth;
 use serde::Deserialize;
@@ -13,15 +12,13 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::projects::ChangeAnswer;
-use super::support::field;
 use crate::AppState;
 use crate::domain::service_status::{
     ServiceId, ServiceIdError, ServiceStatusCommand, StatusDescription,
 };
-use crate::execute::Committed;
+use crate::http::fields::Fields;
 use crate::http::input::CommandInput;
-use crate::http::{change_answer, run_command};
+use crate::http::{ChangeAnswer, create};
 
 /// Routes of the service status commands.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -74,33 +71,22 @@ async fn report_status(
     let Path(raw) = service_id.map_err(|_| invalid())?;
     let service_id = ServiceId::parse(&raw).map_err(|_| invalid())?;
     let body: ReportStatus = input.json()?;
-    let mut errors = Vec::new();
-    let status = field(&mut errors, "status", body.status.parse::<ServiceHealth>());
+    let mut fields = Fields::default();
+    let status = fields.check("status", body.status.parse::<ServiceHealth>());
     let description = body
         .description
         .as_deref()
-        .and_then(|raw| field(&mut errors, "description", StatusDescription::parse(raw)));
-    let (Some(status), true) = (status, errors.is_empty()) else {
-        return Err(Problem::validation(errors));
+        .and_then(|raw| fields.check("description", StatusDescription::parse(raw)));
+    let Some(status) = status else {
+        return Err(fields.problem());
     };
-    let id = service_id.as_str().to_owned();
+    fields.finish()?;
+    let id = service_id.as_str();
+    // Each report adds an entry to the service's history: 201, with the history as Location.
     let location = format!("/api/v1/status/services/{id}/history");
-    let answer = {
-        let id = id.clone();
-        move |committed: &Committed| {
-            change_answer(StatusCode::CREATED, &id, Some(location.clone()), committed)
-        }
+    let command = ServiceStatusCommand::Report {
+        status,
+        description,
     };
-    run_command(
-        &state,
-        &state.service_status,
-        &input,
-        &id,
-        ServiceStatusCommand::Report {
-            status,
-            description,
-        },
-        &answer,
-    )
-    .await
+    create(&state, &state.service_status, &input, id, location, command).await
 }

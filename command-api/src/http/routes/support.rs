@@ -1,25 +1,20 @@
 //! Support ticket commands: open a ticket, change its status.
 
-use std::fmt::Display;
-
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use axum::response::Response;
 use events::ticket::TicketStatus;
 use serde::Deserialize;
 use service_kit::Problem;
-use service_kit::problem::FieldError;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::projects::ChangeAnswer;
 use crate::AppState;
 use crate::domain::ticket::{Email, Message, Subject, TicketCommand};
-use crate::execute::Committed;
+use crate::http::fields::Fields;
 use crate::http::input::{CommandInput, parse_id};
-use crate::http::{change_answer, run_command};
+use crate::http::{ChangeAnswer, change, create};
 
 /// Routes of the support ticket commands.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -52,18 +47,6 @@ pub struct ChangeTicketStatus {
     status: String,
 }
 
-/// Records a field's validation failure in `errors` and yields the parsed value when valid;
-/// shared by the command routes of every resource.
-pub(crate) fn field<T, E: Display>(
-    errors: &mut Vec<FieldError>,
-    name: &str,
-    parsed: Result<T, E>,
-) -> Option<T> {
-    parsed
-        .map_err(|error| errors.push(FieldError::new(name, error.to_string())))
-        .ok()
-}
-
 fn location(id: Uuid) -> String {
     format!("/api/v1/support/tickets/{id}")
 }
@@ -89,12 +72,12 @@ async fn open_ticket(
     input: CommandInput,
 ) -> Result<Response, Problem> {
     let body: OpenTicket = input.json()?;
-    let mut errors = Vec::new();
-    let email = field(&mut errors, "email", Email::parse(&body.email));
-    let subject = field(&mut errors, "subject", Subject::parse(&body.subject));
-    let message = field(&mut errors, "message", Message::parse(&body.message));
+    let mut fields = Fields::default();
+    let email = fields.check("email", Email::parse(&body.email));
+    let subject = fields.check("subject", Subject::parse(&body.subject));
+    let message = fields.check("message", Message::parse(&body.message));
     let (Some(email), Some(subject), Some(message)) = (email, subject, message) else {
-        return Err(Problem::validation(errors));
+        return Err(fields.problem());
     };
     let id = body.id.unwrap_or_else(Uuid::now_v7);
     let command = TicketCommand::Open {
@@ -102,21 +85,13 @@ async fn open_ticket(
         subject,
         message,
     };
-    let answer = move |committed: &Committed| {
-        change_answer(
-            StatusCode::CREATED,
-            &id.to_string(),
-            Some(location(id)),
-            committed,
-        )
-    };
-    run_command(
+    create(
         &state,
         &state.tickets,
         &input,
         &id.to_string(),
+        location(id),
         command,
-        &answer,
     )
     .await
 }
@@ -143,22 +118,12 @@ async fn change_ticket_status(
     Path(id): Path<String>,
     input: CommandInput,
 ) -> Result<Response, Problem> {
-    let id = parse_id(&id)?;
+    let id = parse_id(&id)?.to_string();
     let body: ChangeTicketStatus = input.json()?;
-    let mut errors = Vec::new();
-    let Some(to) = field(&mut errors, "status", body.status.parse::<TicketStatus>()) else {
-        return Err(Problem::validation(errors));
+    let mut fields = Fields::default();
+    let Some(to) = fields.check("status", body.status.parse::<TicketStatus>()) else {
+        return Err(fields.problem());
     };
-    let answer = move |committed: &Committed| {
-        change_answer(StatusCode::OK, &id.to_string(), None, committed)
-    };
-    run_command(
-        &state,
-        &state.tickets,
-        &input,
-        &id.to_string(),
-        TicketCommand::ChangeStatus { to },
-        &answer,
-    )
-    .await
+    let command = TicketCommand::ChangeStatus { to };
+    change(&state, &state.tickets, &input, &id, command).await
 }

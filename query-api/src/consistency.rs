@@ -138,3 +138,21 @@ pub async fn honour(
     .await
     .map(Some)
 }
+
+/// The checkpoint an answer read from `projection` is tagged with: the one the consistency
+/// wait saw when the request carries a token, else the one read now. Callers take it *before*
+/// reading rows, so a tag never vouches for rows older than itself.
+///
+/// # Errors
+///
+/// As [`honour`]; [`ApiError::Database`] when reading the checkpoint fails.
+pub async fn tag_checkpoint(
+    state: &crate::AppState,
+    headers: &HeaderMap,
+    projection: &'static str,
+) -> Result<LogPosition, ApiError> {
+    match honour(state, headers, projection).await? {
+        Some(seen) => Ok(seen),
+        None => Ok(checkpoint(state.pool(), projection).await?),
+    }
+}

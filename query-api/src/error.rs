@@ -3,6 +3,7 @@
 //! Handlers return [`ApiError`]; [`IntoResponse`] turns it into a [`Problem`] here and nowhere
 //! else, so every status and problem type the API can answer is listed in this file.
 
+use axum::extract::rejection::QueryRejection;
 use axum::response::{IntoResponse, Response};
 use service_kit::Problem;
 use service_kit::problem::FieldError;
@@ -79,6 +80,14 @@ impl ApiError {
             }
             Self::Database(error) => Problem::internal(error),
         }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    /// A query string that does not deserialize is [`ApiError::BadQueryString`], so handlers
+    /// can take `Result<Query<_>, QueryRejection>` and use `?`.
+    fn from(rejection: QueryRejection) -> Self {
+        Self::BadQueryString(rejection.body_text())
     }
 }
 

@@ -175,13 +175,9 @@ pub async fn analytics_summary(
     headers: HeaderMap,
     query: Result<Query<SummaryParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(params) =
-        query.map_err(|rejection| ApiError::BadQueryString(rejection.body_text()))?;
+    let Query(params) = query?;
     let query = SummaryQuery::parse(&params, Utc::now().date_naive())?;
-    let checkpoint = match consistency::honour(&state, &headers, PROJECTION).await? {
-        Some(checkpoint) => checkpoint,
-        None => consistency::checkpoint(state.pool(), PROJECTION).await?,
-    };
+    let checkpoint = consistency::tag_checkpoint(&state, &headers, PROJECTION).await?;
     // The summary changes only when the projection moves, so the checkpoint and the resolved
     // request name its state.
     let etag = crate::etag::list_etag(

@@ -227,8 +227,7 @@ pub async fn audit_events(
     State(state): State<AppState>,
     query: Result<Query<AuditParams>, QueryRejection>,
 ) -> Result<Json<EventPage>, ApiError> {
-    let Query(params) =
-        query.map_err(|rejection| ApiError::BadQueryString(rejection.body_text()))?;
+    let Query(params) = query?;
     let query = AuditQuery::parse(&params)?;
     let events =
         events::log::read_after(state.pool(), query.after, query.limit, &query.filter).await?;
@@ -285,8 +284,7 @@ pub async fn audit_stream(
     if !valid(&aggregate_id) {
         return Err(invalid("aggregate_id"));
     }
-    let Query(params) =
-        query.map_err(|rejection| ApiError::BadQueryString(rejection.body_text()))?;
+    let Query(params) = query?;
     let from_version = match params.from_version.as_deref() {
         None => 1,
         Some(raw) => raw

@@ -2,27 +2,24 @@
 //! paginated, filtered, sorted and ETagged. Deleted posts are never served: 404 and not
 //! listed.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
-use axum::Json;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::header::{IF_NONE_MATCH, LINK};
-use axum::http::{HeaderMap, HeaderValue};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
+use axum::response::Response;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::{PgPool, Postgres, QueryBuilder};
+use sqlx::{Postgres, QueryBuilder};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::support::{TimestampSort, text_filter};
+use super::listing::{self, Item, ListRequest, ReadModel, TimestampSort, text_filter};
 use crate::AppState;
-use crate::consistency;
 use crate::error::ApiError;
-use crate::etag::{ETag, list_etag};
 use crate::openapi::ProblemDetails;
 use crate::pagination::{self, PageRequest};
 
@@ -61,6 +58,7 @@ pub struct Post {
     pub version: i64,
 }
 
+// Documents the answer, a `listing::Page<Post>`: same fields (see `listing`'s tests).
 /// One page of posts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PostPage {
@@ -120,10 +118,30 @@ impl ListPosts {
             sort: TimestampSort::parse(params.sort.as_deref())?,
         })
     }
+}
 
-    /// The canonical query string of this request at page `page` (the `Link` target and the
-    /// input of the list ETag).
-    pub fn query_string(&self, page: i64) -> String {
+impl ListRequest for ListPosts {
+    type Item = Post;
+
+    fn page(&self) -> PageRequest {
+        self.page
+    }
+
+    fn order_by(&self) -> String {
+        self.sort.order_by()
+    }
+
+    fn push_filters(&self, query: &mut QueryBuilder<'_, Postgres>) {
+        if let Some(author) = &self.author {
+            query.push(" AND author = ").push_bind(author.clone());
+        }
+    }
+
+    fn path(&self) -> Cow<'_, str> {
+        Cow::Borrowed(COLLECTION_PATH)
+    }
+
+    fn query_string(&self, page: i64) -> String {
         let mut query = String::new();
         if let Some(author) = &self.author {
             let _ = write!(query, "author={}&", pagination::encode_component(author));
@@ -138,61 +156,20 @@ impl ListPosts {
     }
 }
 
-const COLUMNS: &str = "id, title, content, author, created_at, updated_at, version";
-
-fn push_filters(query: &mut QueryBuilder<'_, Postgres>, request: &ListPosts) {
+impl ReadModel for Post {
+    const PROJECTION: &'static str = PROJECTION;
+    const TABLE: &'static str = "community_posts";
+    const COLUMNS: &'static str = "id, title, content, author, created_at, updated_at, version";
     // Deleted posts keep their rows for the projector, but are never read.
-    query.push(" WHERE deleted_at IS NULL");
-    if let Some(author) = &request.author {
-        query.push(" AND author = ").push_bind(author.clone());
+    const VISIBLE: &'static str = "deleted_at IS NULL";
+}
+
+impl Item for Post {
+    const NOUN: &'static str = "post";
+
+    fn version(&self) -> i64 {
+        self.version
     }
-}
-
-#[derive(sqlx::FromRow)]
-struct CountedPost {
-    #[sqlx(flatten)]
-    post: Post,
-    total: i64,
-}
-
-/// Reads one page of posts and the total matching the filters.
-///
-/// # Errors
-///
-/// The database fails.
-pub async fn fetch_page(pool: &PgPool, request: &ListPosts) -> Result<PostPage, sqlx::Error> {
-    let mut query = QueryBuilder::new(format!(
-        "SELECT {COLUMNS}, count(*) OVER () AS total FROM community_posts"
-    ));
-    push_filters(&mut query, request);
-    // `id` breaks ties so that pages neither repeat nor skip rows with equal timestamps.
-    query.push(format!(
-        " ORDER BY {column} {direction}, id {direction} LIMIT ",
-        column = request.sort.column(),
-        direction = request.sort.direction()
-    ));
-    query
-        .push_bind(request.page.page_size)
-        .push(" OFFSET ")
-        .push_bind(request.page.offset());
-    let rows: Vec<CountedPost> = query.build_query_as().fetch_all(pool).await?;
-    // A page past the end has no row to carry the window count: only then count on its own.
-    let total = match rows.first() {
-        Some(row) => row.total,
-        None if request.page.page > 1 => {
-            let mut count = QueryBuilder::new("SELECT count(*) FROM community_posts");
-            push_filters(&mut count, request);
-            count.build_query_scalar().fetch_one(pool).await?
-        }
-        None => 0,
-    };
-    Ok(PostPage {
-        items: rows.into_iter().map(|row| row.post).collect(),
-        total,
-        page: request.page.page,
-        page_size: request.page.page_size,
-        pages: request.page.pages(total),
-    })
 }
 
 /// Lists community posts (deleted ones are not listed).
@@ -223,27 +200,8 @@ pub async fn list_posts(
     headers: HeaderMap,
     query: Result<Query<ListPostsParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(params) =
-        query.map_err(|rejection| ApiError::BadQueryString(rejection.body_text()))?;
-    let request = ListPosts::parse(&params)?;
-    let checkpoint = match consistency::honour(&state, &headers, PROJECTION).await? {
-        Some(checkpoint) => checkpoint,
-        None => consistency::checkpoint(state.pool(), PROJECTION).await?,
-    };
-    let etag = list_etag(checkpoint, &request.query_string(request.page.page));
-    if etag.matches_if_none_match(&headers) {
-        return Ok(etag.not_modified());
-    }
-    let page = fetch_page(state.pool(), &request).await?;
-    let link = pagination::link_header(page.page, page.pages, |n| {
-        format!("{COLLECTION_PATH}?{}", request.query_string(n))
-    });
-    let mut response = etag.decorate(Json(page).into_response());
-    // Always valid: every component is percent-encoded to visible ASCII.
-    if let Ok(value) = HeaderValue::from_str(&link) {
-        response.headers_mut().insert(LINK, value);
-    }
-    Ok(response)
+    let Query(params) = query?;
+    listing::list_response(&state, &headers, &ListPosts::parse(&params)?).await
 }
 
 /// Reads one community post; a deleted post is 404.
@@ -275,33 +233,5 @@ pub async fn get_post(
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    let invalid_id = || ApiError::InvalidPath {
-        field: "id",
-        message: "must be a UUID",
-    };
-    let Path(raw) = id.map_err(|_| invalid_id())?;
-    let id = Uuid::try_parse(&raw).map_err(|_| invalid_id())?;
-    consistency::honour(&state, &headers, PROJECTION).await?;
-    let not_found = || ApiError::NotFound(format!("no post with id {id}"));
-    // A revalidation is answered from the version alone, without reading the whole row.
-    if headers.contains_key(IF_NONE_MATCH) {
-        let version: Option<i64> = sqlx::query_scalar(
-            "SELECT version FROM community_posts WHERE id = $1 AND deleted_at IS NULL",
-        )
-        .bind(id)
-        .fetch_optional(state.pool())
-        .await?;
-        let etag = ETag::strong(version.ok_or_else(not_found)?);
-        if etag.matches_if_none_match(&headers) {
-            return Ok(etag.not_modified());
-        }
-    }
-    let post: Post = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM community_posts WHERE id = $1 AND deleted_at IS NULL"
-    ))
-    .bind(id)
-    .fetch_optional(state.pool())
-    .await?
-    .ok_or_else(not_found)?;
-    Ok(ETag::strong(post.version).decorate(Json(post).into_response()))
+    listing::item_response::<Post>(&state, &headers, id).await
 }

@@ -1,8 +1,10 @@
-//! The `/api/v1` routes, one module per resource, merged here with their OpenAPI paths.
+//! The `/api/v1` routes, one module per resource, merged here with their OpenAPI paths;
+//! [`listing`] holds the list and item flow the read-model resources share.
 
 pub mod analytics;
 pub mod audit;
 pub mod community;
+pub mod listing;
 pub mod projections;
 pub mod projects;
 pub mod status;

@@ -1,27 +1,24 @@
 //! `GET /projects` and `GET /projects/{id}`: the projects read model, paginated, filtered,
 //! sorted and ETagged.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
-use axum::Json;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::header::{IF_NONE_MATCH, LINK};
-use axum::http::{HeaderMap, HeaderValue};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
+use axum::response::Response;
 use chrono::{DateTime, Utc};
-use events::LogPosition;
 use serde::{Deserialize, Serialize};
-use sqlx::{PgPool, Postgres, QueryBuilder};
+use sqlx::{Postgres, QueryBuilder};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use super::listing::{self, Item, ListRequest, ReadModel, non_empty, text_filter};
 use crate::AppState;
-use crate::consistency;
 use crate::error::ApiError;
-use crate::etag::ETag;
 use crate::openapi::ProblemDetails;
 use crate::pagination::{self, PageRequest};
 
@@ -62,6 +59,7 @@ pub struct Project {
     pub version: i64,
 }
 
+// Documents the answer, a `listing::Page<Project>`: same fields (see `listing`'s tests).
 /// One page of projects.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ProjectPage {
@@ -116,10 +114,13 @@ pub enum SortField {
     Name,
 }
 
-impl SortField {
-    /// The parameter value and column name (they coincide, and come only from this enum, so
-    /// the column can be pushed into SQL as it is).
-    pub fn as_str(self) -> &'static str {
+impl listing::SortField for SortField {
+    const ALL: &'static [Self] = &[Self::CreatedAt, Self::UpdatedAt, Self::Name];
+    const DEFAULT: Self = Self::CreatedAt;
+    const EXPECTED: &'static str =
+        "must be one of created_at, updated_at, name, optionally prefixed with `-`";
+
+    fn column(self) -> &'static str {
         match self {
             Self::CreatedAt => "created_at",
             Self::UpdatedAt => "updated_at",
@@ -128,55 +129,8 @@ impl SortField {
     }
 }
 
-/// A sort order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Sort {
-    /// The field sorted by.
-    pub field: SortField,
-    /// Descending when true.
-    pub descending: bool,
-}
-
-impl Default for Sort {
-    fn default() -> Self {
-        Self {
-            field: SortField::CreatedAt,
-            descending: true,
-        }
-    }
-}
-
-impl Sort {
-    /// Parses `field` or `-field`.
-    ///
-    /// # Errors
-    ///
-    /// [`ApiError::BadParameter`] for `sort` when the field is unknown.
-    pub fn parse(raw: &str) -> Result<Self, ApiError> {
-        let (descending, name) = match raw.strip_prefix('-') {
-            Some(name) => (true, name),
-            None => (false, raw),
-        };
-        let field = match name {
-            "created_at" => SortField::CreatedAt,
-            "updated_at" => SortField::UpdatedAt,
-            "name" => SortField::Name,
-            _ => {
-                return Err(ApiError::bad_parameter(
-                    "sort",
-                    "must be one of created_at, updated_at, name, optionally prefixed with `-`",
-                ));
-            }
-        };
-        Ok(Self { field, descending })
-    }
-
-    /// The parameter form: `name` or `-name`.
-    pub fn to_param(self) -> String {
-        let sign = if self.descending { "-" } else { "" };
-        format!("{sign}{}", self.field.as_str())
-    }
-}
+/// A sort order over projects.
+pub type Sort = listing::Sort<SortField>;
 
 /// Which projects a list request matches.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -208,13 +162,13 @@ impl ListProjects {
     /// [`ApiError::BadParameter`] naming the first parameter that is invalid.
     pub fn parse(params: &ListProjectsParams) -> Result<Self, ApiError> {
         let page = PageRequest::parse(params.page.as_deref(), params.page_size.as_deref())?;
-        let owner_id = non_empty(&params.owner_id)
+        let owner_id = non_empty(params.owner_id.as_deref())
             .map(|raw| {
                 Uuid::try_parse(raw)
                     .map_err(|_| ApiError::bad_parameter("owner_id", "must be a UUID"))
             })
             .transpose()?;
-        let archived = non_empty(&params.archived)
+        let archived = non_empty(params.archived.as_deref())
             .map(|raw| match raw {
                 "true" => Ok(true),
                 "false" => Ok(false),
@@ -224,26 +178,8 @@ impl ListProjects {
                 )),
             })
             .transpose()?;
-        let name_contains = match non_empty(&params.q) {
-            None => None,
-            Some(q) if q.contains('\0') => {
-                return Err(ApiError::bad_parameter(
-                    "q",
-                    "must not contain NUL characters",
-                ));
-            }
-            Some(q) if q.chars().count() > MAX_QUERY_CHARS => {
-                return Err(ApiError::bad_parameter(
-                    "q",
-                    format!("must be at most {MAX_QUERY_CHARS} characters"),
-                ));
-            }
-            Some(q) => Some(q.to_owned()),
-        };
-        let sort = non_empty(&params.sort)
-            .map(Sort::parse)
-            .transpose()?
-            .unwrap_or_default();
+        let name_contains = text_filter("q", params.q.as_deref(), MAX_QUERY_CHARS)?;
+        let sort = Sort::parse(params.sort.as_deref())?;
         Ok(Self {
             filter: ProjectFilter {
                 owner_id,
@@ -254,12 +190,40 @@ impl ListProjects {
             page,
         })
     }
+}
 
-    /// The canonical query string of this request at page `page`: the filters that are set,
-    /// then `sort`, `page` and `page_size`, percent-encoded. Equal requests give equal strings
-    /// however the client spelled them, so it serves both as the `Link` target and as the
-    /// input of the list ETag.
-    pub fn query_string(&self, page: i64) -> String {
+impl ListRequest for ListProjects {
+    type Item = Project;
+
+    fn page(&self) -> PageRequest {
+        self.page
+    }
+
+    fn order_by(&self) -> String {
+        self.sort.order_by()
+    }
+
+    fn push_filters(&self, query: &mut QueryBuilder<'_, Postgres>) {
+        if let Some(owner_id) = self.filter.owner_id {
+            query.push(" AND owner_id = ").push_bind(owner_id);
+        }
+        if let Some(archived) = self.filter.archived {
+            query.push(" AND archived = ").push_bind(archived);
+        }
+        if let Some(text) = &self.filter.name_contains {
+            query
+                .push(" AND name ILIKE ")
+                .push_bind(format!("%{}%", escape_like(text)))
+                .push(" ESCAPE '\\'");
+        }
+    }
+
+    fn path(&self) -> Cow<'_, str> {
+        Cow::Borrowed(COLLECTION_PATH)
+    }
+
+    /// The filters that are set, then `sort`, `page` and `page_size`, percent-encoded.
+    fn query_string(&self, page: i64) -> String {
         let mut query = String::new();
         if let Some(owner_id) = self.filter.owner_id {
             let _ = write!(query, "owner_id={owner_id}&");
@@ -278,28 +242,6 @@ impl ListProjects {
         );
         query
     }
-
-    /// The list ETag at checkpoint `at`.
-    ///
-    /// Why this is sound without running the list query: the `projects` table is written only
-    /// by the projector, in the same transaction that moves the `projects` checkpoint. So
-    /// while the checkpoint stands still, every row (and therefore every page, total and
-    /// count) is exactly as it was; when any row changes, the checkpoint moves and so does the
-    /// tag. The hash of the canonical request makes different filters, sorts and pages get
-    /// different tags. A 304 therefore costs one primary-key read of
-    /// `projection_checkpoints`. The tag is weak because it vouches for the semantic content,
-    /// not the bytes (a rebuild may serialize the same rows differently).
-    ///
-    /// Callers must read the checkpoint *before* the rows: rows read later can only be newer,
-    /// so a tag may undersell its body (costing a spare 200 later) but never vouch for rows
-    /// older than itself (which could cause a wrong 304).
-    pub fn etag(&self, at: LogPosition) -> ETag {
-        crate::etag::list_etag(at, &self.query_string(self.page.page))
-    }
-}
-
-fn non_empty(raw: &Option<String>) -> Option<&str> {
-    raw.as_deref().filter(|value| !value.is_empty())
 }
 
 /// Escapes LIKE's wildcards (`%`, `_`) and its escape character (`\`), so the text matches
@@ -315,76 +257,19 @@ fn escape_like(text: &str) -> String {
     escaped
 }
 
-const COLUMNS: &str = "id, name, description, owner_id, archived, created_at, updated_at, version";
-
-fn push_filters(query: &mut QueryBuilder<'_, Postgres>, filter: &ProjectFilter) {
-    query.push(" WHERE TRUE");
-    if let Some(owner_id) = filter.owner_id {
-        query.push(" AND owner_id = ").push_bind(owner_id);
-    }
-    if let Some(archived) = filter.archived {
-        query.push(" AND archived = ").push_bind(archived);
-    }
-    if let Some(text) = &filter.name_contains {
-        query
-            .push(" AND name ILIKE ")
-            .push_bind(format!("%{}%", escape_like(text)))
-            .push(" ESCAPE '\\'");
-    }
+impl ReadModel for Project {
+    const PROJECTION: &'static str = PROJECTION;
+    const TABLE: &'static str = "projects";
+    const COLUMNS: &'static str =
+        "id, name, description, owner_id, archived, created_at, updated_at, version";
 }
 
-#[derive(sqlx::FromRow)]
-struct CountedProject {
-    #[sqlx(flatten)]
-    project: Project,
-    total: i64,
-}
+impl Item for Project {
+    const NOUN: &'static str = "project";
 
-/// Reads one page of projects and the total matching the filters.
-///
-/// # Errors
-///
-/// The database fails.
-pub async fn fetch_page(pool: &PgPool, request: &ListProjects) -> Result<ProjectPage, sqlx::Error> {
-    let direction = if request.sort.descending {
-        "DESC"
-    } else {
-        "ASC"
-    };
-    let mut query = QueryBuilder::new(format!(
-        "SELECT {COLUMNS}, count(*) OVER () AS total FROM projects"
-    ));
-    push_filters(&mut query, &request.filter);
-    // `id` breaks ties so that pages neither repeat nor skip rows with equal sort keys; it
-    // runs in the same direction so the (field, id) indexes serve either order.
-    query.push(format!(
-        " ORDER BY {field} {direction}, id {direction} LIMIT ",
-        field = request.sort.field.as_str()
-    ));
-    query
-        .push_bind(request.page.page_size)
-        .push(" OFFSET ")
-        .push_bind(request.page.offset());
-    let rows: Vec<CountedProject> = query.build_query_as().fetch_all(pool).await?;
-
-    // The window count comes with the rows; a page past the end has no rows to carry it, so
-    // only then is the total counted on its own.
-    let total = match rows.first() {
-        Some(row) => row.total,
-        None if request.page.page > 1 => {
-            let mut count = QueryBuilder::new("SELECT count(*) FROM projects");
-            push_filters(&mut count, &request.filter);
-            count.build_query_scalar().fetch_one(pool).await?
-        }
-        None => 0,
-    };
-    Ok(ProjectPage {
-        items: rows.into_iter().map(|row| row.project).collect(),
-        total,
-        page: request.page.page,
-        page_size: request.page.page_size,
-        pages: request.page.pages(total),
-    })
+    fn version(&self) -> i64 {
+        self.version
+    }
 }
 
 /// Lists projects.
@@ -415,29 +300,8 @@ pub async fn list_projects(
     headers: HeaderMap,
     query: Result<Query<ListProjectsParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(params) =
-        query.map_err(|rejection| ApiError::BadQueryString(rejection.body_text()))?;
-    let request = ListProjects::parse(&params)?;
-    let seen = consistency::honour(&state, &headers, PROJECTION).await?;
-    let checkpoint = match seen {
-        Some(checkpoint) => checkpoint,
-        None => consistency::checkpoint(state.pool(), PROJECTION).await?,
-    };
-    let etag = request.etag(checkpoint);
-    if etag.matches_if_none_match(&headers) {
-        return Ok(etag.not_modified());
-    }
-
-    let page = fetch_page(state.pool(), &request).await?;
-    let link = pagination::link_header(page.page, page.pages, |n| {
-        format!("{COLLECTION_PATH}?{}", request.query_string(n))
-    });
-    let mut response = etag.decorate(Json(page).into_response());
-    // Always valid: every component is percent-encoded to visible ASCII.
-    if let Ok(value) = HeaderValue::from_str(&link) {
-        response.headers_mut().insert(LINK, value);
-    }
-    Ok(response)
+    let Query(params) = query?;
+    listing::list_response(&state, &headers, &ListProjects::parse(&params)?).await
 }
 
 /// Reads one project.
@@ -469,37 +333,13 @@ pub async fn get_project(
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    let invalid_id = || ApiError::InvalidPath {
-        field: "id",
-        message: "must be a UUID",
-    };
-    let Path(raw) = id.map_err(|_| invalid_id())?;
-    let id = Uuid::try_parse(&raw).map_err(|_| invalid_id())?;
-    consistency::honour(&state, &headers, PROJECTION).await?;
-    let not_found = || ApiError::NotFound(format!("no project with id {id}"));
-
-    // A revalidation is answered from the version alone, without reading the whole row.
-    if headers.contains_key(IF_NONE_MATCH) {
-        let version: Option<i64> = sqlx::query_scalar("SELECT version FROM projects WHERE id = $1")
-            .bind(id)
-            .fetch_optional(state.pool())
-            .await?;
-        let etag = ETag::strong(version.ok_or_else(not_found)?);
-        if etag.matches_if_none_match(&headers) {
-            return Ok(etag.not_modified());
-        }
-    }
-
-    let project: Project = sqlx::query_as(&format!("SELECT {COLUMNS} FROM projects WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(state.pool())
-        .await?
-        .ok_or_else(not_found)?;
-    Ok(ETag::strong(project.version).decorate(Json(project).into_response()))
+    listing::item_response::<Project>(&state, &headers, id).await
 }
 
 #[cfg(test)]
 mod tests {
+    use events::LogPosition;
+
     use super::*;
 
     #[test]

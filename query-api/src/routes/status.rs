@@ -15,27 +15,30 @@
 //! not a 404: every slug names a stream that simply has no events yet, and answering the
 //! same way for both keeps the endpoint from distinguishing "unknown" from "quiet".
 
-use std::fmt::Write as _;
+use std::borrow::Cow;
 
 use axum::Json;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::header::{CACHE_CONTROL, LINK};
+use axum::http::header::CACHE_CONTROL;
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
+use events::LogPosition;
 use events::status::ServiceHealth;
 use serde::{Deserialize, Serialize};
+use sqlx::{Postgres, QueryBuilder};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::listing::{self, ListRequest, ReadModel};
 use crate::AppState;
 use crate::consistency;
 use crate::error::ApiError;
-use crate::etag::list_etag;
+use crate::etag::{ETag, list_etag};
 use crate::openapi::ProblemDetails;
-use crate::pagination::{self, PageRequest};
+use crate::pagination::PageRequest;
 
 /// The name of the projection (its `projection_checkpoints` row) that fills
 /// `service_status_latest` and `service_status_history`.
@@ -91,6 +94,7 @@ pub struct StatusReport {
     pub created_at: DateTime<Utc>,
 }
 
+// Documents the answer, a `listing::Page<StatusReport>`: same fields (see `listing`'s tests).
 /// One page of a service's history, newest first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct StatusHistoryPage {
@@ -153,15 +157,58 @@ fn public(mut response: Response) -> Response {
     response
 }
 
-/// The checkpoint the answer is tagged with: the one the consistency wait saw, else read now
-/// (before the rows, so the tag never vouches for rows older than itself).
-async fn checkpoint(
-    state: &AppState,
-    headers: &HeaderMap,
-) -> Result<events::LogPosition, ApiError> {
-    match consistency::honour(state, headers, PROJECTION).await? {
-        Some(checkpoint) => Ok(checkpoint),
-        None => Ok(consistency::checkpoint(state.pool(), PROJECTION).await?),
+impl ReadModel for StatusReport {
+    const PROJECTION: &'static str = PROJECTION;
+    const TABLE: &'static str = "service_status_history";
+    const COLUMNS: &'static str = "status, description, created_at";
+}
+
+/// A checked history request: one service's reports, a page of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryRequest {
+    /// The service, a valid slug ([`is_service_id`]).
+    pub service_id: String,
+    /// The page.
+    pub page: PageRequest,
+}
+
+impl ListRequest for HistoryRequest {
+    type Item = StatusReport;
+
+    fn page(&self) -> PageRequest {
+        self.page
+    }
+
+    /// Newest first; the stream revision breaks ties between reports recorded in the same
+    /// instant (and is the true order within a stream).
+    fn order_by(&self) -> String {
+        "created_at DESC, version DESC".to_owned()
+    }
+
+    fn push_filters(&self, query: &mut QueryBuilder<'_, Postgres>) {
+        query
+            .push(" AND service_id = ")
+            .push_bind(self.service_id.clone());
+    }
+
+    /// The slug needs no encoding: it is [a-z0-9-] only.
+    fn path(&self) -> Cow<'_, str> {
+        Cow::Owned(format!(
+            "/api/v1/status/services/{}/history",
+            self.service_id
+        ))
+    }
+
+    fn query_string(&self, page: i64) -> String {
+        format!("page={page}&page_size={}", self.page.page_size)
+    }
+
+    /// Unlike the other lists, the tag also hashes the path: the service is in it.
+    fn etag(&self, at: LogPosition) -> ETag {
+        list_etag(
+            at,
+            &format!("{}?{}", self.path(), self.query_string(self.page.page)),
+        )
     }
 }
 
@@ -190,7 +237,8 @@ pub async fn status_page(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let etag = list_etag(checkpoint(&state, &headers).await?, "status");
+    let checkpoint = consistency::tag_checkpoint(&state, &headers, PROJECTION).await?;
+    let etag = list_etag(checkpoint, "status");
     if etag.matches_if_none_match(&headers) {
         return Ok(public(etag.not_modified()));
     }
@@ -247,52 +295,15 @@ pub async fn service_history(
     if !is_service_id(&service_id) {
         return Err(invalid());
     }
-    let Query(params) =
-        query.map_err(|rejection| ApiError::BadQueryString(rejection.body_text()))?;
-    let request = PageRequest::parse(params.page.as_deref(), params.page_size.as_deref())?;
-    // The slug needs no encoding: it is [a-z0-9-] only.
-    let base = format!("/api/v1/status/services/{service_id}/history");
-    let query_string = |page: i64| format!("page={page}&page_size={}", request.page_size);
-    let mut canonical = base.clone();
-    let _ = write!(canonical, "?{}", query_string(request.page));
-    let etag = list_etag(checkpoint(&state, &headers).await?, &canonical);
-    if etag.matches_if_none_match(&headers) {
-        return Ok(public(etag.not_modified()));
-    }
-
-    let total: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM service_status_history WHERE service_id = $1")
-            .bind(&service_id)
-            .fetch_one(state.pool())
-            .await?;
-    // Newest first; the stream revision breaks ties between reports recorded in the same
-    // instant (and is the true order within a stream).
-    let items: Vec<StatusReport> = sqlx::query_as(
-        "SELECT status, description, created_at FROM service_status_history \
-          WHERE service_id = $1 \
-          ORDER BY created_at DESC, version DESC \
-          LIMIT $2 OFFSET $3",
-    )
-    .bind(&service_id)
-    .bind(request.page_size)
-    .bind(request.offset())
-    .fetch_all(state.pool())
-    .await?;
-    let page = StatusHistoryPage {
-        items,
-        total,
-        page: request.page,
-        page_size: request.page_size,
-        pages: request.pages(total),
+    let Query(params) = query?;
+    let request = HistoryRequest {
+        service_id,
+        page: PageRequest::parse(params.page.as_deref(), params.page_size.as_deref())?,
     };
-    let link = pagination::link_header(page.page, page.pages, |n| {
-        format!("{base}?{}", query_string(n))
-    });
-    let mut response = public(etag.decorate(Json(page).into_response()));
-    if let Ok(value) = HeaderValue::from_str(&link) {
-        response.headers_mut().insert(LINK, value);
-    }
-    Ok(response)
+    // The public caching applies to the 304 as much as to the page.
+    Ok(public(
+        listing::list_response(&state, &headers, &request).await?,
+    ))
 }
 
 #[cfg(test)]

@@ -1,27 +1,25 @@
 //! `GET /support/tickets` and `GET /support/tickets/{id}`: the support tickets read model,
 //! paginated, filtered, sorted and ETagged.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
-use axum::Json;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::header::{IF_NONE_MATCH, LINK};
-use axum::http::{HeaderMap, HeaderValue};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
+use axum::response::Response;
 use chrono::{DateTime, Utc};
 use events::ticket::TicketStatus;
 use serde::{Deserialize, Serialize};
-use sqlx::{PgPool, Postgres, QueryBuilder};
+use sqlx::{Postgres, QueryBuilder};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use super::listing::{self, Item, ListRequest, ReadModel, TimestampSort, non_empty, text_filter};
 use crate::AppState;
-use crate::consistency;
 use crate::error::ApiError;
-use crate::etag::{ETag, list_etag};
 use crate::openapi::ProblemDetails;
 use crate::pagination::{self, PageRequest};
 
@@ -63,6 +61,7 @@ pub struct Ticket {
     pub version: i64,
 }
 
+// Documents the answer, a `listing::Page<Ticket>`: same fields (see `listing`'s tests).
 /// One page of tickets.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct TicketPage {
@@ -102,101 +101,6 @@ pub struct ListTicketsParams {
     pub sort: Option<String>,
 }
 
-/// A sort order over the timestamp columns every wave-1 read model has.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TimestampSort {
-    /// `updated_at` when true, `created_at` otherwise.
-    pub by_updated_at: bool,
-    /// Descending when true.
-    pub descending: bool,
-}
-
-impl Default for TimestampSort {
-    /// Newest first: `-created_at`.
-    fn default() -> Self {
-        Self {
-            by_updated_at: false,
-            descending: true,
-        }
-    }
-}
-
-impl TimestampSort {
-    /// Parses `field` or `-field`; absent or empty means the default.
-    ///
-    /// # Errors
-    ///
-    /// [`ApiError::BadParameter`] for `sort` when the field is unknown.
-    pub fn parse(raw: Option<&str>) -> Result<Self, ApiError> {
-        let Some(raw) = raw.filter(|raw| !raw.is_empty()) else {
-            return Ok(Self::default());
-        };
-        let (descending, name) = match raw.strip_prefix('-') {
-            Some(name) => (true, name),
-            None => (false, raw),
-        };
-        let by_updated_at = match name {
-            "created_at" => false,
-            "updated_at" => true,
-            _ => {
-                return Err(ApiError::bad_parameter(
-                    "sort",
-                    "must be created_at or updated_at, optionally prefixed with `-`",
-                ));
-            }
-        };
-        Ok(Self {
-            by_updated_at,
-            descending,
-        })
-    }
-
-    /// The column sorted by (a constant, safe to push into SQL).
-    pub fn column(self) -> &'static str {
-        if self.by_updated_at {
-            "updated_at"
-        } else {
-            "created_at"
-        }
-    }
-
-    /// `ASC` or `DESC`.
-    pub fn direction(self) -> &'static str {
-        if self.descending { "DESC" } else { "ASC" }
-    }
-
-    /// The parameter form: `created_at` or `-created_at`.
-    pub fn to_param(self) -> String {
-        let sign = if self.descending { "-" } else { "" };
-        format!("{sign}{}", self.column())
-    }
-}
-
-/// Checks a free-text equality filter: no NUL (PostgreSQL refuses it) and at most `max`
-/// characters (longer can match nothing, and bounds the work).
-///
-/// # Errors
-///
-/// [`ApiError::BadParameter`] naming `name`.
-pub fn text_filter(
-    name: &'static str,
-    raw: Option<&str>,
-    max: usize,
-) -> Result<Option<String>, ApiError> {
-    match raw.filter(|value| !value.is_empty()) {
-        None => Ok(None),
-        Some(value) if value.contains('\0') => Err(ApiError::bad_parameter(
-            name,
-            "must not contain NUL characters",
-        )),
-        Some(value) if value.chars().count() > max => Err(ApiError::bad_parameter(
-            name,
-            format!("must be at most {max} characters"),
-        )),
-        Some(value) => Ok(Some(value.to_owned())),
-    }
-}
-
 /// A validated, normalized list request.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ListTickets {
@@ -218,10 +122,7 @@ impl ListTickets {
     /// [`ApiError::BadParameter`] naming the first parameter that is invalid.
     pub fn parse(params: &ListTicketsParams) -> Result<Self, ApiError> {
         let page = PageRequest::parse(params.page.as_deref(), params.page_size.as_deref())?;
-        let status = params
-            .status
-            .as_deref()
-            .filter(|raw| !raw.is_empty())
+        let status = non_empty(params.status.as_deref())
             .map(|raw| {
                 raw.parse::<TicketStatus>()
                     .map_err(|error| ApiError::bad_parameter("status", error.to_string()))
@@ -236,10 +137,36 @@ impl ListTickets {
             page,
         })
     }
+}
 
-    /// The canonical query string of this request at page `page` (the `Link` target and the
-    /// input of the list ETag).
-    pub fn query_string(&self, page: i64) -> String {
+impl ListRequest for ListTickets {
+    type Item = Ticket;
+
+    fn page(&self) -> PageRequest {
+        self.page
+    }
+
+    fn order_by(&self) -> String {
+        self.sort.order_by()
+    }
+
+    fn push_filters(&self, query: &mut QueryBuilder<'_, Postgres>) {
+        if let Some(status) = self.status {
+            query.push(" AND status = ").push_bind(status.as_str());
+        }
+        if let Some(email) = &self.email {
+            query
+                .push(" AND lower(email) = lower(")
+                .push_bind(email.clone())
+                .push(")");
+        }
+    }
+
+    fn path(&self) -> Cow<'_, str> {
+        Cow::Borrowed(COLLECTION_PATH)
+    }
+
+    fn query_string(&self, page: i64) -> String {
         let mut query = String::new();
         if let Some(status) = self.status {
             let _ = write!(query, "status={status}&");
@@ -257,66 +184,19 @@ impl ListTickets {
     }
 }
 
-const COLUMNS: &str = "id, email, subject, message, status, created_at, updated_at, version";
-
-fn push_filters(query: &mut QueryBuilder<'_, Postgres>, request: &ListTickets) {
-    query.push(" WHERE TRUE");
-    if let Some(status) = request.status {
-        query.push(" AND status = ").push_bind(status.as_str());
-    }
-    if let Some(email) = &request.email {
-        query
-            .push(" AND lower(email) = lower(")
-            .push_bind(email.clone())
-            .push(")");
-    }
+impl ReadModel for Ticket {
+    const PROJECTION: &'static str = PROJECTION;
+    const TABLE: &'static str = "support_tickets";
+    const COLUMNS: &'static str =
+        "id, email, subject, message, status, created_at, updated_at, version";
 }
 
-#[derive(sqlx::FromRow)]
-struct CountedTicket {
-    #[sqlx(flatten)]
-    ticket: Ticket,
-    total: i64,
-}
+impl Item for Ticket {
+    const NOUN: &'static str = "ticket";
 
-/// Reads one page of tickets and the total matching the filters.
-///
-/// # Errors
-///
-/// The database fails.
-pub async fn fetch_page(pool: &PgPool, request: &ListTickets) -> Result<TicketPage, sqlx::Error> {
-    let mut query = QueryBuilder::new(format!(
-        "SELECT {COLUMNS}, count(*) OVER () AS total FROM support_tickets"
-    ));
-    push_filters(&mut query, request);
-    // `id` breaks ties so that pages neither repeat nor skip rows with equal timestamps.
-    query.push(format!(
-        " ORDER BY {column} {direction}, id {direction} LIMIT ",
-        column = request.sort.column(),
-        direction = request.sort.direction()
-    ));
-    query
-        .push_bind(request.page.page_size)
-        .push(" OFFSET ")
-        .push_bind(request.page.offset());
-    let rows: Vec<CountedTicket> = query.build_query_as().fetch_all(pool).await?;
-    // A page past the end has no row to carry the window count: only then count on its own.
-    let total = match rows.first() {
-        Some(row) => row.total,
-        None if request.page.page > 1 => {
-            let mut count = QueryBuilder::new("SELECT count(*) FROM support_tickets");
-            push_filters(&mut count, request);
-            count.build_query_scalar().fetch_one(pool).await?
-        }
-        None => 0,
-    };
-    Ok(TicketPage {
-        items: rows.into_iter().map(|row| row.ticket).collect(),
-        total,
-        page: request.page.page,
-        page_size: request.page.page_size,
-        pages: request.page.pages(total),
-    })
+    fn version(&self) -> i64 {
+        self.version
+    }
 }
 
 /// Lists support tickets.
@@ -347,27 +227,8 @@ pub async fn list_tickets(
     headers: HeaderMap,
     query: Result<Query<ListTicketsParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(params) =
-        query.map_err(|rejection| ApiError::BadQueryString(rejection.body_text()))?;
-    let request = ListTickets::parse(&params)?;
-    let checkpoint = match consistency::honour(&state, &headers, PROJECTION).await? {
-        Some(checkpoint) => checkpoint,
-        None => consistency::checkpoint(state.pool(), PROJECTION).await?,
-    };
-    let etag = list_etag(checkpoint, &request.query_string(request.page.page));
-    if etag.matches_if_none_match(&headers) {
-        return Ok(etag.not_modified());
-    }
-    let page = fetch_page(state.pool(), &request).await?;
-    let link = pagination::link_header(page.page, page.pages, |n| {
-        format!("{COLLECTION_PATH}?{}", request.query_string(n))
-    });
-    let mut response = etag.decorate(Json(page).into_response());
-    // Always valid: every component is percent-encoded to visible ASCII.
-    if let Ok(value) = HeaderValue::from_str(&link) {
-        response.headers_mut().insert(LINK, value);
-    }
-    Ok(response)
+    let Query(params) = query?;
+    listing::list_response(&state, &headers, &ListTickets::parse(&params)?).await
 }
 
 /// Reads one support ticket.
@@ -399,34 +260,7 @@ pub async fn get_ticket(
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    let invalid_id = || ApiError::InvalidPath {
-        field: "id",
-        message: "must be a UUID",
-    };
-    let Path(raw) = id.map_err(|_| invalid_id())?;
-    let id = Uuid::try_parse(&raw).map_err(|_| invalid_id())?;
-    consistency::honour(&state, &headers, PROJECTION).await?;
-    let not_found = || ApiError::NotFound(format!("no ticket with id {id}"));
-    // A revalidation is answered from the version alone, without reading the whole row.
-    if headers.contains_key(IF_NONE_MATCH) {
-        let version: Option<i64> =
-            sqlx::query_scalar("SELECT version FROM support_tickets WHERE id = $1")
-                .bind(id)
-                .fetch_optional(state.pool())
-                .await?;
-        let etag = ETag::strong(version.ok_or_else(not_found)?);
-        if etag.matches_if_none_match(&headers) {
-            return Ok(etag.not_modified());
-        }
-    }
-    let ticket: Ticket = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM support_tickets WHERE id = $1"
-    ))
-    .bind(id)
-    .fetch_optional(state.pool())
-    .await?
-    .ok_or_else(not_found)?;
-    Ok(ETag::strong(ticket.version).decorate(Json(ticket).into_response()))
+    listing::item_response::<Ticket>(&state, &headers, id).await
 }
 
 #[cfg(test)]
@@ -434,6 +268,7 @@ mod tests {
     use events::LogPosition;
 
     use super::*;
+    use crate::etag::list_etag;
 
     #[test]
     fn sorts_are_created_at_or_updated_at_either_way() {

@@ -155,7 +155,10 @@ pub async fn read_after<'e>(
         query.push(" AND recorded_at < ").push_bind(to);
     }
     query
-        .push(" ORDER BY tx_id, global_position LIMIT ")
+        // Qualified: the select list's `tx_id::text::bigint` is also named `tx_id`, and ORDER BY
+        // would sort by that cast, which no index provides (a full sort of everything after
+        // the checkpoint, every batch).
+        .push(" ORDER BY events.tx_id, events.global_position LIMIT ")
         .push_bind(limit);
     let rows: Vec<Row> = query.build_query_as().fetch_all(executor).await?;
     Ok(rows.into_iter().map(from_row).collect())
@@ -187,7 +190,7 @@ pub async fn head<'e>(executor: impl PgExecutor<'e>) -> Result<LogPosition, sqlx
     let row: Option<(i64, i64)> = sqlx::query_as(
         "SELECT tx_id::text::bigint, global_position FROM events \
           WHERE tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
-          ORDER BY tx_id DESC, global_position DESC LIMIT 1",
+          ORDER BY events.tx_id DESC, events.global_position DESC LIMIT 1",
     )
     .fetch_optional(executor)
     .await?;

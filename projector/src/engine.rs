@@ -73,6 +73,22 @@ pub trait Projection: Send + Sync {
         tx: &mut Transaction<'_, Postgres>,
         event: &RecordedEvent,
     ) -> Result<(), ProjectionError>;
+
+    /// Applies a whole batch inside the batch transaction; must leave the model exactly as
+    /// applying each event in turn would. The default does just that. A projection overrides
+    /// it to write a batch in a few set-based statements instead of one per event; when it
+    /// fails, the engine rolls back and applies the batch event by event, which names the
+    /// event at fault.
+    async fn apply_batch(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        batch: &[RecordedEvent],
+    ) -> Result<(), ProjectionError> {
+        for event in batch {
+            self.apply(tx, event).await?;
+        }
+        Ok(())
+    }
 }
 
 /// Why a projection could not apply an event.
@@ -220,6 +236,8 @@ enum BatchError {
         index: usize,
         error: ProjectionError,
     },
+    /// [`Projection::apply_batch`] failed; which event is at fault is not known.
+    Bulk(ProjectionError),
     /// Locking or moving the checkpoint, or committing, failed.
     Database(sqlx::Error),
 }
@@ -557,8 +575,10 @@ async fn step(
     };
 
     let mut attempt = 0;
+    // Set-based first; after any failure, event by event, which locates the event at fault.
+    let mut mode = Mode::Bulk;
     let (index, error) = loop {
-        match apply_batch(pool, projection, target, checkpoint, &batch).await {
+        match apply_batch(pool, projection, target, checkpoint, &batch, mode).await {
             Ok(Batch::Committed) => {
                 committed(&target.checkpoint, &batch, started);
                 announce(pool, &target.checkpoint).await;
@@ -569,6 +589,10 @@ async fn step(
             }
             Ok(Batch::Moved(position)) => return Ok(Step::Moved(position)),
             Err(BatchError::Database(source)) => return Err(database(source)),
+            Err(BatchError::Bulk(error)) => {
+                tracing::debug!(%error, "set-based batch failed; applying event by event");
+                mode = Mode::PerEvent;
+            }
             Err(BatchError::Apply { index, error }) => {
                 if !error.is_retryable() || attempt >= APPLY_RETRIES {
                     break (index, error);
@@ -591,7 +615,7 @@ async fn step(
     let mut checkpoint_after = checkpoint;
     if index > 0 {
         let prefix = &batch[..index];
-        match apply_batch(pool, projection, target, checkpoint, prefix).await {
+        match apply_batch(pool, projection, target, checkpoint, prefix, Mode::PerEvent).await {
             Ok(Batch::Committed) => {
                 committed(&target.checkpoint, prefix, started);
                 announce(pool, &target.checkpoint).await;
@@ -600,7 +624,7 @@ async fn step(
             // Another process moved on; it will meet the same event and record it itself.
             Ok(Batch::Moved(position)) => return Ok(Step::Moved(position)),
             Err(BatchError::Database(source)) => return Err(database(source)),
-            Err(BatchError::Apply { .. }) => {}
+            Err(BatchError::Apply { .. } | BatchError::Bulk(_)) => {}
         }
     }
     let poison = &batch[index];
@@ -640,6 +664,15 @@ fn is_parkable(error: &ProjectionError) -> bool {
     }
 }
 
+/// How a batch is handed to its projection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// [`Projection::apply_batch`]: fast, but a failure does not say which event.
+    Bulk,
+    /// [`Projection::apply`] per event: a failure names its event.
+    PerEvent,
+}
+
 /// Applies `batch` (read after `expected`) in one transaction with the checkpoint.
 async fn apply_batch(
     pool: &PgPool,
@@ -647,9 +680,16 @@ async fn apply_batch(
     target: &Target,
     expected: LogPosition,
     batch: &[RecordedEvent],
+    mode: Mode,
 ) -> Result<Batch, BatchError> {
     let name = target.checkpoint.as_str();
     let mut tx = pool.begin().await?;
+    // Rows and checkpoint commit together, so a crash that loses this commit loses both and
+    // the batch is applied again: no flush needs to be waited for. It also keeps the
+    // projector's commits from queueing behind the command side's on the WAL flush.
+    sqlx::query("SET LOCAL synchronous_commit = off")
+        .execute(&mut *tx)
+        .await?;
     if let Some(search_path) = &target.search_path {
         // Only for this transaction: the pooled connection goes back with its usual path.
         sqlx::query(&format!("SET LOCAL search_path TO {search_path}"))
@@ -663,11 +703,19 @@ async fn apply_batch(
         tx.rollback().await?;
         return Ok(Batch::Moved(current));
     }
-    for (index, event) in batch.iter().enumerate() {
-        projection
-            .apply(&mut tx, event)
+    match mode {
+        Mode::Bulk => projection
+            .apply_batch(&mut tx, batch)
             .await
-            .map_err(|error| BatchError::Apply { index, error })?;
+            .map_err(BatchError::Bulk)?,
+        Mode::PerEvent => {
+            for (index, event) in batch.iter().enumerate() {
+                projection
+                    .apply(&mut tx, event)
+                    .await
+                    .map_err(|error| BatchError::Apply { index, error })?;
+            }
+        }
     }
     let Some(last) = batch.last().map(|event| event.log_position) else {
         tx.rollback().await?;

@@ -4,6 +4,7 @@
 #![expect(clippy::unwrap_used, reason = "tests fail loudly on broken set-up")]
 
 mod analytics_daily;
+mod bulk;
 mod dead_letters;
 mod late_commit;
 mod poison;

@@ -81,6 +81,8 @@ impl Default for Hooks {
 pub struct AppState {
     /// The event store's pool.
     pub pool: PgPool,
+    /// Idempotency claims' pool (asynchronous commit; see `claims_pool`).
+    pub claims: PgPool,
     /// Settings.
     pub settings: Arc<Settings>,
     /// Project commands.
@@ -101,53 +103,65 @@ impl AppState {
     /// Builds the state; starts the task that announces appends to projectors.
     pub fn new(pool: PgPool, settings: Settings, hooks: Hooks) -> Self {
         let notifier = AppendNotifier::spawn(pool.clone(), EVENTS_CHANNEL);
-        let tickets = CommandBus::new(
-            pool.clone(),
-            (),
-            Vec::new(),
-            notifier.clone(),
-            settings.max_retries,
-        );
-        let posts = CommandBus::new(
-            pool.clone(),
-            (),
-            Vec::new(),
-            notifier.clone(),
-            settings.max_retries,
-        );
-        let service_status = CommandBus::new(
-            pool.clone(),
-            (),
-            Vec::new(),
-            notifier.clone(),
-            settings.max_retries,
-        );
-        let analytics = CommandBus::new(
-            pool.clone(),
-            (),
-            events::upcast::for_aggregates(),
-            notifier.clone(),
-            settings.max_retries,
-        );
-        // Project streams hold ProjectCreated v1 events, upcast on load (events::upcast).
-        let projects = CommandBus::new(
-            pool.clone(),
-            (),
-            events::upcast::for_aggregates(),
-            notifier,
-            settings.max_retries,
-        );
+        let bus = Bus {
+            pool: &pool,
+            notifier: &notifier,
+            max_retries: settings.max_retries,
+        };
         Self {
+            claims: claims_pool(&pool),
+            projects: bus.build(),
+            tickets: bus.build(),
+            posts: bus.build(),
+            service_status: bus.build(),
+            analytics: bus.build(),
             pool,
             settings: Arc::new(settings),
-            projects: Arc::new(projects),
-            tickets: Arc::new(tickets),
-            posts: Arc::new(posts),
-            service_status: Arc::new(service_status),
-            analytics: Arc::new(analytics),
             hooks,
         }
     }
+}
+
+/// What every command bus is built from.
+struct Bus<'a> {
+    pool: &'a PgPool,
+    notifier: &'a AppendNotifier,
+    max_retries: u32,
+}
+
+impl Bus<'_> {
+    /// A bus for aggregate `A`, loading streams through every upcaster (each applies only to
+    /// the event types it names; Project streams hold ProjectCreated v1, for one).
+    fn build<A>(&self) -> Arc<CommandBus<A>>
+    where
+        A: cqrs_es::Aggregate<Services = ()>,
+        A::Command: Clone,
+    {
+        Arc::new(CommandBus::new(
+            self.pool.clone(),
+            (),
+            events::upcast::for_aggregates(),
+            self.notifier.clone(),
+            self.max_retries,
+        ))
+    }
+}
+
+/// A pool on the same database whose sessions commit without waiting for the WAL flush, for
+/// idempotency claims only. A claim lost in a server crash is harmless (the retry claims
+/// again), and it cannot be lost while its command's append survives: the append commits
+/// later in the same WAL, and flushing it flushes the claim. This takes a durable commit off
+/// every keyed command's path.
+fn claims_pool(pool: &PgPool) -> PgPool {
+    let options = pool
+        .connect_options()
+        .as_ref()
+        .clone()
+        .options([("synchronous_commit", "off")]);
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(pool.options().get_max_connections().div_ceil(2).max(1))
+        .acquire_timeout(pool.options().get_acquire_timeout())
+        .connect_lazy_with(options)
 }
 
 /// The OpenAPI document's root.

@@ -9,7 +9,7 @@ use cqrs_es::persist::{EventUpcaster, PersistedEventStore};
 use cqrs_es::{Aggregate, AggregateError, EventStore as _};
 use postgres_es::PostgresEventRepository;
 use serde_json::Value;
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::position::LogPosition;
@@ -92,11 +92,14 @@ pub async fn append(
     events: &[NewEvent],
     completion: Option<(&IdempotencyClaim, &AnswerFn<'_>)>,
 ) -> Result<AppendReceipt, AppendError> {
+    let Some((claim, answer)) = completion else {
+        // One INSERT is atomic on its own: no BEGIN and COMMIT round trips.
+        let mut connection = pool.acquire().await?;
+        return insert(&mut connection, events).await;
+    };
     let mut tx = pool.begin().await?;
     let receipt = append_in(&mut tx, events).await?;
-    if let Some((claim, answer)) = completion {
-        complete_claim(&mut tx, claim, &answer(&receipt)).await?;
-    }
+    complete_claim(&mut tx, claim, &answer(&receipt)).await?;
     tx.commit().await.map_err(classify)?;
     Ok(receipt)
 }
@@ -105,6 +108,14 @@ pub async fn append(
 /// own to the same commit).
 pub async fn append_in(
     tx: &mut Transaction<'_, Postgres>,
+    events: &[NewEvent],
+) -> Result<AppendReceipt, AppendError> {
+    insert(tx, events).await
+}
+
+/// The one statement that appends `events`.
+async fn insert(
+    connection: &mut PgConnection,
     events: &[NewEvent],
 ) -> Result<AppendReceipt, AppendError> {
     let mut ids = Vec::with_capacity(events.len());
@@ -146,7 +157,7 @@ pub async fn append_in(
     .bind(&versions)
     .bind(&payloads)
     .bind(&metadata)
-    .fetch_all(&mut **tx)
+    .fetch_all(&mut *connection)
     .await
     .map_err(classify)?;
     let last = rows

@@ -41,7 +41,7 @@ where
 {
     let claim = match &input.idempotency_key {
         Some(key) => match idempotency::claim(
-            &state.pool,
+            &state.claims,
             &input.principal,
             key,
             &input.fingerprint,
@@ -68,7 +68,7 @@ where
         }
         Err(error) => {
             if let Some(claim) = &claim {
-                idempotency::release(&state.pool, claim).await;
+                idempotency::release(&state.claims, claim).await;
             }
             Err(error.into())
         }

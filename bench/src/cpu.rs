@@ -1,0 +1,164 @@
+//! Where the cores went during each section: CPU seconds of each service, of this bench
+//! process (the load client and in-process baselines), of every PostgreSQL process (the server
+//! is shared, so this includes other databases' work), and of the whole machine.
+//!
+//! On a 2-core machine shared by client, services and database, a throughput figure is
+//! usually bounded by CPU; this says by whose.
+
+use serde::Serialize;
+
+/// Clock ticks per second of `/proc` CPU times (`getconf CLK_TCK`, 100 on Linux x86-64).
+const TICKS: f64 = 100.0;
+
+/// CPU seconds consumed so far, per consumer.
+#[derive(Debug, Clone, Default)]
+pub struct Sample {
+    services: Vec<(String, f64)>,
+    bench: f64,
+    postgres: f64,
+    machine_busy: f64,
+    machine_total: f64,
+}
+
+/// CPU used during one section.
+#[derive(Debug, Clone, Serialize)]
+pub struct Usage {
+    /// The section.
+    pub section: String,
+    /// Wall-clock seconds of the section.
+    pub seconds: f64,
+    /// Cores busy on average, machine-wide (2.0 = saturated on this machine).
+    pub machine_cores_busy: f64,
+    /// Cores used on average by each service.
+    pub services: Vec<(String, f64)>,
+    /// Cores used by the bench process itself (load client, baselines' client side).
+    pub bench: f64,
+    /// Cores used by all PostgreSQL processes.
+    pub postgres: f64,
+}
+
+/// utime + stime of a process, in seconds.
+fn process_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces; fields after it are space-separated.
+    let after = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // After the name: state is field 3 of the whole line, utime 14, stime 15.
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / TICKS)
+}
+
+fn postgres_seconds() -> f64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|comm| comm.trim() == "postgres")
+        })
+        .filter_map(process_seconds)
+        .sum()
+}
+
+fn machine_seconds() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = stat.lines().next() else {
+        return (0.0, 0.0);
+    };
+    let values: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|value| value.parse().ok())
+        .collect();
+    let total: f64 = values.iter().sum();
+    // idle and iowait are not busy.
+    let idle = values.get(3).copied().unwrap_or(0.0) + values.get(4).copied().unwrap_or(0.0);
+    ((total - idle) / TICKS, total / TICKS)
+}
+
+/// Reads the counters now; `services` are (name, pid).
+pub fn sample(services: &[(&'static str, u32)]) -> Sample {
+    let (machine_busy, machine_total) = machine_seconds();
+    Sample {
+        services: services
+            .iter()
+            .map(|(name, pid)| ((*name).to_owned(), process_seconds(*pid).unwrap_or(0.0)))
+            .collect(),
+        bench: process_seconds(std::process::id()).unwrap_or(0.0),
+        postgres: postgres_seconds(),
+        machine_busy,
+        machine_total,
+    }
+}
+
+/// The usage between two samples over `seconds` of wall-clock time.
+pub fn usage(section: &str, seconds: f64, before: &Sample, after: &Sample) -> Usage {
+    let per = |delta: f64| delta / seconds.max(1e-9);
+    let cores = std::thread::available_parallelism().map_or(1.0, |n| usize::from(n) as f64);
+    let total = (after.machine_total - before.machine_total).max(1e-9);
+    Usage {
+        section: section.to_owned(),
+        seconds,
+        machine_cores_busy: (after.machine_busy - before.machine_busy) / total * cores,
+        services: after
+            .services
+            .iter()
+            .map(|(name, value)| {
+                let earlier = before
+                    .services
+                    .iter()
+                    .find(|(other, _)| other == name)
+                    .map_or(0.0, |(_, v)| *v);
+                (name.clone(), per(value - earlier))
+            })
+            .collect(),
+        bench: per(after.bench - before.bench),
+        postgres: per(after.postgres - before.postgres),
+    }
+}
+
+/// Measures sections one after the other.
+pub struct Meter {
+    services: Vec<(&'static str, u32)>,
+    before: Sample,
+    started: std::time::Instant,
+    /// Usage of every finished section.
+    pub sections: Vec<Usage>,
+}
+
+impl Meter {
+    /// Starts measuring the first section.
+    pub fn new(services: Vec<(&'static str, u32)>) -> Self {
+        let before = sample(&services);
+        Self {
+            services,
+            before,
+            started: std::time::Instant::now(),
+            sections: Vec::new(),
+        }
+    }
+
+    /// Ends the current section as `name` and starts the next.
+    pub fn section(&mut self, name: &str) {
+        let after = sample(&self.services);
+        let seconds = self.started.elapsed().as_secs_f64();
+        self.sections
+            .push(usage(name, seconds, &self.before, &after));
+        self.before = after;
+        self.started = std::time::Instant::now();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_has_cpu_times() {
+        assert!(process_seconds(std::process::id()).is_some());
+    }
+}

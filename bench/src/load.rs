@@ -1,0 +1,227 @@
+//! Load generators, each bounded in operations and in time.
+//!
+//! - [`closed_loop`]: `concurrency` workers each send the next request when the previous one
+//!   answered; latency is per request. It finds peak throughput, but it hides queueing: a slow
+//!   answer delays the requests that would have been sent meanwhile.
+//! - [`fixed_rate`]: requests are due at a fixed rate whatever the answers do, and latency is
+//!   measured from each request's *intended* send time, so a stall shows up in the latency of
+//!   every request it delayed (no coordinated omission).
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use hdrhistogram::Histogram;
+
+use crate::client::OpError;
+use crate::report::{Measurement, new_histogram, record};
+
+/// What a load did: latencies of its successful operations, its failures, how long it ran.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Latencies (µs) of successful operations.
+    pub histogram: Histogram<u64>,
+    /// Failed operations.
+    pub errors: u64,
+    /// How long the load ran.
+    pub elapsed: Duration,
+}
+
+impl Outcome {
+    /// The outcome as a measurement; `items_per_op` scales the rate (events per batch).
+    pub fn measurement(&self, items_per_op: u64, unit: &'static str) -> Measurement {
+        Measurement::from_histogram(
+            &self.histogram,
+            self.errors,
+            self.elapsed,
+            items_per_op,
+            unit,
+        )
+    }
+
+    /// Adds another run of the same load (interleaved repetitions).
+    pub fn merge(&mut self, other: &Self) -> anyhow::Result<()> {
+        self.histogram
+            .add(&other.histogram)
+            .map_err(|error| anyhow::anyhow!("merging histograms: {error:?}"))?;
+        self.errors += other.errors;
+        self.elapsed += other.elapsed;
+        Ok(())
+    }
+}
+
+/// How long and how much a load may run: it stops at whichever bound comes first.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    /// Wall-clock bound.
+    pub duration: Duration,
+    /// Operation bound.
+    pub max_ops: u64,
+}
+
+/// Most requests in flight in a fixed-rate load; beyond it a due request is counted as an
+/// error instead of piling up without bound.
+const MAX_IN_FLIGHT: usize = 2048;
+
+/// Longest wait, after a load's time is up, for its requests still in flight.
+const DRAIN: Duration = Duration::from_secs(35);
+
+/// Runs `op(i)` from `concurrency` workers, each starting its next operation when its previous
+/// one finished.
+pub async fn closed_loop<F, Fut>(
+    concurrency: usize,
+    budget: Budget,
+    op: F,
+) -> anyhow::Result<Outcome>
+where
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), OpError>> + Send + 'static,
+{
+    let op = Arc::new(op);
+    let next = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let first_error: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+    let template = new_histogram()?;
+    let started = Instant::now();
+    let deadline = started + budget.duration;
+    let mut workers = JoinSet::new();
+    for _ in 0..concurrency.max(1) {
+        let (op, next, errors, first_error) = (
+            Arc::clone(&op),
+            Arc::clone(&next),
+            Arc::clone(&errors),
+            Arc::clone(&first_error),
+        );
+        let mut histogram = template.clone();
+        workers.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= budget.max_ops || Instant::now() >= deadline {
+                    break;
+                }
+                let sent = Instant::now();
+                match op(i).await {
+                    Ok(()) => record(&mut histogram, sent.elapsed()),
+                    Err(error) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                        remember(&first_error, &error);
+                    }
+                }
+            }
+            histogram
+        });
+    }
+    let mut histogram = template;
+    while let Some(joined) = workers.join_next().await {
+        let part = joined.map_err(|error| anyhow::anyhow!("load worker panicked: {error}"))?;
+        histogram
+            .add(&part)
+            .map_err(|error| anyhow::anyhow!("merging histograms: {error:?}"))?;
+    }
+    let elapsed = started.elapsed();
+    report_first_error(&first_error);
+    Ok(Outcome {
+        histogram,
+        errors: errors.load(Ordering::Relaxed),
+        elapsed,
+    })
+}
+
+/// Starts `op(i)` at `rate` per second for the budget, each on its own task, and measures
+/// latency from the moment each was due.
+pub async fn fixed_rate<F, Fut>(rate: f64, budget: Budget, op: F) -> anyhow::Result<Outcome>
+where
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), OpError>> + Send + 'static,
+{
+    let rate = rate.max(1.0);
+    let op = Arc::new(op);
+    let histogram = Arc::new(Mutex::new(new_histogram()?));
+    let errors = Arc::new(AtomicU64::new(0));
+    let first_error: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let mut tasks = JoinSet::new();
+    let started = Instant::now();
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    for i in 0..budget.max_ops {
+        let Some(offset) = interval.checked_mul(u32::try_from(i).unwrap_or(u32::MAX)) else {
+            break;
+        };
+        if offset >= budget.duration {
+            break;
+        }
+        let due = started + offset;
+        tokio::time::sleep_until(due.into()).await;
+        let Ok(permit) = Arc::clone(&in_flight).try_acquire_owned() else {
+            errors.fetch_add(1, Ordering::Relaxed);
+            remember(
+                &first_error,
+                &OpError::Invalid("too many requests in flight".into()),
+            );
+            continue;
+        };
+        let (op, histogram, errors, first_error) = (
+            Arc::clone(&op),
+            Arc::clone(&histogram),
+            Arc::clone(&errors),
+            Arc::clone(&first_error),
+        );
+        tasks.spawn(async move {
+            let outcome = op(i).await;
+            let latency = due.elapsed();
+            drop(permit);
+            match outcome {
+                Ok(()) => {
+                    if let Ok(mut histogram) = histogram.lock() {
+                        record(&mut histogram, latency);
+                    }
+                }
+                Err(error) => {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                    remember(&first_error, &error);
+                }
+            }
+        });
+        // Reap finished tasks as we go so the set stays small.
+        while tasks.try_join_next().is_some() {}
+    }
+    let sending_ended = started.elapsed();
+    let drained =
+        tokio::time::timeout(DRAIN, async { while tasks.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        let stuck = tasks.len() as u64;
+        errors.fetch_add(stuck, Ordering::Relaxed);
+        tasks.abort_all();
+    }
+    report_first_error(&first_error);
+    let histogram = histogram
+        .lock()
+        .map_err(|_| anyhow::anyhow!("a load task panicked while recording"))?
+        .clone();
+    // The rate achieved is counted over the sending window: the drain is not load.
+    Ok(Outcome {
+        histogram,
+        errors: errors.load(Ordering::Relaxed),
+        elapsed: sending_ended,
+    })
+}
+
+fn remember(slot: &Mutex<Option<String>>, error: &OpError) {
+    if let Ok(mut slot) = slot.lock()
+        && slot.is_none()
+    {
+        *slot = Some(error.to_string());
+    }
+}
+
+fn report_first_error(slot: &Mutex<Option<String>>) {
+    if let Ok(slot) = slot.lock()
+        && let Some(error) = slot.as_ref()
+    {
+        eprintln!("    first error: {error}");
+    }
+}

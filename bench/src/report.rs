@@ -1,0 +1,352 @@
+//! What a run produces: measurements, the rows of the figures table (each beside the baseline
+//! measured in the same run), and their rendering as a text table and as JSON.
+//!
+//! Ratios are the point: absolute figures on a shared 2-core machine move with whatever else
+//! runs, but a figure and its baseline measured minutes apart suffer the same noise.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// An empty latency histogram: microseconds from 1 µs to 60 s, 3 significant digits.
+///
+/// # Errors
+///
+/// Never in practice: the bounds are constants that `new_with_bounds` accepts.
+pub fn new_histogram() -> anyhow::Result<Histogram<u64>> {
+    Histogram::new_with_bounds(1, 60_000_000, 3)
+        .map_err(|error| anyhow::anyhow!("creating a histogram: {error:?}"))
+}
+
+/// Records `elapsed` into `histogram`, saturating at its upper bound.
+pub fn record(histogram: &mut Histogram<u64>, elapsed: Duration) {
+    let micros = u64::try_from(elapsed.as_micros())
+        .unwrap_or(u64::MAX)
+        .clamp(1, histogram.high());
+    histogram.saturating_record(micros);
+}
+
+/// One measured load: how much was done, how fast, and its latency distribution.
+#[derive(Debug, Clone, Serialize)]
+pub struct Measurement {
+    /// Successful operations.
+    pub ops: u64,
+    /// Failed operations (transport errors, unexpected statuses, dropped sends).
+    pub errors: u64,
+    /// Wall-clock seconds the load ran.
+    pub seconds: f64,
+    /// Throughput in `unit`.
+    pub rate: f64,
+    /// What `rate` counts per second: `req/s`, `events/s`, ...
+    pub unit: &'static str,
+    /// Median latency in milliseconds, when latencies were recorded.
+    pub p50_ms: Option<f64>,
+    /// 99th percentile latency in milliseconds.
+    pub p99_ms: Option<f64>,
+    /// Worst latency in milliseconds.
+    pub max_ms: Option<f64>,
+}
+
+impl Measurement {
+    /// A measurement from a latency histogram of successful operations.
+    pub fn from_histogram(
+        histogram: &Histogram<u64>,
+        errors: u64,
+        elapsed: Duration,
+        items_per_op: u64,
+        unit: &'static str,
+    ) -> Self {
+        let ops = histogram.len();
+        let seconds = elapsed.as_secs_f64().max(1e-9);
+        let millis = |micros: u64| micros as f64 / 1000.0;
+        let has = ops > 0;
+        Self {
+            ops,
+            errors,
+            seconds,
+            rate: (ops * items_per_op) as f64 / seconds,
+            unit,
+            p50_ms: has.then(|| millis(histogram.value_at_quantile(0.50))),
+            p99_ms: has.then(|| millis(histogram.value_at_quantile(0.99))),
+            max_ms: has.then(|| millis(histogram.max())),
+        }
+    }
+
+    /// A throughput-only measurement (bulk work such as a rebuild).
+    pub fn throughput(items: u64, elapsed: Duration, unit: &'static str) -> Self {
+        let seconds = elapsed.as_secs_f64().max(1e-9);
+        Self {
+            ops: items,
+            errors: 0,
+            seconds,
+            rate: items as f64 / seconds,
+            unit,
+            p50_ms: None,
+            p99_ms: None,
+            max_ms: None,
+        }
+    }
+}
+
+/// A target from the issue: what it says, the value compared, and whether it was met.
+#[derive(Debug, Clone, Serialize)]
+pub struct Goal {
+    /// The target, e.g. `>= 0.5x raw INSERT`.
+    pub target: String,
+    /// The value compared with it.
+    pub value: f64,
+    /// Whether the value meets the target.
+    pub met: bool,
+}
+
+/// One line of the figures table.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    /// The hot path: `commands`, `queries`, ...
+    pub section: &'static str,
+    /// What was measured.
+    pub figure: String,
+    /// The load it was measured under (concurrency, rate, size).
+    pub load: String,
+    /// The figure itself; `None` when the section was skipped.
+    pub measured: Option<Measurement>,
+    /// What the baseline is.
+    pub baseline_name: Option<String>,
+    /// The baseline measured in the same run under the same load.
+    pub baseline: Option<Measurement>,
+    /// measured / baseline throughput.
+    pub ratio: Option<f64>,
+    /// The target this figure is held against, if any.
+    pub goal: Option<Goal>,
+    /// Anything a reader needs to interpret the row.
+    pub note: Option<String>,
+}
+
+impl Row {
+    /// A row with a measurement and nothing else yet.
+    pub fn new(section: &'static str, figure: impl Into<String>, load: impl Into<String>) -> Self {
+        Self {
+            section,
+            figure: figure.into(),
+            load: load.into(),
+            measured: None,
+            baseline_name: None,
+            baseline: None,
+            ratio: None,
+            goal: None,
+            note: None,
+        }
+    }
+
+    /// Sets the measurement.
+    pub fn measured(mut self, measurement: Measurement) -> Self {
+        self.measured = Some(measurement);
+        self
+    }
+
+    /// Sets the baseline and the throughput ratio.
+    pub fn baseline(mut self, name: impl Into<String>, baseline: Measurement) -> Self {
+        self.ratio = self
+            .measured
+            .as_ref()
+            .filter(|_| baseline.rate > 0.0)
+            .map(|measured| measured.rate / baseline.rate);
+        self.baseline_name = Some(name.into());
+        self.baseline = Some(baseline);
+        self
+    }
+
+    /// Sets a target; `at_least` says which side of `threshold` meets it.
+    pub fn goal(
+        mut self,
+        target: impl Into<String>,
+        value: f64,
+        threshold: f64,
+        at_least: bool,
+    ) -> Self {
+        let met = if at_least {
+            value >= threshold
+        } else {
+            value <= threshold
+        };
+        self.goal = Some(Goal {
+            target: target.into(),
+            value,
+            met,
+        });
+        self
+    }
+
+    /// Sets the note.
+    pub fn note(mut self, note: impl Into<String>) -> Self {
+        self.note = Some(note.into());
+        self
+    }
+}
+
+/// Peak memory of one service process.
+#[derive(Debug, Clone, Serialize)]
+pub struct Memory {
+    /// The service.
+    pub service: String,
+    /// VmHWM (peak resident set) in MiB.
+    pub peak_rss_mib: Option<f64>,
+    /// VmRSS at the time of reading, in MiB.
+    pub rss_mib: Option<f64>,
+}
+
+/// The whole run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// When the run started (RFC 3339, UTC).
+    pub started_at: String,
+    /// `quick` or `full`.
+    pub mode: &'static str,
+    /// What the machine was.
+    pub machine: String,
+    /// Every figure.
+    pub rows: Vec<Row>,
+    /// Peak RSS of each service.
+    pub memory: Vec<Memory>,
+    /// Where the cores went in each section of the HTTP figures.
+    pub cpu: Vec<crate::cpu::Usage>,
+    /// Seconds the whole run took.
+    pub total_seconds: f64,
+}
+
+fn num(value: f64) -> String {
+    if value >= 100.0 {
+        format!("{value:.0}")
+    } else if value >= 10.0 {
+        format!("{value:.1}")
+    } else {
+        format!("{value:.2}")
+    }
+}
+
+fn opt(value: Option<f64>) -> String {
+    value.map_or_else(|| "-".to_owned(), num)
+}
+
+impl Report {
+    /// The figures as a Markdown table (readable in a terminal, pasteable into docs).
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "| section | figure | load | measured | p50 ms | p99 ms | max ms | err | baseline | baseline rate | ratio | goal |"
+        );
+        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|");
+        for row in &self.rows {
+            let (measured, p50, p99, max, errors) = match &row.measured {
+                Some(m) => (
+                    format!("{} {}", num(m.rate), m.unit),
+                    opt(m.p50_ms),
+                    opt(m.p99_ms),
+                    opt(m.max_ms),
+                    m.errors.to_string(),
+                ),
+                None => (
+                    "skipped".to_owned(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                ),
+            };
+            let baseline = row.baseline.as_ref().map_or_else(
+                || "-".to_owned(),
+                |b| {
+                    let p99 = b
+                        .p99_ms
+                        .map(|p| format!(", p99 {}", num(p)))
+                        .unwrap_or_default();
+                    format!("{} {}{p99}", num(b.rate), b.unit)
+                },
+            );
+            let goal = row.goal.as_ref().map_or_else(
+                || "-".to_owned(),
+                |g| {
+                    format!(
+                        "{} {} ({})",
+                        if g.met { "met" } else { "MISSED" },
+                        g.target,
+                        num(g.value)
+                    )
+                },
+            );
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                row.section,
+                row.figure,
+                row.load,
+                measured,
+                p50,
+                p99,
+                max,
+                errors,
+                row.baseline_name.as_deref().unwrap_or("-"),
+                baseline,
+                row.ratio
+                    .map_or_else(|| "-".to_owned(), |r| format!("{r:.2}x")),
+                goal,
+            );
+        }
+        let notes: Vec<_> = self
+            .rows
+            .iter()
+            .filter_map(|row| row.note.as_ref().map(|note| (row, note)))
+            .collect();
+        if !notes.is_empty() {
+            let _ = writeln!(out, "\nNotes:");
+            for (row, note) in notes {
+                let _ = writeln!(
+                    out,
+                    "- {} / {} ({}): {note}",
+                    row.section, row.figure, row.load
+                );
+            }
+        }
+        let _ = writeln!(out, "\n| service | peak RSS (VmHWM) MiB | RSS at end MiB |");
+        let _ = writeln!(out, "|---|---|---|");
+        for memory in &self.memory {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} |",
+                memory.service,
+                opt(memory.peak_rss_mib),
+                opt(memory.rss_mib)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "\n| section (cores used, avg) | seconds | machine busy | command-api | query-api | projector | postgres (all) | bench |"
+        );
+        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
+        for usage in &self.cpu {
+            let service = |name: &str| {
+                usage
+                    .services
+                    .iter()
+                    .find(|(service, _)| service == name)
+                    .map_or_else(|| "-".to_owned(), |(_, cores)| format!("{cores:.2}"))
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {:.0} | {:.2} | {} | {} | {} | {:.2} | {:.2} |",
+                usage.section,
+                usage.seconds,
+                usage.machine_cores_busy,
+                service("command-api"),
+                service("query-api"),
+                service("projector"),
+                usage.postgres,
+                usage.bench
+            );
+        }
+        out
+    }
+}

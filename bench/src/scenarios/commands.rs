@@ -1,0 +1,247 @@
+//! Commands over HTTP (create and update projects) against raw single-row INSERT transactions
+//! into a copy of the events table at the same concurrency; fixed-rate latency from intended
+//! send times; and the cost of an `Idempotency-Key` on every command.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::Method;
+use uuid::Uuid;
+
+use crate::client::{Http, OpError};
+use crate::load::{Outcome, closed_loop, fixed_rate};
+use crate::report::Row;
+use crate::scenarios::{Context, sample_metadata};
+
+/// Closed-loop concurrencies of the command figures.
+pub const CONCURRENCY: [usize; 3] = [8, 32, 64];
+
+/// The concurrency of the idempotency comparison.
+const IDEMPOTENCY_CONCURRENCY: usize = 32;
+
+/// Which command an operation sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Create,
+    Update,
+}
+
+/// One command; with `keyed`, a fresh `Idempotency-Key` (every request is a first attempt, so
+/// this measures the claim-and-complete path, not replays).
+async fn command(
+    context: &Context,
+    kind: Kind,
+    i: u64,
+    ids: &[Uuid],
+    keyed: bool,
+) -> Result<(), OpError> {
+    let key = keyed.then(|| Uuid::new_v4().to_string());
+    let headers: Vec<(&'static str, &str)> = key
+        .as_deref()
+        .map(|key| vec![("idempotency-key", key)])
+        .unwrap_or_default();
+    match kind {
+        Kind::Create => {
+            let id = Uuid::now_v7();
+            let body = format!(
+                r#"{{"id":"{id}","name":"bench project {i}","description":"created by the benchmark"}}"#
+            );
+            let url = format!("{}/api/v1/projects", context.command);
+            context
+                .http
+                .send(Method::POST, &url, &headers, Some(Bytes::from(body)))
+                .await?
+                .expect(&[201])?;
+            if let Ok(mut projects) = context.projects.lock() {
+                projects.push(id);
+            }
+        }
+        Kind::Update => {
+            // Consecutive operations take consecutive projects, so concurrent updates hit
+            // different streams: this measures the path, not optimistic-lock retries.
+            let len = u64::try_from(ids.len()).unwrap_or(u64::MAX).max(1);
+            let index = usize::try_from(i % len).unwrap_or_default();
+            let id = ids
+                .get(index)
+                .ok_or_else(|| OpError::Invalid("no project to update".into()))?;
+            let body = format!(r#"{{"name":"renamed {i}"}}"#);
+            let url = format!("{}/api/v1/projects/{id}", context.command);
+            context
+                .http
+                .send(Method::PATCH, &url, &headers, Some(Bytes::from(body)))
+                .await?
+                .expect(&[200])?;
+        }
+    }
+    Ok(())
+}
+
+async fn run_commands(
+    context: &Context,
+    kind: Kind,
+    concurrency: usize,
+    keyed: bool,
+) -> anyhow::Result<Outcome> {
+    let ids = context.project_ids();
+    let shared = context.clone();
+    closed_loop(concurrency, context.plan.step_budget(), move |i| {
+        let (context, ids) = (shared.clone(), Arc::clone(&ids));
+        async move { command(&context, kind, i, &ids, keyed).await }
+    })
+    .await
+}
+
+/// The physical floor of an append: one single-row INSERT transaction (BEGIN, INSERT, COMMIT,
+/// as the command path does) into `bench_events`, a copy of `events` with all its indexes and
+/// defaults, through a pool as large as a service's.
+async fn raw_insert(context: &Context, concurrency: usize) -> anyhow::Result<Outcome> {
+    let pool = context.pool.clone();
+    closed_loop(concurrency, context.plan.step_budget(), move |i| {
+        let pool = pool.clone();
+        async move {
+            let payload = serde_json::json!({"ProjectCreated": {
+                "name": format!("bench project {i}"),
+                "description": "created by the benchmark",
+                "owner_id": null,
+                "created_by": "anonymous",
+            }})
+            .to_string();
+            let mut tx = pool.begin().await?;
+            sqlx::query(
+                "INSERT INTO bench_events (aggregate_type, aggregate_id, sequence, event_type, \
+                                           event_version, payload, metadata) \
+                 VALUES ('Project', $1, 1, 'ProjectCreated', '2', $2::json, $3::json)",
+            )
+            .bind(Uuid::now_v7().to_string())
+            .bind(payload)
+            .bind(sample_metadata())
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// Creates the baseline table: `events`' twin, without its immutability trigger (which only
+/// fires on UPDATE and DELETE, so inserts cost the same).
+pub async fn prepare(context: &Context) -> anyhow::Result<()> {
+    sqlx::query("CREATE TABLE IF NOT EXISTS bench_events (LIKE events INCLUDING ALL)")
+        .execute(&context.pool)
+        .await?;
+    Ok(())
+}
+
+/// Closed-loop throughput and latency at each concurrency; returns the rows and the peak
+/// create rate (the fixed-rate loads run at half of it).
+pub async fn throughput(context: &Context) -> anyhow::Result<(Vec<Row>, f64)> {
+    let mut rows = Vec::new();
+    let mut peak = 0.0_f64;
+    for concurrency in CONCURRENCY {
+        eprintln!("  commands at {concurrency} clients");
+        let baseline = raw_insert(context, concurrency)
+            .await?
+            .measurement(1, "tx/s");
+        let create = run_commands(context, Kind::Create, concurrency, false)
+            .await?
+            .measurement(1, "req/s");
+        let update = run_commands(context, Kind::Update, concurrency, false)
+            .await?
+            .measurement(1, "req/s");
+        peak = peak.max(create.rate);
+        for (figure, measured) in [
+            ("create project (POST)", create),
+            ("update project (PATCH)", update),
+        ] {
+            let mut row = Row::new(
+                "commands",
+                figure,
+                format!("{concurrency} clients, closed loop"),
+            )
+            .measured(measured)
+            .baseline("raw INSERT tx (sqlx, pool 16)", baseline.clone());
+            if let Some(ratio) = row.ratio {
+                row = row.goal(">= 0.5x raw INSERT", ratio, 0.5, true);
+            }
+            rows.push(row);
+        }
+    }
+    Ok((rows, peak))
+}
+
+/// Creates at a fixed rate, latency from each request's intended send time.
+pub async fn fixed(context: &Context, rate: f64) -> anyhow::Result<Row> {
+    eprintln!("  commands at a fixed {rate:.0}/s");
+    let shared = context.clone();
+    let outcome = fixed_rate(rate, context.plan.fixed_budget(), move |i| {
+        let context = shared.clone();
+        async move { command(&context, Kind::Create, i, &[], false).await }
+    })
+    .await?;
+    Ok(Row::new(
+        "commands",
+        "create project, fixed rate (latency from intended send)",
+        format!("{rate:.0}/s = half of peak"),
+    )
+    .measured(outcome.measurement(1, "req/s")))
+}
+
+/// The same loads with and without an `Idempotency-Key`, interleaved (A B A B) so that drift
+/// of the shared machine hits both alike.
+pub async fn idempotency(context: &Context) -> anyhow::Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    for (kind, figure) in [
+        (Kind::Create, "create with Idempotency-Key"),
+        (Kind::Update, "update with Idempotency-Key"),
+    ] {
+        eprintln!("  {figure}");
+        let mut plain: Option<Outcome> = None;
+        let mut keyed: Option<Outcome> = None;
+        for _ in 0..2 {
+            for (slot, with_key) in [(&mut plain, false), (&mut keyed, true)] {
+                let outcome =
+                    run_commands(context, kind, IDEMPOTENCY_CONCURRENCY, with_key).await?;
+                match slot {
+                    Some(total) => total.merge(&outcome)?,
+                    None => *slot = Some(outcome),
+                }
+            }
+        }
+        let (Some(plain), Some(keyed)) = (plain, keyed) else {
+            anyhow::bail!("idempotency runs produced nothing");
+        };
+        let mut row = Row::new(
+            "idempotency",
+            figure,
+            format!("{IDEMPOTENCY_CONCURRENCY} clients, closed loop, 2x interleaved"),
+        )
+        .measured(keyed.measurement(1, "req/s"))
+        .baseline("same load without keys", plain.measurement(1, "req/s"));
+        if let Some(ratio) = row.ratio {
+            row = row.goal("overhead <= 10%", (1.0 - ratio) * 100.0, 10.0, false);
+        }
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// One create whose answer carries a consistency token (used to wait for the projector).
+pub async fn create_one(http: &Http, command: &str) -> anyhow::Result<(Uuid, String)> {
+    let id = Uuid::now_v7();
+    let body = format!(r#"{{"id":"{id}","name":"bench marker"}}"#);
+    let answer = http
+        .send(
+            Method::POST,
+            &format!("{command}/api/v1/projects"),
+            &[],
+            Some(Bytes::from(body)),
+        )
+        .await?
+        .expect(&[201])?;
+    let token = answer
+        .header("x-consistency-token")
+        .ok_or_else(|| anyhow::anyhow!("a create answered without X-Consistency-Token"))?
+        .to_owned();
+    Ok((id, token))
+}

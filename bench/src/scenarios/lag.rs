@@ -1,0 +1,158 @@
+//! Projection lag: from a command's 2xx to the moment the query API shows its result, under a
+//! steady fixed-rate load.
+//!
+//! Most commands are followed by one GET carrying the command's `X-Consistency-Token` (the
+//! query API holds it until the projection covers the token), which measures lag without
+//! adding polling load; one in ten is instead polled (a plain GET every 2 ms until it stops
+//! answering 404), a cross-check that does not depend on the query API's wait.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Method;
+use uuid::Uuid;
+
+use crate::client::OpError;
+use crate::load::fixed_rate;
+use crate::report::{Measurement, Row, new_histogram, record};
+use crate::scenarios::{Context, scrape};
+
+/// Polling interval of the cross-check.
+const POLL_EVERY: Duration = Duration::from_millis(2);
+
+/// Longest a poll waits for visibility.
+const POLL_LIMIT: Duration = Duration::from_secs(6);
+
+/// Runs creates at `rate` per second and measures how long each takes to become visible.
+pub async fn lag(context: &Context, rate: f64) -> anyhow::Result<Vec<Row>> {
+    eprintln!("  projection lag at {rate:.0}/s");
+    let token_lag = Arc::new(Mutex::new(new_histogram()?));
+    let poll_lag = Arc::new(Mutex::new(new_histogram()?));
+    let shared = (
+        context.clone(),
+        Arc::clone(&token_lag),
+        Arc::clone(&poll_lag),
+    );
+    let metrics = [
+        "projector_events_applied_total",
+        "projector_batch_duration_seconds_count",
+        "projector_batch_duration_seconds_sum",
+    ];
+    let mut before = Vec::new();
+    for name in metrics {
+        before.push(scrape(&context.http, &context.projector, name).await);
+    }
+    let started = Instant::now();
+    let outcome = fixed_rate(rate, context.plan.fixed_budget(), move |i| {
+        let (context, token_lag, poll_lag) = shared.clone();
+        async move {
+            let id = Uuid::now_v7();
+            let body = format!(r#"{{"id":"{id}","name":"lag probe {i}"}}"#);
+            let answer = context
+                .http
+                .send(
+                    Method::POST,
+                    &format!("{}/api/v1/projects", context.command),
+                    &[],
+                    Some(Bytes::from(body)),
+                )
+                .await?
+                .expect(&[201])?;
+            let acknowledged = Instant::now();
+            let url = format!("{}/api/v1/projects/{id}", context.query);
+            if i % 10 == 0 {
+                loop {
+                    let answer = context.http.get(&url, &[]).await?;
+                    if answer.status.as_u16() == 200 {
+                        break;
+                    }
+                    answer.expect(&[404])?;
+                    if acknowledged.elapsed() > POLL_LIMIT {
+                        return Err(OpError::Invalid("not visible after 6 s of polling".into()));
+                    }
+                    tokio::time::sleep(POLL_EVERY).await;
+                }
+                if let Ok(mut histogram) = poll_lag.lock() {
+                    record(&mut histogram, acknowledged.elapsed());
+                }
+            } else {
+                let token = answer
+                    .header("x-consistency-token")
+                    .ok_or_else(|| OpError::Invalid("no X-Consistency-Token".into()))?
+                    .to_owned();
+                context
+                    .http
+                    .get(&url, &[("x-consistency-token", &token)])
+                    .await?
+                    .expect(&[200])?;
+                if let Ok(mut histogram) = token_lag.lock() {
+                    record(&mut histogram, acknowledged.elapsed());
+                }
+            }
+            if let Ok(mut projects) = context.projects.lock() {
+                projects.push(id);
+            }
+            Ok(())
+        }
+    })
+    .await?;
+    let elapsed = started.elapsed();
+    let mut after = Vec::new();
+    for name in metrics {
+        after.push(scrape(&context.http, &context.projector, name).await);
+    }
+    let delta = |i: usize| match (
+        before.get(i).copied().flatten(),
+        after.get(i).copied().flatten(),
+    ) {
+        (Some(b), Some(a)) => Some(a - b),
+        _ => None,
+    };
+    let projector_note = match (delta(0), delta(1), delta(2)) {
+        (Some(events), Some(batches), Some(seconds)) if batches > 0.0 => format!(
+            "; projector meanwhile: {events:.0} events in {batches:.0} batches, \
+             {:.1} events/batch, {:.2} ms/batch, busy {:.0}% of the run",
+            events / batches,
+            seconds * 1000.0 / batches,
+            seconds * 100.0 / elapsed.as_secs_f64()
+        ),
+        _ => "; projector metrics unavailable".to_owned(),
+    };
+    let load = format!("{rate:.0} creates/s fixed rate (half of peak)");
+    let snapshot = |histogram: &Arc<Mutex<_>>| {
+        histogram
+            .lock()
+            .map(|histogram| Measurement::from_histogram(&histogram, 0, elapsed, 1, "probes/s"))
+            .map_err(|_| anyhow::anyhow!("a lag probe panicked while recording"))
+    };
+    let token = snapshot(&token_lag)?;
+    let poll = snapshot(&poll_lag)?;
+    let mut rows = Vec::new();
+    let mut token_row = Row::new(
+        "projection lag",
+        "2xx -> visible (X-Consistency-Token wait)",
+        load.clone(),
+    )
+    .measured(token)
+    .note(format!(
+        "{} commands, {} failed; includes one GET round trip{projector_note}",
+        outcome.histogram.len(),
+        outcome.errors
+    ));
+    if let Some(p99) = token_row.measured.as_ref().and_then(|m| m.p99_ms) {
+        token_row = token_row.goal("p99 < 100 ms", p99, 100.0, false);
+    }
+    rows.push(token_row);
+    let mut poll_row = Row::new(
+        "projection lag",
+        "2xx -> visible (GET polled every 2 ms)",
+        load,
+    )
+    .measured(poll);
+    if let Some(p99) = poll_row.measured.as_ref().and_then(|m| m.p99_ms) {
+        poll_row = poll_row.goal("p99 < 100 ms", p99, 100.0, false);
+    }
+    rows.push(poll_row);
+    Ok(rows)
+}

@@ -1,0 +1,127 @@
+//! The measured hot paths, one module each, sharing a [`Context`].
+
+pub mod analytics;
+pub mod commands;
+pub mod lag;
+pub mod queries;
+pub mod rebuild;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::client::Http;
+use crate::load::Budget;
+
+/// How long each measured step runs; `--quick` shortens everything for smoke runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Plan {
+    /// One closed-loop step.
+    pub step: Duration,
+    /// One fixed-rate step.
+    pub fixed: Duration,
+    /// Events generated for the rebuild.
+    pub rebuild_events: i64,
+    /// Longest time the rebuild's catch-up may take before its rate is taken as it stands.
+    pub rebuild_limit: Duration,
+}
+
+impl Plan {
+    /// The plan of a full or `--quick` run.
+    pub fn new(quick: bool) -> Self {
+        if quick {
+            Self {
+                step: Duration::from_millis(1500),
+                fixed: Duration::from_secs(3),
+                rebuild_events: 50_000,
+                rebuild_limit: Duration::from_secs(60),
+            }
+        } else {
+            Self {
+                step: Duration::from_secs(6),
+                fixed: Duration::from_secs(10),
+                rebuild_events: 1_000_000,
+                rebuild_limit: Duration::from_secs(180),
+            }
+        }
+    }
+
+    /// The budget of one closed-loop step.
+    pub fn step_budget(&self) -> Budget {
+        Budget {
+            duration: self.step,
+            max_ops: 500_000,
+        }
+    }
+
+    /// The budget of one fixed-rate step.
+    pub fn fixed_budget(&self) -> Budget {
+        Budget {
+            duration: self.fixed,
+            max_ops: 200_000,
+        }
+    }
+}
+
+/// What every scenario needs.
+#[derive(Clone)]
+pub struct Context {
+    /// The load client.
+    pub http: Http,
+    /// `http://127.0.0.1:<port>` of the command API.
+    pub command: String,
+    /// Same for the query API.
+    pub query: String,
+    /// Same for the projector (health and metrics only).
+    pub projector: String,
+    /// The bench's own pool on the bench database, sized like a service's pool, for the
+    /// baselines.
+    pub pool: PgPool,
+    /// Durations and sizes.
+    pub plan: Plan,
+    /// Ids of the projects created so far (updates and queries use them).
+    pub projects: Arc<Mutex<Vec<Uuid>>>,
+}
+
+impl Context {
+    /// A snapshot of the created project ids.
+    pub fn project_ids(&self) -> Arc<Vec<Uuid>> {
+        Arc::new(
+            self.projects
+                .lock()
+                .map(|ids| ids.clone())
+                .unwrap_or_default(),
+        )
+    }
+}
+
+/// Sums every sample of the Prometheus metric `name` (all label sets) in `/metrics` of
+/// `base`; `None` when the metric is absent or the scrape fails.
+pub async fn scrape(http: &Http, base: &str, name: &str) -> Option<f64> {
+    let answer = http.get(&format!("{base}/metrics"), &[]).await.ok()?;
+    let text = String::from_utf8_lossy(&answer.body).into_owned();
+    let values: Vec<f64> = text
+        .lines()
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
+/// The metadata the command API stores with an event, in its usual shape, for baselines that
+/// write events themselves.
+pub fn sample_metadata() -> String {
+    serde_json::json!({
+        "actor": "anonymous",
+        "ip": "127.0.0.1",
+        "request_id": Uuid::now_v7().to_string(),
+        "correlation_id": Uuid::now_v7().to_string(),
+        "causation_id": Uuid::now_v7().to_string(),
+    })
+    .to_string()
+}

@@ -1,0 +1,298 @@
+//! Starting the system under test the same way every run: a fresh database, the three release
+//! binaries as child processes on free loopback ports, readiness, peak memory, and SIGTERM at
+//! the end.
+//!
+//! Everything here targets the PostgreSQL server on 127.0.0.1:5432 and loopback ports only.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions as _, PgPool};
+
+use crate::client::Http;
+use crate::report::Memory;
+
+/// The server every run uses: this machine's PostgreSQL, trust auth.
+pub const SERVER_URL: &str = "postgres://postgres@127.0.0.1:5432";
+
+/// The service binaries, by the names `cargo build --release --workspace --bins` gives them.
+pub const SERVICES: [&str; 3] = ["command-api", "query-api", "projector"];
+
+/// The URL of database `name` on [`SERVER_URL`].
+pub fn database_url(name: &str) -> String {
+    format!("{SERVER_URL}/{name}")
+}
+
+/// Drops `name` (forcibly: a previous run may have left sessions) and creates it empty.
+pub async fn recreate_database(name: &str) -> anyhow::Result<()> {
+    let options: PgConnectOptions = database_url("postgres")
+        .parse()
+        .context("parsing the server URL")?;
+    let mut admin = options
+        .connect()
+        .await
+        .context("connecting to PostgreSQL on 127.0.0.1:5432 as postgres")?;
+    // `name` is one of our constants, never input, so quoting it is enough.
+    let quoted = name.replace('"', "\"\"");
+    sqlx::query(&format!(
+        "DROP DATABASE IF EXISTS \"{quoted}\" WITH (FORCE)"
+    ))
+    .execute(&mut admin)
+    .await
+    .with_context(|| format!("dropping database {name}"))?;
+    sqlx::query(&format!("CREATE DATABASE \"{quoted}\""))
+        .execute(&mut admin)
+        .await
+        .with_context(|| format!("creating database {name}"))?;
+    Ok(())
+}
+
+/// A pool on database `name` with at most `max` connections; the same session settings as
+/// the services (an idle transaction would hold every commit-safe reader back).
+pub async fn pool(name: &str, max: u32) -> anyhow::Result<PgPool> {
+    let options: PgConnectOptions = database_url(name)
+        .parse()
+        .context("parsing the database URL")?;
+    let options = options
+        .options([("idle_in_transaction_session_timeout", "30s")])
+        .disable_statement_logging();
+    PgPoolOptions::new()
+        .max_connections(max)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(options)
+        .await
+        .with_context(|| format!("connecting to database {name}"))
+}
+
+/// Where the release binaries are: `BENCH_BIN_DIR`, else the workspace's `target/release`.
+pub fn binary_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("BENCH_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join("target")
+        },
+        PathBuf::from,
+    );
+    target.join("release")
+}
+
+/// Checks that every service binary exists, naming the build command when one does not.
+pub fn check_binaries(dir: &Path) -> anyhow::Result<()> {
+    let missing: Vec<_> = SERVICES
+        .iter()
+        .filter(|name| !dir.join(name).is_file())
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "missing release binaries {missing:?} in {}: build them first with \
+             `cargo build --release --workspace --bins` (or point BENCH_BIN_DIR at them)",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// A free loopback port: bound to port 0, read back, released. Another process could take it
+/// in between, in which case the service fails to bind and the run says so.
+fn free_port() -> anyhow::Result<u16> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("finding a free port")?;
+    Ok(listener
+        .local_addr()
+        .context("reading the free port")?
+        .port())
+}
+
+/// One running service.
+pub struct Service {
+    /// Its name.
+    pub name: &'static str,
+    /// Its base URL, `http://127.0.0.1:<port>`.
+    pub base: String,
+    child: Child,
+    log: PathBuf,
+}
+
+/// The three services, stopped (SIGTERM, then SIGKILL after a grace period) when dropped.
+pub struct System {
+    /// command-api, query-api, projector, in that order.
+    pub services: Vec<Service>,
+}
+
+impl System {
+    /// Spawns the three binaries from `dir` against database `database`, logging to
+    /// `log_dir`, and waits until each answers `/readyz`.
+    pub async fn start(
+        dir: &Path,
+        database: &str,
+        log_dir: &Path,
+        http: &Http,
+    ) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(log_dir)
+            .with_context(|| format!("creating {}", log_dir.display()))?;
+        let mut system = Self {
+            services: Vec::new(),
+        };
+        for name in SERVICES {
+            let port = free_port()?;
+            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+            let addr_var = match name {
+                "command-api" => "COMMAND_API_ADDR",
+                "query-api" => "QUERY_API_ADDR",
+                _ => "PROJECTOR_ADDR",
+            };
+            let log = log_dir.join(format!("{name}.log"));
+            let file = std::fs::File::create(&log)
+                .with_context(|| format!("creating {}", log.display()))?;
+            let err = file.try_clone().context("duplicating the log handle")?;
+            let child = Command::new(dir.join(name))
+                .env("DATABASE_URL", database_url(database))
+                .env(addr_var, addr.to_string())
+                // The bench measures the services, not their relay: the broker may be absent.
+                .env("RELAY_ENABLED", "false")
+                // Info logs per request would measure the terminal; warnings still show trouble.
+                .env(
+                    "RUST_LOG",
+                    std::env::var("BENCH_SERVICE_LOG").unwrap_or_else(|_| "warn".into()),
+                )
+                .stdin(Stdio::null())
+                .stdout(file)
+                .stderr(err)
+                .spawn()
+                .with_context(|| format!("starting {}", dir.join(name).display()))?;
+            system.services.push(Service {
+                name,
+                base: format!("http://{addr}"),
+                child,
+                log,
+            });
+            // Each binary migrates at start; starting them one after the other keeps the
+            // migration lock uncontended and a failure attributable.
+            system.wait_ready(name, http).await?;
+        }
+        Ok(system)
+    }
+
+    async fn wait_ready(&mut self, name: &str, http: &Http) -> anyhow::Result<()> {
+        let service = self
+            .services
+            .iter_mut()
+            .find(|service| service.name == name)
+            .context("service not started")?;
+        let started = Instant::now();
+        let url = format!("{}/readyz", service.base);
+        loop {
+            if let Some(status) = service.child.try_wait().context("polling a child")? {
+                bail!(
+                    "{name} exited with {status} before it was ready; see {}",
+                    service.log.display()
+                );
+            }
+            if let Ok(answer) = http.get(&url, &[]).await
+                && answer.status.is_success()
+            {
+                return Ok(());
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                bail!("{name} not ready after 60 s; see {}", service.log.display());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The base URL of `name`.
+    pub fn base(&self, name: &str) -> anyhow::Result<&str> {
+        self.services
+            .iter()
+            .find(|service| service.name == name)
+            .map(|service| service.base.as_str())
+            .with_context(|| format!("no service {name}"))
+    }
+
+    /// Each service's name and process id.
+    pub fn pids(&self) -> Vec<(&'static str, u32)> {
+        self.services
+            .iter()
+            .map(|service| (service.name, service.child.id()))
+            .collect()
+    }
+
+    /// Peak and current resident memory of each service, from `/proc/<pid>/status`.
+    pub fn memory(&self) -> Vec<Memory> {
+        self.services
+            .iter()
+            .map(|service| {
+                let status =
+                    std::fs::read_to_string(format!("/proc/{}/status", service.child.id()))
+                        .unwrap_or_default();
+                Memory {
+                    service: service.name.to_owned(),
+                    peak_rss_mib: status_kib(&status, "VmHWM:").map(|kib| kib as f64 / 1024.0),
+                    rss_mib: status_kib(&status, "VmRSS:").map(|kib| kib as f64 / 1024.0),
+                }
+            })
+            .collect()
+    }
+
+    /// Sends SIGTERM to every service and waits (at most 15 s each) for it to exit, then kills
+    /// what is left.
+    pub fn stop(&mut self) {
+        for service in &mut self.services {
+            if matches!(service.child.try_wait(), Ok(Some(_))) {
+                continue;
+            }
+            // std can only SIGKILL; `kill` sends the SIGTERM that starts a graceful shutdown.
+            let _ = Command::new("kill")
+                .args(["-TERM", &service.child.id().to_string()])
+                .status();
+        }
+        for service in &mut self.services {
+            let deadline = Instant::now() + Duration::from_secs(15);
+            loop {
+                match service.child.try_wait() {
+                    Ok(Some(_)) | Err(_) => break,
+                    Ok(None) if Instant::now() >= deadline => {
+                        eprintln!("{} ignored SIGTERM for 15 s; killing it", service.name);
+                        let _ = service.child.kill();
+                        let _ = service.child.wait();
+                        break;
+                    }
+                    Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+                }
+            }
+        }
+    }
+}
+
+impl Drop for System {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn status_kib(status: &str, field: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peak_memory_is_read_from_proc_status() {
+        let status = "Name:\tx\nVmHWM:\t   12345 kB\nVmRSS:\t  100 kB\n";
+        assert_eq!(status_kib(status, "VmHWM:"), Some(12345));
+        assert_eq!(status_kib(status, "VmRSS:"), Some(100));
+        assert_eq!(status_kib(status, "VmSwap:"), None);
+    }
+}

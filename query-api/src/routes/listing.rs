@@ -251,9 +251,18 @@ pub async fn fetch_page<R: ListRequest>(
     request: &R,
 ) -> Result<Page<R::Item>, sqlx::Error> {
     let page = request.page();
+    // The total is an uncorrelated subquery, computed once per statement in the page's own
+    // snapshot. A `count(*) OVER ()` window instead makes the page query read and sort every
+    // matching row before its LIMIT (43 ms against 4 ms at 40k projects, docs/PERFORMANCE.md).
     let mut query = QueryBuilder::new(format!(
-        "SELECT {}, count(*) OVER () AS total FROM {} WHERE {}",
+        "SELECT {}, (SELECT count(*) FROM {} WHERE {}",
         R::Item::COLUMNS,
+        R::Item::TABLE,
+        R::Item::VISIBLE
+    ));
+    request.push_filters(&mut query);
+    query.push(format!(
+        ") AS total FROM {} WHERE {}",
         R::Item::TABLE,
         R::Item::VISIBLE
     ));
@@ -265,8 +274,8 @@ pub async fn fetch_page<R: ListRequest>(
         .push_bind(page.offset());
     let rows: Vec<Counted<R::Item>> = query.build_query_as().fetch_all(pool).await?;
 
-    // The window count comes with the rows; a page past the end has no rows to carry it, so
-    // only then is the total counted on its own.
+    // The count comes with the rows; a page past the end has no rows to carry it, so only
+    // then is the total counted on its own.
     let total = match rows.first() {
         Some(row) => row.total,
         None if page.page > 1 => {

@@ -1,5 +1,5 @@
 //! Running a command against an aggregate: load its stream, decide, append, retry on a lost
-//! race, and complete the request's idempotency claim in the append transaction.
+//! race, and complete the request's idempotency claim in the statement that appends.
 //!
 //! This is cqrs-es's `CqrsFramework::execute_with_metadata` loop (load, `handle` into an
 //! `EventSink`, commit) written out, because the framework returns `()` and we need what the
@@ -90,6 +90,17 @@ fn load_error<E: std::error::Error>(error: AggregateError<E>) -> ExecuteError<E>
         }
         other => ExecuteError::Store(other.to_string()),
     }
+}
+
+/// The answer field holding the consistency token.
+pub const TOKEN_FIELD: &str = "consistency_token";
+
+/// `answer` without its consistency token, for storing.
+fn without_token(mut answer: StoredAnswer) -> StoredAnswer {
+    if let Some(body) = answer.body.as_object_mut() {
+        body.remove(TOKEN_FIELD);
+    }
+    answer
 }
 
 /// What the caller asks of one execution.
@@ -192,20 +203,24 @@ where
                     receipt.last
                 },
             };
-            let build_answer = |receipt: &store::AppendReceipt| (request.answer)(&outcome(receipt));
-            let completion = request.claim.map(|claim| {
-                (
-                    claim,
-                    &build_answer as &(dyn Fn(&store::AppendReceipt) -> StoredAnswer + Sync),
-                )
-            });
-            if new_events.is_empty() && completion.is_none() {
+            if new_events.is_empty() && request.claim.is_none() {
                 let committed = outcome(&store::AppendReceipt {
                     last: LogPosition::START,
                     count: 0,
                 });
                 return Ok((committed, (request.answer)(&committed)));
             }
+            // The stored answer is written with the events, before their position exists; a
+            // replay puts the token back from the stream revision (idempotency::claim).
+            let stored = request.claim.map(|claim| {
+                let planned = Committed {
+                    version,
+                    appended: new_events.len(),
+                    position: LogPosition::START,
+                };
+                (claim, without_token((request.answer)(&planned)))
+            });
+            let completion = stored.as_ref().map(|(claim, answer)| (*claim, answer));
             match store::append(&self.pool, &new_events, completion).await {
                 Ok(receipt) => {
                     if receipt.count > 0 {

@@ -1,18 +1,23 @@
 //! Idempotency keys: claim a key before running a command, replay the stored answer for a
 //! repeat, refuse a key reused for another request or still in flight.
 //!
-//! The claim is a row with no status; the append transaction completes it with the answer
-//! (see `execute`), so "events appended" and "answer stored" commit together. A claim whose
-//! owner died before committing expires after a lease and is taken over; the dead attempt
-//! appended nothing, so running the command again appends once.
+//! The claim is a row with no status; the statement that appends the events completes it with
+//! the answer (see `execute`), so "events appended" and "answer stored" commit together. A
+//! claim whose owner died before committing expires after a lease and is taken over; the dead
+//! attempt appended nothing, so running the command again appends once. The stored answer
+//! names the stream revision its request wrote last; a replay reads that event's position to
+//! give back the same consistency token.
 
 use std::time::Duration;
 
 use events::store::{IdempotencyClaim, StoredAnswer};
+use events::{ConsistencyToken, LogPosition};
 use service_kit::shutdown::Shutdown;
 use sha2::{Digest as _, Sha256};
 use sqlx::PgPool;
 use uuid::Uuid;
+
+use crate::execute::TOKEN_FIELD;
 
 /// What a claim attempt found.
 #[derive(Debug)]
@@ -53,13 +58,41 @@ pub fn is_valid_key(key: &str) -> bool {
     (1..=255).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic())
 }
 
-type StoredRow = (
-    Vec<u8>,
-    Option<i16>,
-    Option<sqlx::types::Json<serde_json::Value>>,
-    Option<String>,
-    Option<String>,
-);
+/// A stored record, with the log position of the stream revision its request appended last.
+#[derive(sqlx::FromRow)]
+struct StoredRow {
+    fingerprint: Vec<u8>,
+    status: Option<i16>,
+    response_body: Option<sqlx::types::Json<serde_json::Value>>,
+    location: Option<String>,
+    etag: Option<String>,
+    tx_id: Option<i64>,
+    position: Option<i64>,
+}
+
+impl StoredRow {
+    /// The stored answer with its consistency token put back (the start of the log for a
+    /// request that appended nothing).
+    fn answer(self) -> Option<StoredAnswer> {
+        let (status, mut body) = (self.status?, self.response_body?.0);
+        let position = match (self.tx_id, self.position) {
+            (Some(tx_id), Some(position)) => LogPosition { tx_id, position },
+            _ => LogPosition::START,
+        };
+        if let Some(fields) = body.as_object_mut() {
+            fields.insert(
+                TOKEN_FIELD.to_owned(),
+                ConsistencyToken(position).encode().into(),
+            );
+        }
+        Some(StoredAnswer {
+            status: u16::try_from(status).unwrap_or(500),
+            body,
+            location: self.location,
+            etag: self.etag,
+        })
+    }
+}
 
 /// Claims `key` for `principal`, or says why not. `lease` is how long a claim may stay
 /// incomplete before another attempt may take it over.
@@ -99,22 +132,24 @@ pub async fn claim(
         }));
     }
     let row: Option<StoredRow> = sqlx::query_as(
-        "SELECT fingerprint, status, response_body, location, etag \
-           FROM idempotency_keys WHERE principal = $1 AND key = $2",
+        "SELECT k.fingerprint, k.status, k.response_body, k.location, k.etag, \
+                e.tx_id::text::bigint AS tx_id, e.global_position AS position \
+           FROM idempotency_keys AS k \
+           LEFT JOIN events AS e \
+             ON e.aggregate_type = k.stream_type AND e.aggregate_id = k.stream_id \
+            AND e.sequence = k.stream_version \
+          WHERE k.principal = $1 AND k.key = $2",
     )
     .bind(principal)
     .bind(key)
     .fetch_optional(pool)
     .await?;
     match row {
-        Some((stored, _, _, _, _)) if stored != fingerprint => Err(IdempotencyError::Mismatch),
-        Some((_, Some(status), Some(body), location, etag)) => Ok(Claim::Replay(StoredAnswer {
-            status: u16::try_from(status).unwrap_or(500),
-            body: body.0,
-            location,
-            etag,
-        })),
-        Some(_) => Err(IdempotencyError::InFlight),
+        Some(row) if row.fingerprint != fingerprint => Err(IdempotencyError::Mismatch),
+        Some(row) => row
+            .answer()
+            .map(Claim::Replay)
+            .ok_or(IdempotencyError::InFlight),
         // Released between our two statements: the key is free again.
         None => Box::pin(claim(pool, principal, key, fingerprint, lease)).await,
     }

@@ -1,8 +1,8 @@
 //! Appending to the event store, and loading aggregates through cqrs-es and postgres-es.
 //!
 //! Loading goes through postgres-es's repository (with the upcasters of schema evolution).
-//! Appending is ours: one statement inserts every event of a command and returns their log
-//! positions, and the same transaction completes the request's idempotency claim, so a stored
+//! Appending is ours: one statement inserts every event of a command, returns their log
+//! positions and, for a request with an idempotency key, completes its claim, so a stored
 //! answer exists exactly when its events do (docs/decisions/0003-atomic-idempotency.md).
 
 use cqrs_es::persist::{EventUpcaster, PersistedEventStore};
@@ -55,7 +55,9 @@ pub struct IdempotencyClaim {
     pub owner: Uuid,
 }
 
-/// The answer stored for an idempotent request, replayed for its repeats.
+/// The answer stored for an idempotent request, replayed for its repeats. It carries no log
+/// position: the append that stores it runs as one statement, before positions exist; a
+/// replay reads the position of the stream revision the append wrote last.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredAnswer {
     /// HTTP status.
@@ -67,9 +69,6 @@ pub struct StoredAnswer {
     /// `ETag` header.
     pub etag: Option<String>,
 }
-
-/// Builds the stored answer of a request from what its append wrote.
-pub type AnswerFn<'a> = dyn Fn(&AppendReceipt) -> StoredAnswer + Sync + 'a;
 
 /// Why an append did not happen. Nothing was written in any case.
 #[derive(Debug, thiserror::Error)]
@@ -85,23 +84,27 @@ pub enum AppendError {
     Database(#[from] sqlx::Error),
 }
 
-/// Appends `events` in one transaction, completing `completion`'s claim with the answer it
-/// builds from the receipt, and returns where the events landed.
+/// Appends `events` atomically and returns where they landed. With a `completion`, the same
+/// statement completes the request's idempotency claim with its answer, and appends nothing
+/// when the claim was taken over ([`AppendError::ClaimLost`]).
 pub async fn append(
     pool: &PgPool,
     events: &[NewEvent],
-    completion: Option<(&IdempotencyClaim, &AnswerFn<'_>)>,
+    completion: Option<(&IdempotencyClaim, &StoredAnswer)>,
 ) -> Result<AppendReceipt, AppendError> {
-    let Some((claim, answer)) = completion else {
-        // One INSERT is atomic on its own: no BEGIN and COMMIT round trips.
-        let mut connection = pool.acquire().await?;
-        return insert(&mut connection, events).await;
-    };
-    let mut tx = pool.begin().await?;
-    let receipt = append_in(&mut tx, events).await?;
-    complete_claim(&mut tx, claim, &answer(&receipt)).await?;
-    tx.commit().await.map_err(classify)?;
-    Ok(receipt)
+    let mut connection = pool.acquire().await?;
+    match completion {
+        // A command that changed nothing still answers, and its answer is still stored.
+        Some((claim, answer)) if events.is_empty() => {
+            complete_claim(&mut connection, claim, answer).await?;
+            Ok(AppendReceipt {
+                last: LogPosition::START,
+                count: 0,
+            })
+        }
+        // One statement is atomic on its own: no BEGIN and COMMIT round trips.
+        _ => insert(&mut connection, events, completion).await,
+    }
 }
 
 /// Appends `events` inside the caller's transaction (for batch writers that add rows of their
@@ -110,13 +113,14 @@ pub async fn append_in(
     tx: &mut Transaction<'_, Postgres>,
     events: &[NewEvent],
 ) -> Result<AppendReceipt, AppendError> {
-    insert(tx, events).await
+    insert(tx, events, None).await
 }
 
-/// The one statement that appends `events`.
+/// The one statement that appends `events`, and completes `completion`'s claim when given.
 async fn insert(
     connection: &mut PgConnection,
     events: &[NewEvent],
+    completion: Option<(&IdempotencyClaim, &StoredAnswer)>,
 ) -> Result<AppendReceipt, AppendError> {
     let mut ids = Vec::with_capacity(events.len());
     let mut types = Vec::with_capacity(events.len());
@@ -137,8 +141,25 @@ async fn insert(
         metadata.push(event.metadata.to_string());
     }
     // One round trip for the whole batch; WITH ORDINALITY keeps positions in input order.
-    let rows: Vec<(i64, i64)> = sqlx::query_as(
-        "INSERT INTO events (event_id, aggregate_type, aggregate_id, sequence, event_type, \
+    // With a claim, a data-modifying CTE completes it and the insert depends on it, so both
+    // land or neither does (the whole statement fails on a revision conflict).
+    let (claim_cte, claim_guard) = if completion.is_some() {
+        (
+            "WITH claim AS ( \
+               UPDATE idempotency_keys \
+                  SET status = $9, response_body = $10, location = $11, etag = $12, \
+                      stream_type = $13, stream_id = $14, stream_version = $15, \
+                      completed_at = now(), owner = NULL \
+                WHERE principal = $16 AND key = $17 AND owner = $18 AND status IS NULL \
+               RETURNING 1) ",
+            "WHERE EXISTS (SELECT 1 FROM claim) ",
+        )
+    } else {
+        ("", "")
+    };
+    let sql = format!(
+        "{claim_cte}\
+         INSERT INTO events (event_id, aggregate_type, aggregate_id, sequence, event_type, \
                              event_version, payload, metadata) \
          SELECT e.event_id, e.aggregate_type, e.aggregate_id, e.sequence, e.event_type, \
                 e.event_version, e.payload::json, e.metadata::json \
@@ -146,20 +167,37 @@ async fn insert(
                        $6::text[], $7::text[], $8::text[]) \
                 WITH ORDINALITY AS e(event_id, aggregate_type, aggregate_id, sequence, \
                                      event_type, event_version, payload, metadata, n) \
+          {claim_guard}\
           ORDER BY e.n \
-         RETURNING tx_id::text::bigint, global_position",
-    )
-    .bind(&ids)
-    .bind(&types)
-    .bind(&aggregate_ids)
-    .bind(&sequences)
-    .bind(&event_types)
-    .bind(&versions)
-    .bind(&payloads)
-    .bind(&metadata)
-    .fetch_all(&mut *connection)
-    .await
-    .map_err(classify)?;
+         RETURNING tx_id::text::bigint, global_position"
+    );
+    let mut query = sqlx::query_as(&sql)
+        .bind(&ids)
+        .bind(&types)
+        .bind(&aggregate_ids)
+        .bind(&sequences)
+        .bind(&event_types)
+        .bind(&versions)
+        .bind(&payloads)
+        .bind(&metadata);
+    if let Some((claim, answer)) = completion {
+        let last = events.last();
+        query = query
+            .bind(i16::try_from(answer.status).unwrap_or(i16::MAX))
+            .bind(sqlx::types::Json(&answer.body))
+            .bind(&answer.location)
+            .bind(&answer.etag)
+            .bind(last.map(|event| event.aggregate_type.as_str()))
+            .bind(last.map(|event| event.aggregate_id.as_str()))
+            .bind(last.map(|event| event.sequence))
+            .bind(&claim.principal)
+            .bind(&claim.key)
+            .bind(claim.owner);
+    }
+    let rows: Vec<(i64, i64)> = query.fetch_all(&mut *connection).await.map_err(classify)?;
+    if completion.is_some() && rows.len() != events.len() {
+        return Err(AppendError::ClaimLost);
+    }
     let last = rows
         .iter()
         .map(|&(tx_id, position)| LogPosition { tx_id, position })
@@ -171,10 +209,9 @@ async fn insert(
     })
 }
 
-/// Completes a claim with its answer inside the append transaction; fails when the claim was
-/// taken over, which rolls the append back.
-pub async fn complete_claim(
-    tx: &mut Transaction<'_, Postgres>,
+/// Completes a claim whose request appended nothing; fails when the claim was taken over.
+async fn complete_claim(
+    connection: &mut PgConnection,
     claim: &IdempotencyClaim,
     answer: &StoredAnswer,
 ) -> Result<(), AppendError> {
@@ -191,7 +228,7 @@ pub async fn complete_claim(
     .bind(sqlx::types::Json(&answer.body))
     .bind(&answer.location)
     .bind(&answer.etag)
-    .execute(&mut **tx)
+    .execute(&mut *connection)
     .await?;
     if updated.rows_affected() == 1 {
         Ok(())

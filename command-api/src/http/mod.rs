@@ -149,7 +149,7 @@ pub fn respond(answer: StoredAnswer, replayed: bool) -> Response {
     let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK);
     let token = answer
         .body
-        .get("consistency_token")
+        .get(crate::execute::TOKEN_FIELD)
         .and_then(|token| token.as_str())
         .and_then(|token| HeaderValue::from_str(token).ok());
     let mut response = (status, Json(answer.body)).into_response();

@@ -187,3 +187,78 @@ async fn expired_answers_are_purged(pool: PgPool) {
         1
     );
 }
+
+#[sqlx::test(migrator = "events::MIGRATOR")]
+async fn an_append_whose_claim_was_taken_over_appends_nothing(pool: PgPool) {
+    use events::store::{AppendError, IdempotencyClaim, NewEvent, StoredAnswer, append};
+
+    let fingerprint = idempotency::fingerprint("POST", "/api/v1/projects", b"{}");
+    let Claim::Owned(current) = idempotency::claim(
+        &pool,
+        "anonymous",
+        "key-9",
+        &fingerprint,
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap() else {
+        panic!("a fresh key is claimed");
+    };
+    // The attempt that held the claim before the takeover tries to finish.
+    let stale = IdempotencyClaim {
+        owner: uuid::Uuid::now_v7(),
+        ..current.clone()
+    };
+    let event = NewEvent {
+        event_id: uuid::Uuid::now_v7(),
+        aggregate_type: "Project".into(),
+        aggregate_id: uuid::Uuid::now_v7().to_string(),
+        sequence: 1,
+        event_type: "ProjectArchived".into(),
+        event_version: "1".into(),
+        payload: json!({ "ProjectArchived": {} }),
+        metadata: json!({ "actor": "anonymous" }),
+    };
+    let answer = StoredAnswer {
+        status: 200,
+        body: json!({}),
+        location: None,
+        etag: None,
+    };
+    let outcome = append(&pool, std::slice::from_ref(&event), Some((&stale, &answer))).await;
+    assert!(
+        matches!(outcome, Err(AppendError::ClaimLost)),
+        "{outcome:?}"
+    );
+    assert_eq!(event_count(&pool).await, 0);
+
+    // The current owner completes it, events and answer together.
+    append(&pool, &[event], Some((&current, &answer)))
+        .await
+        .unwrap();
+    assert_eq!(event_count(&pool).await, 1);
+    let status: Option<i16> =
+        sqlx::query_scalar("SELECT status FROM idempotency_keys WHERE key = 'key-9'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(status, Some(200));
+}
+
+#[sqlx::test(migrator = "events::MIGRATOR")]
+async fn a_keyed_command_that_changes_nothing_replays_its_answer(pool: PgPool) {
+    let app = app(&pool);
+    let id = create_project(&app, "Apollo").await;
+    let same_name = || {
+        Call::patch(&format!("/api/v1/projects/{id}"))
+            .header("idempotency-key", "key-10")
+            .json(&json!({ "name": "Apollo" }))
+    };
+    let first = same_name().send(&app).await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert_eq!(first.body["version"], 1);
+    let replay = same_name().send(&app).await;
+    assert_eq!(replay.header("idempotent-replayed"), Some("true"));
+    assert_eq!(replay.body, first.body);
+    assert_eq!(event_count(&pool).await, 1);
+}

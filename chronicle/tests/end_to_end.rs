@@ -1,0 +1,253 @@
+//! The whole path for every resource, in one process against the real PostgreSQL: a command
+//! through the command API, the running projector (woken by the append notification), and a
+//! read-your-writes query through the query API with the command's consistency token.
+
+#![expect(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt as _;
+use serde_json::{Value, json};
+use service_kit::shutdown::Shutdown;
+use sqlx::PgPool;
+use tower::ServiceExt as _;
+
+struct System {
+    commands: Router,
+    queries: Router,
+    shutdown: Shutdown,
+    projector: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl System {
+    async fn start(pool: &PgPool) -> Self {
+        let settings = command_api::Settings {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            body_limit: 256 * 1024,
+            idempotency_ttl: Duration::from_secs(3600),
+            idempotency_lease: Duration::from_secs(30),
+            max_retries: 5,
+            request_timeout: Duration::from_secs(30),
+        };
+        let commands = command_api::router(command_api::AppState::new(
+            pool.clone(),
+            settings,
+            command_api::Hooks::default(),
+        ));
+        let query_settings = query_api::Settings {
+            // Generous: other tests' open transactions hold the cluster-wide horizon back.
+            consistency_wait: Duration::from_secs(20),
+            ..query_api::Settings::default()
+        };
+        let queries = query_api::router(query_api::app_state(pool.clone(), query_settings).await);
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let shutdown = Shutdown::new();
+        let projector = tokio::spawn(projector::run(
+            projector::Settings::local(port),
+            pool.clone(),
+            shutdown.clone(),
+        ));
+        Self {
+            commands,
+            queries,
+            shutdown,
+            projector,
+        }
+    }
+
+    async fn stop(self) {
+        self.shutdown.trigger();
+        tokio::time::timeout(Duration::from_secs(20), self.projector)
+            .await
+            .expect("the projector stops")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+async fn call(
+    app: &Router,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+    token: Option<&str>,
+) -> (StatusCode, Value) {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("x-request-id", "e2e-request");
+    if let Some(token) = token {
+        request = request.header("x-consistency-token", token);
+    }
+    let request = match body {
+        Some(body) => request
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string())),
+        None => request.body(Body::empty()),
+    }
+    .unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (status, body)
+}
+
+fn token(answer: &Value) -> String {
+    answer["consistency_token"].as_str().unwrap().to_owned()
+}
+
+#[sqlx::test(migrator = "events::MIGRATOR")]
+async fn every_resource_goes_from_command_to_a_consistent_read(pool: PgPool) {
+    let system = System::start(&pool).await;
+    let (c, q) = (&system.commands, &system.queries);
+
+    // Projects.
+    let (status, created) = call(
+        c,
+        "POST",
+        "/api/v1/projects",
+        Some(json!({"name": "Apollo"})),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_str().unwrap();
+    let (status, read) = call(
+        q,
+        "GET",
+        &format!("/api/v1/projects/{id}"),
+        None,
+        Some(&token(&created)),
+    )
+    .await;
+    assert_eq!(
+        (status, read["name"].as_str()),
+        (StatusCode::OK, Some("Apollo"))
+    );
+
+    // Support tickets: open, then move along the lifecycle.
+    let ticket = json!({"email": "ada@example.com", "subject": "Broken", "message": "It broke."});
+    let (status, opened) = call(c, "POST", "/api/v1/support/tickets", Some(ticket), None).await;
+    assert_eq!(status, StatusCode::CREATED, "{opened}");
+    let ticket_id = opened["id"].as_str().unwrap();
+    let (status, moved) = call(
+        c,
+        "POST",
+        &format!("/api/v1/support/tickets/{ticket_id}/status"),
+        Some(json!({"status": "in_progress"})),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{moved}");
+    let (_, read) = call(
+        q,
+        "GET",
+        &format!("/api/v1/support/tickets/{ticket_id}"),
+        None,
+        Some(&token(&moved)),
+    )
+    .await;
+    assert_eq!(
+        (read["status"].as_str(), read["version"].as_i64()),
+        (Some("in_progress"), Some(2))
+    );
+
+    // Community posts: a deleted post vanishes from reads.
+    let post = json!({"title": "Hello", "content": "First post", "author": "ada"});
+    let (status, published) = call(c, "POST", "/api/v1/community/posts", Some(post), None).await;
+    assert_eq!(status, StatusCode::CREATED, "{published}");
+    let post_id = published["id"].as_str().unwrap();
+    let (_, read) = call(
+        q,
+        "GET",
+        &format!("/api/v1/community/posts/{post_id}"),
+        None,
+        Some(&token(&published)),
+    )
+    .await;
+    assert_eq!(read["title"], "Hello");
+    let (status, deleted) = call(
+        c,
+        "DELETE",
+        &format!("/api/v1/community/posts/{post_id}"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{deleted}");
+    let (status, _) = call(
+        q,
+        "GET",
+        &format!("/api/v1/community/posts/{post_id}"),
+        None,
+        Some(&token(&deleted)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Service status: the latest report per service and the overall worst.
+    let (status, reported) = call(
+        c,
+        "POST",
+        "/api/v1/status/services/api-gateway/reports",
+        Some(json!({"status": "partial_outage", "description": "errors"})),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{reported}");
+    let (_, page) = call(q, "GET", "/api/v1/status", None, Some(&token(&reported))).await;
+    assert_eq!(page["overall"], "partial_outage");
+    assert_eq!(page["services"][0]["service_id"], "api-gateway");
+
+    // Analytics: a batch, then the daily summary.
+    let batch = json!({"events": [
+        {"name": "page.view", "session_id": "s1"},
+        {"name": "page.view", "session_id": "s2"},
+        {"name": "page.view", "session_id": "s1"},
+    ]});
+    let (status, accepted) = call(c, "POST", "/api/v1/analytics/events", Some(batch), None).await;
+    assert_eq!(
+        (status, accepted["accepted"].as_i64()),
+        (StatusCode::ACCEPTED, Some(3))
+    );
+    let (_, summary) = call(
+        q,
+        "GET",
+        "/api/v1/analytics/summary?name=page.view",
+        None,
+        Some(&token(&accepted)),
+    )
+    .await;
+    assert_eq!(summary["items"][0]["count"], 3, "{summary}");
+    assert_eq!(summary["items"][0]["unique_sessions"], 2, "{summary}");
+
+    // Auditors see every event, with the request's metadata, in commit order.
+    let (status, audit) = call(q, "GET", "/api/v1/audit/events?limit=1000", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let items = audit["items"].as_array().unwrap();
+    let types: Vec<&str> = items
+        .iter()
+        .map(|e| e["event_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types.len(), 7, "{types:?}");
+    assert_eq!(types[0], "ProjectCreated");
+    assert!(
+        items
+            .iter()
+            .all(|e| e["metadata"]["request_id"] == "e2e-request")
+    );
+    let positions: Vec<i64> = items
+        .iter()
+        .map(|e| e["position"].as_i64().unwrap())
+        .collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "{positions:?}");
+
+    system.stop().await;
+}

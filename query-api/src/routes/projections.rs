@@ -14,10 +14,14 @@ use crate::error::ApiError;
 use crate::openapi::ProblemDetails;
 
 /// Which aggregate types each projection reads, so its lag counts only events it will apply.
-/// A projection missing here (a relay, or a shadow being rebuilt under another name) is taken
-/// to read every event, which over- rather than under-states its lag.
+/// A projection missing here (the relay, or a shadow being rebuilt under another name) is taken
+/// to read every event, which over- rather than under-states its lag. Must match the
+/// projector's projections: `chronicle/tests/projection_sources.rs` checks that it does.
 pub const PROJECTION_SOURCES: &[(&str, &[&str])] = &[
     ("projects", &[events::project::AGGREGATE_TYPE]),
+    ("support_tickets", &[events::ticket::AGGREGATE_TYPE]),
+    ("community_posts", &[events::post::AGGREGATE_TYPE]),
+    ("service_status", &[events::status::AGGREGATE_TYPE]),
     ("analytics_daily", &[events::analytics::AGGREGATE_TYPE]),
 ];
 

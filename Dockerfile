@@ -4,7 +4,7 @@ WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --workspace --bins \
+    cargo build --release --locked -p command-api -p query-api -p projector -p chronicle \
     && mkdir -p /out \
     && cp target/release/command-api target/release/query-api target/release/projector \
           target/release/chronicle /out/

@@ -31,6 +31,7 @@ impl System {
             idempotency_lease: Duration::from_secs(30),
             max_retries: 5,
             request_timeout: Duration::from_secs(30),
+            trust_forwarded_for: false,
         };
         let commands = command_api::router(command_api::AppState::new(
             pool.clone(),

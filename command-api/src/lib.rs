@@ -45,6 +45,11 @@ pub struct Settings {
     pub max_retries: u32,
     /// `REQUEST_TIMEOUT_MS` (default 15000): a request running longer gets 503.
     pub request_timeout: Duration,
+    /// `TRUST_FORWARDED_FOR` (default false): behind one trusted proxy (the compose gateway),
+    /// record the client address that proxy appended to `X-Forwarded-For` instead of the
+    /// proxy's own. Leave off when clients can reach the service directly: they could then
+    /// write any address into the audit trail.
+    pub trust_forwarded_for: bool,
 }
 
 impl Settings {
@@ -57,6 +62,7 @@ impl Settings {
             idempotency_lease: Duration::from_secs(var_or("IDEMPOTENCY_LEASE_SECS", 30)?),
             max_retries: var_or("COMMAND_MAX_RETRIES", 5)?,
             request_timeout: Duration::from_millis(var_or("REQUEST_TIMEOUT_MS", 15_000)?),
+            trust_forwarded_for: var_or("TRUST_FORWARDED_FOR", false)?,
         })
     }
 }

@@ -12,6 +12,7 @@ use service_kit::http::{RequestId, client_ip, is_safe_id};
 use service_kit::problem::FieldError;
 use uuid::Uuid;
 
+use crate::AppState;
 use crate::idempotency;
 
 /// The principal every request acts as until accounts exist.
@@ -84,10 +85,10 @@ fn is_json(headers: &HeaderMap) -> bool {
     })
 }
 
-impl<S: Send + Sync> FromRequest<S> for CommandInput {
+impl FromRequest<AppState> for CommandInput {
     type Rejection = Problem;
 
-    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let (parts, body) = request.into_parts();
         let headers = &parts.headers;
         let idempotency_key = match header_str(headers, "idempotency-key") {
@@ -113,7 +114,11 @@ impl<S: Send + Sync> FromRequest<S> for CommandInput {
             .map(|agent| agent.chars().take(512).collect::<String>());
         let metadata = EventMetadata {
             actor: ANONYMOUS.to_owned(),
-            ip: client_ip(&parts.extensions),
+            ip: if state.settings.trust_forwarded_for {
+                forwarded_client(headers).or_else(|| client_ip(&parts.extensions))
+            } else {
+                client_ip(&parts.extensions)
+            },
             user_agent,
             request_id,
             correlation_id,
@@ -149,6 +154,21 @@ impl<S: Send + Sync> FromRequest<S> for CommandInput {
     }
 }
 
+/// The address the trusted proxy appended to `X-Forwarded-For`: the last one, since earlier
+/// entries were written by whoever sent the request and prove nothing.
+fn forwarded_client(headers: &HeaderMap) -> Option<String> {
+    let last = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .next_back()?;
+    last.trim()
+        .parse::<std::net::IpAddr>()
+        .ok()
+        .map(|ip| ip.to_string())
+}
+
 fn key_problem() -> Problem {
     Problem::validation(vec![FieldError::new(
         "Idempotency-Key",
@@ -178,6 +198,24 @@ mod tests {
         assert_eq!(if_match("W/\"7\"").ok(), Some(Some(7)));
         assert_eq!(if_match("7").ok(), Some(Some(7)));
         assert_eq!(if_match("*").ok(), Some(None));
+    }
+
+    #[test]
+    fn the_forwarded_client_is_the_address_the_proxy_appended() {
+        let mut headers = HeaderMap::new();
+        headers.append(
+            "x-forwarded-for",
+            "198.51.100.1, 10.0.0.7".parse().expect("value"),
+        );
+        headers.append("x-forwarded-for", "203.0.113.9".parse().expect("value"));
+        assert_eq!(forwarded_client(&headers).as_deref(), Some("203.0.113.9"));
+        let mut forged = HeaderMap::new();
+        forged.insert(
+            "x-forwarded-for",
+            "1.2.3.4, not-an-ip".parse().expect("value"),
+        );
+        assert_eq!(forwarded_client(&forged), None);
+        assert_eq!(forwarded_client(&HeaderMap::new()), None);
     }
 
     #[test]

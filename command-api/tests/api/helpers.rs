@@ -21,6 +21,7 @@ pub fn settings() -> Settings {
         idempotency_lease: Duration::from_secs(30),
         max_retries: 50,
         request_timeout: Duration::from_secs(30),
+        trust_forwarded_for: false,
     }
 }
 

@@ -171,3 +171,37 @@ async fn health_readiness_and_metrics_answer(pool: PgPool) {
         .await;
     assert_eq!(metrics.status, StatusCode::OK);
 }
+
+#[sqlx::test(migrator = "events::MIGRATOR")]
+async fn the_client_address_comes_from_x_forwarded_for_only_behind_a_trusted_proxy(pool: PgPool) {
+    let forwarded = |app: axum::Router, name: &'static str| async move {
+        Call::post("/api/v1/projects")
+            .header("x-forwarded-for", "198.51.100.1, 203.0.113.9")
+            .json(&json!({ "name": name }))
+            .send(&app)
+            .await
+    };
+    forwarded(app(&pool), "direct").await;
+    let mut trusting = settings();
+    trusting.trust_forwarded_for = true;
+    forwarded(
+        app_with(&pool, trusting, command_api::Hooks::default()),
+        "proxied",
+    )
+    .await;
+
+    let ips: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT payload->'ProjectCreated'->>'name', metadata->>'ip' FROM events ORDER BY global_position",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    // In-process calls have no socket address; only the trusting instance reads the header.
+    assert_eq!(
+        ips,
+        vec![
+            ("direct".to_owned(), None),
+            ("proxied".to_owned(), Some("203.0.113.9".to_owned())),
+        ]
+    );
+}

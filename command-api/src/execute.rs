@@ -74,11 +74,10 @@ impl<E: std::error::Error> From<AppendError> for ExecuteError<E> {
 }
 
 fn database_error<E: std::error::Error>(error: sqlx::Error) -> ExecuteError<E> {
-    match error {
-        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-            ExecuteError::Unavailable(error.to_string())
-        }
-        other => ExecuteError::Store(other.to_string()),
+    if service_kit::db::is_unavailable(&error) {
+        ExecuteError::Unavailable(error.to_string())
+    } else {
+        ExecuteError::Store(error.to_string())
     }
 }
 

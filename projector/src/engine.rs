@@ -113,6 +113,13 @@ impl ProjectionError {
     pub fn is_retryable(&self) -> bool {
         matches!(self, Self::Database(_))
     }
+
+    /// Whether the failure is an outage (connection lost, shutdown, deadlock, overload) that
+    /// says nothing about the event: such a batch is retried until the database is back, and
+    /// the event is never parked or blamed.
+    pub fn is_outage(&self) -> bool {
+        matches!(self, Self::Database(error) if service_kit::db::is_unavailable(error))
+    }
 }
 
 /// Why the engine stopped or could not make progress.
@@ -593,6 +600,13 @@ async fn step(
                 tracing::debug!(%error, "set-based batch failed; applying event by event");
                 mode = Mode::PerEvent;
             }
+            Err(BatchError::Apply {
+                error: ProjectionError::Database(source),
+                ..
+            }) if service_kit::db::is_unavailable(&source) => {
+                // Not the event's fault: the loop backs off and reads the batch again.
+                return Err(database(source));
+            }
             Err(BatchError::Apply { index, error }) => {
                 if !error.is_retryable() || attempt >= APPLY_RETRIES {
                     break (index, error);
@@ -654,12 +668,11 @@ fn preceding(checkpoint: LogPosition, batch: &[RecordedEvent], index: usize) -> 
 
 /// Whether an event that failed with `error` may be parked rather than stop the projection:
 /// poison, or an error the database reported about the statement (a constraint, a type).
-/// Lost connections and pool timeouts say nothing about the event; parking on them would
-/// throw away good events during an outage.
+/// Outages say nothing about the event; parking on them would throw away good events.
 fn is_parkable(error: &ProjectionError) -> bool {
     match error {
         ProjectionError::Poison(_) => true,
-        ProjectionError::Database(sqlx::Error::Database(_)) => true,
+        ProjectionError::Database(sqlx::Error::Database(_)) => !error.is_outage(),
         ProjectionError::Database(_) => false,
     }
 }

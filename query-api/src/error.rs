@@ -74,9 +74,9 @@ impl ApiError {
             }
             Self::NotFound(detail) => Problem::not_found(detail.clone()),
             Self::ConsistencyTimeout { .. } => Problem::unavailable(self.to_string(), 1),
-            Self::Database(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed) => {
-                tracing::warn!(error = %self, "no database connection available");
-                Problem::unavailable("the database is busy; retry shortly", 1)
+            Self::Database(error) if service_kit::db::is_unavailable(error) => {
+                tracing::warn!(%error, "database unavailable");
+                Problem::unavailable("the database is unavailable; retry shortly", 1)
             }
             Self::Database(error) => Problem::internal(error),
         }

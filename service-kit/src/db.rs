@@ -117,3 +117,49 @@ pub async fn create_database_if_missing(url: &DatabaseUrl) -> anyhow::Result<()>
     }
     Ok(())
 }
+
+/// Whether `error` says the database is unreachable, overloaded or going away, rather than
+/// anything about the statement: the answer is then 503 (retry later), never 500, and
+/// projections wait and retry rather than blame an event.
+pub fn is_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| is_transient_state(&code)),
+        _ => false,
+    }
+}
+
+/// SQLSTATEs of a failure that says nothing about the statement: connection exceptions (08),
+/// insufficient resources (53), operator intervention such as a shutdown or cancel (57),
+/// system errors (58), lock not available (55P03), read-only after a failover (25006), and
+/// transaction rollbacks such as deadlocks and serialization failures (40).
+fn is_transient_state(code: &str) -> bool {
+    ["08", "40", "53", "57", "58"]
+        .iter()
+        .any(|class| code.starts_with(class))
+        || code == "55P03"
+        || code == "25006"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outages_and_rollbacks_are_transient_but_bad_data_is_not() {
+        for code in [
+            "08006", "40001", "40P01", "53300", "57P01", "57014", "58030", "55P03", "25006",
+        ] {
+            assert!(is_transient_state(code), "{code}");
+        }
+        for code in ["22001", "23505", "42703", "P0001"] {
+            assert!(!is_transient_state(code), "{code}");
+        }
+        assert!(is_unavailable(&sqlx::Error::PoolTimedOut));
+        assert!(!is_unavailable(&sqlx::Error::RowNotFound));
+    }
+}

@@ -106,7 +106,9 @@ impl From<IdempotencyError> for Problem {
             )
             .detail(error.to_string())
             .retry_after(1),
-            IdempotencyError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_)) => {
+            IdempotencyError::Database(ref database)
+                if service_kit::db::is_unavailable(database) =>
+            {
                 Problem::unavailable("the database is unavailable", 1)
             }
             IdempotencyError::Database(_) => Problem::internal(&error),

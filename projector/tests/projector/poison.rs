@@ -61,3 +61,35 @@ async fn a_poison_event_fails_the_projection_and_nothing_after_it_is_applied(poo
         assert_eq!(ids, [before], "nothing after the poison event is applied");
     }
 }
+
+#[sqlx::test(migrator = "events::MIGRATOR")]
+async fn an_outage_is_never_taken_for_a_poison_event(pool: PgPool) {
+    use projector::ProjectionError;
+
+    // A statement the server cancels (57014), as on a shutdown or a timeout.
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("SET LOCAL statement_timeout = '1ms'")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let cancelled = sqlx::query("SELECT pg_sleep(1)")
+        .execute(&mut *tx)
+        .await
+        .unwrap_err();
+    drop(tx);
+    assert!(ProjectionError::Database(cancelled).is_outage());
+
+    // A statement that is wrong about the data (23505) is the event's fault.
+    let mut connection = pool.acquire().await.unwrap();
+    sqlx::query("CREATE TEMP TABLE twice (id int PRIMARY KEY)")
+        .execute(&mut *connection)
+        .await
+        .unwrap();
+    let duplicate = sqlx::query("INSERT INTO twice VALUES (1), (1)")
+        .execute(&mut *connection)
+        .await
+        .unwrap_err();
+    assert!(!ProjectionError::Database(duplicate).is_outage());
+    assert!(!ProjectionError::Database(sqlx::Error::RowNotFound).is_outage());
+    assert!(ProjectionError::Database(sqlx::Error::PoolTimedOut).is_outage());
+}

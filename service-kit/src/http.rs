@@ -37,14 +37,31 @@ pub async fn request_id(mut request: Request, next: Next) -> Response {
     request.extensions_mut().insert(RequestId(id.clone()));
     let span = tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path());
     let mut response = tracing::Instrument::instrument(next.run(request), span).await;
-    let bare_error = (response.status().is_client_error() || response.status().is_server_error())
-        && !response
+    let status = response.status();
+    if (status.is_client_error() || status.is_server_error())
+        && response.extensions().get::<Problem>().is_none()
+    {
+        // Every error is problem+json: layers such as the timeout answer with a bare status,
+        // and axum's own rejections (an undecodable path, say) with plain text, which becomes
+        // the problem's detail.
+        let content_type = response
             .headers()
-            .contains_key(axum::http::header::CONTENT_TYPE);
-    if bare_error && response.extensions().get::<Problem>().is_none() {
-        // Layers such as the timeout answer with a bare status; every error is problem+json.
-        let problem = Problem::from_status(response.status());
-        response.extensions_mut().insert(problem);
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
+        let problem = match content_type {
+            None => Some(Problem::from_status(status)),
+            Some(kind) if kind.starts_with("text/plain") => {
+                let (parts, body) = response.into_parts();
+                let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+                response = Response::from_parts(parts, axum::body::Body::empty());
+                Some(Problem::from_status(status).detail(String::from_utf8_lossy(&text)))
+            }
+            Some(_) => None,
+        };
+        if let Some(problem) = problem {
+            response.extensions_mut().insert(problem);
+        }
     }
     if let Some(problem) = response.extensions_mut().remove::<Problem>() {
         let extensions = std::mem::take(response.extensions_mut());
@@ -52,7 +69,9 @@ pub async fn request_id(mut request: Request, next: Next) -> Response {
         response = problem.render(Some(&id));
         // Keep headers the handler set (ETag, Retry-After, ...); the body is new.
         for (name, value) in &headers {
-            if name != axum::http::header::CONTENT_LENGTH {
+            if name != axum::http::header::CONTENT_LENGTH
+                && name != axum::http::header::CONTENT_TYPE
+            {
                 response.headers_mut().insert(name.clone(), value.clone());
             }
         }
@@ -231,6 +250,28 @@ mod tests {
             wrong_method.headers()["x-request-id"]
                 .to_str()
                 .is_ok_and(|id| !id.is_empty())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_plain_text_rejection_becomes_problem_json_with_its_text_as_detail() {
+        let routes = Router::new().route(
+            "/things/{id}",
+            get(|axum::extract::Path(id): axum::extract::Path<String>| async move { id }),
+        );
+        let request = Request::get("/things/%FF")
+            .body(Body::empty())
+            .expect("request");
+        let (response, body) = call(app(routes), request).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            response.headers()["content-type"],
+            crate::problem::PROBLEM_JSON
+        );
+        assert_eq!(body["status"], 400);
+        assert!(
+            body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+            "{body}"
         );
     }
 

@@ -119,15 +119,14 @@ impl Problem {
         .with("current_version", current_version)
     }
 
-    /// 413: the body is over the limit.
-    pub fn payload_too_large(limit: usize) -> Self {
+    /// 413: the body is over the route's limit.
+    pub fn payload_too_large() -> Self {
         Self::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "/problems/payload-too-large",
             "Payload too large",
         )
-        .detail(format!("the body must be at most {limit} bytes"))
-        .with("limit", limit)
+        .detail("the body is larger than this endpoint accepts")
     }
 
     /// 415: the body is not JSON.

@@ -133,8 +133,7 @@ impl FromRequest<AppState> for CommandInput {
             .await
             .map_err(|rejection: BytesRejection| {
                 if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                    Problem::payload_too_large(0)
-                        .detail("the body is larger than this endpoint accepts")
+                    Problem::payload_too_large()
                 } else {
                     Problem::bad_request(rejection.body_text())
                 }

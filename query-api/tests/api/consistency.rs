@@ -118,16 +118,12 @@ async fn a_missing_checkpoint_counts_as_the_start_of_the_log(pool: PgPool) {
         &[("x-consistency-token", &token(LogPosition::START))],
     )
     .await;
+    // A project event no checkpoint covers: the projection has not started, so it waits.
+    let unapplied = append_event(&pool, "Project", "p1", 1).await;
     let later = get_with(
         &app,
         "/api/v1/projects",
-        &[(
-            "x-consistency-token",
-            &token(LogPosition {
-                tx_id: 1,
-                position: 1,
-            }),
-        )],
+        &[("x-consistency-token", &token(unapplied))],
     )
     .await;
 
@@ -144,4 +140,38 @@ async fn a_malformed_token_is_400(pool: PgPool) {
         let body = answer.problem(StatusCode::BAD_REQUEST);
         assert_eq!(body["header"], "X-Consistency-Token", "{bad:?}");
     }
+}
+
+#[sqlx::test(migrator = "events::MIGRATOR")]
+async fn a_token_from_another_resource_does_not_wait_for_this_projection(pool: PgPool) {
+    let applied = append_event(&pool, "Project", "p1", 1).await;
+    set_checkpoint(&pool, "projects", applied).await;
+    // The client's latest command was on a ticket: the projects projection never reads it.
+    let elsewhere = append_event(&pool, "SupportTicket", "t1", 1).await;
+    let app = app_with(&pool, waiting(Duration::from_secs(30))).await;
+    let started = std::time::Instant::now();
+    let answer = get_with(
+        &app,
+        "/api/v1/projects",
+        &[("x-consistency-token", &token(elsewhere))],
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    // Far below the 30 s wait: answered because nothing is left to apply, not by timing out.
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A project event after the ticket is still waited for.
+    let pending = append_event(&pool, "Project", "p2", 1).await;
+    let short = app_with(&pool, waiting(Duration::from_millis(200))).await;
+    let answer = get_with(
+        &short,
+        "/api/v1/projects",
+        &[("x-consistency-token", &token(pending))],
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
 }

@@ -251,4 +251,16 @@ async fn every_resource_goes_from_command_to_a_consistent_read(pool: PgPool) {
     assert!(positions.windows(2).all(|w| w[0] < w[1]), "{positions:?}");
 
     system.stop().await;
+
+    // Every live read model equals a rebuild from the log (rows and checkpoint alike).
+    for projection in projector::projections() {
+        let differences = projector::rebuild::verify(&pool, &pool, projection.as_ref(), 100)
+            .await
+            .unwrap();
+        assert!(
+            differences.is_empty(),
+            "{}: {differences:?}",
+            projection.name()
+        );
+    }
 }

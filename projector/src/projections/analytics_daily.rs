@@ -106,14 +106,14 @@ impl Projection for AnalyticsDailyProjection {
                  RETURNING day, name), \
              new_counts AS ( \
                  SELECT day, name, count(*) AS n FROM new_sessions GROUP BY day, name) \
-             INSERT INTO analytics_daily AS d (day, name, count, unique_sessions) \
-             SELECT c.day, c.name, c.count, COALESCE(s.n, 0) \
+             INSERT INTO analytics_daily AS d (day, name, count, unique_sessions, updated_at) \
+             SELECT c.day, c.name, c.count, COALESCE(s.n, 0), $7 \
                FROM UNNEST($1::date[], $2::text[], $3::bigint[]) AS c(day, name, count) \
                LEFT JOIN new_counts s ON s.day = c.day AND s.name = c.name \
              ON CONFLICT (day, name) DO UPDATE \
                 SET count = d.count + EXCLUDED.count, \
                     unique_sessions = d.unique_sessions + EXCLUDED.unique_sessions, \
-                    updated_at = now()",
+                    updated_at = $7",
         )
         .bind(count_days)
         .bind(count_names)
@@ -121,6 +121,8 @@ impl Projection for AnalyticsDailyProjection {
         .bind(session_days)
         .bind(session_names)
         .bind(session_ids)
+        // The log's time, not the clock's: a rebuild must produce the same rows.
+        .bind(event.recorded_at)
         .execute(&mut **tx)
         .await?;
         Ok(())

@@ -3,7 +3,8 @@
 //! - `chronicle` or `chronicle serve`: one process running the whole system on this machine:
 //!   creates and migrates the database, then serves the command API, the query API and the
 //!   projector side by side until SIGINT/SIGTERM. Each part reads the same environment
-//!   variables as its own binary.
+//!   variables as its own binary, except `QUERY_DATABASE_URL`: the runner's query API reads
+//!   the runner's database.
 //! - `chronicle export [filters]`: writes the event log (or a filtered part) to stdout as
 //!   NDJSON, one envelope per line (`DATABASE_URL` names the database).
 

@@ -183,18 +183,3 @@ pub async fn read_stream<'e>(
     .await?;
     Ok(rows.into_iter().map(from_row).collect())
 }
-
-/// The newest position readers can see now, and how many events lie beyond `after`: the
-/// figures behind a projection's lag.
-pub async fn head<'e>(executor: impl PgExecutor<'e>) -> Result<LogPosition, sqlx::Error> {
-    let row: Option<(i64, i64)> = sqlx::query_as(
-        "SELECT tx_id::text::bigint, global_position FROM events \
-          WHERE tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
-          ORDER BY events.tx_id DESC, events.global_position DESC LIMIT 1",
-    )
-    .fetch_optional(executor)
-    .await?;
-    Ok(row
-        .map(|(tx_id, position)| LogPosition { tx_id, position })
-        .unwrap_or_default())
-}

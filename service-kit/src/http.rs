@@ -139,6 +139,7 @@ pub fn with_plumbing(routes: Router, pool: PgPool) -> Router {
         )
         .route("/readyz", get(readyz))
         .route("/metrics", get(|| async { metrics_handle().render() }))
+        .route("/problems/{name}", get(problem_page))
         .with_state(pool);
     routes
         .merge(ops)
@@ -147,6 +148,21 @@ pub fn with_plumbing(routes: Router, pool: PgPool) -> Router {
         .layer(middleware::from_fn(track_metrics))
         .layer(CatchPanicLayer::custom(panic_to_problem))
         .layer(middleware::from_fn(request_id))
+}
+
+/// A problem type's documentation, so each `type` in an error answer resolves to its page.
+async fn problem_page(axum::extract::Path(name): axum::extract::Path<String>) -> Response {
+    match crate::problem::page(&name) {
+        Some(text) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                HeaderValue::from_static("text/markdown; charset=utf-8"),
+            )],
+            text,
+        )
+            .into_response(),
+        None => Problem::not_found("no such problem type").into_response(),
+    }
 }
 
 async fn readyz(State(pool): State<PgPool>) -> Response {
@@ -273,6 +289,33 @@ mod tests {
             body["detail"].as_str().is_some_and(|d| !d.is_empty()),
             "{body}"
         );
+    }
+
+    #[tokio::test]
+    async fn every_problem_type_resolves_to_its_page() {
+        let routes = Router::new();
+        let request = Request::get("/problems/validation")
+            .body(Body::empty())
+            .expect("request");
+        let response = app(routes.clone())
+            .oneshot(request)
+            .await
+            .expect("infallible");
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(
+            response.headers()["content-type"]
+                .to_str()
+                .is_ok_and(|kind| kind.starts_with("text/markdown"))
+        );
+        let (missing, body) = call(
+            app(routes),
+            Request::get("/problems/nonsense")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await;
+        assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+        assert_eq!(body["type"], "/problems/not-found");
     }
 
     #[test]

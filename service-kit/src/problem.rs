@@ -6,6 +6,65 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+/// The documentation page of every problem type, served at its `type` path (`/problems/...`);
+/// the pages live in `docs/problems/`.
+pub const PAGES: &[(&str, &str)] = &[
+    (
+        "bad-request",
+        include_str!("../../docs/problems/bad-request.md"),
+    ),
+    ("conflict", include_str!("../../docs/problems/conflict.md")),
+    (
+        "idempotency-key-in-flight",
+        include_str!("../../docs/problems/idempotency-key-in-flight.md"),
+    ),
+    (
+        "idempotency-key-reused",
+        include_str!("../../docs/problems/idempotency-key-reused.md"),
+    ),
+    ("internal", include_str!("../../docs/problems/internal.md")),
+    (
+        "invalid-body",
+        include_str!("../../docs/problems/invalid-body.md"),
+    ),
+    (
+        "method-not-allowed",
+        include_str!("../../docs/problems/method-not-allowed.md"),
+    ),
+    (
+        "not-found",
+        include_str!("../../docs/problems/not-found.md"),
+    ),
+    (
+        "payload-too-large",
+        include_str!("../../docs/problems/payload-too-large.md"),
+    ),
+    (
+        "precondition-failed",
+        include_str!("../../docs/problems/precondition-failed.md"),
+    ),
+    (
+        "unavailable",
+        include_str!("../../docs/problems/unavailable.md"),
+    ),
+    (
+        "unsupported-media-type",
+        include_str!("../../docs/problems/unsupported-media-type.md"),
+    ),
+    (
+        "validation",
+        include_str!("../../docs/problems/validation.md"),
+    ),
+];
+
+/// The page documenting problem type `name` (the last segment of its `type`).
+pub fn page(name: &str) -> Option<&'static str> {
+    PAGES
+        .iter()
+        .find(|(page, _)| *page == name)
+        .map(|(_, text)| *text)
+}
+
 /// The media type of every error answer.
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
@@ -249,5 +308,38 @@ impl std::fmt::Display for Problem {
             write!(f, ": {detail}")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_problem_type_built_here_has_a_page() {
+        let problems = [
+            Problem::bad_request("x"),
+            Problem::not_found("x"),
+            Problem::method_not_allowed(),
+            Problem::conflict("x"),
+            Problem::precondition_failed(1),
+            Problem::payload_too_large(),
+            Problem::unsupported_media_type(),
+            Problem::validation(Vec::new()),
+            Problem::invalid_body("x"),
+            Problem::unavailable("x", 1),
+            Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "/problems/internal",
+                "Internal server error",
+            ),
+        ];
+        for problem in problems {
+            let name = problem.kind.trim_start_matches("/problems/");
+            assert!(page(name).is_some_and(|text| !text.is_empty()), "{name}");
+        }
+        assert!(page("idempotency-key-reused").is_some());
+        assert!(page("idempotency-key-in-flight").is_some());
+        assert!(page("nonsense").is_none());
     }
 }

@@ -114,6 +114,9 @@ pub struct Request<'a> {
     pub claim: Option<&'a IdempotencyClaim>,
     /// Builds the answer from the outcome; stored with the claim and sent to the client.
     pub answer: &'a (dyn Fn(&Committed) -> StoredAnswer + Sync),
+    /// After this the command gives up with 503 — but only before its append starts: an
+    /// append is never abandoned half-way, so a timeout answer never has written anything.
+    pub deadline: tokio::time::Instant,
 }
 
 /// Executes commands of aggregate `A` against the event store.
@@ -170,12 +173,13 @@ where
         command: A::Command,
     ) -> Result<(Committed, StoredAnswer), ExecuteError<A::Error>> {
         let mut attempt = 0;
+        let timed_out = || ExecuteError::Unavailable("the request timed out".to_owned());
         loop {
-            let loaded = self
-                .loader
-                .load(request.aggregate_id)
-                .await
-                .map_err(load_error)?;
+            let loaded =
+                tokio::time::timeout_at(request.deadline, self.loader.load(request.aggregate_id))
+                    .await
+                    .map_err(|_| timed_out())?
+                    .map_err(load_error)?;
             if request
                 .expected_version
                 .is_some_and(|expected| expected != loaded.version)
@@ -220,6 +224,9 @@ where
                 (claim, without_token((request.answer)(&planned)))
             });
             let completion = stored.as_ref().map(|(claim, answer)| (*claim, answer));
+            if tokio::time::Instant::now() >= request.deadline {
+                return Err(timed_out());
+            }
             match store::append(&self.pool, &new_events, completion).await {
                 Ok(receipt) => {
                     if receipt.count > 0 {

@@ -14,13 +14,12 @@ use anyhow::Context as _;
 use axum::Json;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::StatusCode;
 use axum::routing::get;
 use events::wake::{AppendNotifier, EVENTS_CHANNEL};
 use service_kit::env::{EnvError, var_or};
 use service_kit::shutdown::Shutdown;
 use sqlx::PgPool;
-use tower_http::timeout::TimeoutLayer;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use utoipa::OpenApi as _;
 
 use crate::domain::analytics::AnalyticsBatch;
@@ -43,7 +42,8 @@ pub struct Settings {
     pub idempotency_lease: Duration,
     /// `COMMAND_MAX_RETRIES` (default 5): re-runs of an unconditioned command that lost a race.
     pub max_retries: u32,
-    /// `REQUEST_TIMEOUT_MS` (default 15000): a request running longer gets 503.
+    /// `REQUEST_TIMEOUT_MS` (default 15000): a command that has not reached its append by then
+    /// gets 503 and writes nothing; a body not received by then is refused.
     pub request_timeout: Duration,
     /// `TRUST_FORWARDED_FOR` (default false): behind one trusted proxy (the compose gateway),
     /// record the client address that proxy appended to `X-Forwarded-For` instead of the
@@ -190,10 +190,10 @@ pub fn router(state: AppState) -> Router {
             }),
         )
         .layer(DefaultBodyLimit::max(state.settings.body_limit))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            state.settings.request_timeout,
-        ))
+        // No timeout around the handler: dropping it could abandon an append already sent,
+        // which may still commit behind a 503. Commands check their deadline up to the
+        // append (execute.rs); here only a client too slow to send its body is cut off.
+        .layer(RequestBodyTimeoutLayer::new(state.settings.request_timeout))
         .with_state(state.clone());
     service_kit::http::with_plumbing(routes, state.pool)
 }

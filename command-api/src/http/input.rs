@@ -33,6 +33,9 @@ pub struct CommandInput {
     pub metadata: EventMetadata,
     /// Who is asking; scopes idempotency keys.
     pub principal: String,
+    /// When the request gives up (`REQUEST_TIMEOUT_MS` after it arrived), short of an append
+    /// already under way.
+    pub deadline: tokio::time::Instant,
 }
 
 impl CommandInput {
@@ -89,6 +92,7 @@ impl FromRequest<AppState> for CommandInput {
     type Rejection = Problem;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let deadline = tokio::time::Instant::now() + state.settings.request_timeout;
         let (parts, body) = request.into_parts();
         let headers = &parts.headers;
         let idempotency_key = match header_str(headers, "idempotency-key") {
@@ -149,6 +153,7 @@ impl FromRequest<AppState> for CommandInput {
             if_match,
             metadata,
             principal: ANONYMOUS.to_owned(),
+            deadline,
         })
     }
 }

@@ -60,6 +60,7 @@ where
         metadata: &input.metadata,
         claim: claim.as_ref(),
         answer,
+        deadline: input.deadline,
     };
     match bus.execute(&request, command).await {
         Ok((_, stored)) => {

@@ -205,3 +205,32 @@ async fn the_client_address_comes_from_x_forwarded_for_only_behind_a_trusted_pro
         ]
     );
 }
+
+#[sqlx::test(migrator = "events::MIGRATOR")]
+async fn a_command_past_its_deadline_answers_503_and_writes_nothing(pool: PgPool) {
+    let mut expired = settings();
+    expired.request_timeout = std::time::Duration::ZERO;
+    let app = app_with(&pool, expired, command_api::Hooks::default());
+    let answer = Call::post("/api/v1/projects")
+        .header("idempotency-key", "late-1")
+        .json(&json!({ "name": "Apollo" }))
+        .send(&app)
+        .await;
+    assert_eq!(
+        answer.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{:?}",
+        answer.body
+    );
+    assert_eq!(
+        answer.header("content-type"),
+        Some("application/problem+json")
+    );
+    assert_eq!(answer.header("retry-after"), Some("1"));
+    assert_eq!(event_count(&pool).await, 0);
+    let keys: i64 = sqlx::query_scalar("SELECT count(*) FROM idempotency_keys")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(keys, 0, "the claim is released");
+}

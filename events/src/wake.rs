@@ -71,12 +71,16 @@ pub fn listen_with_handle(
     let notify = Arc::new(Notify::new());
     let target = Arc::clone(&notify);
     let task = tokio::spawn(async move {
+        // Doubles while LISTEN keeps failing (a hot standby refuses it for good; waiters then
+        // rely on their polling), back to a second once a listener has worked.
+        let mut pause = Duration::from_secs(1);
         loop {
             match PgListener::connect_with(&pool).await {
                 Ok(mut listener) => {
                     if let Err(error) = listener.listen(channel).await {
                         tracing::warn!(%error, channel, "LISTEN failed");
                     } else {
+                        pause = Duration::from_secs(1);
                         target.notify_waiters();
                         target.notify_one();
                         loop {
@@ -100,7 +104,8 @@ pub fn listen_with_handle(
                 }
                 Err(error) => tracing::warn!(%error, channel, "cannot connect listener"),
             }
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(60));
         }
     });
     (notify, task)

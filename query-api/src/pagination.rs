@@ -66,7 +66,8 @@ impl PageRequest {
     }
 }
 
-fn non_empty(raw: Option<&str>) -> Option<&str> {
+/// `raw` unless it is empty: an empty parameter (`?sort=`) means the parameter is absent.
+pub fn non_empty(raw: Option<&str>) -> Option<&str> {
     raw.filter(|value| !value.is_empty())
 }
 

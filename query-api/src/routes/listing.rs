@@ -27,10 +27,7 @@ use crate::error::ApiError;
 use crate::etag::{ETag, list_etag};
 use crate::pagination::{self, PageRequest};
 
-/// `raw` unless it is empty: an empty parameter (`?sort=`) means the parameter is absent.
-pub fn non_empty(raw: Option<&str>) -> Option<&str> {
-    raw.filter(|value| !value.is_empty())
-}
+pub use crate::pagination::non_empty;
 
 /// Checks a free-text filter: no NUL (PostgreSQL refuses it) and at most `max` characters
 /// (longer can match nothing, and bounds the work). Empty means absent.

@@ -1,7 +1,7 @@
 //! `chronicle export`: the event log (or a filtered part of it) as NDJSON, one envelope per
 //! line, in commit-safe order.
 //!
-//! The log is read in pages with [`events::log::read_after`], so memory stays constant however
+//! The log is read in pages with [`event_store::log::read_after`], so memory stays constant however
 //! long the log is, and every event comes upcast to its current schema version. The export
 //! ends when it has caught up with what is committed; the returned cursor resumes it later
 //! (`--after`), without skipping or repeating an event.
@@ -9,7 +9,8 @@
 use std::io::Write;
 
 use anyhow::Context as _;
-use events::{LogFilter, LogPosition};
+use event_store::LogFilter;
+use events::LogPosition;
 use sqlx::PgPool;
 
 /// What to export.
@@ -62,7 +63,7 @@ pub async fn export_ndjson(
         cursor: options.after,
     };
     loop {
-        let page = events::log::read_after(pool, summary.cursor, page_size, &options.filter)
+        let page = event_store::log::read_after(pool, summary.cursor, page_size, &options.filter)
             .await
             .with_context(|| {
                 format!(

@@ -14,7 +14,7 @@ use anyhow::Context as _;
 use chronicle::export::{ExportOptions, export_ndjson};
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
-use events::LogFilter;
+use event_store::LogFilter;
 use service_kit::db::{DatabaseSettings, create_database_if_missing};
 use service_kit::shutdown::Shutdown;
 
@@ -110,7 +110,7 @@ async fn serve() -> anyhow::Result<()> {
 
     create_database_if_missing(&database.url).await?;
     let pool = database.connect().await?;
-    events::MIGRATOR
+    event_store::MIGRATOR
         .run(&pool)
         .await
         .context("running migrations")?;

@@ -104,7 +104,7 @@ fn token(answer: &Value) -> String {
     answer["consistency_token"].as_str().unwrap().to_owned()
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn every_resource_goes_from_command_to_a_consistent_read(pool: PgPool) {
     let system = System::start(&pool).await;
     let (c, q) = (&system.commands, &system.queries);

@@ -5,8 +5,9 @@
 use std::time::{Duration, Instant};
 
 use chronicle::export::{ExportOptions, export_ndjson};
-use events::store::NewEvent;
-use events::{LogFilter, LogPosition};
+use event_store::LogFilter;
+use event_store::append::NewEvent;
+use events::LogPosition;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -41,7 +42,7 @@ async fn export(pool: &PgPool, options: &ExportOptions) -> (Vec<Value>, LogPosit
 /// server may hold it back with open transactions.
 async fn wait_visible(pool: &PgPool, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while events::log::read_after(pool, LogPosition::START, 1000, &LogFilter::default())
+    while event_store::log::read_after(pool, LogPosition::START, 1000, &LogFilter::default())
         .await
         .unwrap()
         .len()
@@ -52,12 +53,12 @@ async fn wait_visible(pool: &PgPool, n: usize) {
     }
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn the_export_writes_every_event_as_one_envelope_per_line_in_log_order(pool: PgPool) {
     for sequence in 1..=7 {
         let kind = if sequence % 2 == 0 { "Even" } else { "Odd" };
         let actor = if sequence <= 3 { "ada" } else { "bob" };
-        events::store::append(&pool, &[event(kind, sequence, actor)], None)
+        event_store::append::append(&pool, &[event(kind, sequence, actor)], None)
             .await
             .unwrap();
     }
@@ -98,7 +99,7 @@ async fn the_export_writes_every_event_as_one_envelope_per_line_in_log_order(poo
         ..options.clone()
     };
     assert!(export(&pool, &resumed).await.0.is_empty());
-    events::store::append(&pool, &[event("Odd", 8, "cy")], None)
+    event_store::append::append(&pool, &[event("Odd", 8, "cy")], None)
         .await
         .unwrap();
     wait_visible(&pool, 8).await;

@@ -12,8 +12,9 @@ use std::time::Duration;
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::EventUpcaster;
 use cqrs_es::{Aggregate, AggregateError, DomainEvent as _};
-use events::store::{self, AggregateLoader, AppendError, IdempotencyClaim, NewEvent, StoredAnswer};
-use events::wake::AppendNotifier;
+use event_store::append::{self, AppendError, IdempotencyClaim, NewEvent, StoredAnswer};
+use event_store::load::AggregateLoader;
+use event_store::wake::AppendNotifier;
 use events::{ConsistencyToken, EventMetadata, LogPosition};
 use sqlx::PgPool;
 use tracing::Instrument as _;
@@ -197,7 +198,7 @@ where
             let decided = sink.collect().await;
             let new_events = self.to_new_events(request, loaded.version, &decided)?;
             let version = loaded.version + i64::try_from(new_events.len()).unwrap_or(i64::MAX);
-            let outcome = |receipt: &store::AppendReceipt| Committed {
+            let outcome = |receipt: &append::AppendReceipt| Committed {
                 version,
                 appended: receipt.count,
                 position: if receipt.count == 0 {
@@ -207,7 +208,7 @@ where
                 },
             };
             if new_events.is_empty() && request.claim.is_none() {
-                let committed = outcome(&store::AppendReceipt {
+                let committed = outcome(&append::AppendReceipt {
                     last: LogPosition::START,
                     count: 0,
                 });
@@ -227,7 +228,7 @@ where
             if tokio::time::Instant::now() >= request.deadline {
                 return Err(timed_out());
             }
-            match store::append(&self.pool, &new_events, completion).await {
+            match append::append(&self.pool, &new_events, completion).await {
                 Ok(receipt) => {
                     if receipt.count > 0 {
                         self.notifier.notify();

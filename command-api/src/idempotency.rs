@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use events::store::{IdempotencyClaim, StoredAnswer};
+use event_store::append::{IdempotencyClaim, StoredAnswer};
 use events::{ConsistencyToken, LogPosition};
 use service_kit::shutdown::Shutdown;
 use sha2::{Digest as _, Sha256};

@@ -15,7 +15,7 @@ use axum::Json;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
-use events::wake::{AppendNotifier, EVENTS_CHANNEL};
+use event_store::wake::{AppendNotifier, EVENTS_CHANNEL};
 use service_kit::env::{EnvError, var_or};
 use service_kit::shutdown::Shutdown;
 use sqlx::PgPool;

@@ -4,14 +4,14 @@
 //! up and a pure step function turning the previous version's payload into the new one is
 //! registered here ([`REGISTRY`]). The same registry is applied wherever events are read:
 //! by cqrs-es when aggregates are loaded ([`for_aggregates`], given to
-//! [`crate::store::AggregateLoader`]) and by [`crate::log`] for projections, the audit API and
+//! `event_store::load::AggregateLoader`) and by `event_store::log` for projections, the audit API and
 //! exports ([`upcast_recorded`]). So every reader only ever sees current versions
 //! (docs/decisions/0004-event-versioning.md).
 
 use cqrs_es::persist::{EventUpcaster, SerializedEvent};
 use serde_json::Value;
 
-use crate::log::RecordedEvent;
+use crate::envelope::RecordedEvent;
 use crate::project;
 
 /// One step of an event type's history: payloads stored at `from` become payloads of `to`.
@@ -61,7 +61,7 @@ pub static REGISTRY: &[Upcaster] = &[Upcaster {
     step: project::created_v1_to_v2,
 }];
 
-/// The registry as cqrs-es upcasters, for [`crate::store::AggregateLoader`].
+/// The registry as cqrs-es upcasters, for `event_store::load::AggregateLoader`.
 pub fn for_aggregates() -> Vec<Box<dyn EventUpcaster>> {
     REGISTRY
         .iter()

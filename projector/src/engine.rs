@@ -2,13 +2,13 @@
 //! event, with the read-model rows and the projection's checkpoint written in one transaction.
 //!
 //! A projection's loop reads a batch after its checkpoint in commit-safe order
-//! ([`events::log::read_after`]: only transactions older than the oldest one still running), then
+//! ([`event_store::log::read_after`]: only transactions older than the oldest one still running), then
 //! applies it in one transaction that first locks the checkpoint row and checks that it still
 //! holds the position the batch was read after. The lock and the check make a batch land at
 //! most once even if two projector processes ever run the same projection; applying it in the
 //! same transaction as the checkpoint makes it land at least once across crashes.
 //!
-//! Loops wake on the append notification ([`events::wake::EVENTS_CHANNEL`]), poll as a
+//! Loops wake on the append notification ([`event_store::wake::EVENTS_CHANNEL`]), poll as a
 //! fallback, and re-check quickly while committed events are held back by an older
 //! transaction. An event that cannot be applied stops its projection (state `failed`) rather
 //! than being skipped, or, when dead-lettering is configured for the projection, is parked in
@@ -23,7 +23,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use events::{LogFilter, LogPosition, RecordedEvent};
+use event_store::LogFilter;
+use event_store::catalogue::ReadModel;
+use events::{LogPosition, RecordedEvent};
 use service_kit::shutdown::Shutdown;
 use sqlx::{PgPool, Postgres, Transaction};
 use tokio::sync::Notify;
@@ -52,16 +54,25 @@ const DATABASE_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// A read model fed from the global log.
 #[async_trait]
 pub trait Projection: Send + Sync {
-    /// The projection's stable name: the key of its checkpoint row.
-    fn name(&self) -> &'static str;
+    /// The read model this projection fills, as the catalogue declares it.
+    fn model(&self) -> ReadModel;
 
-    /// The aggregate types whose events the projection reads; empty means all.
-    fn aggregate_types(&self) -> &'static [&'static str];
+    /// The projection's stable name: the key of its checkpoint row.
+    fn name(&self) -> &'static str {
+        self.model().name
+    }
+
+    /// The aggregate types whose events the projection reads.
+    fn aggregate_types(&self) -> &'static [&'static str] {
+        self.model().sources
+    }
 
     /// The read-model tables the projection writes, by unqualified name (rebuilds build
     /// shadow copies of exactly these). Projections must not qualify these names with a
     /// schema in their SQL.
-    fn tables(&self) -> &'static [&'static str];
+    fn tables(&self) -> &'static [&'static str] {
+        self.model().tables
+    }
 
     /// Applies one event inside the batch transaction, which also moves the checkpoint.
     ///
@@ -378,7 +389,7 @@ pub async fn catch_up_target(
 /// Runs `projection` until `shutdown` fires (after finishing the batch in hand) or an event
 /// fails for good.
 ///
-/// `wake` is poked when events are appended ([`events::wake::listen`]); several loops may
+/// `wake` is poked when events are appended ([`event_store::wake::listen`]); several loops may
 /// share it. Database errors outside of applying are logged and retried with backoff. A
 /// projection recorded as `failed` is tried again when its loop starts, so a deployment that
 /// can apply the event resumes it, and one that cannot records the failure again.
@@ -570,7 +581,7 @@ async fn step(
         source,
     };
     let started = Instant::now();
-    let mut batch = events::log::read_after(pools.read, checkpoint, batch_size, filter)
+    let mut batch = event_store::log::read_after(pools.read, checkpoint, batch_size, filter)
         .await
         .map_err(database)?;
     if let Some(until) = target.until {
@@ -859,7 +870,7 @@ fn committed(name: &str, batch: &[RecordedEvent], started: Instant) {
 /// notification only costs them a poll.
 pub async fn announce(pool: &PgPool, name: &str) {
     if let Err(error) = sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(events::wake::CHECKPOINTS_CHANNEL)
+        .bind(event_store::wake::CHECKPOINTS_CHANNEL)
         .bind(name)
         .execute(pool)
         .await

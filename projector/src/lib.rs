@@ -216,7 +216,7 @@ pub async fn run(settings: Settings, pool: PgPool, shutdown: Shutdown) -> anyhow
         None => pool.clone(),
     };
     let (wake, listener_task) =
-        events::wake::listen_with_handle(pool.clone(), events::wake::EVENTS_CHANNEL);
+        event_store::wake::listen_with_handle(pool.clone(), event_store::wake::EVENTS_CHANNEL);
     let mut loops = JoinSet::new();
     for projection in projections() {
         let name = projection.name();

@@ -46,7 +46,7 @@ async fn main() -> anyhow::Result<ExitCode> {
     let settings = projector::Settings::from_env()?;
     let database = DatabaseSettings::from_env()?;
     let pool = database.connect().await?;
-    events::MIGRATOR
+    event_store::MIGRATOR
         .run(&pool)
         .await
         .context("running migrations")?;

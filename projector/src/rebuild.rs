@@ -312,7 +312,7 @@ async fn final_catch_up(
     let mut applied = 0_u64;
     loop {
         let mut batch =
-            events::log::read_after(&mut **tx, position, batch_size.max(1), &filter).await?;
+            event_store::log::read_after(&mut **tx, position, batch_size.max(1), &filter).await?;
         if let Some(until) = until {
             batch.retain(|event| event.log_position <= until);
         }

@@ -19,7 +19,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use events::{LogFilter, LogPosition, RecordedEvent};
+use event_store::LogFilter;
+use events::{LogPosition, RecordedEvent};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
@@ -31,7 +32,7 @@ use tokio::sync::Notify;
 use crate::engine::{Backoff, announce, load_checkpoint};
 
 /// The relay's checkpoint row in `projection_checkpoints`.
-pub const RELAY_CHECKPOINT: &str = "rabbitmq-relay";
+pub const RELAY_CHECKPOINT: &str = event_store::catalogue::RELAY;
 
 /// `RABBITMQ_URL` when unset: this machine's broker.
 pub const DEFAULT_RABBITMQ_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
@@ -414,7 +415,7 @@ async fn publish_rounds(
 
         let started = Instant::now();
         let batch =
-            events::log::read_after(read_pool, checkpoint, settings.batch_size.max(1), filter)
+            event_store::log::read_after(read_pool, checkpoint, settings.batch_size.max(1), filter)
                 .await?;
         if let Some(last) = batch.last().map(|event| event.log_position) {
             publish(link, &settings.exchange, &batch).await?;

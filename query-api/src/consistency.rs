@@ -4,7 +4,7 @@
 //! A command answers with a token naming the log position its events reached. A query that
 //! sends it back waits, at most `CONSISTENCY_WAIT_MS`, until the projection's checkpoint is at
 //! or past that position. Projectors announce checkpoint moves with `NOTIFY` on
-//! [`events::wake::CHECKPOINTS_CHANNEL`]; since a notification can be lost (listener
+//! [`event_store::wake::CHECKPOINTS_CHANNEL`]; since a notification can be lost (listener
 //! reconnecting, or sent before we started listening) waiters also re-check on a short
 //! interval. No connection is held while waiting: each check borrows one for a single
 //! primary-key read.
@@ -124,11 +124,7 @@ async fn nothing_to_apply(
     checkpoint: LogPosition,
     target: LogPosition,
 ) -> Result<bool, sqlx::Error> {
-    let types: Vec<&str> = crate::routes::projections::PROJECTION_SOURCES
-        .iter()
-        .find(|(name, _)| *name == projection)
-        .map(|(_, types)| types.to_vec())
-        .unwrap_or_default();
+    let types = event_store::catalogue::Subscription::named(projection).sources();
     if types.is_empty() {
         // A projection reading every event moves its checkpoint over every event.
         return Ok(false);

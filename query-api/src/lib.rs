@@ -136,7 +136,7 @@ impl AppState {
     }
 
     /// Woken whenever a projector announces that a checkpoint moved
-    /// ([`events::wake::CHECKPOINTS_CHANNEL`]).
+    /// ([`event_store::wake::CHECKPOINTS_CHANNEL`]).
     pub fn checkpoints(&self) -> &Notify {
         &self.inner.checkpoints
     }
@@ -146,7 +146,7 @@ impl AppState {
 /// listener stops when the last clone of the state is dropped.
 pub async fn app_state(pool: PgPool, settings: Settings) -> AppState {
     let (checkpoints, listener) =
-        events::wake::listen_with_handle(pool.clone(), events::wake::CHECKPOINTS_CHANNEL);
+        event_store::wake::listen_with_handle(pool.clone(), event_store::wake::CHECKPOINTS_CHANNEL);
     AppState {
         inner: Arc::new(Inner {
             pool,

@@ -17,7 +17,7 @@ async fn main() -> anyhow::Result<()> {
         // A fresh machine has no database yet; the first service to start creates it.
         service_kit::db::create_database_if_missing(&database.url).await?;
         let pool = database.connect().await?;
-        events::MIGRATOR
+        event_store::MIGRATOR
             .run(&pool)
             .await
             .context("applying migrations")?;

@@ -106,18 +106,18 @@ async fn scan(pool: &sqlx::PgPool) -> anyhow::Result<Measurement> {
     ))
 }
 
-/// The read half of a catch-up alone: `events::log::read_after` batch after batch, for at
+/// The read half of a catch-up alone: `event_store::log::read_after` batch after batch, for at
 /// most `limit` (a read whose cost grows with what is left must not stall the run).
 async fn read_batches(pool: &sqlx::PgPool, limit: Duration) -> anyhow::Result<Measurement> {
-    let filter = events::LogFilter {
+    let filter = event_store::LogFilter {
         aggregate_types: vec!["Project".to_owned()],
-        ..events::LogFilter::default()
+        ..event_store::LogFilter::default()
     };
     let started = Instant::now();
     let mut after = events::LogPosition::START;
     let mut count = 0_u64;
     while started.elapsed() < limit {
-        let batch = events::log::read_after(pool, after, BATCH_SIZE, &filter).await?;
+        let batch = event_store::log::read_after(pool, after, BATCH_SIZE, &filter).await?;
         let Some(last) = batch.last() else { break };
         after = last.log_position;
         count += batch.len() as u64;
@@ -134,7 +134,7 @@ pub async fn rebuild(plan: &Plan) -> anyhow::Result<Vec<Row>> {
     let events = plan.rebuild_events;
     system::recreate_database(DATABASE).await?;
     let pool = system::pool(DATABASE, 4).await?;
-    events::MIGRATOR.run(&pool).await?;
+    event_store::MIGRATOR.run(&pool).await?;
     eprintln!("  generating {events} events");
     let generated = generate(&pool, events).await?;
     eprintln!("  generated in {:.1} s; scanning", generated.as_secs_f64());
@@ -183,7 +183,7 @@ pub async fn rebuild(plan: &Plan) -> anyhow::Result<Vec<Row>> {
     .note(note);
     let read_row = Row::new(
         "rebuild",
-        "read half only: events::log::read_after batches",
+        "read half only: event_store::log::read_after batches",
         load,
     )
     .measured(batched)

@@ -10,7 +10,7 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cqrs_es::Aggregate;
-use events::store::StoredAnswer;
+use event_store::append::StoredAnswer;
 use service_kit::Problem;
 use utoipa::ToSchema;
 

@@ -13,7 +13,7 @@ fn batch(events: Vec<Value>) -> Value {
     json!({ "events": events })
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_valid_batch_is_accepted_as_one_event_in_a_new_stream(pool: PgPool) {
     let app = app(&pool);
     let answer = Call::post("/api/v1/analytics/events")
@@ -54,7 +54,7 @@ async fn a_valid_batch_is_accepted_as_one_event_in_a_new_stream(pool: PgPool) {
     assert_eq!(metadata["request_id"], "req-analytics");
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn batches_land_in_separate_streams(pool: PgPool) {
     let app = app(&pool);
     let sends = (0..8).map(|_| {
@@ -73,7 +73,7 @@ async fn batches_land_in_separate_streams(pool: PgPool) {
     assert_eq!(streams, 8);
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn each_invalid_event_field_is_named_and_nothing_is_written(pool: PgPool) {
     let app = app(&pool);
     let future = (chrono::Utc::now() + chrono::Duration::minutes(10)).to_rfc3339();
@@ -111,7 +111,7 @@ async fn each_invalid_event_field_is_named_and_nothing_is_written(pool: PgPool) 
     assert_eq!(event_count(&pool).await, 0);
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_batch_of_no_events_or_more_than_1000_is_refused(pool: PgPool) {
     let app = app(&pool);
     for size in [0, 1001] {
@@ -130,7 +130,7 @@ async fn a_batch_of_no_events_or_more_than_1000_is_refused(pool: PgPool) {
     assert_eq!(event_count(&pool).await, 0);
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn the_ingest_route_takes_up_to_1_mib_while_other_routes_keep_256_kib(pool: PgPool) {
     let app = app(&pool);
     // About 800 KiB: over the default limit, under the analytics one.
@@ -162,7 +162,7 @@ async fn the_ingest_route_takes_up_to_1_mib_while_other_routes_keep_256_kib(pool
     assert_eq!(event_count(&pool).await, 1);
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_replayed_batch_with_the_same_idempotency_key_is_appended_once(pool: PgPool) {
     let app = app(&pool);
     let send = || {
@@ -182,7 +182,7 @@ async fn a_replayed_batch_with_the_same_idempotency_key_is_appended_once(pool: P
 
 /// A quick throughput figure, not a benchmark: `cargo test --release -p command-api --test api
 /// analytics::ingest_throughput -- --ignored --nocapture`.
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 #[ignore = "a measurement; run on demand"]
 async fn ingest_throughput(pool: PgPool) {
     let app = app(&pool);
@@ -217,7 +217,7 @@ async fn ingest_throughput(pool: PgPool) {
     assert_eq!(event_count(&pool).await, 8 * batches_each as i64);
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn the_openapi_document_describes_the_ingest_route(pool: PgPool) {
     let document = Call::new(axum::http::Method::GET, "/api/v1/openapi.json")
         .send(&app(&pool))

@@ -35,7 +35,7 @@ fn assert_problem(answer: &Answer, status: StatusCode) {
     );
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn bad_create_bodies_get_problems_and_write_nothing(pool: PgPool) {
     let app = app(&pool);
     let long = "n".repeat(121);
@@ -121,7 +121,7 @@ async fn bad_create_bodies_get_problems_and_write_nothing(pool: PgPool) {
     nothing_written(&pool, 0).await;
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn validation_problems_name_every_invalid_field(pool: PgPool) {
     let app = app(&pool);
     let answer = Call::post("/api/v1/projects")
@@ -139,7 +139,7 @@ async fn validation_problems_name_every_invalid_field(pool: PgPool) {
     assert_eq!(answer.body["detail"], "2 fields are invalid");
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn oversized_bodies_are_413(pool: PgPool) {
     let mut settings = settings();
     settings.body_limit = 1024;
@@ -152,7 +152,7 @@ async fn oversized_bodies_are_413(pool: PgPool) {
     nothing_written(&pool, 0).await;
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn bad_changes_to_an_existing_project_write_nothing(pool: PgPool) {
     let app = app(&pool);
     let id = create_project(&app, "Apollo").await;

@@ -29,7 +29,7 @@ fn edit(id: &str, body: &Value) -> Call {
     Call::patch(&format!("/api/v1/community/posts/{id}")).json(body)
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn publishing_a_post_answers_201_with_location_and_records_trimmed_values(pool: PgPool) {
     let app = app(&pool);
     let answer = Call::post("/api/v1/community/posts")
@@ -52,7 +52,7 @@ async fn publishing_a_post_answers_201_with_location_and_records_trimmed_values(
     );
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn an_edit_records_what_changed_and_a_no_op_edit_records_nothing(pool: PgPool) {
     let app = app(&pool);
     let id = publish(&app).await;
@@ -70,7 +70,7 @@ async fn an_edit_records_what_changed_and_a_no_op_edit_records_nothing(pool: PgP
     );
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn nothing_is_accepted_after_a_delete(pool: PgPool) {
     let app = app(&pool);
     let id = publish(&app).await;
@@ -94,7 +94,7 @@ async fn nothing_is_accepted_after_a_delete(pool: PgPool) {
     assert_eq!(event_count(&pool).await, 2);
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn editing_or_deleting_an_unknown_or_malformed_post_fails_cleanly(pool: PgPool) {
     let app = app(&pool);
     let unknown = "0195a7d4-1c2b-7def-8000-0000000000ee";
@@ -108,7 +108,7 @@ async fn editing_or_deleting_an_unknown_or_malformed_post_fails_cleanly(pool: Pg
     nothing_written(&pool, 0).await;
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_stale_if_match_on_delete_gets_412_and_deletes_nothing(pool: PgPool) {
     let app = app(&pool);
     let id = publish(&app).await;
@@ -125,7 +125,7 @@ async fn a_stale_if_match_on_delete_gets_412_and_deletes_nothing(pool: PgPool) {
     assert_eq!(event_count(&pool).await, 2);
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_repeated_delete_with_the_same_key_is_replayed_not_refused(pool: PgPool) {
     let app = app(&pool);
     let id = publish(&app).await;
@@ -144,7 +144,7 @@ async fn a_repeated_delete_with_the_same_key_is_replayed_not_refused(pool: PgPoo
     assert_eq!(event_count(&pool).await, 2);
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn bad_post_bodies_name_their_field_and_write_nothing(pool: PgPool) {
     let app = app(&pool);
     let with = |field: &str, value: Value| {

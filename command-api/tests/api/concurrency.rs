@@ -7,7 +7,7 @@ use sqlx::PgPool;
 
 use crate::helpers::*;
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_stale_if_match_gets_412_with_the_current_version(pool: PgPool) {
     let app = app(&pool);
     let id = create_project(&app, "Apollo").await;
@@ -25,7 +25,7 @@ async fn a_stale_if_match_gets_412_with_the_current_version(pool: PgPool) {
     assert_eq!(stream_versions(&pool, &id).await, vec![1, 2]);
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn of_concurrent_conditional_updates_exactly_one_wins(pool: PgPool) {
     let app = app(&pool);
     let id = create_project(&app, "Apollo").await;
@@ -55,7 +55,7 @@ async fn of_concurrent_conditional_updates_exactly_one_wins(pool: PgPool) {
     assert_eq!(stream_versions(&pool, &id).await, vec![1, 2]);
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn concurrent_unconditioned_updates_all_land_with_consecutive_versions(pool: PgPool) {
     let app = app(&pool);
     let id = create_project(&app, "Apollo").await;
@@ -85,7 +85,7 @@ async fn concurrent_unconditioned_updates_all_land_with_consecutive_versions(poo
     );
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn concurrent_creates_with_one_client_id_create_once(pool: PgPool) {
     let app = app(&pool);
     let id = "0195a7d4-1c2b-7def-8000-0000000000cc";

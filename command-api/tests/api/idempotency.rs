@@ -16,7 +16,7 @@ fn create(key: &str, name: &str) -> Call {
         .json(&json!({ "name": name }))
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_repeat_gets_the_first_answer_and_appends_nothing(pool: PgPool) {
     let app = app(&pool);
     let first = create("key-1", "Apollo").send(&app).await;
@@ -36,7 +36,7 @@ async fn a_repeat_gets_the_first_answer_and_appends_nothing(pool: PgPool) {
     assert_eq!(key, "key-1");
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_key_reused_for_another_request_is_422(pool: PgPool) {
     let app = app(&pool);
     assert_eq!(
@@ -49,7 +49,7 @@ async fn a_key_reused_for_another_request_is_422(pool: PgPool) {
     assert_eq!(event_count(&pool).await, 1);
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_key_still_in_flight_is_409(pool: PgPool) {
     let app = app(&pool);
     let body = json!({ "name": "Apollo" });
@@ -76,7 +76,7 @@ async fn a_key_still_in_flight_is_409(pool: PgPool) {
     assert_eq!(event_count(&pool).await, 0);
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_claim_abandoned_past_its_lease_is_taken_over_and_appends_once(pool: PgPool) {
     let mut settings = settings();
     settings.idempotency_lease = Duration::ZERO;
@@ -110,7 +110,7 @@ async fn a_claim_abandoned_past_its_lease_is_taken_over_and_appends_once(pool: P
     assert_eq!(event_count(&pool).await, 1);
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_first_attempt_that_died_after_its_append_is_not_appended_again(pool: PgPool) {
     let dying = app_with(&pool, settings(), dying_after_commit());
     let crashed = create("key-5", "Apollo").send(&dying).await;
@@ -131,7 +131,7 @@ async fn a_first_attempt_that_died_after_its_append_is_not_appended_again(pool: 
     assert_eq!(event_count(&pool).await, 1);
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_failed_command_stores_no_answer_and_the_key_can_be_retried(pool: PgPool) {
     let app = app(&pool);
     let id = "0195a7d4-1c2b-7def-8000-0000000000dd";
@@ -147,7 +147,7 @@ async fn a_failed_command_stores_no_answer_and_the_key_can_be_retried(pool: PgPo
     assert_eq!(stored, 0);
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn concurrent_repeats_of_one_key_append_once(pool: PgPool) {
     let app = app(&pool);
     let answers =
@@ -166,7 +166,7 @@ async fn concurrent_repeats_of_one_key_append_once(pool: PgPool) {
     assert_eq!(event_count(&pool).await, 1);
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn expired_answers_are_purged(pool: PgPool) {
     let app = app(&pool);
     create("key-8", "Apollo").send(&app).await;
@@ -188,9 +188,9 @@ async fn expired_answers_are_purged(pool: PgPool) {
     );
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn an_append_whose_claim_was_taken_over_appends_nothing(pool: PgPool) {
-    use events::store::{AppendError, IdempotencyClaim, NewEvent, StoredAnswer, append};
+    use event_store::append::{AppendError, IdempotencyClaim, NewEvent, StoredAnswer, append};
 
     let fingerprint = idempotency::fingerprint("POST", "/api/v1/projects", b"{}");
     let Claim::Owned(current) = idempotency::claim(
@@ -245,7 +245,7 @@ async fn an_append_whose_claim_was_taken_over_appends_nothing(pool: PgPool) {
     assert_eq!(status, Some(200));
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_keyed_command_that_changes_nothing_replays_its_answer(pool: PgPool) {
     let app = app(&pool);
     let id = create_project(&app, "Apollo").await;

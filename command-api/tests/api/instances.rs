@@ -22,7 +22,7 @@ async fn two_instances(pool: &PgPool) -> [Router; 2] {
     [app(pool), app(&other_pool)]
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn if_match_races_across_two_instances_have_exactly_one_winner(pool: PgPool) {
     let instances = two_instances(&pool).await;
     let id = create_project(&instances[0], "Apollo").await;
@@ -50,7 +50,7 @@ async fn if_match_races_across_two_instances_have_exactly_one_winner(pool: PgPoo
     assert_eq!(stream_versions(&pool, &id).await, vec![1, 2]);
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn the_same_idempotency_key_sent_to_two_instances_appends_once(pool: PgPool) {
     let instances = two_instances(&pool).await;
     let body = json!({ "name": "Apollo", "description": "sent twice" });

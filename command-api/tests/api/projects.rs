@@ -6,7 +6,7 @@ use sqlx::PgPool;
 
 use crate::helpers::*;
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn creating_a_project_answers_201_with_location_etag_and_token(pool: PgPool) {
     let app = app(&pool);
     let answer = Call::post("/api/v1/projects")
@@ -48,7 +48,7 @@ async fn creating_a_project_answers_201_with_location_etag_and_token(pool: PgPoo
     );
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_client_generated_id_is_kept_and_cannot_be_created_twice(pool: PgPool) {
     let app = app(&pool);
     let id = "0195a7d4-1c2b-7def-8000-0000000000aa";
@@ -70,7 +70,7 @@ async fn a_client_generated_id_is_kept_and_cannot_be_created_twice(pool: PgPool)
     assert_eq!(event_count(&pool).await, 1);
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn update_archive_and_restore_move_the_version(pool: PgPool) {
     let app = app(&pool);
     let id = create_project(&app, "Apollo").await;
@@ -106,7 +106,7 @@ async fn update_archive_and_restore_move_the_version(pool: PgPool) {
     assert_eq!(stream_versions(&pool, &id).await, vec![1, 2, 3, 4]);
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn an_update_that_changes_nothing_appends_nothing(pool: PgPool) {
     let app = app(&pool);
     let id = create_project(&app, "Apollo").await;
@@ -119,7 +119,7 @@ async fn an_update_that_changes_nothing_appends_nothing(pool: PgPool) {
     assert_eq!(event_count(&pool).await, 1);
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn commands_on_an_unknown_project_are_404(pool: PgPool) {
     let app = app(&pool);
     let id = "0195a7d4-1c2b-7def-8000-0000000000bb";
@@ -135,7 +135,7 @@ async fn commands_on_an_unknown_project_are_404(pool: PgPool) {
     assert_eq!(event_count(&pool).await, 0);
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn the_openapi_document_lists_every_command(pool: PgPool) {
     let app = app(&pool);
     let answer = Call::new(axum::http::Method::GET, "/api/v1/openapi.json")
@@ -153,7 +153,7 @@ async fn the_openapi_document_lists_every_command(pool: PgPool) {
     }
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn health_readiness_and_metrics_answer(pool: PgPool) {
     let app = app(&pool);
     create_project(&app, "Apollo").await;
@@ -172,7 +172,7 @@ async fn health_readiness_and_metrics_answer(pool: PgPool) {
     assert_eq!(metrics.status, StatusCode::OK);
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn the_client_address_comes_from_x_forwarded_for_only_behind_a_trusted_proxy(pool: PgPool) {
     let forwarded = |app: axum::Router, name: &'static str| async move {
         Call::post("/api/v1/projects")
@@ -206,7 +206,7 @@ async fn the_client_address_comes_from_x_forwarded_for_only_behind_a_trusted_pro
     );
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_command_past_its_deadline_answers_503_and_writes_nothing(pool: PgPool) {
     let mut expired = settings();
     expired.request_timeout = std::time::Duration::ZERO;

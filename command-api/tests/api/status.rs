@@ -12,7 +12,7 @@ fn report(service_id: &str) -> Call {
     Call::post(&format!("/api/v1/status/services/{service_id}/reports"))
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_report_answers_201_with_the_service_id_and_its_history_as_location(pool: PgPool) {
     let app = app(&pool);
     let answer = report("api")
@@ -36,7 +36,7 @@ async fn a_report_answers_201_with_the_service_id_and_its_history_as_location(po
     );
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn every_report_extends_the_services_own_stream(pool: PgPool) {
     let app = app(&pool);
     for (n, status) in [
@@ -64,7 +64,7 @@ async fn every_report_extends_the_services_own_stream(pool: PgPool) {
     assert_eq!(stream(&pool, "ServiceStatus", "web").await.len(), 1);
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_stale_if_match_on_a_report_gets_412(pool: PgPool) {
     let app = app(&pool);
     for _ in 0..2 {
@@ -83,7 +83,7 @@ async fn a_stale_if_match_on_a_report_gets_412(pool: PgPool) {
     assert_eq!(event_count(&pool).await, 2);
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_repeated_report_with_the_same_key_is_recorded_once(pool: PgPool) {
     let app = app(&pool);
     let body = json!({ "status": "partial_outage" });
@@ -103,7 +103,7 @@ async fn a_repeated_report_with_the_same_key_is_recorded_once(pool: PgPool) {
     assert_eq!(event_count(&pool).await, 1);
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_malformed_service_id_is_a_validation_error_naming_service_id(pool: PgPool) {
     let app = app(&pool);
     let long = "a".repeat(65);
@@ -126,7 +126,7 @@ async fn a_malformed_service_id_is_a_validation_error_naming_service_id(pool: Pg
     nothing_written(&pool, 0).await;
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn bad_report_bodies_name_their_field_and_write_nothing(pool: PgPool) {
     let app = app(&pool);
     let fields = [
@@ -164,7 +164,7 @@ async fn bad_report_bodies_name_their_field_and_write_nothing(pool: PgPool) {
     nothing_written(&pool, 0).await;
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn the_openapi_document_lists_the_ticket_post_and_report_commands(pool: PgPool) {
     let app = app(&pool);
     let document = Call::new(axum::http::Method::GET, "/api/v1/openapi.json")

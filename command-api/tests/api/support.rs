@@ -78,7 +78,7 @@ async fn move_to(app: &axum::Router, id: &str, status: &str) -> Answer {
         .await
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn opening_a_ticket_answers_201_and_records_it_with_metadata(pool: PgPool) {
     let app = app(&pool);
     let answer = Call::post("/api/v1/support/tickets")
@@ -113,7 +113,7 @@ async fn opening_a_ticket_answers_201_and_records_it_with_metadata(pool: PgPool)
     assert_eq!(metadata["actor"], "anonymous");
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_ticket_walks_its_lifecycle_including_a_reopen(pool: PgPool) {
     let app = app(&pool);
     let id = open(&app).await;
@@ -143,7 +143,7 @@ async fn a_ticket_walks_its_lifecycle_including_a_reopen(pool: PgPool) {
     );
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_closed_ticket_cannot_be_closed_again(pool: PgPool) {
     let app = app(&pool);
     let id = open(&app).await;
@@ -156,7 +156,7 @@ async fn a_closed_ticket_cannot_be_closed_again(pool: PgPool) {
     assert_eq!(event_count(&pool).await, before);
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn moves_outside_the_lifecycle_are_conflicts_and_write_nothing(pool: PgPool) {
     let app = app(&pool);
     let id = open(&app).await;
@@ -167,7 +167,7 @@ async fn moves_outside_the_lifecycle_are_conflicts_and_write_nothing(pool: PgPoo
     assert_eq!(event_count(&pool).await, 1);
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn an_unknown_status_value_is_a_validation_error_naming_status(pool: PgPool) {
     let app = app(&pool);
     let id = open(&app).await;
@@ -183,7 +183,7 @@ async fn an_unknown_status_value_is_a_validation_error_naming_status(pool: PgPoo
     assert_eq!(event_count(&pool).await, 1);
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn changing_the_status_of_an_unknown_or_malformed_ticket_fails_cleanly(pool: PgPool) {
     let app = app(&pool);
     let unknown = move_to(&app, "0195a7d4-1c2b-7def-8000-0000000000ff", "in_progress").await;
@@ -193,7 +193,7 @@ async fn changing_the_status_of_an_unknown_or_malformed_ticket_fails_cleanly(poo
     nothing_written(&pool, 0).await;
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_client_generated_ticket_id_cannot_be_opened_twice(pool: PgPool) {
     let app = app(&pool);
     let id = "0195a7d4-1c2b-7def-8000-0000000000ab";
@@ -213,7 +213,7 @@ async fn a_client_generated_ticket_id_cannot_be_opened_twice(pool: PgPool) {
     assert_eq!(event_count(&pool).await, 1);
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_stale_if_match_on_a_status_change_gets_412_with_the_current_version(pool: PgPool) {
     let app = app(&pool);
     let id = open(&app).await;
@@ -237,7 +237,7 @@ async fn a_stale_if_match_on_a_status_change_gets_412_with_the_current_version(p
     assert_eq!(fresh.body["version"], 3);
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_repeated_open_with_the_same_key_is_replayed_and_appended_once(pool: PgPool) {
     let app = app(&pool);
     let first = Call::post("/api/v1/support/tickets")
@@ -265,7 +265,7 @@ async fn a_repeated_open_with_the_same_key_is_replayed_and_appended_once(pool: P
     assert_eq!(event_count(&pool).await, 1);
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn bad_ticket_bodies_name_their_field_and_write_nothing(pool: PgPool) {
     let app = app(&pool);
     let ok = |field: &str, value: Value| {

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use crate::helpers::{Call, app, stream_versions};
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_project_created_at_version_1_still_takes_commands(pool: PgPool) {
     // A ProjectCreated as version 1 stored it: no `created_by`, which version 2 requires.
     let id = Uuid::now_v7();
@@ -45,7 +45,7 @@ async fn a_project_created_at_version_1_still_takes_commands(pool: PgPool) {
     assert!(stored.1["ProjectCreated"].get("created_by").is_none());
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_new_project_is_created_at_version_2_with_its_creator(pool: PgPool) {
     let app = app(&pool);
     let id = crate::helpers::create_project(&app, "New").await;

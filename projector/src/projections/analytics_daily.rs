@@ -17,6 +17,7 @@ use sqlx::{Postgres, Transaction};
 
 use super::decode_payload;
 use crate::engine::{Projection, ProjectionError};
+use event_store::catalogue::{self, ReadModel};
 
 /// Projects `AnalyticsBatch` streams into `analytics_daily`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -24,7 +25,7 @@ pub struct AnalyticsDailyProjection;
 
 impl AnalyticsDailyProjection {
     /// The projection's name, the key of its checkpoint.
-    pub const NAME: &'static str = "analytics_daily";
+    pub const NAME: &'static str = catalogue::ANALYTICS_DAILY.name;
 }
 
 /// A batch reduced to what the tables need: counts per (day, name) and the distinct sessions
@@ -56,16 +57,8 @@ impl DailyDelta {
 
 #[async_trait]
 impl Projection for AnalyticsDailyProjection {
-    fn name(&self) -> &'static str {
-        Self::NAME
-    }
-
-    fn aggregate_types(&self) -> &'static [&'static str] {
-        &[analytics::AGGREGATE_TYPE]
-    }
-
-    fn tables(&self) -> &'static [&'static str] {
-        &["analytics_daily", "analytics_daily_sessions"]
+    fn model(&self) -> ReadModel {
+        catalogue::ANALYTICS_DAILY
     }
 
     async fn apply(

@@ -9,6 +9,7 @@ use sqlx::{Postgres, Transaction};
 
 use super::{RowPerStream, decode, uuid_id};
 use crate::engine::{Projection, ProjectionError};
+use event_store::catalogue::{self, ReadModel};
 
 const ROWS: RowPerStream = RowPerStream {
     table: "community_posts",
@@ -21,21 +22,13 @@ pub struct CommunityPostsProjection;
 
 impl CommunityPostsProjection {
     /// The projection's name, the key of its checkpoint.
-    pub const NAME: &'static str = "community_posts";
+    pub const NAME: &'static str = catalogue::COMMUNITY_POSTS.name;
 }
 
 #[async_trait]
 impl Projection for CommunityPostsProjection {
-    fn name(&self) -> &'static str {
-        Self::NAME
-    }
-
-    fn aggregate_types(&self) -> &'static [&'static str] {
-        &[post::AGGREGATE_TYPE]
-    }
-
-    fn tables(&self) -> &'static [&'static str] {
-        &["community_posts"]
+    fn model(&self) -> ReadModel {
+        catalogue::COMMUNITY_POSTS
     }
 
     async fn apply(

@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use super::{RowPerStream, decode, uuid_id};
 use crate::engine::{Projection, ProjectionError};
+use event_store::catalogue::{self, ReadModel};
 
 const ROWS: RowPerStream = RowPerStream {
     table: "projects",
@@ -27,21 +28,13 @@ pub struct ProjectsProjection;
 
 impl ProjectsProjection {
     /// The projection's name, the key of its checkpoint.
-    pub const NAME: &'static str = "projects";
+    pub const NAME: &'static str = catalogue::PROJECTS.name;
 }
 
 #[async_trait]
 impl Projection for ProjectsProjection {
-    fn name(&self) -> &'static str {
-        Self::NAME
-    }
-
-    fn aggregate_types(&self) -> &'static [&'static str] {
-        &[project::AGGREGATE_TYPE]
-    }
-
-    fn tables(&self) -> &'static [&'static str] {
-        &["projects"]
+    fn model(&self) -> ReadModel {
+        catalogue::PROJECTS
     }
 
     async fn apply(

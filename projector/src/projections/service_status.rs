@@ -8,6 +8,7 @@ use sqlx::{Postgres, Transaction};
 
 use super::decode;
 use crate::engine::{Projection, ProjectionError};
+use event_store::catalogue::{self, ReadModel};
 
 /// Projects `ServiceStatus` streams into `service_status_history` and
 /// `service_status_latest`.
@@ -16,21 +17,13 @@ pub struct ServiceStatusProjection;
 
 impl ServiceStatusProjection {
     /// The projection's name, the key of its checkpoint.
-    pub const NAME: &'static str = "service_status";
+    pub const NAME: &'static str = catalogue::SERVICE_STATUS.name;
 }
 
 #[async_trait]
 impl Projection for ServiceStatusProjection {
-    fn name(&self) -> &'static str {
-        Self::NAME
-    }
-
-    fn aggregate_types(&self) -> &'static [&'static str] {
-        &[status::AGGREGATE_TYPE]
-    }
-
-    fn tables(&self) -> &'static [&'static str] {
-        &["service_status_latest", "service_status_history"]
+    fn model(&self) -> ReadModel {
+        catalogue::SERVICE_STATUS
     }
 
     async fn apply(

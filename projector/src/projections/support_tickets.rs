@@ -8,6 +8,7 @@ use sqlx::{Postgres, Transaction};
 
 use super::{RowPerStream, decode, uuid_id};
 use crate::engine::{Projection, ProjectionError};
+use event_store::catalogue::{self, ReadModel};
 
 const ROWS: RowPerStream = RowPerStream {
     table: "support_tickets",
@@ -23,21 +24,13 @@ pub struct SupportTicketsProjection;
 
 impl SupportTicketsProjection {
     /// The projection's name, the key of its checkpoint.
-    pub const NAME: &'static str = "support_tickets";
+    pub const NAME: &'static str = catalogue::SUPPORT_TICKETS.name;
 }
 
 #[async_trait]
 impl Projection for SupportTicketsProjection {
-    fn name(&self) -> &'static str {
-        Self::NAME
-    }
-
-    fn aggregate_types(&self) -> &'static [&'static str] {
-        &[ticket::AGGREGATE_TYPE]
-    }
-
-    fn tables(&self) -> &'static [&'static str] {
-        &["support_tickets"]
+    fn model(&self) -> ReadModel {
+        catalogue::SUPPORT_TICKETS
     }
 
     async fn apply(

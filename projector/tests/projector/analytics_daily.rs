@@ -1,8 +1,8 @@
 //! The `analytics_daily` projection, and schema evolution as projections see it.
 
 use chrono::{DateTime, NaiveDate, Utc};
+use event_store::append::NewEvent;
 use events::analytics::{self, AnalyticsEvent, TrackedEvent};
-use events::store::NewEvent;
 use std::time::{Duration, Instant};
 
 use projector::projections::AnalyticsDailyProjection;
@@ -67,7 +67,7 @@ fn day(raw: &str) -> NaiveDate {
     NaiveDate::parse_from_str(raw, "%Y-%m-%d").unwrap()
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn the_daily_summary_counts_events_and_distinct_sessions_per_utc_day(pool: PgPool) {
     let first = batch_event(vec![
         tracked("view", Some("s1"), "2026-01-31T10:00:00Z"),
@@ -81,8 +81,12 @@ async fn the_daily_summary_counts_events_and_distinct_sessions_per_utc_day(pool:
         tracked("view", Some("s3"), "2026-01-31T13:00:00Z"),
         tracked("view", Some("s1"), "2026-02-01T13:00:00Z"),
     ]);
-    events::store::append(&pool, &[first], None).await.unwrap();
-    events::store::append(&pool, &[second], None).await.unwrap();
+    event_store::append::append(&pool, &[first], None)
+        .await
+        .unwrap();
+    event_store::append::append(&pool, &[second], None)
+        .await
+        .unwrap();
 
     assert_eq!(settle(&pool, &AnalyticsDailyProjection, 500).await, 2);
     assert_eq!(
@@ -95,12 +99,14 @@ async fn the_daily_summary_counts_events_and_distinct_sessions_per_utc_day(pool:
     );
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn batches_applied_one_by_one_or_together_give_the_same_summary(pool: PgPool) {
     for n in 0..6 {
         let session = format!("s{}", n % 3);
         let event = batch_event(vec![tracked("tap", Some(&session), "2026-03-01T00:00:00Z")]);
-        events::store::append(&pool, &[event], None).await.unwrap();
+        event_store::append::append(&pool, &[event], None)
+            .await
+            .unwrap();
     }
     // One event per transaction: the batch size does not change what is counted.
     assert_eq!(settle(&pool, &AnalyticsDailyProjection, 1).await, 6);
@@ -110,7 +116,7 @@ async fn batches_applied_one_by_one_or_together_give_the_same_summary(pool: PgPo
     );
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_project_created_at_version_1_is_read_as_version_2_and_projected(pool: PgPool) {
     let id = Uuid::now_v7();
     sqlx::query(
@@ -130,7 +136,7 @@ async fn a_project_created_at_version_1_is_read_as_version_2_and_projected(pool:
     .await
     .unwrap();
 
-    let read = events::log::read_stream(&pool, "Project", &id.to_string(), 1)
+    let read = event_store::log::read_stream(&pool, "Project", &id.to_string(), 1)
         .await
         .unwrap();
     assert_eq!(read[0].event_version, "2");

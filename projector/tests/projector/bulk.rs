@@ -1,8 +1,8 @@
 //! Set-based batch application equals applying event by event.
 
-use events::LogFilter;
+use event_store::LogFilter;
+use event_store::append::append;
 use events::project::ProjectEvent;
-use events::store::append;
 use projector::Projection as _;
 use projector::projections::ProjectsProjection;
 use sqlx::PgPool;
@@ -43,7 +43,7 @@ async fn seed(pool: &PgPool) {
     }
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn applying_a_batch_at_once_equals_applying_it_event_by_event(pool: PgPool) {
     seed(&pool).await;
     // The engine hands whole batches to `apply_batch`.
@@ -54,7 +54,7 @@ async fn applying_a_batch_at_once_equals_applying_it_event_by_event(pool: PgPool
         .execute(&pool)
         .await
         .unwrap();
-    let log = events::log::read_after(
+    let log = event_store::log::read_after(
         &pool,
         events::LogPosition::START,
         10_000,

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use events::store::append;
+use event_store::append::append;
 use projector::Target;
 use projector::projections::ProjectsProjection;
 use sqlx::PgPool;
@@ -31,7 +31,7 @@ async fn poison_between_good_events(pool: &PgPool) -> ([Uuid; 2], Uuid, i64) {
     ([before, after], poison_id, receipt.last.position)
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn with_dead_lettering_a_poison_event_is_parked_and_the_projection_goes_on(pool: PgPool) {
     let (good, poison_id, poison_position) = poison_between_good_events(&pool).await;
 
@@ -77,7 +77,7 @@ async fn with_dead_lettering_a_poison_event_is_parked_and_the_projection_goes_on
     );
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn without_dead_lettering_a_poison_event_fails_the_projection_and_metrics_show_it(
     pool: PgPool,
 ) {

@@ -1,7 +1,7 @@
 //! A transaction that commits after later ones must be neither skipped nor applied twice.
 
+use event_store::append::{append, append_in};
 use events::LogPosition;
-use events::store::{append, append_in};
 use projector::projections::ProjectsProjection;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -10,7 +10,7 @@ use crate::support::{
     checkpoint, created, event_count, project_event, project_rows, renamed, settle,
 };
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_late_commit_is_neither_skipped_nor_doubled(pool: PgPool) {
     // The slow transaction takes its identity position and transaction id first...
     let slow_project = Uuid::now_v7();

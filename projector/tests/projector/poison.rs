@@ -1,6 +1,6 @@
 //! An event a projection cannot apply stops it, loudly, right before the event.
 
-use events::store::append;
+use event_store::append::append;
 use projector::EngineError;
 use projector::projections::ProjectsProjection;
 use sqlx::PgPool;
@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::support::{checkpoint, created, project_event, project_rows, try_settle};
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_poison_event_fails_the_projection_and_nothing_after_it_is_applied(pool: PgPool) {
     let before = Uuid::now_v7();
     let before_receipt = append(&pool, &[project_event(before, 1, &created("before"))], None)
@@ -62,7 +62,7 @@ async fn a_poison_event_fails_the_projection_and_nothing_after_it_is_applied(poo
     }
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn an_outage_is_never_taken_for_a_poison_event(pool: PgPool) {
     use projector::ProjectionError;
 

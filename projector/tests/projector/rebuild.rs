@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use events::store::{NewEvent, append};
+use event_store::append::{NewEvent, append};
 use projector::projections::ProjectsProjection;
 use projector::{LoopSettings, Projection};
 use service_kit::shutdown::Shutdown;
@@ -33,7 +33,7 @@ async fn seed(pool: &PgPool, count: usize) -> Vec<Uuid> {
     ids
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_rebuild_under_concurrent_reads_serves_no_errors_and_no_half_built_table(pool: PgPool) {
     const PROJECTS: i64 = 3000;
     seed(&pool, usize::try_from(PROJECTS).unwrap()).await;
@@ -47,7 +47,7 @@ async fn a_rebuild_under_concurrent_reads_serves_no_errors_and_no_half_built_tab
     // The live loop keeps running through the rebuild, as in production.
     let shutdown = Shutdown::new();
     let (wake, listener) =
-        events::wake::listen_with_handle(pool.clone(), events::wake::EVENTS_CHANNEL);
+        event_store::wake::listen_with_handle(pool.clone(), event_store::wake::EVENTS_CHANNEL);
     let live = tokio::spawn(projector::run_projection(
         pool.clone(),
         Arc::new(ProjectsProjection),
@@ -163,7 +163,7 @@ async fn a_rebuild_under_concurrent_reads_serves_no_errors_and_no_half_built_tab
     assert!(differences.is_empty(), "{differences:?}");
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn verify_reports_nothing_on_a_healthy_model_and_every_corrupted_row(pool: PgPool) {
     let ids = seed(&pool, 50).await;
     settle(&pool, 500).await;

@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use events::store::append;
+use event_store::append::append;
 use futures::StreamExt as _;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptions,
@@ -174,7 +174,7 @@ async fn relay_checkpoint(pool: &PgPool) -> (i64, String) {
         .unwrap_or((0, String::new()))
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn every_event_reaches_a_bound_queue_with_the_contract_properties_in_stream_order(
     pool: PgPool,
 ) {
@@ -202,7 +202,7 @@ async fn every_event_reaches_a_bound_queue_with_the_contract_properties_in_strea
 
     let shutdown = Shutdown::new();
     let (wake, listener) =
-        events::wake::listen_with_handle(pool.clone(), events::wake::EVENTS_CHANNEL);
+        event_store::wake::listen_with_handle(pool.clone(), event_store::wake::EVENTS_CHANNEL);
     let relay = tokio::spawn(projector::relay::run_relay(
         pool.clone(),
         pool.clone(),
@@ -216,11 +216,11 @@ async fn every_event_reaches_a_bound_queue_with_the_contract_properties_in_strea
     assert_eq!(firsts.len(), expected.len());
     assert_per_stream_order(&firsts);
 
-    let stored = events::log::read_after(
+    let stored = event_store::log::read_after(
         &pool,
         events::LogPosition::START,
         1000,
-        &events::LogFilter::default(),
+        &event_store::LogFilter::default(),
     )
     .await
     .unwrap();
@@ -310,7 +310,7 @@ fn close_connection(name: &str) -> bool {
     closed
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_broker_connection_lost_during_appends_loses_no_event(pool: PgPool) {
     let tag = Uuid::new_v4().simple().to_string();
     let settings = relay_settings(&tag);
@@ -318,8 +318,9 @@ async fn a_broker_connection_lost_during_appends_loses_no_event(pool: PgPool) {
 
     let shutdown = Shutdown::new();
     let (wake, listener) =
-        events::wake::listen_with_handle(pool.clone(), events::wake::EVENTS_CHANNEL);
-    let notifier = events::wake::AppendNotifier::spawn(pool.clone(), events::wake::EVENTS_CHANNEL);
+        event_store::wake::listen_with_handle(pool.clone(), event_store::wake::EVENTS_CHANNEL);
+    let notifier =
+        event_store::wake::AppendNotifier::spawn(pool.clone(), event_store::wake::EVENTS_CHANNEL);
     let relay = tokio::spawn(projector::relay::run_relay(
         pool.clone(),
         pool.clone(),

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use events::store::append;
+use event_store::append::append;
 use projector::projections::ProjectsProjection;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::processes::{Projector, leader_of, maybe_checkpoint};
 use crate::support::{checkpoint, created, event_count, eventually, project_event, renamed};
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_replica_takes_over_within_seconds_when_the_active_projector_is_killed(pool: PgPool) {
     let mut replicas = [
         Projector::start(&pool, &[("PROJECTOR_BATCH_SIZE", "10")]),

@@ -5,9 +5,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use event_store::append::{NewEvent, append, append_in};
+use event_store::wake::{AppendNotifier, EVENTS_CHANNEL};
 use events::project::ProjectEvent;
-use events::store::{NewEvent, append, append_in};
-use events::wake::{AppendNotifier, EVENTS_CHANNEL};
 use projector::projections::ProjectsProjection;
 use projector::{LoopSettings, Projection};
 use service_kit::shutdown::Shutdown;
@@ -121,7 +121,7 @@ fn evolve(state: Option<Expected>, event: &ProjectEvent, version: i64) -> Expect
     }
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_projector_killed_at_random_moments_ends_equal_to_a_fresh_rebuild(
     options: PgPoolOptions,
     connect: PgConnectOptions,
@@ -132,7 +132,7 @@ async fn a_projector_killed_at_random_moments_ends_equal_to_a_fresh_rebuild(
         .await
         .unwrap();
     let notifier = AppendNotifier::spawn(pool.clone(), EVENTS_CHANNEL);
-    let (wake, listener) = events::wake::listen_with_handle(pool.clone(), EVENTS_CHANNEL);
+    let (wake, listener) = event_store::wake::listen_with_handle(pool.clone(), EVENTS_CHANNEL);
     let writers: Vec<_> = (1..=WRITERS)
         .map(|seed| tokio::spawn(writer(pool.clone(), notifier.clone(), seed)))
         .collect();

@@ -3,8 +3,8 @@
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use event_store::append::NewEvent;
 use events::project::{AGGREGATE_TYPE, ProjectEvent};
-use events::store::NewEvent;
 use projector::EngineError;
 use projector::projections::ProjectsProjection;
 use sqlx::PgPool;

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use events::store::append;
+use event_store::append::append;
 use projector::Settings;
 use service_kit::shutdown::Shutdown;
 use sqlx::PgPool;
@@ -47,7 +47,7 @@ async fn get(addr: SocketAddr, path: &str) -> String {
     response
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn an_append_notification_wakes_the_projector_long_before_its_poll(pool: PgPool) {
     let settings = Settings {
         poll_interval: Duration::from_secs(60),
@@ -66,7 +66,7 @@ async fn an_append_notification_wakes_the_projector_long_before_its_poll(pool: P
         .await
         .unwrap();
     sqlx::query("SELECT pg_notify($1, '')")
-        .bind(events::wake::EVENTS_CHANNEL)
+        .bind(event_store::wake::EVENTS_CHANNEL)
         .execute(&pool)
         .await
         .unwrap();

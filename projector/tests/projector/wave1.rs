@@ -4,9 +4,9 @@
 use std::time::{Duration, Instant};
 
 use cqrs_es::DomainEvent;
+use event_store::append::{NewEvent, append};
 use events::post::{self, PostEvent};
 use events::status::{self, ServiceHealth, ServiceStatusEvent};
-use events::store::{NewEvent, append};
 use events::ticket::{self, TicketEvent, TicketStatus};
 use projector::Projection;
 use projector::projections::{
@@ -58,7 +58,7 @@ async fn checkpoint_position(pool: &PgPool, name: &str) -> (i64, i64) {
         .unwrap()
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn tickets_are_projected_with_their_latest_status_and_version(pool: PgPool) {
     let id = Uuid::now_v7().to_string();
     let t = ticket::AGGREGATE_TYPE;
@@ -137,7 +137,7 @@ async fn tickets_are_projected_with_their_latest_status_and_version(pool: PgPool
     assert_eq!(SupportTicketsProjection.tables(), ["support_tickets"]);
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_status_change_for_a_ticket_without_a_row_stops_the_projection(pool: PgPool) {
     let id = Uuid::now_v7().to_string();
     let orphan = event(
@@ -168,7 +168,7 @@ async fn a_status_change_for_a_ticket_without_a_row_stops_the_projection(pool: P
     assert_eq!(rows, 0);
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn posts_are_projected_and_a_deleted_post_is_marked_not_removed(pool: PgPool) {
     let kept = Uuid::now_v7().to_string();
     let gone = Uuid::now_v7().to_string();
@@ -217,7 +217,7 @@ async fn posts_are_projected_and_a_deleted_post_is_marked_not_removed(pool: PgPo
     );
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn service_status_keeps_every_report_and_the_newest_per_service(pool: PgPool) {
     let s = status::AGGREGATE_TYPE;
     let reported =
@@ -296,7 +296,7 @@ async fn service_status_keeps_every_report_and_the_newest_per_service(pool: PgPo
     );
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn replaying_a_status_report_changes_nothing(pool: PgPool) {
     let s = status::AGGREGATE_TYPE;
     let events = [
@@ -322,11 +322,11 @@ async fn replaying_a_status_report_changes_nothing(pool: PgPool) {
     append(&pool, &events, None).await.unwrap();
     settle(&pool, &ServiceStatusProjection).await;
     // Re-apply the older event by hand, as a duplicate delivery would.
-    let recorded = events::log::read_after(
+    let recorded = event_store::log::read_after(
         &pool,
         events::LogPosition::START,
         10,
-        &events::LogFilter::default(),
+        &event_store::LogFilter::default(),
     )
     .await
     .unwrap();

@@ -19,7 +19,7 @@ use crate::error::ApiError;
 use crate::openapi::ProblemDetails;
 
 /// The name of the projection that fills `analytics_daily`.
-pub const PROJECTION: &str = "analytics_daily";
+pub const PROJECTION: &str = event_store::catalogue::ANALYTICS_DAILY.name;
 
 /// The longest range one request may cover, in days (both ends included).
 pub const MAX_RANGE_DAYS: i64 = 366;

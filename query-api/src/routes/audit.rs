@@ -14,8 +14,9 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
+use event_store::LogFilter;
 use events::position::{decode_position, encode_position};
-use events::{LogFilter, LogPosition, RecordedEvent};
+use events::{LogPosition, RecordedEvent};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
@@ -230,7 +231,7 @@ pub async fn audit_events(
     let Query(params) = query?;
     let query = AuditQuery::parse(&params)?;
     let events =
-        events::log::read_after(state.pool(), query.after, query.limit, &query.filter).await?;
+        event_store::log::read_after(state.pool(), query.after, query.limit, &query.filter).await?;
     let next = events
         .last()
         .map_or(query.after, |event| event.log_position);
@@ -294,7 +295,7 @@ pub async fn audit_stream(
             .ok_or_else(|| ApiError::bad_parameter("from_version", "must be an integer >= 1"))?,
     };
     let events =
-        events::log::read_stream(state.pool(), &aggregate_type, &aggregate_id, from_version)
+        event_store::log::read_stream(state.pool(), &aggregate_type, &aggregate_id, from_version)
             .await?;
     if events.is_empty() {
         let exists: bool = sqlx::query_scalar(

@@ -24,7 +24,7 @@ use crate::openapi::ProblemDetails;
 use crate::pagination::{self, PageRequest};
 
 /// The name of the projection (its `projection_checkpoints` row) that fills `community_posts`.
-pub const PROJECTION: &str = "community_posts";
+pub const PROJECTION: &str = event_store::catalogue::COMMUNITY_POSTS.name;
 
 /// The path of the collection, from which `Link` URLs are built.
 pub const COLLECTION_PATH: &str = "/api/v1/community/posts";

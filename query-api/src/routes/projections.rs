@@ -13,18 +13,6 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::openapi::ProblemDetails;
 
-/// Which aggregate types each projection reads, so its lag counts only events it will apply.
-/// A projection missing here (the relay, or a shadow being rebuilt under another name) is taken
-/// to read every event, which over- rather than under-states its lag. Must match the
-/// projector's projections: `chronicle/tests/projection_sources.rs` checks that it does.
-pub const PROJECTION_SOURCES: &[(&str, &[&str])] = &[
-    ("projects", &[events::project::AGGREGATE_TYPE]),
-    ("support_tickets", &[events::ticket::AGGREGATE_TYPE]),
-    ("community_posts", &[events::post::AGGREGATE_TYPE]),
-    ("service_status", &[events::status::AGGREGATE_TYPE]),
-    ("analytics_daily", &[events::analytics::AGGREGATE_TYPE]),
-];
-
 /// The routes of this resource, documented.
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list_projections))
@@ -57,11 +45,12 @@ pub struct ProjectionStatus {
 ///
 /// The database fails.
 pub async fn projection_statuses(pool: &PgPool) -> Result<Vec<ProjectionStatus>, sqlx::Error> {
-    // The source map travels as two parallel arrays, one (name, aggregate type) pair per
-    // element, so that one statement serves every projection.
-    let (names, types): (Vec<&str>, Vec<&str>) = PROJECTION_SOURCES
+    // The catalogue's source map travels as two parallel arrays, one (name, aggregate type)
+    // pair per element, so that one statement serves every projection. A checkpoint missing
+    // from it (the relay, a shadow) counts every event.
+    let (names, types): (Vec<&str>, Vec<&str>) = event_store::catalogue::READ_MODELS
         .iter()
-        .flat_map(|(name, types)| types.iter().map(move |t| (*name, *t)))
+        .flat_map(|model| model.sources.iter().map(move |t| (model.name, *t)))
         .unzip();
     // "After the checkpoint" is in commit order, (tx_id, global_position), like the projector
     // reads; events of transactions still running are invisible here and not yet lag.

@@ -23,7 +23,7 @@ use crate::openapi::ProblemDetails;
 use crate::pagination::{self, PageRequest};
 
 /// The name of the projection (its `projection_checkpoints` row) that fills `projects`.
-pub const PROJECTION: &str = "projects";
+pub const PROJECTION: &str = event_store::catalogue::PROJECTS.name;
 
 /// The path of the collection, from which `Link` URLs are built.
 pub const COLLECTION_PATH: &str = "/api/v1/projects";

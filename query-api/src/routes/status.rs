@@ -42,7 +42,7 @@ use crate::pagination::PageRequest;
 
 /// The name of the projection (its `projection_checkpoints` row) that fills
 /// `service_status_latest` and `service_status_history`.
-pub const PROJECTION: &str = "service_status";
+pub const PROJECTION: &str = event_store::catalogue::SERVICE_STATUS.name;
 
 /// `Cache-Control` of the status page's answers (and their 304s).
 pub const PUBLIC_CACHE_CONTROL: &str = "public, max-age=5, stale-while-revalidate=30";

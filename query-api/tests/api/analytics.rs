@@ -19,7 +19,7 @@ async fn insert(pool: &PgPool, day: &str, name: &str, count: i64, sessions: i64)
     .expect("inserted");
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn the_summary_lists_days_and_names_in_the_range(pool: PgPool) {
     insert(&pool, "2026-01-30", "view", 9, 9).await;
     insert(&pool, "2026-01-31", "view", 5, 3).await;
@@ -54,7 +54,7 @@ async fn the_summary_lists_days_and_names_in_the_range(pool: PgPool) {
     assert_eq!(views["items"][0]["count"], 5);
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn bad_dates_reversed_and_overlong_ranges_are_400(pool: PgPool) {
     let app = app(&pool).await;
     for (query, parameter) in [
@@ -71,7 +71,7 @@ async fn bad_dates_reversed_and_overlong_ranges_are_400(pool: PgPool) {
     }
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn the_openapi_document_describes_the_summary_and_the_audit_routes(pool: PgPool) {
     let document = get(&app(&pool).await, "/api/v1/openapi.json").await.json();
     for path in [

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::http::StatusCode;
-use events::store::NewEvent;
+use event_store::append::NewEvent;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -31,10 +31,14 @@ fn event(aggregate_type: &str, id: &str, sequence: i64, event_type: &str, actor:
 async fn wait_visible(pool: &PgPool, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let visible =
-            events::log::read_after(pool, events::LogPosition::START, 1000, &Default::default())
-                .await
-                .expect("read");
+        let visible = event_store::log::read_after(
+            pool,
+            events::LogPosition::START,
+            1000,
+            &Default::default(),
+        )
+        .await
+        .expect("read");
         if visible.len() >= n || Instant::now() > deadline {
             return;
         }
@@ -56,14 +60,14 @@ async fn page(app: &Router, query: &str) -> (Vec<String>, String) {
     (ids, body["next"].as_str().expect("next").to_owned())
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn following_next_never_skips_or_repeats_an_event_while_appends_continue(pool: PgPool) {
     let app = app(&pool).await;
     append_event(&pool, "Early", "e", 1).await;
 
     // A transaction that appends first and commits last, after everything below.
     let mut late = pool.begin().await.expect("begin");
-    events::store::append_in(&mut late, &[event("Late", "l", 1, "LateEvent", "slow")])
+    event_store::append::append_in(&mut late, &[event("Late", "l", 1, "LateEvent", "slow")])
         .await
         .expect("late append");
 
@@ -126,7 +130,7 @@ async fn following_next_never_skips_or_repeats_an_event_while_appends_continue(p
     assert_eq!(next, cursor);
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn filters_narrow_the_log_and_items_are_full_envelopes(pool: PgPool) {
     let events = [
         event("Project", "p1", 1, "ProjectArchived", "ada"),
@@ -134,7 +138,7 @@ async fn filters_narrow_the_log_and_items_are_full_envelopes(pool: PgPool) {
         event("Ticket", "t1", 1, "TicketOpened", "ada"),
     ];
     for event in &events {
-        events::store::append(&pool, std::slice::from_ref(event), None)
+        event_store::append::append(&pool, std::slice::from_ref(event), None)
             .await
             .expect("appended");
     }
@@ -180,7 +184,7 @@ async fn filters_narrow_the_log_and_items_are_full_envelopes(pool: PgPool) {
     assert_eq!(item["version"], 1);
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn bad_audit_parameters_are_400_naming_the_parameter(pool: PgPool) {
     let app = app(&pool).await;
     for (query, parameter) in [
@@ -200,7 +204,7 @@ async fn bad_audit_parameters_are_400_naming_the_parameter(pool: PgPool) {
     }
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_stream_is_read_in_version_order_from_a_version(pool: PgPool) {
     for sequence in 1..=3 {
         append_event(&pool, "Project", "p1", sequence).await;
@@ -235,7 +239,7 @@ async fn a_stream_is_read_in_version_order_from_a_version(pool: PgPool) {
         .problem(StatusCode::UNPROCESSABLE_ENTITY);
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn old_event_versions_are_served_upcast(pool: PgPool) {
     sqlx::query(
         "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, \

@@ -25,7 +25,7 @@ async fn insert_post(pool: &PgPool, author: &str, minutes: i64, deleted: bool) -
     id
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_post_is_served_with_its_version_as_etag(pool: PgPool) {
     let id = insert_post(&pool, "ada", 1, false).await;
     let app = app(&pool).await;
@@ -45,7 +45,7 @@ async fn a_post_is_served_with_its_version_as_etag(pool: PgPool) {
     assert_eq!(cached.status, StatusCode::NOT_MODIFIED);
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_deleted_post_is_404_even_when_revalidated_and_is_not_listed(pool: PgPool) {
     let live = insert_post(&pool, "ada", 1, false).await;
     let deleted = insert_post(&pool, "ada", 2, true).await;
@@ -66,7 +66,7 @@ async fn a_deleted_post_is_404_even_when_revalidated_and_is_not_listed(pool: PgP
     );
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn posts_are_filtered_by_author_and_sorted(pool: PgPool) {
     let a = insert_post(&pool, "ada", 1, false).await;
     let b = insert_post(&pool, "bob", 2, false).await;
@@ -98,7 +98,7 @@ async fn posts_are_filtered_by_author_and_sorted(pool: PgPool) {
     );
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn bad_post_requests_are_answered_without_500(pool: PgPool) {
     let app = app(&pool).await;
     let long = "a".repeat(81);

@@ -16,7 +16,7 @@ fn token(position: LogPosition) -> String {
     ConsistencyToken(position).encode()
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_token_already_covered_is_answered_at_once(pool: PgPool) {
     let position = append_event(&pool, "Project", "p1", 1).await;
     let row = project("Apollo");
@@ -43,7 +43,7 @@ async fn a_token_already_covered_is_answered_at_once(pool: PgPool) {
     );
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_request_waits_until_the_projection_applies_the_token(pool: PgPool) {
     let before = append_event(&pool, "Project", "p1", 1).await;
     set_checkpoint(&pool, "projects", before).await;
@@ -80,7 +80,7 @@ async fn a_request_waits_until_the_projection_applies_the_token(pool: PgPool) {
     assert_eq!(answer.item_ids(), vec![row.id]);
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_token_never_reached_times_out_with_503_and_retry_after(pool: PgPool) {
     let behind = append_event(&pool, "Project", "p1", 1).await;
     set_checkpoint(&pool, "projects", behind).await;
@@ -108,7 +108,7 @@ async fn a_token_never_reached_times_out_with_503_and_retry_after(pool: PgPool) 
     }
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_missing_checkpoint_counts_as_the_start_of_the_log(pool: PgPool) {
     let app = app_with(&pool, waiting(Duration::from_millis(100))).await;
 
@@ -131,7 +131,7 @@ async fn a_missing_checkpoint_counts_as_the_start_of_the_log(pool: PgPool) {
     later.problem(StatusCode::SERVICE_UNAVAILABLE);
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_malformed_token_is_400(pool: PgPool) {
     let app = app_with(&pool, waiting(Duration::from_secs(10))).await;
 
@@ -142,7 +142,7 @@ async fn a_malformed_token_is_400(pool: PgPool) {
     }
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_token_from_another_resource_does_not_wait_for_this_projection(pool: PgPool) {
     let applied = append_event(&pool, "Project", "p1", 1).await;
     set_checkpoint(&pool, "projects", applied).await;

@@ -7,8 +7,8 @@ use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Request, StatusCode};
 use chrono::{DateTime, TimeZone as _, Utc};
+use event_store::append::NewEvent;
 use events::LogPosition;
-use events::store::NewEvent;
 use http_body_util::BodyExt as _;
 use query_api::Settings;
 use serde_json::Value;
@@ -196,7 +196,7 @@ pub async fn set_checkpoint<'e>(
 /// Announces checkpoint moves, as the projector does after each batch.
 pub async fn notify_checkpoint(pool: &PgPool, name: &str) {
     sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(events::wake::CHECKPOINTS_CHANNEL)
+        .bind(event_store::wake::CHECKPOINTS_CHANNEL)
         .bind(name)
         .execute(pool)
         .await
@@ -221,7 +221,7 @@ pub async fn append_event(
         payload: serde_json::json!({}),
         metadata: serde_json::json!({"actor": "test"}),
     };
-    events::store::append(pool, &[event], None)
+    event_store::append::append(pool, &[event], None)
         .await
         .expect("appended")
         .last

@@ -6,7 +6,7 @@ use sqlx::PgPool;
 
 use crate::helpers::{app, get, send};
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn the_openapi_document_lists_every_path_and_the_problem_schema(pool: PgPool) {
     let app = app(&pool).await;
 
@@ -44,7 +44,7 @@ async fn the_openapi_document_lists_every_path_and_the_problem_schema(pool: PgPo
     }
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn the_plumbing_routes_answer(pool: PgPool) {
     let app = app(&pool).await;
 
@@ -56,7 +56,7 @@ async fn the_plumbing_routes_answer(pool: PgPool) {
         .problem(StatusCode::NOT_FOUND);
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn only_get_and_head_are_served(pool: PgPool) {
     let app = app(&pool).await;
 

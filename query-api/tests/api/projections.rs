@@ -15,7 +15,7 @@ fn by_name<'a>(list: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no projection {name} in {list}"))
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn lag_counts_the_events_after_each_checkpoint_that_the_projection_reads(pool: PgPool) {
     let first = append_event(&pool, "Project", "p1", 1).await;
     append_event(&pool, "SupportTicket", "t1", 1).await;
@@ -74,7 +74,7 @@ async fn lag_counts_the_events_after_each_checkpoint_that_the_projection_reads(p
     assert_eq!(caught_up["lag_seconds"], 0.0);
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn lag_seconds_measure_the_age_of_the_oldest_unapplied_event(pool: PgPool) {
     let applied = append_event(&pool, "Project", "p1", 1).await;
     // An event recorded 90 seconds ago that the projection has not applied.
@@ -98,7 +98,7 @@ async fn lag_seconds_measure_the_age_of_the_oldest_unapplied_event(pool: PgPool)
     assert!((90.0..120.0).contains(&seconds), "{seconds}");
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn no_projections_is_an_empty_list(pool: PgPool) {
     let app = app(&pool).await;
 

@@ -10,7 +10,7 @@ use crate::helpers::{
     ProjectRow, app, at, get, get_with, insert_project, project, send, set_checkpoint,
 };
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_project_is_served_with_its_version_as_etag(pool: PgPool) {
     let mut row = project("Apollo");
     row.description = "to the moon".to_owned();
@@ -40,7 +40,7 @@ async fn a_project_is_served_with_its_version_as_etag(pool: PgPool) {
     );
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_matching_if_none_match_answers_304_until_the_version_changes(pool: PgPool) {
     let row = project("Apollo");
     insert_project(&pool, &row).await;
@@ -70,7 +70,7 @@ async fn a_matching_if_none_match_answers_304_until_the_version_changes(pool: Pg
     assert_eq!(answer.json()["name"], "Artemis");
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn head_answers_with_headers_and_no_body(pool: PgPool) {
     let row = project("Apollo");
     insert_project(&pool, &row).await;
@@ -86,7 +86,7 @@ async fn head_answers_with_headers_and_no_body(pool: PgPool) {
     assert!(answer.body.is_empty());
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn an_unknown_id_is_404_and_a_malformed_one_is_422(pool: PgPool) {
     let app = app(&pool).await;
 
@@ -124,7 +124,7 @@ fn ids(rows: &[&ProjectRow]) -> Vec<Uuid> {
     rows.iter().map(|row| row.id).collect()
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn the_default_list_is_newest_first_with_totals(pool: PgPool) {
     let rows = five_projects(&pool).await;
     let app = app(&pool).await;
@@ -141,7 +141,7 @@ async fn the_default_list_is_newest_first_with_totals(pool: PgPool) {
     assert_eq!(answer.item_ids(), ids(&newest_first));
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn every_sort_order_is_honoured(pool: PgPool) {
     let rows = five_projects(&pool).await;
     let app = app(&pool).await;
@@ -163,7 +163,7 @@ async fn every_sort_order_is_honoured(pool: PgPool) {
     }
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn equal_sort_keys_are_ordered_by_id_so_pages_are_stable(pool: PgPool) {
     let mut rows = Vec::new();
     for _ in 0..4 {
@@ -180,7 +180,7 @@ async fn equal_sort_keys_are_ordered_by_id_so_pages_are_stable(pool: PgPool) {
     assert_eq!([first.item_ids(), second.item_ids()].concat(), rows);
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn filters_narrow_the_list_and_the_total(pool: PgPool) {
     let owner = Uuid::now_v7();
     let mut owned = project("Owned Thing");
@@ -220,7 +220,7 @@ async fn filters_narrow_the_list_and_the_total(pool: PgPool) {
     }
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn like_wildcards_in_q_match_only_themselves(pool: PgPool) {
     let percent = project("50% off");
     let underscore = project("snake_case");
@@ -248,7 +248,7 @@ async fn like_wildcards_in_q_match_only_themselves(pool: PgPool) {
     }
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_page_past_the_end_is_empty_with_the_true_totals(pool: PgPool) {
     five_projects(&pool).await;
     let app = app(&pool).await;
@@ -268,7 +268,7 @@ async fn a_page_past_the_end_is_empty_with_the_true_totals(pool: PgPool) {
     );
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn the_link_header_keeps_the_filters_and_names_every_neighbour(pool: PgPool) {
     for i in 0..5 {
         let mut row = project(&format!("big thing {i}"));
@@ -307,7 +307,7 @@ async fn the_link_header_keeps_the_filters_and_names_every_neighbour(pool: PgPoo
     );
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn bad_query_parameters_are_400_naming_the_parameter(pool: PgPool) {
     let app = app(&pool).await;
     let long_q = "x".repeat(201);
@@ -338,7 +338,7 @@ async fn bad_query_parameters_are_400_naming_the_parameter(pool: PgPool) {
     }
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_list_etag_answers_304_until_the_checkpoint_moves(pool: PgPool) {
     insert_project(&pool, &project("Apollo")).await;
     set_checkpoint(

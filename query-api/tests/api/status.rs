@@ -38,7 +38,7 @@ async fn report(pool: &PgPool, service_id: &str, version: i64, status: &str, min
     .expect("latest row");
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn with_no_services_the_overall_status_is_operational(pool: PgPool) {
     let app = app(&pool).await;
     let answer = get(&app, "/api/v1/status").await;
@@ -50,7 +50,7 @@ async fn with_no_services_the_overall_status_is_operational(pool: PgPool) {
     assert_eq!(answer.header("cache-control"), CACHE);
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn the_overall_status_is_the_worst_service_status(pool: PgPool) {
     report(&pool, "api", 1, "operational", 0).await;
     report(&pool, "db", 1, "under_maintenance", 1).await;
@@ -76,7 +76,7 @@ async fn the_overall_status_is_the_worst_service_status(pool: PgPool) {
     assert_eq!(page["services"].as_array().map(Vec::len), Some(3));
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn the_status_page_etag_follows_the_checkpoint_and_answers_304(pool: PgPool) {
     report(&pool, "api", 1, "operational", 0).await;
     set_checkpoint(
@@ -111,7 +111,7 @@ async fn the_status_page_etag_follows_the_checkpoint_and_answers_304(pool: PgPoo
     assert_ne!(moved.header("etag"), etag);
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_history_is_paginated_newest_first(pool: PgPool) {
     for (version, status) in ["operational", "major_outage", "partial_outage"]
         .iter()
@@ -151,7 +151,7 @@ async fn a_history_is_paginated_newest_first(pool: PgPool) {
     assert_eq!(cached.status, StatusCode::NOT_MODIFIED);
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn an_unknown_service_has_an_empty_history(pool: PgPool) {
     let app = app(&pool).await;
     let answer = get(&app, "/api/v1/status/services/never-reported/history").await;
@@ -160,7 +160,7 @@ async fn an_unknown_service_has_an_empty_history(pool: PgPool) {
     assert_eq!(answer.json()["total"], 0);
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_malformed_service_id_or_page_is_refused_without_500(pool: PgPool) {
     let app = app(&pool).await;
     let long = "a".repeat(65);
@@ -186,7 +186,7 @@ async fn a_malformed_service_id_or_page_is_refused_without_500(pool: PgPool) {
     .problem(StatusCode::BAD_REQUEST);
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn the_openapi_document_lists_the_tickets_posts_and_status_paths(pool: PgPool) {
     let app = app(&pool).await;
     let document = get(&app, "/api/v1/openapi.json").await.json();

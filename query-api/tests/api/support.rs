@@ -26,7 +26,7 @@ pub async fn insert_ticket(pool: &PgPool, email: &str, status: &str, minutes: i6
     id
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_ticket_is_served_with_its_version_as_etag_and_304_on_a_match(pool: PgPool) {
     let id = insert_ticket(&pool, "ada@example.com", "in_progress", 1).await;
     let app = app(&pool).await;
@@ -50,7 +50,7 @@ async fn a_ticket_is_served_with_its_version_as_etag_and_304_on_a_match(pool: Pg
     assert_eq!(stale.status, StatusCode::OK);
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn an_unknown_ticket_is_404_and_a_malformed_id_is_422(pool: PgPool) {
     let app = app(&pool).await;
     get(&app, &format!("/api/v1/support/tickets/{}", Uuid::now_v7()))
@@ -62,7 +62,7 @@ async fn an_unknown_ticket_is_404_and_a_malformed_id_is_422(pool: PgPool) {
     assert_eq!(body["errors"][0]["field"], "id");
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn tickets_are_filtered_by_status_and_email_and_sorted(pool: PgPool) {
     let a = insert_ticket(&pool, "ada@example.com", "open", 1).await;
     let b = insert_ticket(&pool, "bob@example.com", "open", 2).await;
@@ -90,7 +90,7 @@ async fn tickets_are_filtered_by_status_and_email_and_sorted(pool: PgPool) {
     assert_eq!(by_update.item_ids(), vec![a, b, c]);
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn ticket_pages_carry_links_and_a_list_etag_that_moves_with_the_checkpoint(pool: PgPool) {
     for n in 0..3 {
         insert_ticket(&pool, "ada@example.com", "open", n).await;
@@ -142,7 +142,7 @@ async fn ticket_pages_carry_links_and_a_list_etag_that_moves_with_the_checkpoint
     assert_eq!(past.json()["total"], 3);
 }
 
-#[sqlx::test(migrator = "events::MIGRATOR")]
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn bad_ticket_list_parameters_are_400_naming_the_parameter(pool: PgPool) {
     let app = app(&pool).await;
     let long = "a".repeat(255);

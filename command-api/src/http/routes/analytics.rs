@@ -11,7 +11,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::Utc;
-use events::store::StoredAnswer;
+use event_store::append::StoredAnswer;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use service_kit::Problem;

@@ -1,18 +1,11 @@
-//! Appending to the event store, and loading aggregates through cqrs-es and postgres-es.
-//!
-//! Loading goes through postgres-es's repository (with the upcasters of schema evolution).
-//! Appending is ours: one statement inserts every event of a command, returns their log
-//! positions and, for a request with an idempotency key, completes its claim, so a stored
-//! answer exists exactly when its events do (docs/decisions/0003-atomic-idempotency.md).
+//! Appending to the event store: one statement inserts every event of a command, returns
+//! their log positions and, for a request with an idempotency key, completes its claim, so a
+//! stored answer exists exactly when its events do (docs/decisions/0003-atomic-idempotency.md).
 
-use cqrs_es::persist::{EventUpcaster, PersistedEventStore};
-use cqrs_es::{Aggregate, AggregateError, EventStore as _};
-use postgres_es::PostgresEventRepository;
+use events::LogPosition;
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
-
-use crate::position::LogPosition;
 
 /// An event ready to be appended.
 #[derive(Debug, Clone)]
@@ -31,7 +24,7 @@ pub struct NewEvent {
     pub event_version: String,
     /// The serialized event.
     pub payload: Value,
-    /// The serialized [`crate::EventMetadata`].
+    /// The serialized [`events::EventMetadata`].
     pub metadata: Value,
 }
 
@@ -244,38 +237,5 @@ fn classify(error: sqlx::Error) -> AppendError {
             AppendError::Conflict
         }
         _ => AppendError::Database(error),
-    }
-}
-
-/// An aggregate loaded from its stream.
-#[derive(Debug)]
-pub struct Loaded<A> {
-    /// The state after applying every stored event.
-    pub aggregate: A,
-    /// The stream revision: how many events the stream holds.
-    pub version: i64,
-}
-
-/// Loads aggregates of type `A` with postgres-es, upcasting old event versions on the way.
-pub struct AggregateLoader<A: Aggregate> {
-    store: PersistedEventStore<PostgresEventRepository, A>,
-}
-
-impl<A: Aggregate> AggregateLoader<A> {
-    /// A loader on `pool` applying `upcasters` to stored events.
-    pub fn new(pool: PgPool, upcasters: Vec<Box<dyn EventUpcaster>>) -> Self {
-        let repo = PostgresEventRepository::new(pool);
-        Self {
-            store: PersistedEventStore::new_event_store(repo).with_upcasters(upcasters),
-        }
-    }
-
-    /// Replays the stream of `aggregate_id` into a fresh aggregate.
-    pub async fn load(&self, aggregate_id: &str) -> Result<Loaded<A>, AggregateError<A::Error>> {
-        let context = self.store.load_aggregate(aggregate_id).await?;
-        Ok(Loaded {
-            aggregate: context.aggregate,
-            version: i64::try_from(context.current_sequence).unwrap_or(i64::MAX),
-        })
     }
 }

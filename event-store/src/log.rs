@@ -5,43 +5,13 @@
 //! therefore order by (transaction id, position) and read only events of transactions older
 //! than the oldest one still running (docs/decisions/0001-commit-safe-order.md).
 //!
-//! Every event read here is upcast to its current schema version first ([`crate::upcast`]).
+//! Every event read here is upcast to its current schema version first ([`events::upcast`]).
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use events::{LogPosition, RecordedEvent};
 use serde_json::Value;
 use sqlx::{PgExecutor, Postgres, QueryBuilder};
 use uuid::Uuid;
-
-use crate::position::LogPosition;
-
-/// An event as stored, with its place in the log.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct RecordedEvent {
-    /// Where the event stands in the commit-safe order.
-    #[serde(skip)]
-    pub log_position: LogPosition,
-    /// The event's global position.
-    pub position: i64,
-    /// The event's id.
-    pub event_id: Uuid,
-    /// The stream's aggregate type.
-    pub aggregate_type: String,
-    /// The stream's aggregate id.
-    pub aggregate_id: String,
-    /// The stream revision (1-based).
-    pub version: i64,
-    /// The event's type name.
-    pub event_type: String,
-    /// The event's schema version.
-    pub event_version: String,
-    /// The event itself.
-    pub payload: Value,
-    /// Audit metadata ([`crate::EventMetadata`]).
-    pub metadata: Value,
-    /// When the event was appended.
-    pub recorded_at: DateTime<Utc>,
-}
 
 type Row = (
     i64,
@@ -62,10 +32,10 @@ const COLUMNS: &str = "tx_id::text::bigint, global_position, event_id, aggregate
                        aggregate_id, sequence, event_type, event_version, payload, \
                        metadata, recorded_at";
 
-/// Builds the event of a row, upcast to its current schema version ([`crate::upcast`]), so
+/// Builds the event of a row, upcast to its current schema version ([`events::upcast`]), so
 /// no reader of the log ever meets an old version.
 fn from_row(row: Row) -> RecordedEvent {
-    crate::upcast::upcast_recorded(decode_row(row))
+    events::upcast::upcast_recorded(decode_row(row))
 }
 
 fn decode_row(row: Row) -> RecordedEvent {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::EventUpcaster;
-use cqrs_es::{Aggregate, AggregateError, DomainEvent as _};
+use cqrs_es::{Aggregate, AggregateError};
 use event_store::append::{self, AppendError, IdempotencyClaim, NewEvent, StoredAnswer};
 use event_store::load::AggregateLoader;
 use event_store::wake::AppendNotifier;
@@ -273,17 +273,14 @@ where
             .iter()
             .zip(version + 1..)
             .map(|(event, sequence)| {
-                Ok(NewEvent {
-                    event_id: Uuid::now_v7(),
-                    aggregate_type: A::TYPE.to_owned(),
-                    aggregate_id: request.aggregate_id.to_owned(),
+                NewEvent::of(
+                    A::TYPE,
+                    request.aggregate_id,
                     sequence,
-                    event_type: event.event_type(),
-                    event_version: event.event_version(),
-                    payload: serde_json::to_value(event)
-                        .map_err(|error| ExecuteError::Store(error.to_string()))?,
-                    metadata: metadata.clone(),
-                })
+                    event,
+                    metadata.clone(),
+                )
+                .map_err(|error| ExecuteError::Store(error.to_string()))
             })
             .collect()
     }

@@ -2,6 +2,7 @@
 //! their log positions and, for a request with an idempotency key, completes its claim, so a
 //! stored answer exists exactly when its events do (docs/decisions/0003-atomic-idempotency.md).
 
+use cqrs_es::DomainEvent;
 use events::LogPosition;
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
@@ -26,6 +27,53 @@ pub struct NewEvent {
     pub payload: Value,
     /// The serialized [`events::EventMetadata`].
     pub metadata: Value,
+}
+
+impl NewEvent {
+    /// `event` at revision `sequence` of the stream (`aggregate_type`, `aggregate_id`), with a
+    /// fresh id: the one way the command path and tests turn a domain event into a row.
+    ///
+    /// # Errors
+    ///
+    /// The event does not serialize.
+    pub fn of<E: DomainEvent>(
+        aggregate_type: &str,
+        aggregate_id: &str,
+        sequence: i64,
+        event: &E,
+        metadata: Value,
+    ) -> Result<Self, serde_json::Error> {
+        Ok(Self::from_parts(
+            aggregate_type,
+            aggregate_id,
+            sequence,
+            (&event.event_type(), &event.event_version()),
+            serde_json::to_value(event)?,
+            metadata,
+        ))
+    }
+
+    /// An event from its stored parts, `(event_type, event_version)` included: for tools and
+    /// tests that write what no domain type describes (old schema versions, poison payloads).
+    pub fn from_parts(
+        aggregate_type: &str,
+        aggregate_id: &str,
+        sequence: i64,
+        (event_type, event_version): (&str, &str),
+        payload: Value,
+        metadata: Value,
+    ) -> Self {
+        Self {
+            event_id: Uuid::now_v7(),
+            aggregate_type: aggregate_type.to_owned(),
+            aggregate_id: aggregate_id.to_owned(),
+            sequence,
+            event_type: event_type.to_owned(),
+            event_version: event_version.to_owned(),
+            payload,
+            metadata,
+        }
+    }
 }
 
 /// What an append wrote.

@@ -13,6 +13,34 @@ pub const AGGREGATE_TYPE: &str = "ServiceStatus";
 /// The schema version of every service status event type.
 pub const EVENT_VERSION: &str = "1";
 
+/// Why a service id was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("must be 1 to 64 characters of a-z, 0-9 and -")]
+pub struct ServiceIdError;
+
+/// A service's id: a slug of 1 to 64 characters `[a-z0-9-]`, used as the stream's aggregate id
+/// and in URLs as it is (so it is never trimmed or case-folded: a different spelling is a
+/// different, refused, id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceId(String);
+
+impl ServiceId {
+    /// Validates a raw service id.
+    pub fn parse(raw: &str) -> Result<Self, ServiceIdError> {
+        let slug = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
+        if (1..=64).contains(&raw.len()) && raw.chars().all(slug) {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(ServiceIdError)
+        }
+    }
+
+    /// The slug.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// How a service is doing. Serialized in snake case (`degraded_performance`).
 ///
 /// The declaration order is the severity order, least severe first, so `Ord` ranks them and

@@ -122,15 +122,6 @@ pub struct HistoryParams {
     pub page_size: Option<String>,
 }
 
-/// Whether `raw` is a service id: 1 to 64 characters of `[a-z0-9-]` (the command side's
-/// `ServiceId` rule).
-pub fn is_service_id(raw: &str) -> bool {
-    (1..=64).contains(&raw.len())
-        && raw
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-}
-
 /// The worst of `statuses`, `operational` when there are none.
 ///
 /// # Errors
@@ -166,7 +157,7 @@ impl ReadModel for StatusReport {
 /// A checked history request: one service's reports, a page of them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistoryRequest {
-    /// The service, a valid slug ([`is_service_id`]).
+    /// The service, a valid slug ([`events::status::ServiceId`]).
     pub service_id: String,
     /// The page.
     pub page: PageRequest,
@@ -292,7 +283,7 @@ pub async fn service_history(
         message: "must be 1 to 64 characters of a-z, 0-9 and -",
     };
     let Path(service_id) = service_id.map_err(|_| invalid())?;
-    if !is_service_id(&service_id) {
+    if events::status::ServiceId::parse(&service_id).is_err() {
         return Err(invalid());
     }
     let Query(params) = query?;
@@ -322,13 +313,5 @@ mod tests {
             Some(ServiceHealth::PartialOutage)
         );
         assert!(overall(["broken"]).is_err());
-    }
-
-    #[test]
-    fn service_ids_are_lowercase_slugs() {
-        assert!(is_service_id("eu-west-1"));
-        assert!(!is_service_id("EU"));
-        assert!(!is_service_id(""));
-        assert!(!is_service_id(&"a".repeat(65)));
     }
 }

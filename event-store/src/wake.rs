@@ -9,14 +9,95 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use events::LogPosition;
+use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, broadcast};
 
 /// The channel on which appends are announced.
 pub const EVENTS_CHANNEL: &str = "chronicle_events";
-/// The channel on which projectors announce that checkpoints moved.
+/// The channel on which projectors announce that checkpoints moved, with a
+/// [`CheckpointMoved`] as payload.
 pub const CHECKPOINTS_CHANNEL: &str = "chronicle_checkpoints";
+
+/// The largest payload sent on a channel: PostgreSQL refuses 8000 bytes and more.
+pub const MAX_PAYLOAD: usize = 7900;
+
+/// What a projector announces after a batch of a read model committed: the new checkpoint and
+/// generation, and which rows (by aggregate id) reached which version, so readers can keep an
+/// in-process map of versions. When the changes do not fit one payload, `changed` is empty and
+/// `complete` is false: readers then forget what they knew of the projection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointMoved {
+    /// The checkpoint row's name.
+    #[serde(rename = "p")]
+    pub projection: String,
+    /// The checkpoint after the batch.
+    #[serde(rename = "c")]
+    pub checkpoint: LogPosition,
+    /// The projection's generation (bumped by each rebuild swap).
+    #[serde(rename = "g")]
+    pub generation: i64,
+    /// `(aggregate id, version)` of every stream the batch moved, at its newest version.
+    #[serde(rename = "v", default)]
+    pub changed: Vec<(String, i64)>,
+    /// Whether `changed` lists every stream the batch moved.
+    #[serde(rename = "k")]
+    pub complete: bool,
+}
+
+impl CheckpointMoved {
+    /// The payload for `pg_notify`: the whole announcement when it fits [`MAX_PAYLOAD`], else
+    /// the same without its changes, marked incomplete.
+    pub fn to_payload(&self) -> String {
+        let full = serde_json::to_string(self).unwrap_or_default();
+        if full.len() < MAX_PAYLOAD && !full.is_empty() {
+            return full;
+        }
+        let bare = Self {
+            changed: Vec::new(),
+            complete: false,
+            ..self.clone()
+        };
+        serde_json::to_string(&bare).unwrap_or_default()
+    }
+
+    /// Reads a payload made by [`CheckpointMoved::to_payload`]; `None` for anything else
+    /// (an empty payload, an older projector's bare name).
+    pub fn from_payload(payload: &str) -> Option<Self> {
+        serde_json::from_str(payload).ok()
+    }
+}
+
+/// What a listener hands on: a notification's payload, or the news that notifications may
+/// have been missed (the connection was lost and re-established), after which anything
+/// derived from them must be re-read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// A notification's payload.
+    Payload(Arc<str>),
+    /// Notifications may have been lost.
+    Gap,
+}
+
+/// A running listener: [`Listener::wake`] is poked on every notification (and after every
+/// reconnect); [`Listener::subscribe`] yields the payloads.
+pub struct Listener {
+    /// Poked on every notification and reconnect.
+    pub wake: Arc<Notify>,
+    deliveries: broadcast::Sender<Delivery>,
+    /// The listening task; aborting it gives its connection back to the pool.
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+impl Listener {
+    /// Every delivery from now on. A receiver that falls behind by more than the channel's
+    /// capacity gets `Lagged`, which it must treat as a [`Delivery::Gap`].
+    pub fn subscribe(&self) -> broadcast::Receiver<Delivery> {
+        self.deliveries.subscribe()
+    }
+}
 
 /// Coalesces "something was appended" into at most one `NOTIFY` in flight.
 #[derive(Clone)]
@@ -58,8 +139,7 @@ impl AppendNotifier {
 /// sent while disconnected are lost.
 pub fn listen(pool: PgPool, channel: &'static str) -> Arc<Notify> {
     // Dropping a JoinHandle detaches the task: it runs for the life of the runtime.
-    let (notify, _task) = listen_with_handle(pool, channel);
-    notify
+    listen_with_handle(pool, channel).0
 }
 
 /// [`listen`], also returning the listening task so its owner can stop it (aborting the task
@@ -68,8 +148,25 @@ pub fn listen_with_handle(
     pool: PgPool,
     channel: &'static str,
 ) -> (Arc<Notify>, tokio::task::JoinHandle<()>) {
-    let notify = Arc::new(Notify::new());
-    let target = Arc::clone(&notify);
+    let listener = spawn_listener(pool, channel);
+    (listener.wake, listener.task)
+}
+
+/// How many deliveries a slow subscriber may fall behind before it is told it lagged.
+const DELIVERY_CAPACITY: usize = 1024;
+
+/// Starts listening on `channel`: wakes and payloads, as [`Listener`] describes.
+pub fn spawn_listener(pool: PgPool, channel: &'static str) -> Listener {
+    let wake = Arc::new(Notify::new());
+    let (deliveries, _) = broadcast::channel(DELIVERY_CAPACITY);
+    let target = Arc::clone(&wake);
+    let sender = deliveries.clone();
+    let poke = move |delivery: Delivery| {
+        target.notify_waiters();
+        target.notify_one();
+        // No subscriber is not an error: payloads are only for those who want them.
+        let _ = sender.send(delivery);
+    };
     let task = tokio::spawn(async move {
         // Doubles while LISTEN keeps failing (a hot standby refuses it for good; waiters then
         // rely on their polling), back to a second once a listener has worked.
@@ -81,19 +178,14 @@ pub fn listen_with_handle(
                         tracing::warn!(%error, channel, "LISTEN failed");
                     } else {
                         pause = Duration::from_secs(1);
-                        target.notify_waiters();
-                        target.notify_one();
+                        poke(Delivery::Gap);
                         loop {
                             match listener.try_recv().await {
-                                Ok(Some(_)) => {
-                                    target.notify_waiters();
-                                    target.notify_one();
+                                Ok(Some(notification)) => {
+                                    poke(Delivery::Payload(Arc::from(notification.payload())));
                                 }
-                                Ok(None) => {
-                                    // Connection was lost and re-established by the listener.
-                                    target.notify_waiters();
-                                    target.notify_one();
-                                }
+                                // The connection was lost and re-established by the listener.
+                                Ok(None) => poke(Delivery::Gap),
                                 Err(error) => {
                                     tracing::warn!(%error, channel, "listener failed");
                                     break;
@@ -104,9 +196,47 @@ pub fn listen_with_handle(
                 }
                 Err(error) => tracing::warn!(%error, channel, "cannot connect listener"),
             }
+            poke(Delivery::Gap);
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_secs(60));
         }
     });
-    (notify, task)
+    Listener {
+        wake,
+        deliveries,
+        task,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_announcement_round_trips_and_a_large_one_drops_its_changes() {
+        let small = CheckpointMoved {
+            projection: "projects".to_owned(),
+            checkpoint: LogPosition {
+                tx_id: 9,
+                position: 41,
+            },
+            generation: 2,
+            changed: vec![("a".to_owned(), 3)],
+            complete: true,
+        };
+        assert_eq!(
+            CheckpointMoved::from_payload(&small.to_payload()),
+            Some(small.clone())
+        );
+        let large = CheckpointMoved {
+            changed: (0..1000).map(|n| (format!("{n:036}"), n)).collect(),
+            ..small
+        };
+        let payload = large.to_payload();
+        assert!(payload.len() < MAX_PAYLOAD);
+        let read = CheckpointMoved::from_payload(&payload).expect("decodes");
+        assert!(!read.complete && read.changed.is_empty());
+        assert_eq!(read.checkpoint, large.checkpoint);
+        assert_eq!(CheckpointMoved::from_payload("projects"), None);
+    }
 }

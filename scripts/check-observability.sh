@@ -4,7 +4,8 @@
 #   - the rules' unit tests: every alert fires and stays silent (promtool test rules),
 #   - every dashboard panel's PromQL, and that rules and panels only read catalogued series
 #     (scripts/check-dashboard-queries.py, promtool again),
-#   - every dashboard against Grafana's published schema (@grafana/schema types, tsc).
+#   - every dashboard against Grafana's published schema (@grafana/schema types, tsc),
+#   - every alert's severity, annotations and runbook page (scripts/check-runbooks.py).
 # Runs every check even after a failure, so one run lists every problem; exits 1 if any failed.
 # Needs promtool (Debian's prometheus package), python3, and Node 20 with npm; `npm ci` runs
 # once, when deploy/grafana/check/node_modules is missing (npm registry needed then).
@@ -48,6 +49,7 @@ run "alerting rules" promtool check rules deploy/prometheus/rules.yml
 run "rule tests" promtool test rules deploy/prometheus/rules_test.yml
 run "dashboard PromQL" python3 scripts/check-dashboard-queries.py
 run "dashboard schema" grafana_check
+run "runbooks" python3 scripts/check-runbooks.py
 
 if ((${#failed[@]})); then
     echo "check-observability: ${#failed[@]} check(s) failed: ${failed[*]}" >&2

@@ -10,7 +10,7 @@
 # Needs promtool (Debian's prometheus package), python3, and Node 20 with npm; `npm ci` runs
 # once, when deploy/grafana/check/node_modules is missing (npm registry needed then).
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 
 if ! command -v promtool >/dev/null; then
     echo "check-observability: promtool not found; install Debian's prometheus package" \

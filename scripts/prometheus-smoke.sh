@@ -38,15 +38,21 @@ else
     [[ -n $port ]] || fail "no free port in 19090-19189"
 fi
 
-# A base URL as Prometheus wants it: scheme apart, host:port as the target.
+# A base URL as Prometheus wants it: scheme, host:port as the target, and the path (a service
+# behind a prefix) in front of /metrics.
 scheme_of() { [[ $1 == https://* ]] && echo https || echo http; }
 target_of() {
     local rest=${1#*://}
     echo "${rest%%/*}"
 }
+metrics_path_of() {
+    local rest=${1#*://} path=""
+    [[ $rest == */* ]] && path=/${rest#*/}
+    echo "${path%/}/metrics"
+}
 
 for url in "$command_api" "$query_api" "$projector"; do
-    curl -fsS -o /dev/null --max-time 5 "$url/metrics" ||
+    curl -fsS -o /dev/null --max-time 5 "${url%/}/metrics" ||
         fail "$url/metrics does not answer; start the system first (README, first command)"
 done
 
@@ -73,12 +79,15 @@ rule_files:
 scrape_configs:
   - job_name: command-api
     scheme: $(scheme_of "$command_api")
+    metrics_path: $(metrics_path_of "$command_api")
     static_configs: [{targets: ["$(target_of "$command_api")"]}]
   - job_name: query-api
     scheme: $(scheme_of "$query_api")
+    metrics_path: $(metrics_path_of "$query_api")
     static_configs: [{targets: ["$(target_of "$query_api")"]}]
   - job_name: projector
     scheme: $(scheme_of "$projector")
+    metrics_path: $(metrics_path_of "$projector")
     static_configs: [{targets: ["$(target_of "$projector")"]}]
 EOF
 

@@ -26,6 +26,12 @@ use sqlx::{ConnectOptions as _, Connection as _, PgPool};
 
 /// The machine's shared PostgreSQL server (each test makes a database of its own on it).
 pub const SHARED_PG: &str = "postgres://postgres@127.0.0.1:5432";
+/// The PostgreSQL server for tests that do not restart it: `FAULTS_PG_URL` (the second cluster,
+/// when `scripts/faults.sh` runs the suite) or else the shared one.
+pub fn pg_server() -> String {
+    std::env::var("FAULTS_PG_URL").unwrap_or_else(|_| SHARED_PG.to_owned())
+}
+
 /// The machine's shared RabbitMQ (each test uses exchange and queue names of its own).
 pub const SHARED_RABBIT: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
@@ -81,10 +87,16 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
-/// A free port on loopback (freed again at once; the service binds it next).
+/// A free port on loopback in 60000-64999 (freed again at once; the service binds it next).
 pub fn free_addr() -> SocketAddr {
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("a free loopback port");
-    probe.local_addr().expect("a bound address")
+    let seed = u64::from(std::process::id()) ^ u64::from(uuid::Uuid::new_v4().as_fields().0);
+    for attempt in 0..5000 {
+        let port = 60_000 + u16::try_from((seed + attempt * 7919) % 5000).unwrap_or(0);
+        if let Ok(probe) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            return probe.local_addr().expect("a bound address");
+        }
+    }
+    panic!("no free loopback port in 60000-64999")
 }
 
 /// A running service binary; SIGKILLed and reaped when dropped, so no test leaves one behind.
@@ -493,10 +505,18 @@ impl TestDb {
     pub async fn create(server: &str) -> Self {
         let name = format!("faults_{}", uuid::Uuid::new_v4().simple())[..20].to_owned();
         let admin: PgConnectOptions = format!("{server}/postgres").parse().expect("a server URL");
-        let mut connection = admin
-            .connect()
-            .await
-            .unwrap_or_else(|error| panic!("connecting to {server}: {error}"));
+        // A busy shared server may refuse clients for a moment ("too many clients").
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut connection = loop {
+            match admin.connect().await {
+                Ok(connection) => break connection,
+                Err(error) if Instant::now() < deadline => {
+                    eprintln!("waiting for {server} to accept a connection: {error}");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(error) => panic!("connecting to {server} for 30 s: {error}"),
+            }
+        };
         sqlx::query(&format!("CREATE DATABASE {name}"))
             .execute(&mut connection)
             .await

@@ -4,4 +4,6 @@
 
 #![expect(clippy::unwrap_used, reason = "tests fail loudly on broken set-up")]
 
+mod pool_exhaustion;
+mod postgres_restart;
 mod projector_kill;

@@ -36,7 +36,7 @@ async fn projector_in_write_transaction(db: &TestDb, projector: &Service) -> boo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_projector_killed_mid_batch_resumes_to_a_rebuild_and_applies_no_event_twice() {
-    let db = TestDb::create(faults::SHARED_PG).await;
+    let db = TestDb::create(&faults::pg_server()).await;
     let http = Http::new();
     let mut api = Service::start(Bin::CommandApi, &db.url, &[]);
     api.wait_ready(&http).await;

@@ -101,6 +101,7 @@ async fn a_postgres_restart_under_load_loses_no_acknowledged_command_and_answers
     let down_at = started.elapsed();
     // The outage lasts a fixed 3 s of load; that is the fault, not a wait for a condition.
     tokio::time::sleep(Duration::from_secs(3)).await;
+    let start_at = started.elapsed();
     let start_took = sh(&instances.pg_start).await;
     let up_at = started.elapsed();
     let recovered = eventually(
@@ -125,22 +126,23 @@ async fn a_postgres_restart_under_load_loses_no_acknowledged_command_and_answers
     let outcomes: Vec<Outcome> = sent.iter().map(|s| s.outcome.clone()).collect();
     let during: Vec<Outcome> = outcomes
         .iter()
-        .filter(|o| o.sent_at >= down_at && o.sent_at < up_at)
+        .filter(|o| o.sent_at >= down_at && o.sent_at < start_at)
         .cloned()
         .collect();
     let latencies: Vec<Duration> = outcomes.iter().map(|o| o.latency).collect();
     let outage_latencies: Vec<Duration> = during.iter().map(|o| o.latency).collect();
     eprintln!(
-        "pg stop took {} ms (down at {} ms), start took {} ms (up at {} ms); commands succeed \
-         again {} ms after the start returned",
+        "pg stop took {} ms (down at {} ms), start issued at {} ms took {} ms (up at {} ms); \
+         commands succeed again {} ms after the start returned",
         stop_took.as_millis(),
         down_at.as_millis(),
+        start_at.as_millis(),
         start_took.as_millis(),
         up_at.as_millis(),
         recovered.as_millis()
     );
     eprintln!(
-        "commands: {} ({}); sent during the outage: {} ({}); latency p50 {} ms, p99 {} ms, max \
+        "commands: {} ({}); sent while it was down: {} ({}); latency p50 {} ms, p99 {} ms, max \
          {} ms; during the outage max {} ms",
         outcomes.len(),
         status_histogram(&outcomes),

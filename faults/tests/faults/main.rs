@@ -5,6 +5,7 @@
 #![expect(clippy::unwrap_used, reason = "tests fail loudly on broken set-up")]
 
 mod broker_restart;
+mod overload;
 mod pool_exhaustion;
 mod postgres_restart;
 mod projector_kill;

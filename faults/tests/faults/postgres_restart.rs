@@ -53,8 +53,8 @@ async fn a_postgres_restart_under_load_loses_no_acknowledged_command_and_answers
     query.wait_ready(&http).await;
     let pids = (command.pid(), query.pid(), projector.pid());
 
-    // A hang is an answer later than the request deadline plus a generous second.
-    let deadline = Duration::from_millis(REQUEST_TIMEOUT_MS) + Duration::from_secs(2);
+    // A hang is an answer later than the request deadline plus a second.
+    let deadline = Duration::from_millis(REQUEST_TIMEOUT_MS) + Duration::from_secs(1);
     let started = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let writers: Vec<_> = (0..WORKERS)

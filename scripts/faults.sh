@@ -63,6 +63,12 @@ rabbit_env() {
         RABBITMQ_ENABLED_PLUGINS_FILE="$RABBIT_BASE/enabled_plugins" \
         RABBITMQ_CONFIG_FILE="$RABBIT_BASE/rabbitmq.conf" "$@"
 }
+# A test interrupted while the broker application was stopped leaves the node up without it.
+if ! port_open "$RABBIT_PORT" && rabbitmqctl -q -n "$RABBIT_NODE" ping >/dev/null 2>&1; then
+    echo "starting the RabbitMQ application on $RABBIT_NODE"
+    rabbitmqctl -q -n "$RABBIT_NODE" start_app
+    wait_for_port "RabbitMQ ($RABBIT_NODE)" "$RABBIT_PORT"
+fi
 if ! port_open "$RABBIT_PORT"; then
     echo "starting RabbitMQ node $RABBIT_NODE on port $RABBIT_PORT"
     mkdir -p "$RABBIT_BASE/mnesia" "$RABBIT_BASE/log"

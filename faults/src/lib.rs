@@ -488,6 +488,20 @@ where
     }
 }
 
+/// How many statuses of each kind, for a set of plain statuses.
+pub fn histogram_of(statuses: &[Result<u16, HttpError>]) -> String {
+    let outcomes: Vec<Outcome> = statuses
+        .iter()
+        .map(|status| Outcome {
+            sent_at: Duration::ZERO,
+            latency: Duration::ZERO,
+            status: status.clone(),
+            retry_after: false,
+        })
+        .collect();
+    status_histogram(&outcomes)
+}
+
 /// A fresh database of its own on a server, migrated; [`TestDb::drop_database`] at the end.
 pub struct TestDb {
     /// The server, `postgres://user@host:port`.
@@ -608,6 +622,39 @@ impl Instances {
             rabbit_url: var("FAULTS_RABBIT_URL"),
             rabbit_stop: var("FAULTS_RABBIT_STOP_APP"),
             rabbit_start: var("FAULTS_RABBIT_START_APP"),
+        }
+    }
+}
+
+/// Runs a shell command when dropped unless disarmed: a test that stops PostgreSQL or the broker
+/// holds one with the start command, so a panic in the outage still brings the instance back.
+pub struct RestoreOnDrop {
+    command: Option<String>,
+}
+
+impl RestoreOnDrop {
+    /// Arms the guard with `command`.
+    pub fn new(command: &str) -> Self {
+        Self {
+            command: Some(command.to_owned()),
+        }
+    }
+
+    /// The instance is back: nothing to do on drop.
+    pub fn disarm(&mut self) {
+        self.command = None;
+    }
+}
+
+impl Drop for RestoreOnDrop {
+    fn drop(&mut self) {
+        if let Some(command) = self.command.take() {
+            eprintln!("restoring after a failure: {command}");
+            let _ = Command::new("bash")
+                .arg("-c")
+                .arg(&command)
+                .stdin(Stdio::null())
+                .status();
         }
     }
 }

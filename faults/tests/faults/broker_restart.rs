@@ -122,6 +122,7 @@ async fn a_broker_restart_leaves_commands_alone_and_the_relay_delivers_every_eve
         || async { db.checkpoint(RELAY).await.is_some_and(|c| c.0 > 20) },
     )
     .await;
+    let mut restore = faults::RestoreOnDrop::new(&instances.rabbit_start);
     let stop_took = sh(&instances.rabbit_stop).await;
     let down_at = started.elapsed();
     let noticed = eventually(
@@ -140,6 +141,7 @@ async fn a_broker_restart_leaves_commands_alone_and_the_relay_delivers_every_eve
     let during_outage = db.event_count().await;
     let start_at = started.elapsed();
     let start_took = sh(&instances.rabbit_start).await;
+    restore.disarm();
     let up = Instant::now();
     let backlog_cleared = eventually(
         Duration::from_secs(30),

@@ -97,12 +97,14 @@ async fn a_postgres_restart_under_load_loses_no_acknowledged_command_and_answers
     };
 
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut restore = faults::RestoreOnDrop::new(&instances.pg_start);
     let stop_took = sh(&instances.pg_stop).await;
     let down_at = started.elapsed();
     // The outage lasts a fixed 3 s of load; that is the fault, not a wait for a condition.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let start_at = started.elapsed();
     let start_took = sh(&instances.pg_start).await;
+    restore.disarm();
     let up_at = started.elapsed();
     let recovered = eventually(
         Duration::from_secs(30),

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use faults::{Bin, Http, Service, TestDb, create_project, eventually, status_histogram};
+use faults::{Bin, Http, Service, TestDb, create_project, eventually};
 use http::Method;
 use uuid::Uuid;
 
@@ -119,26 +119,17 @@ async fn a_projector_killed_mid_batch_resumes_to_a_rebuild_and_applies_no_event_
         statuses.extend(worker.await.unwrap());
     }
     let total = db.event_count().await;
-    let answered: Vec<_> = statuses
-        .iter()
-        .map(|status| faults::Outcome {
-            sent_at: Duration::ZERO,
-            latency: Duration::ZERO,
-            status: status.clone(),
-            retry_after: false,
-        })
-        .collect();
     eprintln!(
         "commands: {} ({}), events: {total}",
         statuses.len(),
-        status_histogram(&answered)
+        faults::histogram_of(&statuses)
     );
     assert!(
         statuses
             .iter()
             .all(|status| matches!(status, Ok(200..=299))),
         "every command of the burst succeeds: {}",
-        status_histogram(&answered)
+        faults::histogram_of(&statuses)
     );
     assert_eq!(
         total,

@@ -62,9 +62,10 @@ fn rate(outcomes: &[Outcome], length: Duration) -> f64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: no load shedding; at 10x the knee the command API queues every request, \
-            refuses with 503 only after the acquire timeout or later (p50 1 s, some past the \
-            request deadline), and answers 500 to some (pool timeout while loading the aggregate)"]
+#[ignore = "bug: no load shedding; at 10x the knee the command API queues every request: 503s \
+            come after the acquire timeout or later (p50 1-2.6 s, many past the request \
+            deadline), some accepted commands finish past REQUEST_TIMEOUT_MS + 1 s, and some \
+            answers are 500 (pool timeout while loading the aggregate)"]
 async fn ten_times_the_knee_is_refused_fast_with_bounded_memory_and_full_recovery() {
     let db = TestDb::create(&faults::pg_server()).await;
     let http = Http::new();
@@ -142,10 +143,10 @@ async fn ten_times_the_knee_is_refused_fast_with_bounded_memory_and_full_recover
             continue;
         }
         let (http, base) = (http.clone(), base.clone());
-        let (in_flight, peak) = (Arc::clone(&in_flight), Arc::clone(&peak_in_flight));
+        let now = in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        peak_in_flight.fetch_max(now, Ordering::Relaxed);
+        let in_flight = Arc::clone(&in_flight);
         requests.push(tokio::spawn(async move {
-            let now = in_flight.fetch_add(1, Ordering::Relaxed) + 1;
-            peak.fetch_max(now, Ordering::Relaxed);
             let id = Uuid::now_v7();
             let (outcome, _) = Outcome::of(
                 started,

@@ -502,7 +502,8 @@ pub fn histogram_of(statuses: &[Result<u16, HttpError>]) -> String {
     status_histogram(&outcomes)
 }
 
-/// A fresh database of its own on a server, migrated; [`TestDb::drop_database`] at the end.
+/// A fresh database of its own on a server, migrated; [`TestDb::drop_database`] at the end, or,
+/// when a test panics before, dropped with `psql` by the `Drop` guard.
 pub struct TestDb {
     /// The server, `postgres://user@host:port`.
     pub server: String,
@@ -512,6 +513,7 @@ pub struct TestDb {
     pub url: String,
     /// A small pool for the test's own checks.
     pub pool: PgPool,
+    dropped: bool,
 }
 
 impl TestDb {
@@ -552,11 +554,13 @@ impl TestDb {
             name,
             url,
             pool,
+            dropped: false,
         }
     }
 
     /// Closes the test's pool and drops the database (forcing out any session left).
-    pub async fn drop_database(self) {
+    pub async fn drop_database(mut self) {
+        self.dropped = true;
         self.pool.close().await;
         let admin: PgConnectOptions = format!("{}/postgres", self.server)
             .parse()
@@ -586,6 +590,23 @@ impl TestDb {
             .fetch_optional(&self.pool)
             .await
             .expect("reading a checkpoint")
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if !self.dropped {
+            let _ = Command::new("psql")
+                .arg(format!("{}/postgres", self.server))
+                .args([
+                    "-qc",
+                    &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+                ])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
     }
 }
 

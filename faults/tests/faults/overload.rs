@@ -1,7 +1,7 @@
 //! Scenario 5: the command API (creates) and the query API (list reads) offered about ten
-//! times the load they can serve. A short ramp of
-//! closed-loop concurrency finds the knee (where throughput stops growing); then an open-loop
-//! load at ten times the knee's rate runs for a few seconds. The contract: what cannot be
+//! times the load they can serve. A short ramp of closed-loop concurrency finds the knee (where
+//! throughput stops growing); then an open-loop load at ten times the knee's rate runs for a few
+//! seconds. The contract: what cannot be
 //! served is refused fast (503/429 with `Retry-After`), what is accepted is answered within its
 //! deadline (`REQUEST_TIMEOUT_MS` + 1 s; the same 3 s for reads, which have no timeout of their
 //! own), memory stays bounded, and the service recovers fully afterwards.

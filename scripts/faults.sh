@@ -5,10 +5,14 @@
 # the `faults` crate, the ignored ones included.
 #
 # Idempotent; runs as root on a fresh machine of this kind. Extra arguments go to the test
-# binary as filters. While it runs, the other tests use the second cluster too (FAULTS_PG_URL),
+# binary as filters; `scripts/faults.sh --instances-only` only makes sure both instances run (the
+# broker test starts its stopped node with it). While it runs, the other tests use the second cluster too (FAULTS_PG_URL),
 # which keeps them off the busy shared server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+ROOT=$PWD
+INSTANCES_ONLY=
+if [ "${1:-}" = --instances-only ]; then INSTANCES_ONLY=1; shift; fi
 
 PG_VERSION=15
 PG_CLUSTER=faults
@@ -84,14 +88,16 @@ CONF
     wait_for_port "RabbitMQ ($RABBIT_NODE)" "$RABBIT_PORT"
 fi
 
+[ -z "$INSTANCES_ONLY" ] || exit 0
+
 # The tests drive the instances with these (see faults/src/lib.rs).
 export FAULTS_PG_URL="postgres://postgres@127.0.0.1:$PG_PORT"
 export FAULTS_PG_RESTART="pg_ctlcluster --skip-systemctl-redirect $PG_VERSION $PG_CLUSTER restart -m fast"
 export FAULTS_PG_STOP="pg_ctlcluster --skip-systemctl-redirect $PG_VERSION $PG_CLUSTER stop -m fast"
 export FAULTS_PG_START="pg_ctlcluster --skip-systemctl-redirect $PG_VERSION $PG_CLUSTER start"
 export FAULTS_RABBIT_URL="amqp://guest:guest@127.0.0.1:$RABBIT_PORT/%2f"
-export FAULTS_RABBIT_STOP_APP="rabbitmqctl -n $RABBIT_NODE stop_app"
-export FAULTS_RABBIT_START_APP="rabbitmqctl -n $RABBIT_NODE start_app"
+export FAULTS_RABBIT_STOP="rabbitmqctl -q -n $RABBIT_NODE stop"
+export FAULTS_RABBIT_START="bash $ROOT/scripts/faults.sh --instances-only"
 
 echo "== building the service binaries"
 cargo build --bins

@@ -622,9 +622,9 @@ pub struct Instances {
     pub pg_start: String,
     /// `FAULTS_RABBIT_URL`: `amqp://guest:guest@127.0.0.1:5673/%2f`.
     pub rabbit_url: String,
-    /// `FAULTS_RABBIT_STOP_APP`: stops the broker application (its listener closes).
+    /// `FAULTS_RABBIT_STOP`: stops the RabbitMQ node (the whole Erlang VM).
     pub rabbit_stop: String,
-    /// `FAULTS_RABBIT_START_APP`: starts it again.
+    /// `FAULTS_RABBIT_START`: starts it again and waits for its AMQP port.
     pub rabbit_start: String,
 }
 
@@ -641,8 +641,8 @@ impl Instances {
             pg_stop: var("FAULTS_PG_STOP"),
             pg_start: var("FAULTS_PG_START"),
             rabbit_url: var("FAULTS_RABBIT_URL"),
-            rabbit_stop: var("FAULTS_RABBIT_STOP_APP"),
-            rabbit_start: var("FAULTS_RABBIT_START_APP"),
+            rabbit_stop: var("FAULTS_RABBIT_STOP"),
+            rabbit_start: var("FAULTS_RABBIT_START"),
         }
     }
 }

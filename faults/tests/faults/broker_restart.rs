@@ -136,7 +136,8 @@ async fn a_broker_restart_leaves_commands_alone_and_the_relay_delivers_every_eve
     )
     .await;
     let relayed_at_stop = db.checkpoint(RELAY).await.unwrap().0;
-    // Commands go on against a broker that is away for a fixed 3 s (the fault itself).
+    // Commands go on against a broker that is away for a fixed 3 s (the fault itself; its
+    // start takes several seconds more).
     tokio::time::sleep(Duration::from_secs(3)).await;
     let during_outage = db.event_count().await;
     let start_at = started.elapsed();
@@ -233,9 +234,9 @@ async fn a_broker_restart_leaves_commands_alone_and_the_relay_delivers_every_eve
         .cloned()
         .collect();
     eprintln!(
-        "broker stop_app took {} ms; relay noticed after {} ms (checkpoint {relayed_at_stop}); \
-         events at the end of the outage {during_outage}; start_app took {} ms; the relay \
-         published the outage's backlog {} ms after start_app returned, and everything {} ms \
+        "broker node stop took {} ms; relay noticed after {} ms (checkpoint {relayed_at_stop}); \
+         events at the end of the outage {during_outage}; node start took {} ms; the relay \
+         published the outage's backlog {} ms after the start returned, and everything {} ms \
          after (the appends went on 1 s more, caught up {} ms after they stopped)",
         stop_took.as_millis(),
         noticed.as_millis(),

@@ -1,5 +1,6 @@
 //! HTTP plumbing every service mounts: request ids, access metrics, panics and unknown routes
-//! as problem+json, health and metrics routes, and serving with graceful shutdown.
+//! as problem+json, health and metrics routes, a bound on requests in flight, and serving with
+//! graceful shutdown.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -15,6 +16,7 @@ use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::problem::Problem;
+use crate::shed::{Admission, AdmissionSettings};
 use crate::shutdown::Shutdown;
 use crate::telemetry::metrics_handle;
 
@@ -128,10 +130,23 @@ fn panic_to_problem(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response
 }
 
 /// Wraps a service's routes with the shared layers and adds `/healthz`, `/readyz` and
-/// `/metrics`.
+/// `/metrics`, with no bound on requests in flight (see [`with_plumbing_bounded`] for one).
 pub fn with_plumbing(routes: Router, pool: PgPool) -> Router {
+    with_plumbing_bounded(routes, pool, &AdmissionSettings::unbounded())
+}
+
+/// [`with_plumbing`], with `admission` bounding the requests `routes` work on at once (by
+/// default two per connection of `pool`): a request over the bound is refused at once with 503
+/// and `Retry-After` (see [`crate::shed`]). Health, readiness, metrics and problem pages are
+/// outside the bound, so they answer under overload.
+pub fn with_plumbing_bounded(
+    routes: Router,
+    pool: PgPool,
+    admission: &AdmissionSettings,
+) -> Router {
     // Install the recorder before the first request records anything.
     let _ = metrics_handle();
+    let pool_size = pool.options().get_max_connections();
     let ops = Router::new()
         .route(
             "/healthz",
@@ -141,14 +156,26 @@ pub fn with_plumbing(routes: Router, pool: PgPool) -> Router {
         .route("/metrics", get(|| async { metrics_handle().render() }))
         .route("/problems/{name}", get(problem_page))
         .with_state(pool);
-    routes
+    let router = routes
         .merge(ops)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(track_metrics))
         .layer(CatchPanicLayer::custom(panic_to_problem))
-        .layer(middleware::from_fn(request_id))
+        .layer(middleware::from_fn(request_id));
+    // Outermost, so that a refusal costs as little as can be: no other layer runs for it.
+    match admission.limit(pool_size) {
+        Some(limit) => router.layer(middleware::from_fn_with_state(
+            Admission::new(limit, admission.queue_wait),
+            crate::shed::admit,
+        )),
+        None => router,
+    }
 }
+
+/// The routes [`with_plumbing`] adds, which answer whatever the load: never refused by the
+/// bound on requests in flight.
+pub const OPS_ROUTES: &[&str] = &["/healthz", "/readyz", "/metrics", "/problems/{name}"];
 
 /// A problem type's documentation, so each `type` in an error answer resolves to its page.
 async fn problem_page(axum::extract::Path(name): axum::extract::Path<String>) -> Response {
@@ -200,6 +227,8 @@ pub async fn serve(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use axum::body::Body;
     use axum::http::Request;
     use http_body_util::BodyExt as _;
@@ -316,6 +345,134 @@ mod tests {
         .await;
         assert_eq!(missing.status(), StatusCode::NOT_FOUND);
         assert_eq!(body["type"], "/problems/not-found");
+    }
+
+    /// A route that signals `entered` and holds its request until `gate` gets a permit.
+    fn holding(entered: Arc<tokio::sync::Notify>, gate: Arc<tokio::sync::Semaphore>) -> Router {
+        Router::new().route(
+            "/hold/{n}",
+            get(move || {
+                let (entered, gate) = (Arc::clone(&entered), Arc::clone(&gate));
+                async move {
+                    entered.notify_one();
+                    gate.acquire().await.expect("open").forget();
+                    "done"
+                }
+            }),
+        )
+    }
+
+    #[tokio::test]
+    async fn over_the_bound_a_request_is_refused_at_once_but_health_and_metrics_answer() {
+        let entered = Arc::new(tokio::sync::Notify::new());
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .connect_lazy("postgres://nobody@127.0.0.1:1/none")
+            .expect("a lazy pool never connects");
+        let admission = AdmissionSettings {
+            max_in_flight: Some(2),
+            queue_wait: Duration::from_millis(5),
+        };
+        let app = with_plumbing_bounded(
+            holding(Arc::clone(&entered), Arc::clone(&gate)),
+            pool,
+            &admission,
+        );
+        let get = |uri: &str| Request::get(uri).body(Body::empty()).expect("request");
+
+        // Two requests take both places and stay.
+        let mut held = Vec::new();
+        for n in 0..2 {
+            held.push(tokio::spawn(
+                app.clone().oneshot(get(&format!("/hold/{n}"))),
+            ));
+            entered.notified().await;
+        }
+
+        // The third is refused at once: 503, Retry-After, problem+json with retry_after.
+        let started = Instant::now();
+        let request = Request::get("/hold/2")
+            .header("x-request-id", "shed-1")
+            .body(Body::empty())
+            .expect("request");
+        let (refused, body) = call(app.clone(), request).await;
+        let waited = started.elapsed();
+        assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            waited < Duration::from_millis(500),
+            "refused after {waited:?}"
+        );
+        assert_eq!(refused.headers()["retry-after"], "1");
+        assert_eq!(
+            refused.headers()["content-type"],
+            crate::problem::PROBLEM_JSON
+        );
+        assert_eq!(body["type"], "/problems/unavailable");
+        assert_eq!(body["status"], 503);
+        assert_eq!(body["retry_after"], 1);
+        assert_eq!(body["request_id"], "shed-1");
+
+        // Health and metrics are outside the bound; the refusal is counted by route.
+        let (health, body) = call(app.clone(), get("/healthz")).await;
+        assert_eq!(health.status(), StatusCode::OK);
+        assert_eq!(body["status"], "ok");
+        let metrics = app
+            .clone()
+            .oneshot(get("/metrics"))
+            .await
+            .expect("infallible");
+        assert_eq!(metrics.status(), StatusCode::OK);
+        let text = metrics
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let text = String::from_utf8_lossy(&text);
+        assert!(
+            text.lines()
+                .any(|line| line.starts_with("http_requests_shed_total")
+                    && line.contains("route=\"/hold/{n}\"")),
+            "{text}"
+        );
+
+        // Once the load is gone, requests are admitted again.
+        gate.add_permits(2);
+        for request in held {
+            let response = request.await.expect("joins").expect("infallible");
+            assert_eq!(response.status(), StatusCode::OK);
+        }
+        gate.add_permits(1);
+        let (again, _) = call(app, get("/hold/3")).await;
+        assert_eq!(again.status(), StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn a_request_waits_for_a_place_freed_within_the_queue_wait() {
+        let entered = Arc::new(tokio::sync::Notify::new());
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .connect_lazy("postgres://nobody@127.0.0.1:1/none")
+            .expect("a lazy pool never connects");
+        let admission = AdmissionSettings {
+            max_in_flight: Some(1),
+            queue_wait: Duration::from_secs(5),
+        };
+        let app = with_plumbing_bounded(
+            holding(Arc::clone(&entered), Arc::clone(&gate)),
+            pool,
+            &admission,
+        );
+        let get = |uri: &str| Request::get(uri).body(Body::empty()).expect("request");
+        let first = tokio::spawn(app.clone().oneshot(get("/hold/1")));
+        entered.notified().await;
+        let second = tokio::spawn(app.clone().oneshot(get("/hold/2")));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        gate.add_permits(2);
+        for request in [first, second] {
+            let response = request.await.expect("joins").expect("infallible");
+            assert_eq!(response.status(), StatusCode::OK);
+        }
     }
 
     #[test]

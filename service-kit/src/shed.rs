@@ -1,0 +1,238 @@
+//! Admission control: a bound on the requests a service works on at once. A request that finds
+//! the bound reached waits at most a few milliseconds for a place, then is refused with 503
+//! `/problems/unavailable` and `Retry-After: 1` without touching the database, so that under
+//! overload refusals are fast, memory stays bounded and the requests admitted still get the
+//! database connections they need within their deadline.
+//!
+//! [`crate::http::with_plumbing_bounded`] puts the bound outside every other layer, so a refusal
+//! costs as little as can be, and around a service's own routes only: `/healthz`, `/readyz`,
+//! `/metrics` and the problem pages stay answerable under overload.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::Response;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
+
+use crate::env::{EnvError, string_or, var_or};
+use crate::problem::Problem;
+
+/// Requests in flight per pooled connection when `MAX_IN_FLIGHT` is unset.
+pub const IN_FLIGHT_PER_CONNECTION: usize = 2;
+
+/// `ADMISSION_WAIT_MS` when unset.
+pub const DEFAULT_QUEUE_WAIT_MS: u64 = 0;
+
+/// The `Retry-After` of a refused request, in seconds.
+pub const RETRY_AFTER_SECS: u64 = 1;
+
+/// How many requests a service admits at once, from the environment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdmissionSettings {
+    /// `MAX_IN_FLIGHT`: requests worked on at once; `None` (unset) for
+    /// [`IN_FLIGHT_PER_CONNECTION`] × the pool's maximum connections, `Some(0)` for no bound.
+    pub max_in_flight: Option<usize>,
+    /// `ADMISSION_WAIT_MS` (default 0): how long a request that finds the bound reached waits
+    /// for a place before it is refused.
+    pub queue_wait: Duration,
+}
+
+impl Default for AdmissionSettings {
+    fn default() -> Self {
+        Self {
+            max_in_flight: None,
+            queue_wait: Duration::from_millis(DEFAULT_QUEUE_WAIT_MS),
+        }
+    }
+}
+
+impl AdmissionSettings {
+    /// No bound (`MAX_IN_FLIGHT=0`): for in-process tests that fire more requests at once than
+    /// their small pools would admit.
+    pub fn unbounded() -> Self {
+        Self {
+            max_in_flight: Some(0),
+            ..Self::default()
+        }
+    }
+
+    /// Reads `MAX_IN_FLIGHT` and `ADMISSION_WAIT_MS`; unset or empty variables take their
+    /// defaults.
+    ///
+    /// # Errors
+    ///
+    /// A variable that is set but does not parse.
+    pub fn from_env() -> Result<Self, EnvError> {
+        let max_in_flight = if string_or("MAX_IN_FLIGHT", "").is_empty() {
+            None
+        } else {
+            Some(var_or("MAX_IN_FLIGHT", 0)?)
+        };
+        Ok(Self {
+            max_in_flight,
+            queue_wait: Duration::from_millis(var_or("ADMISSION_WAIT_MS", DEFAULT_QUEUE_WAIT_MS)?),
+        })
+    }
+
+    /// The bound for a service whose pool opens at most `pool_size` connections; `None` for
+    /// no bound.
+    pub fn limit(&self, pool_size: u32) -> Option<usize> {
+        match self.max_in_flight {
+            Some(0) => None,
+            Some(limit) => Some(limit),
+            None => {
+                let pool_size = usize::try_from(pool_size.max(1)).unwrap_or(usize::MAX);
+                Some(pool_size.saturating_mul(IN_FLIGHT_PER_CONNECTION))
+            }
+        }
+    }
+}
+
+/// The places of one service: the middleware's state ([`admit`]).
+#[derive(Debug, Clone)]
+pub struct Admission {
+    permits: Arc<Semaphore>,
+    limit: usize,
+    queue_wait: Duration,
+}
+
+impl Admission {
+    /// `limit` places; a request waits at most `queue_wait` for one.
+    pub fn new(limit: usize, queue_wait: Duration) -> Self {
+        let limit = limit.clamp(1, Semaphore::MAX_PERMITS);
+        Self {
+            permits: Arc::new(Semaphore::new(limit)),
+            limit,
+            queue_wait,
+        }
+    }
+
+    /// The bound.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Requests being worked on now.
+    pub fn in_flight(&self) -> usize {
+        self.limit - self.permits.available_permits().min(self.limit)
+    }
+
+    async fn enter(&self) -> Option<OwnedSemaphorePermit> {
+        match Arc::clone(&self.permits).try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(TryAcquireError::NoPermits) if !self.queue_wait.is_zero() => {
+                tokio::time::timeout(self.queue_wait, Arc::clone(&self.permits).acquire_owned())
+                    .await
+                    .ok()?
+                    .ok()
+            }
+            Err(_) => None,
+        }
+    }
+}
+
+/// Middleware, outside every other layer: runs the request when a place is free (or frees
+/// within the queue wait), else answers 503 `/problems/unavailable` with `Retry-After: 1` at
+/// once, counted in `http_requests_shed_total{method, route}` (and in `http_requests_total`).
+/// Requests for [`crate::http::OPS_ROUTES`] and for no route at all are not bounded.
+pub async fn admit(State(admission): State<Admission>, request: Request, next: Next) -> Response {
+    let route = match request.extensions().get::<MatchedPath>() {
+        Some(path) if !crate::http::OPS_ROUTES.contains(&path.as_str()) => path.as_str(),
+        _ => return next.run(request).await,
+    };
+    let Some(permit) = admission.enter().await else {
+        return refuse(&admission, &request, route.to_owned());
+    };
+    let place = Place { _permit: permit };
+    metrics::gauge!("http_requests_in_flight").increment(1);
+    let response = next.run(request).await;
+    drop(place);
+    response
+}
+
+/// An admitted request's place; given back (and `http_requests_in_flight` decremented) when
+/// the request is answered or dropped (the client went away).
+struct Place {
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        metrics::gauge!("http_requests_in_flight").decrement(1);
+    }
+}
+
+/// The refusal, rendered here since no other layer runs for it: problem+json with the request
+/// id (the client's when safe, else a new one).
+fn refuse(admission: &Admission, request: &Request, route: String) -> Response {
+    let method = request.method().to_string();
+    let labels = [("method", method), ("route", route)];
+    metrics::counter!("http_requests_shed_total", &labels).increment(1);
+    let [method, route] = labels;
+    let labels = [method, route, ("status", "503".to_owned())];
+    metrics::counter!("http_requests_total", &labels).increment(1);
+    let id = request
+        .headers()
+        .get(&crate::http::X_REQUEST_ID)
+        .and_then(|value| value.to_str().ok())
+        .filter(|id| crate::http::is_safe_id(id))
+        .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned);
+    let mut response = refusal(admission.limit).render(Some(&id));
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response
+            .headers_mut()
+            .insert(crate::http::X_REQUEST_ID.clone(), value);
+    }
+    response
+}
+
+/// The answer to a request refused for want of a place.
+pub fn refusal(limit: usize) -> Problem {
+    Problem::unavailable(
+        format!("the service is working on as many requests as it admits ({limit}); retry later"),
+        RETRY_AFTER_SECS,
+    )
+    .with("retry_after", RETRY_AFTER_SECS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_bound_follows_the_pool_and_zero_means_none() {
+        let default = AdmissionSettings::default();
+        assert_eq!(default.limit(8), Some(16));
+        assert_eq!(default.limit(0), Some(IN_FLIGHT_PER_CONNECTION));
+        let fixed = AdmissionSettings {
+            max_in_flight: Some(10),
+            ..default
+        };
+        assert_eq!(fixed.limit(8), Some(10));
+        assert_eq!(AdmissionSettings::unbounded().limit(8), None);
+    }
+
+    #[tokio::test]
+    async fn a_place_freed_within_the_queue_wait_is_taken_and_none_after_it() {
+        let admission = Admission::new(1, Duration::from_millis(500));
+        let first = admission.enter().await.expect("a free place");
+        assert_eq!(admission.in_flight(), 1);
+        let waiting = {
+            let admission = admission.clone();
+            tokio::spawn(async move { admission.enter().await.is_some() })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(first);
+        assert!(
+            waiting.await.expect("joins"),
+            "admitted once the place freed"
+        );
+
+        let hurried = Admission::new(1, Duration::ZERO);
+        let _held = hurried.enter().await.expect("a free place");
+        assert!(hurried.enter().await.is_none(), "no wait: refused at once");
+    }
+}

@@ -32,6 +32,7 @@ impl System {
             max_retries: 5,
             request_timeout: Duration::from_secs(30),
             trust_forwarded_for: false,
+            admission: service_kit::shed::AdmissionSettings::unbounded(),
         };
         let commands = command_api::router(command_api::AppState::new(
             pool.clone(),

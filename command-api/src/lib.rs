@@ -50,6 +50,8 @@ pub struct Settings {
     /// proxy's own. Leave off when clients can reach the service directly: they could then
     /// write any address into the audit trail.
     pub trust_forwarded_for: bool,
+    /// `MAX_IN_FLIGHT`, `ADMISSION_WAIT_MS`: the bound on requests worked on at once.
+    pub admission: service_kit::shed::AdmissionSettings,
 }
 
 impl Settings {
@@ -63,6 +65,7 @@ impl Settings {
             max_retries: var_or("COMMAND_MAX_RETRIES", 5)?,
             request_timeout: Duration::from_millis(var_or("REQUEST_TIMEOUT_MS", 15_000)?),
             trust_forwarded_for: var_or("TRUST_FORWARDED_FOR", false)?,
+            admission: service_kit::shed::AdmissionSettings::from_env()?,
         })
     }
 }
@@ -195,7 +198,7 @@ pub fn router(state: AppState) -> Router {
         // append (execute.rs); here only a client too slow to send its body is cut off.
         .layer(RequestBodyTimeoutLayer::new(state.settings.request_timeout))
         .with_state(state.clone());
-    service_kit::http::with_plumbing(routes, state.pool)
+    service_kit::http::with_plumbing_bounded(routes, state.pool, &state.settings.admission)
 }
 
 /// Serves the command API on `settings.addr` until `shutdown` fires.

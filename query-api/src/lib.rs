@@ -45,6 +45,8 @@ pub struct Settings {
     /// `CONSISTENCY_WAIT_MS` (default 5000): how long a request carrying an
     /// `X-Consistency-Token` waits for the projection before answering 503.
     pub consistency_wait: Duration,
+    /// `MAX_IN_FLIGHT`, `ADMISSION_WAIT_MS`: the bound on requests worked on at once.
+    pub admission: service_kit::shed::AdmissionSettings,
 }
 
 /// `QUERY_API_ADDR` when unset: every interface, port 8081.
@@ -59,6 +61,7 @@ impl Default for Settings {
         Self {
             addr: DEFAULT_ADDR,
             consistency_wait: Duration::from_millis(DEFAULT_CONSISTENCY_WAIT_MS),
+            admission: service_kit::shed::AdmissionSettings::default(),
         }
     }
 }
@@ -76,6 +79,7 @@ impl Settings {
                 "CONSISTENCY_WAIT_MS",
                 DEFAULT_CONSISTENCY_WAIT_MS,
             )?),
+            admission: service_kit::shed::AdmissionSettings::from_env()?,
         })
     }
 }
@@ -161,7 +165,8 @@ pub async fn app_state(pool: PgPool, settings: Settings) -> AppState {
 /// (`/healthz`, `/readyz`, `/metrics`, request ids, problem+json fallbacks, panic catching).
 pub fn router(state: AppState) -> axum::Router {
     let pool = state.pool().clone();
-    service_kit::http::with_plumbing(routes::router(state), pool)
+    let admission = state.settings().admission;
+    service_kit::http::with_plumbing_bounded(routes::router(state), pool, &admission)
 }
 
 /// Serves the query API on `settings.addr` until `shutdown` fires.

@@ -22,6 +22,9 @@ pub fn settings() -> Settings {
         max_retries: 50,
         request_timeout: Duration::from_secs(30),
         trust_forwarded_for: false,
+        // Tests fire up to 16 commands at once at a 5-connection pool; the bound has its own
+        // tests (service-kit, faults).
+        admission: service_kit::shed::AdmissionSettings::unbounded(),
     }
 }
 

@@ -256,6 +256,25 @@ async fn overload(target: Target) {
         "{name} memory: VmHWM {hwm_before} KiB before the ramp, {hwm_after} KiB after the \
          overload (peak VmRSS sampled during it {peak_rss} KiB)"
     );
+    // How many of the 503s the admission bound gave (the rest waited for the database).
+    let shed = match http
+        .send(
+            http::Method::GET,
+            &format!("{base}/metrics"),
+            &[],
+            None,
+            CLIENT_WAIT,
+        )
+        .await
+    {
+        Ok(answer) => String::from_utf8_lossy(&answer.body)
+            .lines()
+            .filter(|line| line.starts_with("http_requests_shed_total"))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>(),
+        Err(_) => f64::NAN,
+    };
+    eprintln!("{name} shed at admission (http_requests_shed_total): {shed}");
 
     // Recovery: the knee's load again, served as before.
     let recovery_started = Instant::now();
@@ -309,19 +328,19 @@ async fn overload(target: Target) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: no load shedding; at 10x the knee the command API queues every request: 503s \
-            come after the acquire timeout or later (p50 1-2.6 s, many past the request \
-            deadline), some accepted commands finish past REQUEST_TIMEOUT_MS + 1 s, and some \
-            answers are 500 (pool timeout while loading the aggregate)"]
+#[ignore = "load-sensitive: requests in flight are bounded (MAX_IN_FLIGHT) and nearly every 503 \
+            is the bound's, but on the loaded shared 2-core machine (debug builds) refusals \
+            still reach the client after 0.3-1.4 s (p50) and a few accepted commands past \
+            REQUEST_TIMEOUT_MS + 1 s; rare 500s are bug 1 (docs/RELIABILITY.md)"]
 async fn ten_times_the_knee_on_the_command_api_is_refused_fast_with_bounded_memory_and_full_recovery()
  {
     overload(Target::Commands).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: no load shedding; at 10x the knee the query API queues every read, goodput \
-            collapses (18 of 4,582 served in one run), 503s come after 2.4 s (p50), some past \
-            the deadline"]
+#[ignore = "load-sensitive: requests in flight are bounded (MAX_IN_FLIGHT) and goodput no \
+            longer collapses, but on the loaded shared 2-core machine (debug builds) refusals \
+            still reach the client after 0.6-1.4 s (p50) and a few accepted reads past 3 s"]
 async fn ten_times_the_knee_on_the_query_api_is_refused_fast_with_bounded_memory_and_full_recovery()
 {
     overload(Target::Reads).await;

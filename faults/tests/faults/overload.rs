@@ -339,8 +339,9 @@ async fn ten_times_the_knee_on_the_command_api_is_refused_fast_with_bounded_memo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "load-sensitive: requests in flight are bounded (MAX_IN_FLIGHT) and goodput no \
-            longer collapses, but on the loaded shared 2-core machine (debug builds) refusals \
-            still reach the client after 0.6-1.4 s (p50) and a few accepted reads past 3 s"]
+            longer collapses; passes when the CPU is free enough (refusals p50 25 ms), but on \
+            the loaded shared 2-core machine (debug builds) refusals mostly reach the client \
+            after 0.6-1.4 s (p50) and a few accepted reads past 3 s"]
 async fn ten_times_the_knee_on_the_query_api_is_refused_fast_with_bounded_memory_and_full_recovery()
 {
     overload(Target::Reads).await;

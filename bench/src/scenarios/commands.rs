@@ -1,5 +1,6 @@
-//! Commands over HTTP (create and update projects) against raw single-row INSERT transactions
-//! into a copy of the events table at the same concurrency; fixed-rate latency from intended
+//! Commands over HTTP (create and update projects) against pgbench inserting the same event
+//! row into a twin of the events table at the same concurrency, and against the same create
+//! on the reference service (plain cqrs-es + postgres-es); fixed-rate latency from intended
 //! send times; and the cost of an `Idempotency-Key` on every command.
 
 use std::sync::Arc;
@@ -10,11 +11,12 @@ use uuid::Uuid;
 
 use crate::client::{Http, OpError};
 use crate::load::{Outcome, closed_loop, fixed_rate};
-use crate::report::Row;
-use crate::scenarios::{Context, sample_metadata};
+use crate::pgbench;
+use crate::report::{Row, SideBySide};
+use crate::scenarios::Context;
 
-/// Closed-loop concurrencies of the command figures.
-pub const CONCURRENCY: [usize; 3] = [8, 32, 64];
+/// Closed-loop concurrencies of the command figures (the issue's 8 and 32).
+pub const CONCURRENCY: [usize; 2] = [8, 32];
 
 /// The concurrency of the idempotency comparison.
 const IDEMPOTENCY_CONCURRENCY: usize = 32;
@@ -91,83 +93,117 @@ async fn run_commands(
     .await
 }
 
-/// The physical floor of an append: one single-row INSERT transaction (BEGIN, INSERT, COMMIT,
-/// as the command path does) into `bench_events`, a copy of `events` with all its indexes and
-/// defaults, through a pool as large as a service's.
-async fn raw_insert(context: &Context, concurrency: usize) -> anyhow::Result<Outcome> {
-    let pool = context.pool.clone();
-    closed_loop(concurrency, context.plan.step_budget(), move |i| {
-        let pool = pool.clone();
+/// The same create on the reference service; `None` when it is not running.
+async fn run_reference(context: &Context, concurrency: usize) -> anyhow::Result<Option<Outcome>> {
+    let Some(base) = context.reference.clone() else {
+        return Ok(None);
+    };
+    let (http, url) = (context.http.clone(), format!("{base}/api/v1/projects"));
+    let outcome = closed_loop(concurrency, context.plan.step_budget(), move |i| {
+        let (http, url) = (http.clone(), url.clone());
         async move {
-            let payload = serde_json::json!({"ProjectCreated": {
-                "name": format!("bench project {i}"),
-                "description": "created by the benchmark",
-                "owner_id": null,
-                "created_by": "anonymous",
-            }})
-            .to_string();
-            let mut tx = pool.begin().await?;
-            sqlx::query(
-                "INSERT INTO bench_events (aggregate_type, aggregate_id, sequence, event_type, \
-                                           event_version, payload, metadata) \
-                 VALUES ('Project', $1, 1, 'ProjectCreated', '2', $2::json, $3::json)",
-            )
-            .bind(Uuid::now_v7().to_string())
-            .bind(payload)
-            .bind(sample_metadata())
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
+            let body = format!(
+                r#"{{"id":"{}","name":"bench project {i}","description":"created by the benchmark"}}"#,
+                Uuid::now_v7()
+            );
+            http.send(Method::POST, &url, &[], Some(Bytes::from(body)))
+                .await?
+                .expect(&[201])?;
             Ok(())
         }
     })
-    .await
+    .await?;
+    Ok(Some(outcome))
 }
 
-/// Creates the baseline table: `events`' twin, without its immutability trigger (which only
-/// fires on UPDATE and DELETE, so inserts cost the same).
+/// Creates the baselines' table and functions in the bench database.
 pub async fn prepare(context: &Context) -> anyhow::Result<()> {
-    sqlx::query("CREATE TABLE IF NOT EXISTS bench_events (LIKE events INCLUDING ALL)")
-        .execute(&context.pool)
-        .await?;
-    Ok(())
+    pgbench::prepare(&context.pool).await
 }
 
-/// Closed-loop throughput and latency at each concurrency; returns the rows and the peak
-/// create rate (the fixed-rate loads run at half of it).
-pub async fn throughput(context: &Context) -> anyhow::Result<(Vec<Row>, f64)> {
+/// What [`throughput`] measured.
+pub struct Throughput {
+    /// The figures.
+    pub rows: Vec<Row>,
+    /// pgbench | Chronicle | reference per concurrency.
+    pub side_by_side: Vec<SideBySide>,
+    /// The best create rate (the fixed-rate loads run at half of it).
+    pub peak: f64,
+}
+
+/// Closed-loop throughput and latency at each concurrency: pgbench's INSERT, Chronicle's
+/// create, the reference's create and Chronicle's update, one after the other.
+pub async fn throughput(context: &Context) -> anyhow::Result<Throughput> {
     let mut rows = Vec::new();
+    let mut side_by_side = Vec::new();
     let mut peak = 0.0_f64;
     for concurrency in CONCURRENCY {
         eprintln!("  commands at {concurrency} clients");
-        let baseline = raw_insert(context, concurrency)
-            .await?
-            .measurement(1, "tx/s");
+        let baseline = pgbench::insert(
+            &context.database,
+            concurrency,
+            context.plan.step,
+            &context.work_dir,
+        )
+        .await?;
         let create = run_commands(context, Kind::Create, concurrency, false)
             .await?
             .measurement(1, "req/s");
+        let reference = run_reference(context, concurrency)
+            .await?
+            .map(|outcome| outcome.measurement(1, "req/s"));
         let update = run_commands(context, Kind::Update, concurrency, false)
             .await?
             .measurement(1, "req/s");
         peak = peak.max(create.rate);
+        side_by_side.push(SideBySide {
+            clients: concurrency,
+            pgbench: Some(baseline.rate),
+            chronicle: Some(create.rate),
+            reference: reference.as_ref().map(|m| m.rate),
+        });
+        let load = format!("{concurrency} clients, closed loop");
+        let pgbench_name = format!("pgbench INSERT of the event row ({concurrency} conns)");
         for (figure, measured) in [
-            ("create project (POST)", create),
+            ("create project (POST)", create.clone()),
             ("update project (PATCH)", update),
         ] {
-            let mut row = Row::new(
-                "commands",
-                figure,
-                format!("{concurrency} clients, closed loop"),
-            )
-            .measured(measured)
-            .baseline("raw INSERT tx (sqlx, pool 16)", baseline.clone());
+            let mut row = Row::new("commands", figure, load.clone())
+                .measured(measured)
+                .baseline(pgbench_name.clone(), baseline.clone());
             if let Some(ratio) = row.ratio {
                 row = row.goal(">= 0.5x raw INSERT", ratio, 0.5, true);
             }
             rows.push(row);
         }
+        match reference {
+            Some(reference) => {
+                rows.push(
+                    Row::new(
+                        "commands",
+                        "reference create (cqrs-es + postgres-es + view)",
+                        load.clone(),
+                    )
+                    .measured(reference.clone())
+                    .baseline(pgbench_name.clone(), baseline.clone()),
+                );
+                rows.push(
+                    Row::new("commands", "create project (POST) vs reference", load)
+                        .measured(create)
+                        .baseline("reference create, same load", reference),
+                );
+            }
+            None => rows.push(
+                Row::new("commands", "reference create", load)
+                    .note("skipped: the reference service is not running"),
+            ),
+        }
     }
-    Ok((rows, peak))
+    Ok(Throughput {
+        rows,
+        side_by_side,
+        peak,
+    })
 }
 
 /// Creates at a fixed rate, latency from each request's intended send time.

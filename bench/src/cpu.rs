@@ -143,7 +143,9 @@ pub fn usage(section: &str, seconds: f64, before: &Sample, after: &Sample) -> Us
             .collect(),
         bench: per(after.bench - before.bench),
         children: per(after.children - before.children),
-        postgres: per(after.postgres - before.postgres),
+        // A sum over live processes: a backend that exited takes its CPU time with it, which
+        // can make the difference negative; it is a lower bound either way.
+        postgres: per(after.postgres - before.postgres).max(0.0),
     }
 }
 

@@ -152,20 +152,38 @@ async fn creates(context: &Context) -> anyhow::Result<Outcome> {
 
 /// The measurements of one log size.
 struct Side {
+    /// Cores PostgreSQL (all of it) and the projector used with no load at all.
+    idle: Measurement,
     probes: Measurement,
     creates: Measurement,
 }
 
 async fn side(context: &Context, meter: &mut Meter, label: &str) -> anyhow::Result<Side> {
     eprintln!("  {label}: idle {} s", IDLE.as_secs());
+    meter.skip();
     tokio::time::sleep(IDLE).await;
     meter.section(&format!("large log: idle, {label}"));
+    let idle_cores = meter.sections.last().map_or(0.0, |usage| {
+        usage.postgres
+            + usage
+                .services
+                .iter()
+                .filter(|(name, _)| name == "projector")
+                .map(|(_, cores)| cores)
+                .sum::<f64>()
+    });
+    let mut idle = Measurement::throughput(0, IDLE, "cores");
+    idle.rate = idle_cores;
     eprintln!("  {label}: {} wake probes", context.plan.wake_probes);
     let probes = probes(context, context.plan.wake_probes).await?;
     eprintln!("  {label}: creates at {CONCURRENCY} clients");
     let creates = creates(context).await?.measurement(1, "req/s");
     meter.section(&format!("large log: probes + creates, {label}"));
-    Ok(Side { probes, creates })
+    Ok(Side {
+        idle,
+        probes,
+        creates,
+    })
 }
 
 /// Measures the empty log, seeds the large one, measures again.
@@ -210,5 +228,16 @@ pub async fn large_log(context: &Context, meter: &mut Meter) -> anyhow::Result<V
          projection loop wakes on the append and reads after its checkpoint; see the CPU \
          table's idle windows for what the periodic polls cost",
     );
-    Ok(vec![create, wake])
+    let idle = Row::new(
+        "large log",
+        format!("idle cost: PostgreSQL + projector cores with no load, {size} in the log"),
+        format!("{} s without requests (polls only)", IDLE.as_secs()),
+    )
+    .measured(large.idle)
+    .baseline("same on the empty log", empty.idle)
+    .note(
+        "PostgreSQL's CPU is counted over all its processes: other databases' work on a \
+         shared machine shows up here too",
+    );
+    Ok(vec![create, wake, idle])
 }

@@ -13,7 +13,7 @@
 //!
 //! Environment: `BENCH_BIN_DIR` (where the service binaries are; default the workspace's
 //! `target/release`), `BENCH_SERVICE_LOG` (the services' `RUST_LOG`, default `warn`),
-//! `BENCH_PGBENCH` (the pgbench binary, default `pgbench` on the `PATH`). Service logs and
+//! `BENCH_PGBENCH` and `BENCH_WRK` (the pgbench and wrk binaries, default from the `PATH`). Service logs and
 //! pgbench's scratch files go to `target/bench-logs/`. The databases are left in place after a
 //! run for inspection (`EXPLAIN ANALYZE`) and dropped at the start of the next one.
 
@@ -24,6 +24,7 @@ mod pgbench;
 mod report;
 mod scenarios;
 mod system;
+mod wrk;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

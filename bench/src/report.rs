@@ -244,6 +244,10 @@ pub struct SideBySide {
     pub chronicle: Option<f64>,
     /// The plain cqrs-es + postgres-es reference service's create (req/s).
     pub reference: Option<f64>,
+    /// Chronicle's create driven by wrk instead of the bench's client (req/s).
+    pub chronicle_wrk: Option<f64>,
+    /// The reference's create driven by wrk (req/s).
+    pub reference_wrk: Option<f64>,
 }
 
 /// The whole run.
@@ -381,9 +385,9 @@ impl Report {
         if !self.side_by_side.is_empty() {
             let _ = writeln!(
                 out,
-                "\n| clients | pgbench raw INSERT tx/s | Chronicle create req/s | reference create req/s | Chronicle / pgbench | reference / pgbench | Chronicle / reference |"
+                "\n| clients | pgbench raw INSERT tx/s | Chronicle create req/s | reference create req/s | Chronicle / pgbench | reference / pgbench | Chronicle / reference | Chronicle, wrk | reference, wrk |"
             );
-            let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+            let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
             let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
                 (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
                 _ => "-".to_owned(),
@@ -391,7 +395,7 @@ impl Report {
             for line in &self.side_by_side {
                 let _ = writeln!(
                     out,
-                    "| {} | {} | {} | {} | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                     line.clients,
                     opt(line.pgbench),
                     opt(line.chronicle),
@@ -399,6 +403,8 @@ impl Report {
                     ratio(line.chronicle, line.pgbench),
                     ratio(line.reference, line.pgbench),
                     ratio(line.chronicle, line.reference),
+                    opt(line.chronicle_wrk),
+                    opt(line.reference_wrk),
                 );
             }
         }

@@ -14,6 +14,7 @@ use crate::load::{Outcome, closed_loop, fixed_rate};
 use crate::pgbench;
 use crate::report::{Row, SideBySide};
 use crate::scenarios::Context;
+use crate::wrk;
 
 /// Closed-loop concurrencies of the command figures (the 8 and 32).
 pub const CONCURRENCY: [usize; 2] = [8, 32];
@@ -155,17 +156,41 @@ pub async fn throughput(context: &Context) -> anyhow::Result<Throughput> {
         let update = run_commands(context, Kind::Update, concurrency, false)
             .await?
             .measurement(1, "req/s");
+        // The same creates from wrk: if its figures match the bench client's, the client is
+        // not what bounds them.
+        let create_wrk = wrk::creates(
+            &format!("{}/api/v1/projects", context.command),
+            concurrency,
+            context.plan.step,
+            &context.work_dir,
+        )
+        .await?;
+        let reference_wrk = match &context.reference {
+            Some(base) => Some(
+                wrk::creates(
+                    &format!("{base}/api/v1/projects"),
+                    concurrency,
+                    context.plan.step,
+                    &context.work_dir,
+                )
+                .await?,
+            ),
+            None => None,
+        };
         peak = peak.max(create.rate);
         side_by_side.push(SideBySide {
             clients: concurrency,
             pgbench: Some(baseline.rate),
             chronicle: Some(create.rate),
             reference: reference.as_ref().map(|m| m.rate),
+            chronicle_wrk: Some(create_wrk.rate),
+            reference_wrk: reference_wrk.as_ref().map(|m| m.rate),
         });
         let load = format!("{concurrency} clients, closed loop");
         let pgbench_name = format!("pgbench INSERT of the event row ({concurrency} conns)");
         for (figure, measured) in [
             ("create project (POST)", create.clone()),
+            ("create project (POST), wrk", create_wrk),
             ("update project (PATCH)", update),
         ] {
             let mut row = Row::new("commands", figure, load.clone())
@@ -175,6 +200,13 @@ pub async fn throughput(context: &Context) -> anyhow::Result<Throughput> {
                 row = row.goal(">= 0.5x raw INSERT", ratio, 0.5, true);
             }
             rows.push(row);
+        }
+        if let Some(reference_wrk) = reference_wrk {
+            rows.push(
+                Row::new("commands", "reference create, wrk", load.clone())
+                    .measured(reference_wrk)
+                    .baseline(pgbench_name.clone(), baseline.clone()),
+            );
         }
         match reference {
             Some(reference) => {

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::client::{Http, OpError};
 use crate::load::{Outcome, closed_loop, fixed_rate};
 use crate::pgbench;
-use crate::report::{Row, SideBySide};
+use crate::report::{Measurement, Row, SideBySide};
 use crate::scenarios::Context;
 use crate::wrk;
 
@@ -132,21 +132,53 @@ pub struct Throughput {
     pub peak: f64,
 }
 
+/// A measurement of an external load generator, or why there is none: a missing or failing
+/// pgbench or wrk (say, PostgreSQL out of connections) costs its figures, not the run.
+fn external(what: &str, result: anyhow::Result<Measurement>) -> Result<Measurement, String> {
+    result.map_err(|error| {
+        eprintln!("    {what} failed: {error:#}");
+        format!("{what} failed: {error:#}")
+    })
+}
+
+/// `row` measured by `measured`, against pgbench's `baseline`; failures become notes.
+fn against_pgbench(
+    row: Row,
+    measured: &Result<Measurement, String>,
+    baseline: &Result<Measurement, String>,
+    name: &str,
+    goal: bool,
+) -> Row {
+    let row = match measured {
+        Ok(measured) => row.measured(measured.clone()),
+        Err(failure) => return row.note(format!("skipped: {failure}")),
+    };
+    match baseline {
+        Ok(baseline) => {
+            let row = row.baseline(name, baseline.clone());
+            match row.ratio {
+                Some(ratio) if goal => row.goal(">= 0.5x raw INSERT", ratio, 0.5, true),
+                _ => row,
+            }
+        }
+        Err(failure) => row.note(format!("no baseline: {failure}")),
+    }
+}
+
 /// Closed-loop throughput and latency at each concurrency: pgbench's INSERT, Chronicle's
-/// create, the reference's create and Chronicle's update, one after the other.
+/// create, the reference's create and Chronicle's update, one after the other, then the two
+/// creates again from wrk.
 pub async fn throughput(context: &Context) -> anyhow::Result<Throughput> {
     let mut rows = Vec::new();
     let mut side_by_side = Vec::new();
     let mut peak = 0.0_f64;
     for concurrency in CONCURRENCY {
         eprintln!("  commands at {concurrency} clients");
-        let baseline = pgbench::insert(
-            &context.database,
-            concurrency,
-            context.plan.step,
-            &context.work_dir,
-        )
-        .await?;
+        let step = context.plan.step;
+        let baseline = external(
+            "pgbench",
+            pgbench::insert(&context.database, concurrency, step, &context.work_dir).await,
+        );
         let create = run_commands(context, Kind::Create, concurrency, false)
             .await?
             .measurement(1, "req/s");
@@ -158,78 +190,88 @@ pub async fn throughput(context: &Context) -> anyhow::Result<Throughput> {
             .measurement(1, "req/s");
         // The same creates from wrk: if its figures match the bench client's, the client is
         // not what bounds them.
-        let create_wrk = wrk::creates(
-            &format!("{}/api/v1/projects", context.command),
-            concurrency,
-            context.plan.step,
-            &context.work_dir,
-        )
-        .await?;
+        let command_url = format!("{}/api/v1/projects", context.command);
+        let create_wrk = external(
+            "wrk",
+            wrk::creates(&command_url, concurrency, step, &context.work_dir).await,
+        );
         let reference_wrk = match &context.reference {
-            Some(base) => Some(
+            Some(base) => Some(external(
+                "wrk",
                 wrk::creates(
                     &format!("{base}/api/v1/projects"),
                     concurrency,
-                    context.plan.step,
+                    step,
                     &context.work_dir,
                 )
-                .await?,
-            ),
+                .await,
+            )),
             None => None,
         };
         peak = peak.max(create.rate);
         side_by_side.push(SideBySide {
             clients: concurrency,
-            pgbench: Some(baseline.rate),
+            pgbench: baseline.as_ref().ok().map(|m| m.rate),
             chronicle: Some(create.rate),
             reference: reference.as_ref().map(|m| m.rate),
-            chronicle_wrk: Some(create_wrk.rate),
-            reference_wrk: reference_wrk.as_ref().map(|m| m.rate),
+            chronicle_wrk: create_wrk.as_ref().ok().map(|m| m.rate),
+            reference_wrk: reference_wrk
+                .as_ref()
+                .and_then(|m| m.as_ref().ok())
+                .map(|m| m.rate),
         });
         let load = format!("{concurrency} clients, closed loop");
-        let pgbench_name = format!("pgbench INSERT of the event row ({concurrency} conns)");
-        for (figure, measured) in [
-            ("create project (POST)", create.clone()),
-            ("create project (POST), wrk", create_wrk),
-            ("update project (PATCH)", update),
-        ] {
-            let mut row = Row::new("commands", figure, load.clone())
-                .measured(measured)
-                .baseline(pgbench_name.clone(), baseline.clone());
-            if let Some(ratio) = row.ratio {
-                row = row.goal(">= 0.5x raw INSERT", ratio, 0.5, true);
-            }
-            rows.push(row);
-        }
-        if let Some(reference_wrk) = reference_wrk {
-            rows.push(
-                Row::new("commands", "reference create, wrk", load.clone())
-                    .measured(reference_wrk)
-                    .baseline(pgbench_name.clone(), baseline.clone()),
-            );
-        }
+        let name = format!("pgbench INSERT of the event row ({concurrency} conns)");
+        let row = |figure: &str| Row::new("commands", figure, load.clone());
+        rows.push(against_pgbench(
+            row("create project (POST)"),
+            &Ok(create.clone()),
+            &baseline,
+            &name,
+            true,
+        ));
+        rows.push(against_pgbench(
+            row("create project (POST), wrk"),
+            &create_wrk,
+            &baseline,
+            &name,
+            true,
+        ));
         match reference {
             Some(reference) => {
+                rows.push(against_pgbench(
+                    row("reference create (cqrs-es + postgres-es + view)"),
+                    &Ok(reference.clone()),
+                    &baseline,
+                    &name,
+                    false,
+                ));
+                if let Some(reference_wrk) = &reference_wrk {
+                    rows.push(against_pgbench(
+                        row("reference create, wrk"),
+                        reference_wrk,
+                        &baseline,
+                        &name,
+                        false,
+                    ));
+                }
                 rows.push(
-                    Row::new(
-                        "commands",
-                        "reference create (cqrs-es + postgres-es + view)",
-                        load.clone(),
-                    )
-                    .measured(reference.clone())
-                    .baseline(pgbench_name.clone(), baseline.clone()),
-                );
-                rows.push(
-                    Row::new("commands", "create project (POST) vs reference", load)
+                    row("create project (POST) vs reference")
                         .measured(create)
                         .baseline("reference create, same load", reference),
                 );
             }
             None => rows.push(
-                Row::new("commands", "reference create", load)
-                    .note("skipped: the reference service is not running"),
+                row("reference create").note("skipped: the reference service is not running"),
             ),
         }
+        rows.push(against_pgbench(
+            row("update project (PATCH)"),
+            &Ok(update),
+            &baseline,
+            &name,
+            true,
+        ));
     }
     Ok(Throughput {
         rows,

@@ -137,6 +137,10 @@ async fn main() -> anyhow::Result<()> {
     let throughput = scenarios::commands::throughput(&context).await?;
     rows.extend(throughput.rows);
     meter.section("commands: pgbench, Chronicle, reference");
+    // The reference has done its part; its idle connections would only crowd PostgreSQL's
+    // shared `max_connections` during the query figures.
+    let reference_memory = running.stop_service(system::REFERENCE);
+    meter.watch(running.pids());
     let half = (throughput.peak / 2.0).max(1.0);
     rows.push(scenarios::commands::fixed(&context, half).await?);
     meter.section("commands, fixed rate");
@@ -154,6 +158,7 @@ async fn main() -> anyhow::Result<()> {
     meter.section("analytics + multi-row INSERT");
 
     let mut memory = running.memory();
+    memory.extend(reference_memory);
     eprintln!("stopping services");
     running.stop();
     pool.close().await;

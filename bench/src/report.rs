@@ -328,7 +328,12 @@ impl Report {
                         .client_cores
                         .map(|c| format!(", client {c:.2} cores"))
                         .unwrap_or_default();
-                    format!("{} {}{p50}{p99}{client}", num(b.rate), b.unit)
+                    let errors = if b.errors > 0 {
+                        format!(", {} err", b.errors)
+                    } else {
+                        String::new()
+                    };
+                    format!("{} {}{p50}{p99}{client}{errors}", num(b.rate), b.unit)
                 },
             );
             let goal = row.goal.as_ref().map_or_else(

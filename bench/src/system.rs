@@ -72,6 +72,21 @@ pub async fn pool(name: &str, max: u32) -> anyhow::Result<PgPool> {
         .with_context(|| format!("connecting to database {name}"))
 }
 
+/// Opens `count` connections of `pool` at once and gives them back, so a measurement does not
+/// pay for connecting, and says so when PostgreSQL refuses some: its `max_connections` is
+/// shared with whatever else runs on the server.
+pub async fn warm(pool: &PgPool, count: u32) {
+    let attempts = (0..count).map(|_| pool.acquire());
+    let results = futures::future::join_all(attempts).await;
+    let opened = results.iter().filter(|result| result.is_ok()).count();
+    if let Some(Err(error)) = results.iter().find(|result| result.is_err()) {
+        eprintln!(
+            "    only {opened} of {count} connections opened ({error}); figures on this pool \
+             may wait for connections"
+        );
+    }
+}
+
 /// Where the release binaries are: `BENCH_BIN_DIR`, else the workspace's `target/release`.
 pub fn binary_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("BENCH_BIN_DIR") {
@@ -306,34 +321,63 @@ impl System {
             .collect()
     }
 
+    /// Stops service `name` (SIGTERM, then SIGKILL after 15 s) and returns its memory figures,
+    /// read just before; `None` when no such service runs.
+    pub fn stop_service(&mut self, name: &str) -> Option<Memory> {
+        let index = self
+            .services
+            .iter()
+            .position(|service| service.name == name)?;
+        let memory = self.memory().into_iter().nth(index);
+        let mut service = self.services.remove(index);
+        terminate(&mut service);
+        memory
+    }
+
     /// Sends SIGTERM to every service and waits (at most 15 s each) for it to exit, then kills
     /// what is left.
     pub fn stop(&mut self) {
         for service in &mut self.services {
-            if matches!(service.child.try_wait(), Ok(Some(_))) {
-                continue;
-            }
-            // std can only SIGKILL; `kill` sends the SIGTERM that starts a graceful shutdown.
-            let _ = Command::new("kill")
-                .args(["-TERM", &service.child.id().to_string()])
-                .status();
+            signal_term(service);
         }
         for service in &mut self.services {
-            let deadline = Instant::now() + Duration::from_secs(15);
-            loop {
-                match service.child.try_wait() {
-                    Ok(Some(_)) | Err(_) => break,
-                    Ok(None) if Instant::now() >= deadline => {
-                        eprintln!("{} ignored SIGTERM for 15 s; killing it", service.name);
-                        let _ = service.child.kill();
-                        let _ = service.child.wait();
-                        break;
-                    }
-                    Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-                }
-            }
+            wait_or_kill(service);
         }
     }
+}
+
+/// Asks `service` to shut down gracefully, unless it has exited already.
+fn signal_term(service: &mut Service) {
+    if matches!(service.child.try_wait(), Ok(Some(_))) {
+        return;
+    }
+    // std can only SIGKILL; `kill` sends the SIGTERM that starts a graceful shutdown.
+    let _ = Command::new("kill")
+        .args(["-TERM", &service.child.id().to_string()])
+        .status();
+}
+
+/// Waits (at most 15 s) for `service` to exit, then kills it.
+fn wait_or_kill(service: &mut Service) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match service.child.try_wait() {
+            Ok(Some(_)) | Err(_) => break,
+            Ok(None) if Instant::now() >= deadline => {
+                eprintln!("{} ignored SIGTERM for 15 s; killing it", service.name);
+                let _ = service.child.kill();
+                let _ = service.child.wait();
+                break;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+/// SIGTERM, then wait.
+fn terminate(service: &mut Service) {
+    signal_term(service);
+    wait_or_kill(service);
 }
 
 impl Drop for System {

@@ -238,6 +238,7 @@ pub async fn queries(context: &Context) -> anyhow::Result<Vec<Row>> {
     // The bare handlers get a pool of their own, as large as the query API's, so the baseline
     // is not starved by a pool sized for the bench's own few statements.
     let baseline_pool = crate::system::pool(&context.database, BASELINE_POOL).await?;
+    crate::system::warm(&baseline_pool, BASELINE_POOL).await;
     let baseline = serve_baseline(baseline_pool.clone()).await?;
     let q = &context.query;
     let item_urls: Vec<String> = ids

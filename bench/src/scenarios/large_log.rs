@@ -99,12 +99,16 @@ async fn probe(context: &Context, i: u64) -> Result<Duration, OpError> {
     }
 }
 
-/// `count` probes one after the other; latencies are lags.
-async fn probes(context: &Context, count: u64) -> anyhow::Result<Measurement> {
+/// `count` probes one after the other, fewer if they take longer than `limit` in all;
+/// latencies are lags.
+async fn probes(context: &Context, count: u64, limit: Duration) -> anyhow::Result<Measurement> {
     let mut histogram = new_histogram()?;
     let mut errors = 0;
     let started = Instant::now();
     for i in 0..count {
+        if i > 0 && started.elapsed() >= limit {
+            break;
+        }
         tokio::time::sleep(PROBE_PAUSE).await;
         match probe(context, i).await {
             Ok(lag) => record(&mut histogram, lag),
@@ -175,7 +179,7 @@ async fn side(context: &Context, meter: &mut Meter, label: &str) -> anyhow::Resu
     let mut idle = Measurement::throughput(0, IDLE, "cores");
     idle.rate = idle_cores;
     eprintln!("  {label}: {} wake probes", context.plan.wake_probes);
-    let probes = probes(context, context.plan.wake_probes).await?;
+    let probes = probes(context, context.plan.wake_probes, context.plan.wake_limit).await?;
     eprintln!("  {label}: creates at {CONCURRENCY} clients");
     let creates = creates(context).await?.measurement(1, "req/s");
     meter.section(&format!("large log: probes + creates, {label}"));
@@ -217,8 +221,9 @@ pub async fn large_log(context: &Context, meter: &mut Meter) -> anyhow::Result<V
         "large log",
         format!("wake: one create -> visible on an idle projector, {size} in the log"),
         format!(
-            "{} sequential probes, GET polled every 2 ms",
-            context.plan.wake_probes
+            "up to {} sequential probes in {} s, GET polled every 2 ms",
+            context.plan.wake_probes,
+            context.plan.wake_limit.as_secs()
         ),
     )
     .measured(large.probes)

@@ -33,6 +33,8 @@ pub struct Plan {
     pub large_log_events: i64,
     /// Sequential one-event lag probes on an idle projector, per log size.
     pub wake_probes: u64,
+    /// Longest the probes of one log size may take (a slow wake makes each take seconds).
+    pub wake_limit: Duration,
     /// Events of the long stream (the issue asks for 100,000).
     pub long_stream_events: i64,
     /// Time per side and round of the long-stream PATCH comparison.
@@ -52,6 +54,7 @@ impl Plan {
                 // fifth of it; the full run seeds the issue's million.
                 large_log_events: 200_000,
                 wake_probes: 20,
+                wake_limit: Duration::from_secs(10),
                 long_stream_events: 100_000,
                 stream_step: Duration::from_secs(2),
             }
@@ -63,6 +66,7 @@ impl Plan {
                 rebuild_limit: Duration::from_secs(180),
                 large_log_events: 1_000_000,
                 wake_probes: 100,
+                wake_limit: Duration::from_secs(30),
                 long_stream_events: 100_000,
                 stream_step: Duration::from_secs(5),
             }

@@ -165,20 +165,28 @@ fn against_pgbench(
     }
 }
 
-/// Closed-loop throughput and latency at each concurrency: pgbench's INSERT, Chronicle's
-/// create, the reference's create and Chronicle's update, one after the other, then the two
-/// creates again from wrk.
+/// Closed-loop throughput and latency at each concurrency: pgbench's INSERT first, at every
+/// concurrency, then per concurrency Chronicle's create, the reference's create and
+/// Chronicle's update, then the two creates again from wrk.
+///
+/// pgbench runs before any HTTP load because its 32 connections come on top of the services'
+/// pools, which grow under load and keep idle connections for minutes: afterwards, a server
+/// shared with other work may have no 32 connections left to give.
 pub async fn throughput(context: &Context) -> anyhow::Result<Throughput> {
     let mut rows = Vec::new();
     let mut side_by_side = Vec::new();
     let mut peak = 0.0_f64;
+    let step = context.plan.step;
+    let mut baselines = Vec::new();
     for concurrency in CONCURRENCY {
-        eprintln!("  commands at {concurrency} clients");
-        let step = context.plan.step;
-        let baseline = external(
+        eprintln!("  pgbench at {concurrency} clients");
+        baselines.push(external(
             "pgbench",
             pgbench::insert(&context.database, concurrency, step, &context.work_dir).await,
-        );
+        ));
+    }
+    for (concurrency, baseline) in CONCURRENCY.into_iter().zip(baselines) {
+        eprintln!("  commands at {concurrency} clients");
         let create = run_commands(context, Kind::Create, concurrency, false)
             .await?
             .measurement(1, "req/s");

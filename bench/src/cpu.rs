@@ -1,6 +1,7 @@
 //! Where the cores went during each section: CPU seconds of each service, of this bench
-//! process (the load client and in-process baselines), of every PostgreSQL process (the server
-//! is shared, so this includes other databases' work), and of the whole machine.
+//! process (the load client and in-process baselines), of the bench's finished child processes
+//! (pgbench), of every PostgreSQL process (the server is shared, so this includes other
+//! databases' work), and of the whole machine.
 //!
 //! On a 2-core machine shared by client, services and database, a throughput figure is
 //! usually bounded by CPU; this says by whose.
@@ -15,6 +16,7 @@ const TICKS: f64 = 100.0;
 pub struct Sample {
     services: Vec<(String, f64)>,
     bench: f64,
+    children: f64,
     postgres: f64,
     machine_busy: f64,
     machine_total: f64,
@@ -33,20 +35,42 @@ pub struct Usage {
     pub services: Vec<(String, f64)>,
     /// Cores used by the bench process itself (load client, baselines' client side).
     pub bench: f64,
+    /// Cores used by the bench's child processes that finished in the section (pgbench).
+    pub children: f64,
     /// Cores used by all PostgreSQL processes.
     pub postgres: f64,
 }
 
-/// utime + stime of a process, in seconds.
-fn process_seconds(pid: u32) -> Option<f64> {
+/// The fields of `/proc/<pid>/stat` after the command name.
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may contain spaces; fields after it are space-separated.
     let after = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = after.split_whitespace().collect();
+    Some(after.split_whitespace().map(str::to_owned).collect())
+}
+
+/// The sum of two fields of a stat line (0-based after the name), in seconds.
+fn ticks(fields: &[String], first: usize, second: usize) -> Option<f64> {
+    let a: f64 = fields.get(first)?.parse().ok()?;
+    let b: f64 = fields.get(second)?.parse().ok()?;
+    Some((a + b) / TICKS)
+}
+
+/// utime + stime of a process, in seconds.
+fn process_seconds(pid: u32) -> Option<f64> {
     // After the name: state is field 3 of the whole line, utime 14, stime 15.
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / TICKS)
+    ticks(&stat_fields(pid)?, 11, 12)
+}
+
+/// CPU seconds used so far by this process.
+pub fn own_seconds() -> Option<f64> {
+    process_seconds(std::process::id())
+}
+
+/// CPU seconds used so far by this process's children that have exited and been waited for
+/// (cutime + cstime, fields 16 and 17): a pgbench run's CPU is the difference around it.
+pub fn children_seconds() -> Option<f64> {
+    ticks(&stat_fields(std::process::id())?, 13, 14)
 }
 
 fn postgres_seconds() -> f64 {
@@ -88,7 +112,8 @@ pub fn sample(services: &[(&'static str, u32)]) -> Sample {
             .iter()
             .map(|(name, pid)| ((*name).to_owned(), process_seconds(*pid).unwrap_or(0.0)))
             .collect(),
-        bench: process_seconds(std::process::id()).unwrap_or(0.0),
+        bench: own_seconds().unwrap_or(0.0),
+        children: children_seconds().unwrap_or(0.0),
         postgres: postgres_seconds(),
         machine_busy,
         machine_total,
@@ -117,7 +142,10 @@ pub fn usage(section: &str, seconds: f64, before: &Sample, after: &Sample) -> Us
             })
             .collect(),
         bench: per(after.bench - before.bench),
-        postgres: per(after.postgres - before.postgres),
+        children: per(after.children - before.children),
+        // A sum over live processes: a backend that exited takes its CPU time with it, which
+        // can make the difference negative; it is a lower bound either way.
+        postgres: per(after.postgres - before.postgres).max(0.0),
     }
 }
 
@@ -142,6 +170,19 @@ impl Meter {
         }
     }
 
+    /// Watches other processes (a second system) from now on; whatever ran since the last
+    /// section ended (starting and seeding) belongs to no section.
+    pub fn watch(&mut self, services: Vec<(&'static str, u32)>) {
+        self.services = services;
+        self.skip();
+    }
+
+    /// Drops what ran since the last section ended (seeding, starting) and starts the next.
+    pub fn skip(&mut self) {
+        self.before = sample(&self.services);
+        self.started = std::time::Instant::now();
+    }
+
     /// Ends the current section as `name` and starts the next.
     pub fn section(&mut self, name: &str) {
         let after = sample(&self.services);
@@ -159,6 +200,7 @@ mod tests {
 
     #[test]
     fn this_process_has_cpu_times() {
-        assert!(process_seconds(std::process::id()).is_some());
+        assert!(own_seconds().is_some());
+        assert!(children_seconds().is_some());
     }
 }

@@ -18,6 +18,7 @@ use tokio::task::JoinSet;
 use hdrhistogram::Histogram;
 
 use crate::client::OpError;
+use crate::cpu::own_seconds;
 use crate::report::{Measurement, new_histogram, record};
 
 /// What a load did: latencies of its successful operations, its failures, how long it ran.
@@ -29,6 +30,8 @@ pub struct Outcome {
     pub errors: u64,
     /// How long the load ran.
     pub elapsed: Duration,
+    /// CPU seconds this process (the client) used meanwhile, when `/proc` tells.
+    pub client_cpu: Option<f64>,
 }
 
 impl Outcome {
@@ -41,6 +44,7 @@ impl Outcome {
             items_per_op,
             unit,
         )
+        .with_client_cpu(self.client_cpu)
     }
 
     /// Adds another run of the same load (interleaved repetitions).
@@ -50,6 +54,7 @@ impl Outcome {
             .map_err(|error| anyhow::anyhow!("merging histograms: {error:?}"))?;
         self.errors += other.errors;
         self.elapsed += other.elapsed;
+        self.client_cpu = self.client_cpu.zip(other.client_cpu).map(|(a, b)| a + b);
         Ok(())
     }
 }
@@ -86,6 +91,7 @@ where
     let errors = Arc::new(AtomicU64::new(0));
     let first_error: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
     let template = new_histogram()?;
+    let cpu_before = own_seconds();
     let started = Instant::now();
     let deadline = started + budget.duration;
     let mut workers = JoinSet::new();
@@ -128,6 +134,7 @@ where
         histogram,
         errors: errors.load(Ordering::Relaxed),
         elapsed,
+        client_cpu: cpu_since(cpu_before),
     })
 }
 
@@ -145,6 +152,7 @@ where
     let first_error: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let mut tasks = JoinSet::new();
+    let cpu_before = own_seconds();
     let started = Instant::now();
     let interval = Duration::from_secs_f64(1.0 / rate);
     for i in 0..budget.max_ops {
@@ -190,6 +198,7 @@ where
         while tasks.try_join_next().is_some() {}
     }
     let sending_ended = started.elapsed();
+    let client_cpu = cpu_since(cpu_before);
     let drained =
         tokio::time::timeout(DRAIN, async { while tasks.join_next().await.is_some() {} }).await;
     if drained.is_err() {
@@ -207,7 +216,13 @@ where
         histogram,
         errors: errors.load(Ordering::Relaxed),
         elapsed: sending_ended,
+        client_cpu,
     })
+}
+
+/// CPU seconds this process used since `before`.
+fn cpu_since(before: Option<f64>) -> Option<f64> {
+    Some(own_seconds()? - before?)
 }
 
 fn remember(slot: &Mutex<Option<String>>, error: &OpError) {

@@ -1,7 +1,10 @@
 //! Chronicle's benchmark suite: starts the real system (a fresh `chronicle_bench` database and
-//! the three release binaries as child processes), drives every hot path over HTTP and
-//! PostgreSQL, and measures each beside its physical baseline in the same run, so that ratios
-//! survive a noisy, shared machine. Prints a table and writes a JSON report.
+//! the three release binaries as child processes) beside the bench's reference service (plain
+//! cqrs-es + postgres-es on `chronicle_bench_reference`), drives every hot path over HTTP and
+//! PostgreSQL, and measures each beside its baseline in the same run (pgbench for raw INSERTs),
+//! so that ratios survive a noisy, shared machine. A second system on `chronicle_bench_log`
+//! then measures a 1,000,000-event log and a 100,000-event stream; the rebuild runs last, on
+//! its own database. Prints a table and writes a JSON report.
 //!
 //! ```sh
 //! cargo build --release --workspace --bins
@@ -9,16 +12,19 @@
 //! ```
 //!
 //! Environment: `BENCH_BIN_DIR` (where the service binaries are; default the workspace's
-//! `target/release`), `BENCH_SERVICE_LOG` (the services' `RUST_LOG`, default `warn`). Service
-//! logs go to `target/bench-logs/`. The databases are left in place after a run for
-//! inspection (`EXPLAIN ANALYZE`) and dropped at the start of the next one.
+//! `target/release`), `BENCH_SERVICE_LOG` (the services' `RUST_LOG`, default `warn`),
+//! `BENCH_PGBENCH` and `BENCH_WRK` (the pgbench and wrk binaries, default from the `PATH`). Service logs and
+//! pgbench's scratch files go to `target/bench-logs/`. The databases are left in place after a
+//! run for inspection (`EXPLAIN ANALYZE`) and dropped at the start of the next one.
 
 mod client;
 mod cpu;
 mod load;
+mod pgbench;
 mod report;
 mod scenarios;
 mod system;
+mod wrk;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -29,33 +35,47 @@ use anyhow::Context as _;
 use crate::client::Http;
 use crate::report::{Report, Row};
 use crate::scenarios::{Context, Plan};
+use crate::system::{Relay, System};
 
-/// The database of the HTTP figures.
+/// The database of the main HTTP figures.
 const DATABASE: &str = "chronicle_bench";
+
+/// The reference service's database.
+const REFERENCE_DATABASE: &str = "chronicle_bench_reference";
+
+/// The database of the large-log and long-stream figures.
+const LOG_DATABASE: &str = "chronicle_bench_log";
+
+/// The exchange the relay publishes to during a run: not the services' default, so nothing
+/// bound to that one ever receives bench events. With no queue bound, the broker drops them.
+const RELAY_EXCHANGE: &str = "chronicle_bench.events";
 
 /// Command-line options.
 #[derive(Debug)]
 struct Options {
     quick: bool,
+    no_relay: bool,
     out: Option<PathBuf>,
 }
 
 fn parse_args() -> anyhow::Result<Options> {
     let mut options = Options {
         quick: false,
+        no_relay: false,
         out: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => options.quick = true,
+            "--no-relay" => options.no_relay = true,
             "--out" => {
                 options.out = Some(PathBuf::from(
                     args.next().context("--out needs a file name")?,
                 ));
             }
             "-h" | "--help" => {
-                println!("usage: bench [--quick] [--out bench-results/<file>.json]");
+                println!("usage: bench [--quick] [--no-relay] [--out bench-results/<file>.json]");
                 std::process::exit(0);
             }
             other => anyhow::bail!("unknown argument {other:?} (try --help)"),
@@ -72,22 +92,39 @@ async fn main() -> anyhow::Result<()> {
     let plan = Plan::new(options.quick);
     let binaries = system::binary_dir();
     system::check_binaries(&binaries)?;
-
-    eprintln!("preparing database {DATABASE}");
-    system::recreate_database(DATABASE).await?;
-    // The services migrate it as they start: their embedded migrations are the ones that
-    // must match (the bench's own copy may be newer or older than the binaries').
-    let pool = system::pool(DATABASE, 16).await?;
-
-    let http = Http::new();
     let log_dir = binaries.join("..").join("bench-logs");
+    let http = Http::new();
+    let relay = if options.no_relay {
+        eprintln!("relay off (--no-relay)");
+        Relay::Off
+    } else if system::broker_reachable() {
+        eprintln!("relay on, publishing to exchange {RELAY_EXCHANGE}");
+        Relay::To(RELAY_EXCHANGE.to_owned())
+    } else {
+        eprintln!("relay off: no broker on 127.0.0.1:5672");
+        Relay::Off
+    };
+
+    eprintln!("preparing databases {DATABASE}, {REFERENCE_DATABASE}");
+    system::recreate_database(DATABASE).await?;
+    system::recreate_database(REFERENCE_DATABASE).await?;
     eprintln!("starting services from {}", binaries.display());
-    let mut running = system::System::start(&binaries, DATABASE, &log_dir, &http).await?;
+    let mut running = System::start("main", &binaries, DATABASE, &log_dir, &http, &relay).await?;
+    running
+        .spawn(system::REFERENCE, REFERENCE_DATABASE, &Relay::Off, &http)
+        .await?;
+    // After the services: they migrate the database as they start; their embedded migrations
+    // are the ones that must match (the bench's own copy may be newer or older). Small: the
+    // raw-INSERT baseline is pgbench, with connections of its own.
+    let pool = system::pool(DATABASE, 4).await?;
     let context = Context {
         http: http.clone(),
         command: running.base("command-api")?.to_owned(),
         query: running.base("query-api")?.to_owned(),
         projector: running.base("projector")?.to_owned(),
+        reference: Some(running.base(system::REFERENCE)?.to_owned()),
+        database: DATABASE.to_owned(),
+        work_dir: log_dir.clone(),
         pool: pool.clone(),
         plan,
         projects: Arc::new(Mutex::new(Vec::new())),
@@ -97,10 +134,14 @@ async fn main() -> anyhow::Result<()> {
     let mut rows: Vec<Row> = Vec::new();
     let mut meter = cpu::Meter::new(running.pids());
     eprintln!("commands");
-    let (command_rows, peak) = scenarios::commands::throughput(&context).await?;
-    rows.extend(command_rows);
-    meter.section("commands, closed loop + raw INSERT");
-    let half = (peak / 2.0).max(1.0);
+    let throughput = scenarios::commands::throughput(&context).await?;
+    rows.extend(throughput.rows);
+    meter.section("commands: pgbench, Chronicle, reference");
+    // The reference has done its part; its idle connections would only crowd PostgreSQL's
+    // shared `max_connections` during the query figures.
+    let reference_memory = running.stop_service(system::REFERENCE);
+    meter.watch(running.pids());
+    let half = (throughput.peak / 2.0).max(1.0);
     rows.push(scenarios::commands::fixed(&context, half).await?);
     meter.section("commands, fixed rate");
     eprintln!("idempotency");
@@ -116,10 +157,37 @@ async fn main() -> anyhow::Result<()> {
     rows.extend(scenarios::analytics::ingest(&context).await?);
     meter.section("analytics + multi-row INSERT");
 
-    let memory = running.memory();
+    let mut memory = running.memory();
+    memory.extend(reference_memory);
     eprintln!("stopping services");
     running.stop();
     pool.close().await;
+
+    // A system of its own: a fresh log the size of which the scenario controls, and no relay
+    // (it reads every type and would publish the whole seed).
+    eprintln!("large log and long streams ({LOG_DATABASE})");
+    system::recreate_database(LOG_DATABASE).await?;
+    let mut log_system =
+        System::start("log", &binaries, LOG_DATABASE, &log_dir, &http, &Relay::Off).await?;
+    let log_pool = system::pool(LOG_DATABASE, 4).await?;
+    let log_context = Context {
+        command: log_system.base("command-api")?.to_owned(),
+        query: log_system.base("query-api")?.to_owned(),
+        projector: log_system.base("projector")?.to_owned(),
+        reference: None,
+        database: LOG_DATABASE.to_owned(),
+        pool: log_pool.clone(),
+        projects: Arc::new(Mutex::new(Vec::new())),
+        ..context.clone()
+    };
+    meter.watch(log_system.pids());
+    rows.extend(scenarios::large_log::large_log(&log_context, &mut meter).await?);
+    eprintln!("long streams");
+    rows.extend(scenarios::streams::long_streams(&log_context).await?);
+    meter.section("long streams");
+    memory.extend(log_system.memory());
+    log_system.stop();
+    log_pool.close().await;
 
     eprintln!("rebuild");
     rows.extend(scenarios::rebuild::rebuild(&plan).await?);
@@ -129,6 +197,7 @@ async fn main() -> anyhow::Result<()> {
         mode: if options.quick { "quick" } else { "full" },
         machine: machine(),
         rows,
+        side_by_side: throughput.side_by_side,
         memory,
         cpu: meter.sections,
         total_seconds: started.elapsed().as_secs_f64(),

@@ -47,6 +47,11 @@ pub struct Measurement {
     pub p99_ms: Option<f64>,
     /// Worst latency in milliseconds.
     pub max_ms: Option<f64>,
+    /// Cores the load generator used on average while it ran: this process for the bench's
+    /// own client (which, in the query figures, also hosts the bare-axum baseline), pgbench's
+    /// process for pgbench. On a 2-core machine shared with the system under test, a client
+    /// near 1 core is part of what bounds the figure.
+    pub client_cores: Option<f64>,
 }
 
 impl Measurement {
@@ -71,7 +76,14 @@ impl Measurement {
             p50_ms: has.then(|| millis(histogram.value_at_quantile(0.50))),
             p99_ms: has.then(|| millis(histogram.value_at_quantile(0.99))),
             max_ms: has.then(|| millis(histogram.max())),
+            client_cores: None,
         }
+    }
+
+    /// The same measurement with the client's CPU use: `cpu_seconds` over its `seconds`.
+    pub fn with_client_cpu(mut self, cpu_seconds: Option<f64>) -> Self {
+        self.client_cores = cpu_seconds.map(|cpu| cpu / self.seconds.max(1e-9));
+        self
     }
 
     /// A throughput-only measurement (bulk work such as a rebuild).
@@ -86,6 +98,7 @@ impl Measurement {
             p50_ms: None,
             p99_ms: None,
             max_ms: None,
+            client_cores: None,
         }
     }
 }
@@ -116,8 +129,11 @@ pub struct Row {
     pub baseline_name: Option<String>,
     /// The baseline measured in the same run under the same load.
     pub baseline: Option<Measurement>,
-    /// measured / baseline throughput.
+    /// measured / baseline: of throughput, or of median latency for latency figures (see
+    /// `ratio_of`).
     pub ratio: Option<f64>,
+    /// What `ratio` divides: `rate` or `p50 latency`.
+    pub ratio_of: &'static str,
     /// The target this figure is held against, if any.
     pub goal: Option<Goal>,
     /// Anything a reader needs to interpret the row.
@@ -135,6 +151,7 @@ impl Row {
             baseline_name: None,
             baseline: None,
             ratio: None,
+            ratio_of: "rate",
             goal: None,
             note: None,
         }
@@ -153,6 +170,22 @@ impl Row {
             .as_ref()
             .filter(|_| baseline.rate > 0.0)
             .map(|measured| measured.rate / baseline.rate);
+        self.baseline_name = Some(name.into());
+        self.baseline = Some(baseline);
+        self
+    }
+
+    /// Sets the baseline of a latency figure: the ratio is measured p50 / baseline p50 (above
+    /// 1 is slower than the baseline).
+    pub fn latency_baseline(mut self, name: impl Into<String>, baseline: Measurement) -> Self {
+        self.ratio = match (
+            self.measured.as_ref().and_then(|m| m.p50_ms),
+            baseline.p50_ms,
+        ) {
+            (Some(measured), Some(base)) if base > 0.0 => Some(measured / base),
+            _ => None,
+        };
+        self.ratio_of = "p50 latency";
         self.baseline_name = Some(name.into());
         self.baseline = Some(baseline);
         self
@@ -189,12 +222,32 @@ impl Row {
 /// Peak memory of one service process.
 #[derive(Debug, Clone, Serialize)]
 pub struct Memory {
+    /// Which system of the run it belonged to (`main`, `log`).
+    pub system: String,
     /// The service.
     pub service: String,
     /// VmHWM (peak resident set) in MiB.
     pub peak_rss_mib: Option<f64>,
     /// VmRSS at the time of reading, in MiB.
     pub rss_mib: Option<f64>,
+}
+
+/// One concurrency of the headline comparison: the same create three ways.
+#[derive(Debug, Clone, Serialize)]
+pub struct SideBySide {
+    /// Concurrent clients.
+    pub clients: usize,
+    /// pgbench, one INSERT of a create's event row per transaction (tx/s).
+    pub pgbench: Option<f64>,
+    /// Chronicle's `POST /api/v1/projects` (req/s), projector (and relay, if a broker is up)
+    /// running.
+    pub chronicle: Option<f64>,
+    /// The plain cqrs-es + postgres-es reference service's create (req/s).
+    pub reference: Option<f64>,
+    /// Chronicle's create driven by wrk instead of the bench's client (req/s).
+    pub chronicle_wrk: Option<f64>,
+    /// The reference's create driven by wrk (req/s).
+    pub reference_wrk: Option<f64>,
 }
 
 /// The whole run.
@@ -208,6 +261,8 @@ pub struct Report {
     pub machine: String,
     /// Every figure.
     pub rows: Vec<Row>,
+    /// The create figures side by side: pgbench's raw INSERT, Chronicle, the reference service.
+    pub side_by_side: Vec<SideBySide>,
     /// Peak RSS of each service.
     pub memory: Vec<Memory>,
     /// Where the cores went in each section of the HTTP figures.
@@ -236,20 +291,22 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "| section | figure | load | measured | p50 ms | p99 ms | max ms | err | baseline | baseline rate | ratio | goal |"
+            "| section | figure | load | measured | p50 ms | p99 ms | max ms | err | client cores | baseline | baseline rate | ratio | goal |"
         );
-        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
         for row in &self.rows {
-            let (measured, p50, p99, max, errors) = match &row.measured {
+            let (measured, p50, p99, max, errors, client) = match &row.measured {
                 Some(m) => (
                     format!("{} {}", num(m.rate), m.unit),
                     opt(m.p50_ms),
                     opt(m.p99_ms),
                     opt(m.max_ms),
                     m.errors.to_string(),
+                    opt(m.client_cores),
                 ),
                 None => (
                     "skipped".to_owned(),
+                    "-".into(),
                     "-".into(),
                     "-".into(),
                     "-".into(),
@@ -259,11 +316,24 @@ impl Report {
             let baseline = row.baseline.as_ref().map_or_else(
                 || "-".to_owned(),
                 |b| {
+                    let p50 = b
+                        .p50_ms
+                        .map(|p| format!(", p50 {}", num(p)))
+                        .unwrap_or_default();
                     let p99 = b
                         .p99_ms
                         .map(|p| format!(", p99 {}", num(p)))
                         .unwrap_or_default();
-                    format!("{} {}{p99}", num(b.rate), b.unit)
+                    let client = b
+                        .client_cores
+                        .map(|c| format!(", client {c:.2} cores"))
+                        .unwrap_or_default();
+                    let errors = if b.errors > 0 {
+                        format!(", {} err", b.errors)
+                    } else {
+                        String::new()
+                    };
+                    format!("{} {}{p50}{p99}{client}{errors}", num(b.rate), b.unit)
                 },
             );
             let goal = row.goal.as_ref().map_or_else(
@@ -279,7 +349,7 @@ impl Report {
             );
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 row.section,
                 row.figure,
                 row.load,
@@ -288,10 +358,17 @@ impl Report {
                 p99,
                 max,
                 errors,
+                client,
                 row.baseline_name.as_deref().unwrap_or("-"),
                 baseline,
-                row.ratio
-                    .map_or_else(|| "-".to_owned(), |r| format!("{r:.2}x")),
+                row.ratio.map_or_else(
+                    || "-".to_owned(),
+                    |r| if row.ratio_of == "rate" {
+                        format!("{r:.2}x")
+                    } else {
+                        format!("{r:.2}x ({})", row.ratio_of)
+                    }
+                ),
                 goal,
             );
         }
@@ -310,12 +387,42 @@ impl Report {
                 );
             }
         }
-        let _ = writeln!(out, "\n| service | peak RSS (VmHWM) MiB | RSS at end MiB |");
-        let _ = writeln!(out, "|---|---|---|");
+        if !self.side_by_side.is_empty() {
+            let _ = writeln!(
+                out,
+                "\n| clients | pgbench raw INSERT tx/s | Chronicle create req/s | reference create req/s | Chronicle / pgbench | reference / pgbench | Chronicle / reference | Chronicle, wrk | reference, wrk |"
+            );
+            let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
+            let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+                (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
+                _ => "-".to_owned(),
+            };
+            for line in &self.side_by_side {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    line.clients,
+                    opt(line.pgbench),
+                    opt(line.chronicle),
+                    opt(line.reference),
+                    ratio(line.chronicle, line.pgbench),
+                    ratio(line.reference, line.pgbench),
+                    ratio(line.chronicle, line.reference),
+                    opt(line.chronicle_wrk),
+                    opt(line.reference_wrk),
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "\n| system | service | peak RSS (VmHWM) MiB | RSS at end MiB |"
+        );
+        let _ = writeln!(out, "|---|---|---|---|");
         for memory in &self.memory {
             let _ = writeln!(
                 out,
-                "| {} | {} | {} |",
+                "| {} | {} | {} | {} |",
+                memory.system,
                 memory.service,
                 opt(memory.peak_rss_mib),
                 opt(memory.rss_mib)
@@ -323,9 +430,9 @@ impl Report {
         }
         let _ = writeln!(
             out,
-            "\n| section (cores used, avg) | seconds | machine busy | command-api | query-api | projector | postgres (all) | bench |"
+            "\n| section (cores used, avg) | seconds | machine busy | command-api | query-api | projector | reference | postgres (all) | bench | pgbench |"
         );
-        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
         for usage in &self.cpu {
             let service = |name: &str| {
                 usage
@@ -336,15 +443,17 @@ impl Report {
             };
             let _ = writeln!(
                 out,
-                "| {} | {:.0} | {:.2} | {} | {} | {} | {:.2} | {:.2} |",
+                "| {} | {:.0} | {:.2} | {} | {} | {} | {} | {:.2} | {:.2} | {:.2} |",
                 usage.section,
                 usage.seconds,
                 usage.machine_cores_busy,
                 service("command-api"),
                 service("query-api"),
                 service("projector"),
+                service("reference"),
                 usage.postgres,
-                usage.bench
+                usage.bench,
+                usage.children
             );
         }
         out

@@ -1,8 +1,9 @@
 //! Starting the system under test the same way every run: a fresh database, the three release
-//! binaries as child processes on free loopback ports, readiness, peak memory, and SIGTERM at
-//! the end.
+//! binaries (and the bench's reference service) as child processes on free loopback ports,
+//! readiness, peak memory, and SIGTERM at the end.
 //!
-//! Everything here targets the PostgreSQL server on 127.0.0.1:5432 and loopback ports only.
+//! Everything here targets the PostgreSQL server on 127.0.0.1:5432, the RabbitMQ broker on
+//! 127.0.0.1:5672 when present, and loopback ports only.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -21,6 +22,9 @@ pub const SERVER_URL: &str = "postgres://postgres@127.0.0.1:5432";
 
 /// The service binaries, by the names `cargo build --release --workspace --bins` gives them.
 pub const SERVICES: [&str; 3] = ["command-api", "query-api", "projector"];
+
+/// The bench's own reference service (`bench/src/bin/reference.rs`), built by the same command.
+pub const REFERENCE: &str = "reference";
 
 /// The URL of database `name` on [`SERVER_URL`].
 pub fn database_url(name: &str) -> String {
@@ -68,6 +72,21 @@ pub async fn pool(name: &str, max: u32) -> anyhow::Result<PgPool> {
         .with_context(|| format!("connecting to database {name}"))
 }
 
+/// Opens `count` connections of `pool` at once and gives them back, so a measurement does not
+/// pay for connecting, and says so when PostgreSQL refuses some: its `max_connections` is
+/// shared with whatever else runs on the server.
+pub async fn warm(pool: &PgPool, count: u32) {
+    let attempts = (0..count).map(|_| pool.acquire());
+    let results = futures::future::join_all(attempts).await;
+    let opened = results.iter().filter(|result| result.is_ok()).count();
+    if let Some(Err(error)) = results.iter().find(|result| result.is_err()) {
+        eprintln!(
+            "    only {opened} of {count} connections opened ({error}); figures on this pool \
+             may wait for connections"
+        );
+    }
+}
+
 /// Where the release binaries are: `BENCH_BIN_DIR`, else the workspace's `target/release`.
 pub fn binary_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("BENCH_BIN_DIR") {
@@ -88,6 +107,7 @@ pub fn binary_dir() -> PathBuf {
 pub fn check_binaries(dir: &Path) -> anyhow::Result<()> {
     let missing: Vec<_> = SERVICES
         .iter()
+        .chain([&REFERENCE])
         .filter(|name| !dir.join(name).is_file())
         .collect();
     if !missing.is_empty() {
@@ -98,6 +118,16 @@ pub fn check_binaries(dir: &Path) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Whether something accepts TCP connections on RabbitMQ's port on this machine (the relay is
+/// enabled only then: without a broker it would wait, not work).
+pub fn broker_reachable() -> bool {
+    std::net::TcpStream::connect_timeout(
+        &SocketAddr::from((Ipv4Addr::LOCALHOST, 5672)),
+        Duration::from_secs(1),
+    )
+    .is_ok()
 }
 
 /// A free loopback port: bound to port 0, read back, released. Another process could take it
@@ -120,64 +150,113 @@ pub struct Service {
     log: PathBuf,
 }
 
-/// The three services, stopped (SIGTERM, then SIGKILL after a grace period) when dropped.
+/// Whether and where the projector's RabbitMQ relay publishes.
+#[derive(Debug, Clone)]
+pub enum Relay {
+    /// `RELAY_ENABLED=false`.
+    Off,
+    /// Enabled, publishing to this exchange (a bench-only name, so nothing bound to the
+    /// services' own exchange ever receives bench events).
+    To(String),
+}
+
+/// Services started together, stopped (SIGTERM, then SIGKILL after a grace period) when
+/// dropped.
 pub struct System {
-    /// command-api, query-api, projector, in that order.
+    /// The services in the order they were started.
     pub services: Vec<Service>,
+    /// Prefix of the log file names, so two systems of one run keep their logs apart.
+    label: &'static str,
+    dir: PathBuf,
+    log_dir: PathBuf,
 }
 
 impl System {
-    /// Spawns the three binaries from `dir` against database `database`, logging to
-    /// `log_dir`, and waits until each answers `/readyz`.
+    /// An empty system: binaries from `dir`, logs to `log_dir/<label>-<service>.log`.
+    pub fn new(label: &'static str, dir: &Path, log_dir: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(log_dir)
+            .with_context(|| format!("creating {}", log_dir.display()))?;
+        Ok(Self {
+            services: Vec::new(),
+            label,
+            dir: dir.to_owned(),
+            log_dir: log_dir.to_owned(),
+        })
+    }
+
+    /// Starts command-api, query-api and projector on database `database`, one after the
+    /// other, each ready before the next starts.
     pub async fn start(
+        label: &'static str,
         dir: &Path,
         database: &str,
         log_dir: &Path,
         http: &Http,
+        relay: &Relay,
     ) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(log_dir)
-            .with_context(|| format!("creating {}", log_dir.display()))?;
-        let mut system = Self {
-            services: Vec::new(),
-        };
+        let mut system = Self::new(label, dir, log_dir)?;
         for name in SERVICES {
-            let port = free_port()?;
-            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-            let addr_var = match name {
-                "command-api" => "COMMAND_API_ADDR",
-                "query-api" => "QUERY_API_ADDR",
-                _ => "PROJECTOR_ADDR",
-            };
-            let log = log_dir.join(format!("{name}.log"));
-            let file = std::fs::File::create(&log)
-                .with_context(|| format!("creating {}", log.display()))?;
-            let err = file.try_clone().context("duplicating the log handle")?;
-            let child = Command::new(dir.join(name))
-                .env("DATABASE_URL", database_url(database))
-                .env(addr_var, addr.to_string())
-                // The bench measures the services, not their relay: the broker may be absent.
-                .env("RELAY_ENABLED", "false")
-                // Info logs per request would measure the terminal; warnings still show trouble.
-                .env(
-                    "RUST_LOG",
-                    std::env::var("BENCH_SERVICE_LOG").unwrap_or_else(|_| "warn".into()),
-                )
-                .stdin(Stdio::null())
-                .stdout(file)
-                .stderr(err)
-                .spawn()
-                .with_context(|| format!("starting {}", dir.join(name).display()))?;
-            system.services.push(Service {
-                name,
-                base: format!("http://{addr}"),
-                child,
-                log,
-            });
-            // Each binary migrates at start; starting them one after the other keeps the
-            // migration lock uncontended and a failure attributable.
-            system.wait_ready(name, http).await?;
+            system.spawn(name, database, relay, http).await?;
         }
         Ok(system)
+    }
+
+    /// Starts one service binary of `dir` (a Chronicle service or the bench's `reference`)
+    /// against database `database` on a free loopback port, and waits until it answers
+    /// `/readyz`.
+    pub async fn spawn(
+        &mut self,
+        name: &'static str,
+        database: &str,
+        relay: &Relay,
+        http: &Http,
+    ) -> anyhow::Result<()> {
+        let port = free_port()?;
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let addr_var = match name {
+            "command-api" => "COMMAND_API_ADDR",
+            "query-api" => "QUERY_API_ADDR",
+            "projector" => "PROJECTOR_ADDR",
+            _ => "REFERENCE_ADDR",
+        };
+        let log = self.log_dir.join(format!("{}-{name}.log", self.label));
+        let file =
+            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let err = file.try_clone().context("duplicating the log handle")?;
+        let mut command = Command::new(self.dir.join(name));
+        command
+            .env("DATABASE_URL", database_url(database))
+            .env(addr_var, addr.to_string())
+            // Info logs per request would measure the terminal; warnings still show trouble.
+            .env(
+                "RUST_LOG",
+                std::env::var("BENCH_SERVICE_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(file)
+            .stderr(err);
+        match relay {
+            Relay::Off => {
+                command.env("RELAY_ENABLED", "false");
+            }
+            Relay::To(exchange) => {
+                command
+                    .env("RELAY_ENABLED", "true")
+                    .env("RELAY_EXCHANGE", exchange);
+            }
+        }
+        let child = command
+            .spawn()
+            .with_context(|| format!("starting {}", self.dir.join(name).display()))?;
+        self.services.push(Service {
+            name,
+            base: format!("http://{addr}"),
+            child,
+            log,
+        });
+        // Each binary migrates at start; starting them one after the other keeps the
+        // migration lock uncontended and a failure attributable.
+        self.wait_ready(name, http).await
     }
 
     async fn wait_ready(&mut self, name: &str, http: &Http) -> anyhow::Result<()> {
@@ -233,6 +312,7 @@ impl System {
                     std::fs::read_to_string(format!("/proc/{}/status", service.child.id()))
                         .unwrap_or_default();
                 Memory {
+                    system: self.label.to_owned(),
                     service: service.name.to_owned(),
                     peak_rss_mib: status_kib(&status, "VmHWM:").map(|kib| kib as f64 / 1024.0),
                     rss_mib: status_kib(&status, "VmRSS:").map(|kib| kib as f64 / 1024.0),
@@ -241,34 +321,63 @@ impl System {
             .collect()
     }
 
+    /// Stops service `name` (SIGTERM, then SIGKILL after 15 s) and returns its memory figures,
+    /// read just before; `None` when no such service runs.
+    pub fn stop_service(&mut self, name: &str) -> Option<Memory> {
+        let index = self
+            .services
+            .iter()
+            .position(|service| service.name == name)?;
+        let memory = self.memory().into_iter().nth(index);
+        let mut service = self.services.remove(index);
+        terminate(&mut service);
+        memory
+    }
+
     /// Sends SIGTERM to every service and waits (at most 15 s each) for it to exit, then kills
     /// what is left.
     pub fn stop(&mut self) {
         for service in &mut self.services {
-            if matches!(service.child.try_wait(), Ok(Some(_))) {
-                continue;
-            }
-            // std can only SIGKILL; `kill` sends the SIGTERM that starts a graceful shutdown.
-            let _ = Command::new("kill")
-                .args(["-TERM", &service.child.id().to_string()])
-                .status();
+            signal_term(service);
         }
         for service in &mut self.services {
-            let deadline = Instant::now() + Duration::from_secs(15);
-            loop {
-                match service.child.try_wait() {
-                    Ok(Some(_)) | Err(_) => break,
-                    Ok(None) if Instant::now() >= deadline => {
-                        eprintln!("{} ignored SIGTERM for 15 s; killing it", service.name);
-                        let _ = service.child.kill();
-                        let _ = service.child.wait();
-                        break;
-                    }
-                    Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-                }
-            }
+            wait_or_kill(service);
         }
     }
+}
+
+/// Asks `service` to shut down gracefully, unless it has exited already.
+fn signal_term(service: &mut Service) {
+    if matches!(service.child.try_wait(), Ok(Some(_))) {
+        return;
+    }
+    // std can only SIGKILL; `kill` sends the SIGTERM that starts a graceful shutdown.
+    let _ = Command::new("kill")
+        .args(["-TERM", &service.child.id().to_string()])
+        .status();
+}
+
+/// Waits (at most 15 s) for `service` to exit, then kills it.
+fn wait_or_kill(service: &mut Service) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match service.child.try_wait() {
+            Ok(Some(_)) | Err(_) => break,
+            Ok(None) if Instant::now() >= deadline => {
+                eprintln!("{} ignored SIGTERM for 15 s; killing it", service.name);
+                let _ = service.child.kill();
+                let _ = service.child.wait();
+                break;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+/// SIGTERM, then wait.
+fn terminate(service: &mut Service) {
+    signal_term(service);
+    wait_or_kill(service);
 }
 
 impl Drop for System {

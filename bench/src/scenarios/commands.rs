@@ -1,5 +1,6 @@
-//! Commands over HTTP (create and update projects) against raw single-row INSERT transactions
-//! into a copy of the events table at the same concurrency; fixed-rate latency from intended
+//! Commands over HTTP (create and update projects) against pgbench inserting the same event
+//! row into a twin of the events table at the same concurrency, and against the same create
+//! on the reference service (plain cqrs-es + postgres-es); fixed-rate latency from intended
 //! send times; and the cost of an `Idempotency-Key` on every command.
 
 use std::sync::Arc;
@@ -10,11 +11,13 @@ use uuid::Uuid;
 
 use crate::client::{Http, OpError};
 use crate::load::{Outcome, closed_loop, fixed_rate};
-use crate::report::Row;
-use crate::scenarios::{Context, sample_metadata};
+use crate::pgbench;
+use crate::report::{Measurement, Row, SideBySide};
+use crate::scenarios::Context;
+use crate::wrk;
 
-/// Closed-loop concurrencies of the command figures.
-pub const CONCURRENCY: [usize; 3] = [8, 32, 64];
+/// Closed-loop concurrencies of the command figures (the issue's 8 and 32).
+pub const CONCURRENCY: [usize; 2] = [8, 32];
 
 /// The concurrency of the idempotency comparison.
 const IDEMPOTENCY_CONCURRENCY: usize = 32;
@@ -91,83 +94,198 @@ async fn run_commands(
     .await
 }
 
-/// The physical floor of an append: one single-row INSERT transaction (BEGIN, INSERT, COMMIT,
-/// as the command path does) into `bench_events`, a copy of `events` with all its indexes and
-/// defaults, through a pool as large as a service's.
-async fn raw_insert(context: &Context, concurrency: usize) -> anyhow::Result<Outcome> {
-    let pool = context.pool.clone();
-    closed_loop(concurrency, context.plan.step_budget(), move |i| {
-        let pool = pool.clone();
+/// The same create on the reference service; `None` when it is not running.
+async fn run_reference(context: &Context, concurrency: usize) -> anyhow::Result<Option<Outcome>> {
+    let Some(base) = context.reference.clone() else {
+        return Ok(None);
+    };
+    let (http, url) = (context.http.clone(), format!("{base}/api/v1/projects"));
+    let outcome = closed_loop(concurrency, context.plan.step_budget(), move |i| {
+        let (http, url) = (http.clone(), url.clone());
         async move {
-            let payload = serde_json::json!({"ProjectCreated": {
-                "name": format!("bench project {i}"),
-                "description": "created by the benchmark",
-                "owner_id": null,
-                "created_by": "anonymous",
-            }})
-            .to_string();
-            let mut tx = pool.begin().await?;
-            sqlx::query(
-                "INSERT INTO bench_events (aggregate_type, aggregate_id, sequence, event_type, \
-                                           event_version, payload, metadata) \
-                 VALUES ('Project', $1, 1, 'ProjectCreated', '2', $2::json, $3::json)",
-            )
-            .bind(Uuid::now_v7().to_string())
-            .bind(payload)
-            .bind(sample_metadata())
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
+            let body = format!(
+                r#"{{"id":"{}","name":"bench project {i}","description":"created by the benchmark"}}"#,
+                Uuid::now_v7()
+            );
+            http.send(Method::POST, &url, &[], Some(Bytes::from(body)))
+                .await?
+                .expect(&[201])?;
             Ok(())
         }
     })
-    .await
+    .await?;
+    Ok(Some(outcome))
 }
 
-/// Creates the baseline table: `events`' twin, without its immutability trigger (which only
-/// fires on UPDATE and DELETE, so inserts cost the same).
+/// Creates the baselines' table and functions in the bench database.
 pub async fn prepare(context: &Context) -> anyhow::Result<()> {
-    sqlx::query("CREATE TABLE IF NOT EXISTS bench_events (LIKE events INCLUDING ALL)")
-        .execute(&context.pool)
-        .await?;
-    Ok(())
+    pgbench::prepare(&context.pool).await
 }
 
-/// Closed-loop throughput and latency at each concurrency; returns the rows and the peak
-/// create rate (the fixed-rate loads run at half of it).
-pub async fn throughput(context: &Context) -> anyhow::Result<(Vec<Row>, f64)> {
+/// What [`throughput`] measured.
+pub struct Throughput {
+    /// The figures.
+    pub rows: Vec<Row>,
+    /// pgbench | Chronicle | reference per concurrency.
+    pub side_by_side: Vec<SideBySide>,
+    /// The best create rate (the fixed-rate loads run at half of it).
+    pub peak: f64,
+}
+
+/// A measurement of an external load generator, or why there is none: a missing or failing
+/// pgbench or wrk (say, PostgreSQL out of connections) costs its figures, not the run.
+fn external(what: &str, result: anyhow::Result<Measurement>) -> Result<Measurement, String> {
+    result.map_err(|error| {
+        eprintln!("    {what} failed: {error:#}");
+        format!("{what} failed: {error:#}")
+    })
+}
+
+/// `row` measured by `measured`, against pgbench's `baseline`; failures become notes.
+fn against_pgbench(
+    row: Row,
+    measured: &Result<Measurement, String>,
+    baseline: &Result<Measurement, String>,
+    name: &str,
+    goal: bool,
+) -> Row {
+    let row = match measured {
+        Ok(measured) => row.measured(measured.clone()),
+        Err(failure) => return row.note(format!("skipped: {failure}")),
+    };
+    match baseline {
+        Ok(baseline) => {
+            let row = row.baseline(name, baseline.clone());
+            match row.ratio {
+                Some(ratio) if goal => row.goal(">= 0.5x raw INSERT", ratio, 0.5, true),
+                _ => row,
+            }
+        }
+        Err(failure) => row.note(format!("no baseline: {failure}")),
+    }
+}
+
+/// Closed-loop throughput and latency at each concurrency: pgbench's INSERT first, at every
+/// concurrency, then per concurrency Chronicle's create, the reference's create and
+/// Chronicle's update, then the two creates again from wrk.
+///
+/// pgbench runs before any HTTP load because its 32 connections come on top of the services'
+/// pools, which grow under load and keep idle connections for minutes: afterwards, a server
+/// shared with other work may have no 32 connections left to give.
+pub async fn throughput(context: &Context) -> anyhow::Result<Throughput> {
     let mut rows = Vec::new();
+    let mut side_by_side = Vec::new();
     let mut peak = 0.0_f64;
+    let step = context.plan.step;
+    let mut baselines = Vec::new();
     for concurrency in CONCURRENCY {
+        eprintln!("  pgbench at {concurrency} clients");
+        baselines.push(external(
+            "pgbench",
+            pgbench::insert(&context.database, concurrency, step, &context.work_dir).await,
+        ));
+    }
+    for (concurrency, baseline) in CONCURRENCY.into_iter().zip(baselines) {
         eprintln!("  commands at {concurrency} clients");
-        let baseline = raw_insert(context, concurrency)
-            .await?
-            .measurement(1, "tx/s");
         let create = run_commands(context, Kind::Create, concurrency, false)
             .await?
             .measurement(1, "req/s");
+        let reference = run_reference(context, concurrency)
+            .await?
+            .map(|outcome| outcome.measurement(1, "req/s"));
         let update = run_commands(context, Kind::Update, concurrency, false)
             .await?
             .measurement(1, "req/s");
+        // The same creates from wrk: if its figures match the bench client's, the client is
+        // not what bounds them.
+        let command_url = format!("{}/api/v1/projects", context.command);
+        let create_wrk = external(
+            "wrk",
+            wrk::creates(&command_url, concurrency, step, &context.work_dir).await,
+        );
+        let reference_wrk = match &context.reference {
+            Some(base) => Some(external(
+                "wrk",
+                wrk::creates(
+                    &format!("{base}/api/v1/projects"),
+                    concurrency,
+                    step,
+                    &context.work_dir,
+                )
+                .await,
+            )),
+            None => None,
+        };
         peak = peak.max(create.rate);
-        for (figure, measured) in [
-            ("create project (POST)", create),
-            ("update project (PATCH)", update),
-        ] {
-            let mut row = Row::new(
-                "commands",
-                figure,
-                format!("{concurrency} clients, closed loop"),
-            )
-            .measured(measured)
-            .baseline("raw INSERT tx (sqlx, pool 16)", baseline.clone());
-            if let Some(ratio) = row.ratio {
-                row = row.goal(">= 0.5x raw INSERT", ratio, 0.5, true);
+        side_by_side.push(SideBySide {
+            clients: concurrency,
+            pgbench: baseline.as_ref().ok().map(|m| m.rate),
+            chronicle: Some(create.rate),
+            reference: reference.as_ref().map(|m| m.rate),
+            chronicle_wrk: create_wrk.as_ref().ok().map(|m| m.rate),
+            reference_wrk: reference_wrk
+                .as_ref()
+                .and_then(|m| m.as_ref().ok())
+                .map(|m| m.rate),
+        });
+        let load = format!("{concurrency} clients, closed loop");
+        let name = format!("pgbench INSERT of the event row ({concurrency} conns)");
+        let row = |figure: &str| Row::new("commands", figure, load.clone());
+        rows.push(against_pgbench(
+            row("create project (POST)"),
+            &Ok(create.clone()),
+            &baseline,
+            &name,
+            true,
+        ));
+        rows.push(against_pgbench(
+            row("create project (POST), wrk"),
+            &create_wrk,
+            &baseline,
+            &name,
+            true,
+        ));
+        match reference {
+            Some(reference) => {
+                rows.push(against_pgbench(
+                    row("reference create (cqrs-es + postgres-es + view)"),
+                    &Ok(reference.clone()),
+                    &baseline,
+                    &name,
+                    false,
+                ));
+                if let Some(reference_wrk) = &reference_wrk {
+                    rows.push(against_pgbench(
+                        row("reference create, wrk"),
+                        reference_wrk,
+                        &baseline,
+                        &name,
+                        false,
+                    ));
+                }
+                rows.push(
+                    row("create project (POST) vs reference")
+                        .measured(create)
+                        .baseline("reference create, same load", reference),
+                );
             }
-            rows.push(row);
+            None => rows.push(
+                row("reference create").note("skipped: the reference service is not running"),
+            ),
         }
+        rows.push(against_pgbench(
+            row("update project (PATCH)"),
+            &Ok(update),
+            &baseline,
+            &name,
+            true,
+        ));
     }
-    Ok((rows, peak))
+    Ok(Throughput {
+        rows,
+        side_by_side,
+        peak,
+    })
 }
 
 /// Creates at a fixed rate, latency from each request's intended send time.

@@ -153,7 +153,7 @@ async fn nothing_to_apply(
 ///
 /// As [`requested_token`] and [`wait_for`].
 pub async fn honour(
-    state: &crate::AppState,
+    state: &crate::state::AppState,
     headers: &HeaderMap,
     projection: &'static str,
 ) -> Result<Option<LogPosition>, ApiError> {
@@ -179,7 +179,7 @@ pub async fn honour(
 ///
 /// As [`honour`]; [`ApiError::Database`] when reading the checkpoint fails.
 pub async fn tag_checkpoint(
-    state: &crate::AppState,
+    state: &crate::state::AppState,
     headers: &HeaderMap,
     projection: &'static str,
 ) -> Result<LogPosition, ApiError> {

@@ -13,10 +13,10 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::AppState;
 use crate::consistency;
 use crate::error::ApiError;
-use crate::openapi::ProblemDetails;
+use crate::openapi::answers::ListAnswers;
+use crate::state::AppState;
 
 /// The name of the projection that fills `analytics_daily`.
 pub const PROJECTION: &str = event_store::catalogue::ANALYTICS_DAILY.name;
@@ -164,10 +164,7 @@ pub async fn fetch_summary(pool: &PgPool, query: &SummaryQuery) -> Result<Summar
         (status = 200, description = "Counts per day and name", body = Summary, headers(
             ("ETag" = String, description = "Weak tag of the summary at the projection's checkpoint"),
         )),
-        (status = 304, description = "The cached summary is current", headers(("ETag" = String))),
-        (status = 400, description = "A bad date, `from` after `to`, a range over 366 days, or a bad name", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 503, description = "The projection did not reach the consistency token in time", body = ProblemDetails, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds"))),
+        ListAnswers,
     )
 )]
 pub async fn analytics_summary(

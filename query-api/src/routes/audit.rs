@@ -24,9 +24,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::AppState;
 use crate::error::ApiError;
-use crate::openapi::ProblemDetails;
+use crate::openapi::answers::{BadRequest, InvalidPath, NotFound, Unavailable};
+use crate::state::AppState;
 
 /// Events per page when `limit` is not given.
 pub const DEFAULT_LIMIT: i64 = 100;
@@ -219,9 +219,7 @@ impl AuditQuery {
     params(AuditParams),
     responses(
         (status = 200, description = "One page of the log", body = EventPage),
-        (status = 400, description = "A malformed cursor, limit, timestamp or filter", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 503, description = "The database is unavailable", body = ProblemDetails, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds"))),
+        BadRequest, Unavailable,
     )
 )]
 pub async fn audit_events(
@@ -263,9 +261,7 @@ pub struct StreamParams {
     ),
     responses(
         (status = 200, description = "The stream's events from `from_version` on", body = StreamEvents),
-        (status = 400, description = "`from_version` is not a positive integer", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 404, description = "No such stream", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 422, description = "A path value is not valid text", body = ProblemDetails, content_type = "application/problem+json"),
+        BadRequest, NotFound, InvalidPath, Unavailable,
     )
 )]
 pub async fn audit_stream(

@@ -16,11 +16,14 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::listing::{self, Item, ListRequest, ReadModel, non_empty, text_filter};
-use crate::AppState;
 use crate::error::ApiError;
-use crate::openapi::ProblemDetails;
+use crate::openapi::answers::{ItemAnswers, ListAnswers};
+use crate::pagination::non_empty;
 use crate::pagination::{self, PageRequest};
+use crate::read::item::{self, Item};
+use crate::read::page::{self, ListRequest, Page, ReadModel};
+use crate::read::sort::{self, text_filter};
+use crate::state::AppState;
 
 /// The name of the projection (its `projection_checkpoints` row) that fills `projects`.
 pub const PROJECTION: &str = event_store::catalogue::PROJECTS.name;
@@ -57,22 +60,6 @@ pub struct Project {
     pub updated_at: DateTime<Utc>,
     /// The aggregate version this row reflects; the item's ETag.
     pub version: i64,
-}
-
-// Documents the answer, a `listing::Page<Project>`: same fields (see `listing`'s tests).
-/// One page of projects.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct ProjectPage {
-    /// The projects on this page (empty past the last page).
-    pub items: Vec<Project>,
-    /// How many projects match the filters, over all pages.
-    pub total: i64,
-    /// This page's number, from 1.
-    pub page: i64,
-    /// The page size asked for.
-    pub page_size: i64,
-    /// How many pages the matches fill (0 when none match).
-    pub pages: i64,
 }
 
 /// The query parameters of `GET /projects`, as sent. Every field is read as text and checked
@@ -114,7 +101,7 @@ pub enum SortField {
     Name,
 }
 
-impl listing::SortField for SortField {
+impl sort::SortField for SortField {
     const ALL: &'static [Self] = &[Self::CreatedAt, Self::UpdatedAt, Self::Name];
     const DEFAULT: Self = Self::CreatedAt;
     const EXPECTED: &'static str =
@@ -130,7 +117,7 @@ impl listing::SortField for SortField {
 }
 
 /// A sort order over projects.
-pub type Sort = listing::Sort<SortField>;
+pub type Sort = sort::Sort<SortField>;
 
 /// Which projects a list request matches.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -284,15 +271,12 @@ impl Item for Project {
         ("X-Consistency-Token" = Option<String>, Header, description = "Token from a command answer: wait until the projection covers it"),
     ),
     responses(
-        (status = 200, description = "One page of projects", body = ProjectPage, headers(
+        (status = 200, description = "One page of projects", body = Page<Project>, headers(
             ("ETag" = String, description = "Weak tag of this page at the projection's checkpoint"),
             ("Link" = String, description = "RFC 8288 links: first, prev, next, last"),
             ("Cache-Control" = String, description = "no-cache"),
         )),
-        (status = 304, description = "The cached page is current", headers(("ETag" = String))),
-        (status = 400, description = "A query parameter or the consistency token is invalid", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 503, description = "The projection did not reach the consistency token in time", body = ProblemDetails, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds"))),
+        ListAnswers,
     )
 )]
 pub async fn list_projects(
@@ -301,7 +285,7 @@ pub async fn list_projects(
     query: Result<Query<ListProjectsParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(params) = query?;
-    listing::list_response(&state, &headers, &ListProjects::parse(&params)?).await
+    page::list_response(&state, &headers, &ListProjects::parse(&params)?).await
 }
 
 /// Reads one project.
@@ -320,12 +304,7 @@ pub async fn list_projects(
             ("ETag" = String, description = "The aggregate version, e.g. \"7\""),
             ("Cache-Control" = String, description = "no-cache"),
         )),
-        (status = 304, description = "The cached version is current", headers(("ETag" = String))),
-        (status = 400, description = "The consistency token is malformed", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 404, description = "No project has this id", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 422, description = "The id is not a UUID", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 503, description = "The projection did not reach the consistency token in time", body = ProblemDetails, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds"))),
+        ItemAnswers,
     )
 )]
 pub async fn get_project(
@@ -333,7 +312,7 @@ pub async fn get_project(
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    listing::item_response::<Project>(&state, &headers, id).await
+    item::item_response::<Project>(&state, &headers, id).await
 }
 
 #[cfg(test)]

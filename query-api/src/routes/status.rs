@@ -32,13 +32,13 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::listing::{self, ListRequest, ReadModel};
-use crate::AppState;
 use crate::consistency;
 use crate::error::ApiError;
 use crate::etag::{ETag, list_etag};
-use crate::openapi::ProblemDetails;
+use crate::openapi::answers::{InvalidPath, ListAnswers};
 use crate::pagination::PageRequest;
+use crate::read::page::{self, ListRequest, Page, ReadModel};
+use crate::state::AppState;
 
 /// The name of the projection (its `projection_checkpoints` row) that fills
 /// `service_status_latest` and `service_status_history`.
@@ -92,22 +92,6 @@ pub struct StatusReport {
     pub description: Option<String>,
     /// When it was recorded (RFC 3339, UTC).
     pub created_at: DateTime<Utc>,
-}
-
-// Documents the answer, a `listing::Page<StatusReport>`: same fields (see `listing`'s tests).
-/// One page of a service's history, newest first.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct StatusHistoryPage {
-    /// The reports on this page (empty past the last page).
-    pub items: Vec<StatusReport>,
-    /// How many reports the service has.
-    pub total: i64,
-    /// This page's number, from 1.
-    pub page: i64,
-    /// The page size asked for.
-    pub page_size: i64,
-    /// How many pages the reports fill (0 when none).
-    pub pages: i64,
 }
 
 /// The query parameters of the history, as sent. Unknown parameters are ignored.
@@ -218,10 +202,7 @@ impl ListRequest for HistoryRequest {
             ("ETag" = String, description = "Weak tag of the page at the projection's checkpoint"),
             ("Cache-Control" = String, description = "public, max-age=5, stale-while-revalidate=30"),
         )),
-        (status = 304, description = "The cached page is current", headers(("ETag" = String))),
-        (status = 400, description = "The consistency token is malformed", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 503, description = "The projection did not reach the consistency token in time", body = ProblemDetails, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds"))),
+        ListAnswers,
     )
 )]
 pub async fn status_page(
@@ -260,16 +241,12 @@ pub async fn status_page(
         ("X-Consistency-Token" = Option<String>, Header, description = "Token from a report: wait until the projection covers it"),
     ),
     responses(
-        (status = 200, description = "One page of reports, newest first; empty for a service that never reported", body = StatusHistoryPage, headers(
+        (status = 200, description = "One page of reports, newest first; empty for a service that never reported", body = Page<StatusReport>, headers(
             ("ETag" = String, description = "Weak tag of this page at the projection's checkpoint"),
             ("Link" = String, description = "RFC 8288 links: first, prev, next, last"),
             ("Cache-Control" = String, description = "public, max-age=5, stale-while-revalidate=30"),
         )),
-        (status = 304, description = "The cached page is current", headers(("ETag" = String))),
-        (status = 400, description = "A query parameter or the consistency token is invalid", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 422, description = "The service id is malformed", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 503, description = "The projection did not reach the consistency token in time", body = ProblemDetails, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds"))),
+        ListAnswers, InvalidPath,
     )
 )]
 pub async fn service_history(
@@ -293,7 +270,7 @@ pub async fn service_history(
     };
     // The public caching applies to the 304 as much as to the page.
     Ok(public(
-        listing::list_response(&state, &headers, &request).await?,
+        page::list_response(&state, &headers, &request).await?,
     ))
 }
 

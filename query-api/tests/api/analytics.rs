@@ -70,16 +70,3 @@ async fn bad_dates_reversed_and_overlong_ranges_are_400(pool: PgPool) {
         assert_eq!(problem["parameter"], parameter, "{query}");
     }
 }
-
-#[sqlx::test(migrator = "event_store::MIGRATOR")]
-async fn the_openapi_document_describes_the_summary_and_the_audit_routes(pool: PgPool) {
-    let document = get(&app(&pool).await, "/api/v1/openapi.json").await.json();
-    for path in [
-        "/api/v1/analytics/summary",
-        "/api/v1/audit/events",
-        "/api/v1/audit/streams/{aggregate_type}/{aggregate_id}",
-    ] {
-        assert!(document["paths"][path]["get"].is_object(), "{path} missing");
-    }
-    assert!(document["components"]["schemas"]["Envelope"].is_object());
-}

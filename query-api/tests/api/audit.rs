@@ -6,24 +6,34 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::http::StatusCode;
 use event_store::append::NewEvent;
+use events::project::ProjectEvent;
+use events::ticket::TicketEvent;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::helpers::{app, append_event, get};
 
-fn event(aggregate_type: &str, id: &str, sequence: i64, event_type: &str, actor: &str) -> NewEvent {
-    NewEvent {
-        event_id: Uuid::now_v7(),
-        aggregate_type: aggregate_type.to_owned(),
-        aggregate_id: id.to_owned(),
+/// A `DomainEvent` on stream (`aggregate_type`, `id`) at `sequence`, recorded as `actor`'s.
+fn event(
+    aggregate_type: &str,
+    id: &str,
+    sequence: i64,
+    event: &impl cqrs_es::DomainEvent,
+    actor: &str,
+) -> NewEvent {
+    NewEvent::of(
+        aggregate_type,
+        id,
         sequence,
-        event_type: event_type.to_owned(),
-        event_version: "1".to_owned(),
-        payload: json!({ "n": sequence }),
-        metadata: json!({ "actor": actor, "request_id": "r", "correlation_id": "c",
-                          "causation_id": "c" }),
-    }
+        event,
+        json!({ "actor": actor, "request_id": "r", "correlation_id": "c", "causation_id": "c" }),
+    )
+    .expect("event serializes")
+}
+
+fn archived() -> ProjectEvent {
+    ProjectEvent::ProjectArchived {}
 }
 
 /// Waits (bounded) until `n` events are below the commit-safe horizon: tests run in parallel
@@ -67,7 +77,7 @@ async fn following_next_never_skips_or_repeats_an_event_while_appends_continue(p
 
     // A transaction that appends first and commits last, after everything below.
     let mut late = pool.begin().await.expect("begin");
-    event_store::append::append_in(&mut late, &[event("Late", "l", 1, "LateEvent", "slow")])
+    event_store::append::append_in(&mut late, &[event("Late", "l", 1, &archived(), "slow")])
         .await
         .expect("late append");
 
@@ -133,9 +143,19 @@ async fn following_next_never_skips_or_repeats_an_event_while_appends_continue(p
 #[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn filters_narrow_the_log_and_items_are_full_envelopes(pool: PgPool) {
     let events = [
-        event("Project", "p1", 1, "ProjectArchived", "ada"),
-        event("Project", "p2", 1, "ProjectArchived", "bob"),
-        event("Ticket", "t1", 1, "TicketOpened", "ada"),
+        event("Project", "p1", 1, &archived(), "ada"),
+        event("Project", "p2", 1, &archived(), "bob"),
+        event(
+            "Ticket",
+            "t1",
+            1,
+            &TicketEvent::TicketOpened {
+                email: "ada@example.com".to_owned(),
+                subject: "Help".to_owned(),
+                message: "Please".to_owned(),
+            },
+            "ada",
+        ),
     ];
     for event in &events {
         event_store::append::append(&pool, std::slice::from_ref(event), None)

@@ -211,16 +211,15 @@ pub async fn append_event(
     aggregate_id: &str,
     sequence: i64,
 ) -> LogPosition {
-    let event = NewEvent {
-        event_id: Uuid::now_v7(),
-        aggregate_type: aggregate_type.to_owned(),
-        aggregate_id: aggregate_id.to_owned(),
+    // What the event says does not matter to these tests, only where it lands in the log.
+    let event = NewEvent::of(
+        aggregate_type,
+        aggregate_id,
         sequence,
-        event_type: "Something".to_owned(),
-        event_version: "1".to_owned(),
-        payload: serde_json::json!({}),
-        metadata: serde_json::json!({"actor": "test"}),
-    };
+        &events::project::ProjectEvent::ProjectArchived {},
+        serde_json::json!({"actor": "test"}),
+    )
+    .expect("event serializes");
     event_store::append::append(pool, &[event], None)
         .await
         .expect("appended")

@@ -7,6 +7,7 @@ mod community;
 mod consistency;
 mod helpers;
 mod openapi;
+mod plumbing;
 mod projections;
 mod projects;
 mod status;

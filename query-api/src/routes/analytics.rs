@@ -36,11 +36,12 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, Clone, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct SummaryParams {
-    /// First day, `YYYY-MM-DD` (default: 29 days before `to`).
-    #[param(value_type = Option<String>, format = Date)]
+    /// First day, `YYYY-MM-DD`, years 0001 to 9999 (default: 29 days before `to`).
+    #[param(value_type = Option<String>, format = Date, pattern = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$")]
     pub from: Option<String>,
-    /// Last day, included, `YYYY-MM-DD` (default: today, UTC). At most 366 days after `from`.
-    #[param(value_type = Option<String>, format = Date)]
+    /// Last day, included, `YYYY-MM-DD`, years 0001 to 9999 (default: today, UTC). At most
+    /// 366 days after `from`.
+    #[param(value_type = Option<String>, format = Date, pattern = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$")]
     pub to: Option<String>,
     /// Only this event name (`[a-z0-9_.:-]{1,100}`).
     #[param(pattern = "^[a-z0-9_.:-]{1,100}$")]
@@ -58,11 +59,28 @@ pub struct SummaryQuery {
     pub name: Option<String>,
 }
 
+/// Parses a day as exactly `YYYY-MM-DD` with a year from 0001 to 9999. chrono's `%Y` alone
+/// also takes signed and longer years (`-5000-01-1` is ten characters too), which PostgreSQL's
+/// `date` cannot hold: the shape is checked byte by byte first.
 fn parse_day(name: &'static str, raw: &str) -> Result<NaiveDate, ApiError> {
-    NaiveDate::parse_from_str(raw, "%Y-%m-%d")
-        .ok()
-        .filter(|_| raw.len() == 10)
-        .ok_or_else(|| ApiError::bad_parameter(name, "must be a date, YYYY-MM-DD"))
+    let bytes = raw.as_bytes();
+    let shaped = bytes.len() == 10
+        && bytes[4] == b'-'
+        && bytes[7] == b'-'
+        && bytes
+            .iter()
+            .enumerate()
+            .all(|(i, b)| i == 4 || i == 7 || b.is_ascii_digit())
+        && &bytes[..4] != b"0000";
+    shaped
+        .then(|| NaiveDate::parse_from_str(raw, "%Y-%m-%d").ok())
+        .flatten()
+        .ok_or_else(|| {
+            ApiError::bad_parameter(
+                name,
+                "must be a date, YYYY-MM-DD, with a year from 0001 to 9999",
+            )
+        })
 }
 
 impl SummaryQuery {
@@ -73,14 +91,17 @@ impl SummaryQuery {
     /// [`ApiError::BadParameter`] for a bad date, `from` after `to`, a range over
     /// [`MAX_RANGE_DAYS`], or a name that cannot be an event name.
     pub fn parse(params: &SummaryParams, today: NaiveDate) -> Result<Self, ApiError> {
+        // In parameter order, so that the 400 names `from` when both are bad.
+        let from = params
+            .from
+            .as_deref()
+            .map(|raw| parse_day("from", raw))
+            .transpose()?;
         let to = match params.to.as_deref() {
             Some(raw) => parse_day("to", raw)?,
             None => today,
         };
-        let from = match params.from.as_deref() {
-            Some(raw) => parse_day("from", raw)?,
-            None => to - chrono::Days::new((DEFAULT_RANGE_DAYS - 1) as u64),
-        };
+        let from = from.unwrap_or_else(|| to - chrono::Days::new((DEFAULT_RANGE_DAYS - 1) as u64));
         if from > to {
             return Err(ApiError::bad_parameter("from", "must not be after `to`"));
         }
@@ -236,6 +257,9 @@ mod tests {
             ("2026-1-01", "2026-03-01"),
             ("yesterday", "2026-03-01"),
             ("2026-03-02", "2026-03-01"),
+            ("-5000-01-1", "2026-03-01"),
+            ("+2026-01-1", "2026-03-01"),
+            ("0000-01-01", "2026-03-01"),
         ] {
             assert!(
                 SummaryQuery::parse(&params(Some(from), Some(to)), today).is_err(),

@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use axum::http::HeaderMap;
 use events::{ConsistencyToken, LogPosition};
-use sqlx::PgExecutor;
 use tokio::sync::Notify;
 
+use crate::checkpoint::{self, Checkpoint};
 use crate::error::ApiError;
 
 /// `X-Consistency-Token`.
@@ -23,29 +23,6 @@ pub const HEADER: &str = "x-consistency-token";
 
 /// How often a waiter re-reads the checkpoint when no notification arrives.
 pub const RECHECK_INTERVAL: Duration = Duration::from_millis(25);
-
-/// The checkpoint of `projection`: the last event it applied, in commit-safe order.
-/// [`LogPosition::START`] when the projection has no checkpoint yet.
-///
-/// # Errors
-///
-/// The database fails.
-pub async fn checkpoint<'e>(
-    executor: impl PgExecutor<'e>,
-    projection: &str,
-) -> Result<LogPosition, sqlx::Error> {
-    let row: Option<(i64, i64)> =
-        sqlx::query_as("SELECT tx_id, position FROM projection_checkpoints WHERE name = $1")
-            .bind(projection)
-            .fetch_optional(executor)
-            .await?;
-    Ok(
-        row.map_or(LogPosition::START, |(tx_id, position)| LogPosition {
-            tx_id,
-            position,
-        }),
-    )
-}
 
 /// The token the request carries in `X-Consistency-Token`, if any.
 ///
@@ -77,7 +54,7 @@ pub async fn wait_for(
     projection: &'static str,
     target: LogPosition,
     timeout: Duration,
-) -> Result<LogPosition, ApiError> {
+) -> Result<Checkpoint, ApiError> {
     let started = Instant::now();
     let deadline = tokio::time::Instant::from_std(started + timeout);
     let outcome = loop {
@@ -87,8 +64,8 @@ pub async fn wait_for(
         tokio::pin!(notified);
         notified.as_mut().enable();
 
-        let seen = checkpoint(pool, projection).await?;
-        if seen >= target || nothing_to_apply(pool, projection, seen, target).await? {
+        let seen = checkpoint::read(pool, projection).await?;
+        if seen.at >= target || nothing_to_apply(pool, projection, seen.at, target).await? {
             break Ok(seen);
         }
         if tokio::time::Instant::now() >= deadline {
@@ -156,7 +133,7 @@ pub async fn honour(
     state: &crate::state::AppState,
     headers: &HeaderMap,
     projection: &'static str,
-) -> Result<Option<LogPosition>, ApiError> {
+) -> Result<Option<Checkpoint>, ApiError> {
     let Some(token) = requested_token(headers)? else {
         return Ok(None);
     };
@@ -182,9 +159,9 @@ pub async fn tag_checkpoint(
     state: &crate::state::AppState,
     headers: &HeaderMap,
     projection: &'static str,
-) -> Result<LogPosition, ApiError> {
+) -> Result<Checkpoint, ApiError> {
     match honour(state, headers, projection).await? {
         Some(seen) => Ok(seen),
-        None => Ok(checkpoint(state.pool(), projection).await?),
+        None => Ok(checkpoint::read(state.pool(), projection).await?),
     }
 }

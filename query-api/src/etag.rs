@@ -7,8 +7,9 @@
 use axum::http::header::{CACHE_CONTROL, ETAG, IF_NONE_MATCH};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use events::LogPosition;
 use sha2::{Digest as _, Sha256};
+
+use crate::checkpoint::Checkpoint;
 
 /// `Cache-Control` of every cacheable answer: clients may store it but must revalidate, since
 /// the read model can change at any moment.
@@ -80,22 +81,25 @@ impl ETag {
     }
 }
 
-/// The weak ETag of a list answer: the projection's checkpoint `at` plus a hash of the
-/// request's canonical query string.
+/// The weak ETag of a list answer: the projection's checkpoint `at` (position and
+/// generation) plus a hash of the request's canonical query string.
 ///
 /// Sound without running the list query because a read-model table is written only by its
 /// projector, in the same transaction that moves the projection's checkpoint: while the
 /// checkpoint stands still every row, page and total is exactly as it was, and any change
-/// moves it. The hash gives different filters, sorts and pages different tags. Weak, since
+/// moves it, or, for a rebuild swap that lands on the same position, bumps its generation. The hash gives different filters, sorts and pages different tags. Weak, since
 /// it vouches for the content, not the bytes. Callers must read the checkpoint *before* the
 /// rows, so a tag can only undersell its body, never vouch for rows older than itself.
-pub fn list_etag(at: LogPosition, canonical_request: &str) -> ETag {
+pub fn list_etag(at: Checkpoint, canonical_request: &str) -> ETag {
     let digest = Sha256::digest(canonical_request.as_bytes());
     let mut hash = String::with_capacity(16);
     for byte in &digest[..8] {
         hash.push_str(&format!("{byte:02x}"));
     }
-    ETag::weak(format!("{}-{}-{hash}", at.position, at.tx_id))
+    ETag::weak(format!(
+        "{}-{}-{}-{hash}",
+        at.at.position, at.at.tx_id, at.generation
+    ))
 }
 
 /// One member of an `If-None-Match` list.

@@ -7,12 +7,12 @@ use axum::Json;
 use axum::http::header::LINK;
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use events::LogPosition;
 use serde::Serialize;
 use sqlx::postgres::PgRow;
 use sqlx::{FromRow, PgPool, Postgres, QueryBuilder, Row as _};
 use utoipa::ToSchema;
 
+use crate::checkpoint::Checkpoint;
 use crate::consistency;
 use crate::error::ApiError;
 use crate::etag::{ETag, list_etag};
@@ -58,7 +58,7 @@ pub trait ListRequest: Sync {
 
     /// The list ETag at checkpoint `at` (see [`list_etag`] for why it is sound without
     /// reading the rows).
-    fn etag(&self, at: LogPosition) -> ETag {
+    fn etag(&self, at: Checkpoint) -> ETag {
         list_etag(at, &self.query_string(self.page().page))
     }
 }

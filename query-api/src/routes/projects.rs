@@ -319,6 +319,8 @@ pub async fn get_project(
 mod tests {
     use events::LogPosition;
 
+    use crate::checkpoint::Checkpoint;
+
     use super::*;
 
     #[test]
@@ -338,21 +340,32 @@ mod tests {
             panic!("both parse");
         };
         assert_eq!(a.query_string(1), b.query_string(1));
-        assert_eq!(a.etag(LogPosition::START), b.etag(LogPosition::START));
+        assert_eq!(a.etag(Checkpoint::default()), b.etag(Checkpoint::default()));
     }
 
     #[test]
-    fn the_list_etag_moves_with_the_checkpoint_and_the_page() {
+    fn the_list_etag_moves_with_the_checkpoint_its_generation_and_the_page() {
         let request = ListProjects::default();
-        let at = LogPosition {
-            tx_id: 9,
-            position: 4,
+        let at = Checkpoint {
+            at: LogPosition {
+                tx_id: 9,
+                position: 4,
+            },
+            generation: 0,
         };
-        let later = LogPosition {
-            tx_id: 10,
-            position: 5,
+        let later = Checkpoint {
+            at: LogPosition {
+                tx_id: 10,
+                position: 5,
+            },
+            ..at
+        };
+        let rebuilt = Checkpoint {
+            generation: 1,
+            ..at
         };
         assert_ne!(request.etag(at), request.etag(later));
+        assert_ne!(request.etag(at), request.etag(rebuilt));
         let mut next_page = request.clone();
         next_page.page.page = 2;
         assert_ne!(request.etag(at), next_page.etag(at));

@@ -24,7 +24,6 @@ use axum::http::header::CACHE_CONTROL;
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use events::LogPosition;
 use events::status::ServiceHealth;
 use serde::{Deserialize, Serialize};
 use sqlx::{Postgres, QueryBuilder};
@@ -32,6 +31,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::checkpoint::Checkpoint;
 use crate::consistency;
 use crate::error::ApiError;
 use crate::etag::{ETag, list_etag};
@@ -179,7 +179,7 @@ impl ListRequest for HistoryRequest {
     }
 
     /// Unlike the other lists, the tag also hashes the path: the service is in it.
-    fn etag(&self, at: LogPosition) -> ETag {
+    fn etag(&self, at: Checkpoint) -> ETag {
         list_etag(
             at,
             &format!("{}?{}", self.path(), self.query_string(self.page.page)),

@@ -244,7 +244,7 @@ pub async fn get_ticket(
 
 #[cfg(test)]
 mod tests {
-    use events::LogPosition;
+    use crate::checkpoint::Checkpoint;
 
     use super::*;
     use crate::etag::list_etag;
@@ -280,8 +280,8 @@ mod tests {
             panic!("both parse");
         };
         assert_eq!(
-            list_etag(LogPosition::START, &a.query_string(1)),
-            list_etag(LogPosition::START, &b.query_string(1))
+            list_etag(Checkpoint::default(), &a.query_string(1)),
+            list_etag(Checkpoint::default(), &b.query_string(1))
         );
     }
 }

@@ -5,6 +5,7 @@ mod analytics;
 mod audit;
 mod community;
 mod consistency;
+mod generation;
 mod helpers;
 mod openapi;
 mod plumbing;

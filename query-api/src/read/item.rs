@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::consistency;
 use crate::error::ApiError;
-use crate::etag::ETag;
+use crate::etag::{Audience, ETag};
 use crate::read::page::ReadModel;
 use crate::state::AppState;
 
@@ -44,6 +44,7 @@ pub async fn item_response<T: Item>(
     let Path(raw) = id.map_err(|_| invalid_id())?;
     let id = Uuid::try_parse(&raw).map_err(|_| invalid_id())?;
     consistency::honour(state, headers, T::PROJECTION).await?;
+    let audience = Audience::of(T::PUBLIC, headers);
     let not_found = || ApiError::NotFound(format!("no {} with id {id}", T::NOUN));
 
     // A revalidation is answered from the version alone, without reading the whole row.
@@ -58,7 +59,7 @@ pub async fn item_response<T: Item>(
         .await?;
         let etag = ETag::strong(version.ok_or_else(not_found)?);
         if etag.matches_if_none_match(headers) {
-            return Ok(etag.not_modified());
+            return Ok(etag.not_modified(audience));
         }
     }
 
@@ -72,5 +73,5 @@ pub async fn item_response<T: Item>(
     .fetch_optional(state.pool())
     .await?
     .ok_or_else(not_found)?;
-    Ok(ETag::strong(item.version()).decorate(Json(item).into_response()))
+    Ok(ETag::strong(item.version()).decorate(audience, Json(item).into_response()))
 }

@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 use crate::checkpoint::Checkpoint;
 use crate::consistency;
 use crate::error::ApiError;
-use crate::etag::{ETag, list_etag};
+use crate::etag::{Audience, ETag, list_etag};
 use crate::pagination::{self, PageRequest};
 use crate::state::AppState;
 
@@ -30,6 +30,9 @@ pub trait ReadModel: for<'r> FromRow<'r, PgRow> + Serialize + Send + Unpin {
     /// The SQL condition a row must meet to be served at all, listed or by id (posts hide
     /// their deleted rows, which the projector keeps).
     const VISIBLE: &'static str = "TRUE";
+    /// Whether the rows are public (the status history, community posts): anonymous answers
+    /// may then be stored by shared caches ([`Audience::of`]).
+    const PUBLIC: bool = false;
 }
 
 /// A validated list request over the table of [`ListRequest::Item`].
@@ -153,7 +156,8 @@ pub async fn fetch_page<R: ListRequest>(
 
 /// Answers a list request: waits for the request's consistency token, tags the answer with
 /// the list ETag of the projection's checkpoint, answers 304 when `If-None-Match` matches,
-/// and otherwise reads the page and answers it with `ETag`, `Cache-Control` and `Link`.
+/// and otherwise reads the page and answers it with `ETag`, `Cache-Control`, `Vary` and
+/// `Link`.
 ///
 /// # Errors
 ///
@@ -165,8 +169,9 @@ pub async fn list_response<R: ListRequest>(
 ) -> Result<Response, ApiError> {
     let checkpoint = consistency::tag_checkpoint(state, headers, R::Item::PROJECTION).await?;
     let etag = request.etag(checkpoint);
+    let audience = Audience::of(R::Item::PUBLIC, headers);
     if etag.matches_if_none_match(headers) {
-        return Ok(etag.not_modified());
+        return Ok(etag.not_modified(audience));
     }
 
     let page = fetch_page(state.pool(), request).await?;
@@ -174,7 +179,7 @@ pub async fn list_response<R: ListRequest>(
     let link = pagination::link_header(page.page, page.pages, |n| {
         format!("{path}?{}", request.query_string(n))
     });
-    let mut response = etag.decorate(Json(page).into_response());
+    let mut response = etag.decorate(audience, Json(page).into_response());
     // Always valid: every component is percent-encoded to visible ASCII.
     if let Ok(value) = HeaderValue::from_str(&link) {
         response.headers_mut().insert(LINK, value);

@@ -15,6 +15,7 @@ use utoipa_axum::routes;
 
 use crate::consistency;
 use crate::error::ApiError;
+use crate::etag::{Audience, list_etag};
 use crate::openapi::answers::ListAnswers;
 use crate::state::AppState;
 
@@ -184,6 +185,8 @@ pub async fn fetch_summary(pool: &PgPool, query: &SummaryQuery) -> Result<Summar
     responses(
         (status = 200, description = "Counts per day and name", body = Summary, headers(
             ("ETag" = String, description = "Weak tag of the summary at the projection's checkpoint"),
+            ("Cache-Control" = String, description = "private, no-cache"),
+            ("Vary" = String, description = "Authorization, X-Consistency-Token"),
         )),
         ListAnswers,
     )
@@ -198,7 +201,7 @@ pub async fn analytics_summary(
     let checkpoint = consistency::tag_checkpoint(&state, &headers, PROJECTION).await?;
     // The summary changes only when the projection moves, so the checkpoint and the resolved
     // request name its state.
-    let etag = crate::etag::list_etag(
+    let etag = list_etag(
         checkpoint,
         &format!(
             "from={}&to={}&name={}",
@@ -208,9 +211,10 @@ pub async fn analytics_summary(
         ),
     );
     if etag.matches_if_none_match(&headers) {
-        return Ok(etag.not_modified());
+        return Ok(etag.not_modified(Audience::Private));
     }
-    Ok(etag.decorate(Json(fetch_summary(state.pool(), &query).await?).into_response()))
+    let summary = fetch_summary(state.pool(), &query).await?;
+    Ok(etag.decorate(Audience::Private, Json(summary).into_response()))
 }
 
 #[cfg(test)]

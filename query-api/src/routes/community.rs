@@ -148,6 +148,7 @@ impl ReadModel for Post {
     const COLUMNS: &'static str = "id, title, content, author, created_at, updated_at, version";
     // Deleted posts keep their rows for the projector, but are never read.
     const VISIBLE: &'static str = "deleted_at IS NULL";
+    const PUBLIC: bool = true;
 }
 
 impl Item for Post {
@@ -173,7 +174,8 @@ impl Item for Post {
         (status = 200, description = "One page of posts", body = Page<Post>, headers(
             ("ETag" = String, description = "Weak tag of this page at the projection's checkpoint"),
             ("Link" = String, description = "RFC 8288 links: first, prev, next, last"),
-            ("Cache-Control" = String, description = "no-cache"),
+            ("Cache-Control" = String, description = "public, max-age=5, stale-while-revalidate=30 when asked without Authorization and X-Consistency-Token; else private, no-cache"),
+            ("Vary" = String, description = "Authorization, X-Consistency-Token"),
         )),
         ListAnswers,
     )
@@ -201,7 +203,8 @@ pub async fn list_posts(
     responses(
         (status = 200, description = "The post", body = Post, headers(
             ("ETag" = String, description = "The aggregate version, e.g. \"3\""),
-            ("Cache-Control" = String, description = "no-cache"),
+            ("Cache-Control" = String, description = "public, max-age=5, stale-while-revalidate=30 when asked without Authorization and X-Consistency-Token; else private, no-cache"),
+            ("Vary" = String, description = "Authorization, X-Consistency-Token"),
         )),
         ItemAnswers,
     )

@@ -274,7 +274,8 @@ impl Item for Project {
         (status = 200, description = "One page of projects", body = Page<Project>, headers(
             ("ETag" = String, description = "Weak tag of this page at the projection's checkpoint"),
             ("Link" = String, description = "RFC 8288 links: first, prev, next, last"),
-            ("Cache-Control" = String, description = "no-cache"),
+            ("Cache-Control" = String, description = "private, no-cache"),
+            ("Vary" = String, description = "Authorization, X-Consistency-Token"),
         )),
         ListAnswers,
     )
@@ -302,7 +303,8 @@ pub async fn list_projects(
     responses(
         (status = 200, description = "The project", body = Project, headers(
             ("ETag" = String, description = "The aggregate version, e.g. \"7\""),
-            ("Cache-Control" = String, description = "no-cache"),
+            ("Cache-Control" = String, description = "private, no-cache"),
+            ("Vary" = String, description = "Authorization, X-Consistency-Token"),
         )),
         ItemAnswers,
     )

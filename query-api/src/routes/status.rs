@@ -2,10 +2,11 @@
 //! status) and `GET /status/services/{service_id}/history` (a service's reports, newest
 //! first, paginated).
 //!
-//! Both are public and cacheable: `Cache-Control: public, max-age=5,
-//! stale-while-revalidate=30` lets browsers and CDNs absorb a crowd refreshing during an
-//! incident, at the price of at most a few seconds of staleness, and the ETag (derived from
-//! the `service_status` checkpoint) makes revalidation a 304 costing one primary-key read.
+//! Both are public: asked anonymously and without a consistency token they are
+//! `Cache-Control: public, max-age=5, stale-while-revalidate=30` ([`Audience`]), which lets
+//! browsers and CDNs absorb a crowd refreshing during an incident at the price of a few seconds
+//! of staleness, and the ETag (derived from the `service_status` checkpoint) makes
+//! revalidation a 304 costing one primary-key read.
 //!
 //! The overall status is the worst service status, by the severity order of
 //! [`ServiceHealth`]: `operational < under_maintenance < degraded_performance <
@@ -20,8 +21,7 @@ use std::borrow::Cow;
 use axum::Json;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::header::CACHE_CONTROL;
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use events::status::ServiceHealth;
@@ -34,7 +34,7 @@ use utoipa_axum::routes;
 use crate::checkpoint::Checkpoint;
 use crate::consistency;
 use crate::error::ApiError;
-use crate::etag::{ETag, list_etag};
+use crate::etag::{Audience, ETag, list_etag};
 use crate::openapi::answers::{InvalidPath, ListAnswers};
 use crate::pagination::PageRequest;
 use crate::read::page::{self, ListRequest, Page, ReadModel};
@@ -43,9 +43,6 @@ use crate::state::AppState;
 /// The name of the projection (its `projection_checkpoints` row) that fills
 /// `service_status_latest` and `service_status_history`.
 pub const PROJECTION: &str = event_store::catalogue::SERVICE_STATUS.name;
-
-/// `Cache-Control` of the status page's answers (and their 304s).
-pub const PUBLIC_CACHE_CONTROL: &str = "public, max-age=5, stale-while-revalidate=30";
 
 /// The routes of this resource, documented.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -123,19 +120,11 @@ pub fn overall<'a>(statuses: impl IntoIterator<Item = &'a str>) -> Result<Servic
         })
 }
 
-/// Sets the status page's public `Cache-Control` (over the default `no-cache`).
-fn public(mut response: Response) -> Response {
-    response.headers_mut().insert(
-        CACHE_CONTROL,
-        HeaderValue::from_static(PUBLIC_CACHE_CONTROL),
-    );
-    response
-}
-
 impl ReadModel for StatusReport {
     const PROJECTION: &'static str = PROJECTION;
     const TABLE: &'static str = "service_status_history";
     const COLUMNS: &'static str = "status, description, created_at";
+    const PUBLIC: bool = true;
 }
 
 /// A checked history request: one service's reports, a page of them.
@@ -200,7 +189,8 @@ impl ListRequest for HistoryRequest {
     responses(
         (status = 200, description = "The status page", body = StatusPage, headers(
             ("ETag" = String, description = "Weak tag of the page at the projection's checkpoint"),
-            ("Cache-Control" = String, description = "public, max-age=5, stale-while-revalidate=30"),
+            ("Cache-Control" = String, description = "public, max-age=5, stale-while-revalidate=30 when asked without Authorization and X-Consistency-Token; else private, no-cache"),
+            ("Vary" = String, description = "Authorization, X-Consistency-Token"),
         )),
         ListAnswers,
     )
@@ -211,8 +201,9 @@ pub async fn status_page(
 ) -> Result<Response, ApiError> {
     let checkpoint = consistency::tag_checkpoint(&state, &headers, PROJECTION).await?;
     let etag = list_etag(checkpoint, "status");
+    let audience = Audience::of(true, &headers);
     if etag.matches_if_none_match(&headers) {
-        return Ok(public(etag.not_modified()));
+        return Ok(etag.not_modified(audience));
     }
     let services: Vec<ServiceLatest> = sqlx::query_as(
         "SELECT service_id, status, description, updated_at FROM service_status_latest \
@@ -225,7 +216,7 @@ pub async fn status_page(
         overall: overall.as_str().to_owned(),
         services,
     };
-    Ok(public(etag.decorate(Json(page).into_response())))
+    Ok(etag.decorate(audience, Json(page).into_response()))
 }
 
 /// A service's reports, newest first.
@@ -244,7 +235,8 @@ pub async fn status_page(
         (status = 200, description = "One page of reports, newest first; empty for a service that never reported", body = Page<StatusReport>, headers(
             ("ETag" = String, description = "Weak tag of this page at the projection's checkpoint"),
             ("Link" = String, description = "RFC 8288 links: first, prev, next, last"),
-            ("Cache-Control" = String, description = "public, max-age=5, stale-while-revalidate=30"),
+            ("Cache-Control" = String, description = "public, max-age=5, stale-while-revalidate=30 when asked without Authorization and X-Consistency-Token; else private, no-cache"),
+            ("Vary" = String, description = "Authorization, X-Consistency-Token"),
         )),
         ListAnswers, InvalidPath,
     )
@@ -268,10 +260,7 @@ pub async fn service_history(
         service_id,
         page: PageRequest::parse(params.page.as_deref(), params.page_size.as_deref())?,
     };
-    // The public caching applies to the 304 as much as to the page.
-    Ok(public(
-        page::list_response(&state, &headers, &request).await?,
-    ))
+    page::list_response(&state, &headers, &request).await
 }
 
 #[cfg(test)]

@@ -201,7 +201,8 @@ impl Item for Ticket {
         (status = 200, description = "One page of tickets", body = Page<Ticket>, headers(
             ("ETag" = String, description = "Weak tag of this page at the projection's checkpoint"),
             ("Link" = String, description = "RFC 8288 links: first, prev, next, last"),
-            ("Cache-Control" = String, description = "no-cache"),
+            ("Cache-Control" = String, description = "private, no-cache"),
+            ("Vary" = String, description = "Authorization, X-Consistency-Token"),
         )),
         ListAnswers,
     )
@@ -229,7 +230,8 @@ pub async fn list_tickets(
     responses(
         (status = 200, description = "The ticket", body = Ticket, headers(
             ("ETag" = String, description = "The aggregate version, e.g. \"3\""),
-            ("Cache-Control" = String, description = "no-cache"),
+            ("Cache-Control" = String, description = "private, no-cache"),
+            ("Vary" = String, description = "Authorization, X-Consistency-Token"),
         )),
         ItemAnswers,
     )

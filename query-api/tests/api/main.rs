@@ -3,6 +3,7 @@
 
 mod analytics;
 mod audit;
+mod caching;
 mod community;
 mod consistency;
 mod generation;

@@ -282,3 +282,75 @@ async fn old_event_versions_are_served_upcast(pool: PgPool) {
         );
     }
 }
+
+/// The versions and `next_version` of one stream page.
+async fn stream_page(app: &Router, query: &str) -> (Vec<i64>, Value) {
+    let answer = get(app, &format!("/api/v1/audit/streams/Project/p1?{query}")).await;
+    assert_eq!(answer.status, StatusCode::OK, "{query}: {:?}", answer.body);
+    let body = answer.json();
+    let versions = body["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|item| item["version"].as_i64().expect("version"))
+        .collect();
+    (versions, body["next_version"].clone())
+}
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn a_stream_is_paged_by_version_and_next_version_is_null_at_the_end(pool: PgPool) {
+    for sequence in 1..=4 {
+        append_event(&pool, "Project", "p1", sequence).await;
+    }
+    wait_visible(&pool, 4).await;
+    let app = app(&pool).await;
+
+    // An exact multiple of the page: the second page is the last, not an empty third.
+    assert_eq!(stream_page(&app, "limit=2").await, (vec![1, 2], json!(3)));
+    assert_eq!(
+        stream_page(&app, "limit=2&from_version=3").await,
+        (vec![3, 4], Value::Null)
+    );
+    // Not a multiple, and the default limit (100) covers the whole stream.
+    assert_eq!(
+        stream_page(&app, "limit=3&from_version=2").await,
+        (vec![2, 3, 4], Value::Null)
+    );
+    assert_eq!(
+        stream_page(&app, "limit=3").await,
+        (vec![1, 2, 3], json!(4))
+    );
+    assert_eq!(stream_page(&app, "").await, (vec![1, 2, 3, 4], Value::Null));
+    assert_eq!(stream_page(&app, "limit=1000").await.1, Value::Null);
+    // Past the end of an existing stream: empty, and nothing follows.
+    assert_eq!(
+        stream_page(&app, "from_version=5").await,
+        (vec![], Value::Null)
+    );
+
+    for bad in ["limit=0", "limit=1001", "limit=ten", "limit=-1", "limit="] {
+        let problem = get(&app, &format!("/api/v1/audit/streams/Project/p1?{bad}"))
+            .await
+            .problem(StatusCode::BAD_REQUEST);
+        assert_eq!(problem["parameter"], "limit", "{bad}");
+    }
+}
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn a_stream_page_stops_at_the_limit_even_for_a_long_stream(pool: PgPool) {
+    let events: Vec<NewEvent> = (1..=250)
+        .map(|sequence| event("Project", "p1", sequence, &archived(), "ada"))
+        .collect();
+    event_store::append::append(&pool, &events, None)
+        .await
+        .expect("appended");
+    wait_visible(&pool, 250).await;
+    let app = app(&pool).await;
+
+    let (versions, next) = stream_page(&app, "").await;
+    assert_eq!(versions, (1..=100).collect::<Vec<_>>());
+    assert_eq!(next, json!(101));
+    let (versions, next) = stream_page(&app, "from_version=201").await;
+    assert_eq!(versions, (201..=250).collect::<Vec<_>>());
+    assert_eq!(next, Value::Null);
+}

@@ -16,6 +16,7 @@
 //! (default: unset) points the query API at another server instead, such as a streaming
 //! replica ([`read_database_settings`]).
 
+pub mod announced;
 pub mod checkpoint;
 pub mod consistency;
 pub mod error;

@@ -8,9 +8,10 @@ use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Request, StatusCode};
 use chrono::{DateTime, TimeZone as _, Utc};
 use event_store::append::NewEvent;
+use event_store::wake::CheckpointMoved;
 use events::LogPosition;
 use http_body_util::BodyExt as _;
-use query_api::Settings;
+use query_api::{AppState, Settings};
 use serde_json::Value;
 use sqlx::PgPool;
 use tower::ServiceExt as _;
@@ -23,7 +24,23 @@ pub async fn app(pool: &PgPool) -> Router {
 
 /// The app with `settings`.
 pub async fn app_with(pool: &PgPool, settings: Settings) -> Router {
-    query_api::router(query_api::app_state(pool.clone(), settings).await)
+    app_and_state(pool, settings).await.0
+}
+
+/// The app with `settings`, and its state, to look into.
+pub async fn app_and_state(pool: &PgPool, settings: Settings) -> (Router, AppState) {
+    let state = query_api::app_state(pool.clone(), settings).await;
+    (query_api::router(state.clone()), state)
+}
+
+/// Announces `moved` on the checkpoints channel, as the projector does after each batch.
+pub async fn announce(pool: &PgPool, moved: &CheckpointMoved) {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(event_store::wake::CHECKPOINTS_CHANNEL)
+        .bind(moved.to_payload())
+        .execute(pool)
+        .await
+        .expect("announced");
 }
 
 /// Settings whose consistency wait is `wait`.

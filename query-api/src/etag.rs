@@ -112,6 +112,15 @@ impl ETag {
             })
     }
 
+    /// Whether the request's `If-None-Match` lists this tag itself (`*` does not count).
+    pub fn listed_in_if_none_match(&self, headers: &HeaderMap) -> bool {
+        headers
+            .get_all(IF_NONE_MATCH)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .any(|list| list_members(list).any(|member| member == Member::Tag(&self.opaque)))
+    }
+
     /// Sets `ETag`, and `Cache-Control` and `Vary` for `audience`, on `response`.
     pub fn decorate(&self, audience: Audience, mut response: Response) -> Response {
         response.headers_mut().insert(ETAG, self.header_value());

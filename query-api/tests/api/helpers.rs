@@ -30,6 +30,12 @@ pub async fn app_with(pool: &PgPool, settings: Settings) -> Router {
 /// The app with `settings`, and its state, to look into.
 pub async fn app_and_state(pool: &PgPool, settings: Settings) -> (Router, AppState) {
     let state = query_api::app_state(pool.clone(), settings).await;
+    // The listener reports a gap once its LISTEN is in place; announcements sent before that
+    // would be lost, so tests that announce start after it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while state.announced().plain_wakes() == 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     (query_api::router(state.clone()), state)
 }
 
@@ -186,6 +192,23 @@ pub async fn insert_project<'e>(executor: impl sqlx::PgExecutor<'e>, row: &Proje
     .execute(executor)
     .await
     .expect("project inserted");
+}
+
+/// Waits (at most 10 s) until `state` has applied an announcement of `projection` at or past
+/// `at`; panics otherwise.
+pub async fn until_announced(state: &AppState, projection: &str, at: LogPosition) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while state
+        .announced()
+        .seen(projection)
+        .is_none_or(|seen| seen.at < at)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "announcement of {projection} at {at:?} not received"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// Sets projection `name`'s checkpoint to `position` on `executor`, as the projector does.

@@ -2,6 +2,7 @@
 //! PostgreSQL database per test (`#[sqlx::test]`).
 
 mod analytics;
+mod announced_versions;
 mod audit;
 mod caching;
 mod community;

@@ -60,6 +60,41 @@ pub struct FieldErrorDetails {
     pub message: String,
 }
 
+/// The request headers every read of a read model takes, described once: `If-None-Match` and
+/// `X-Consistency-Token` (`params(ListProjectsParams, ReadHeaders)`).
+pub struct ReadHeaders;
+
+impl utoipa::IntoParams for ReadHeaders {
+    fn into_params(
+        _: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
+    ) -> Vec<utoipa::openapi::path::Parameter> {
+        use utoipa::openapi::Required;
+        use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+
+        let header = |name: &str, description: &str| {
+            ParameterBuilder::new()
+                .name(name)
+                .parameter_in(ParameterIn::Header)
+                .required(Required::False)
+                .description(Some(description))
+                .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+                .build()
+        };
+        vec![
+            header(
+                "If-None-Match",
+                "Tags of cached representations; a match answers 304",
+            ),
+            header(
+                "X-Consistency-Token",
+                "Token from a command answer: wait until the projection covers it (at most \
+                 CONSISTENCY_WAIT_MS, else 503)",
+            ),
+        ]
+    }
+}
+
 /// The answers many operations share, described once: a path lists the sets it can answer
 /// (`responses((status = 200, ..), ItemAnswers)`) instead of repeating them.
 pub mod answers {

@@ -16,6 +16,7 @@ use utoipa_axum::routes;
 use crate::consistency;
 use crate::error::ApiError;
 use crate::etag::{Audience, list_etag};
+use crate::openapi::ReadHeaders;
 use crate::openapi::answers::ListAnswers;
 use crate::state::AppState;
 
@@ -179,8 +180,7 @@ pub async fn fetch_summary(pool: &PgPool, query: &SummaryQuery) -> Result<Summar
     operation_id = "analytics_summary",
     params(
         SummaryParams,
-        ("If-None-Match" = Option<String>, Header, description = "ETag of a cached summary; a match answers 304"),
-        ("X-Consistency-Token" = Option<String>, Header, description = "Token from an ingest answer: wait until the summary covers it"),
+        ReadHeaders,
     ),
     responses(
         (status = 200, description = "Counts per day and name", body = Summary, headers(

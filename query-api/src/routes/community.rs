@@ -18,6 +18,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::error::ApiError;
+use crate::openapi::ReadHeaders;
 use crate::openapi::answers::{ItemAnswers, ListAnswers};
 use crate::pagination::{self, PageRequest};
 use crate::read::item::{self, Item};
@@ -167,8 +168,7 @@ impl Item for Post {
     operation_id = "list_posts",
     params(
         ListPostsParams,
-        ("If-None-Match" = Option<String>, Header, description = "ETags of cached pages; a match answers 304"),
-        ("X-Consistency-Token" = Option<String>, Header, description = "Token from a command answer: wait until the projection covers it"),
+        ReadHeaders,
     ),
     responses(
         (status = 200, description = "One page of posts", body = Page<Post>, headers(
@@ -197,8 +197,7 @@ pub async fn list_posts(
     operation_id = "get_post",
     params(
         ("id" = Uuid, Path, description = "The post's id"),
-        ("If-None-Match" = Option<String>, Header, description = "ETags of cached versions; a match answers 304"),
-        ("X-Consistency-Token" = Option<String>, Header, description = "Token from a command answer: wait until the projection covers it"),
+        ReadHeaders,
     ),
     responses(
         (status = 200, description = "The post", body = Post, headers(

@@ -17,6 +17,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::error::ApiError;
+use crate::openapi::ReadHeaders;
 use crate::openapi::answers::{ItemAnswers, ListAnswers};
 use crate::pagination::non_empty;
 use crate::pagination::{self, PageRequest};
@@ -267,8 +268,7 @@ impl Item for Project {
     operation_id = "list_projects",
     params(
         ListProjectsParams,
-        ("If-None-Match" = Option<String>, Header, description = "ETags of cached pages; a match answers 304"),
-        ("X-Consistency-Token" = Option<String>, Header, description = "Token from a command answer: wait until the projection covers it"),
+        ReadHeaders,
     ),
     responses(
         (status = 200, description = "One page of projects", body = Page<Project>, headers(
@@ -297,8 +297,7 @@ pub async fn list_projects(
     operation_id = "get_project",
     params(
         ("id" = Uuid, Path, description = "The project's id"),
-        ("If-None-Match" = Option<String>, Header, description = "ETags of cached versions; a match answers 304"),
-        ("X-Consistency-Token" = Option<String>, Header, description = "Token from a command answer: wait until the projection covers it"),
+        ReadHeaders,
     ),
     responses(
         (status = 200, description = "The project", body = Project, headers(

@@ -35,6 +35,7 @@ use crate::checkpoint::Checkpoint;
 use crate::consistency;
 use crate::error::ApiError;
 use crate::etag::{Audience, ETag, list_etag};
+use crate::openapi::ReadHeaders;
 use crate::openapi::answers::{InvalidPath, ListAnswers};
 use crate::pagination::PageRequest;
 use crate::read::page::{self, ListRequest, Page, ReadModel};
@@ -183,8 +184,7 @@ impl ListRequest for HistoryRequest {
     tag = "status",
     operation_id = "status_page",
     params(
-        ("If-None-Match" = Option<String>, Header, description = "ETag of a cached page; a match answers 304"),
-        ("X-Consistency-Token" = Option<String>, Header, description = "Token from a report: wait until the projection covers it"),
+        ReadHeaders,
     ),
     responses(
         (status = 200, description = "The status page", body = StatusPage, headers(
@@ -228,8 +228,7 @@ pub async fn status_page(
     params(
         ("service_id" = String, Path, description = "The service's slug, `[a-z0-9-]{1,64}`", pattern = "^[a-z0-9-]{1,64}$"),
         HistoryParams,
-        ("If-None-Match" = Option<String>, Header, description = "ETags of cached pages; a match answers 304"),
-        ("X-Consistency-Token" = Option<String>, Header, description = "Token from a report: wait until the projection covers it"),
+        ReadHeaders,
     ),
     responses(
         (status = 200, description = "One page of reports, newest first; empty for a service that never reported", body = Page<StatusReport>, headers(

@@ -18,6 +18,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::error::ApiError;
+use crate::openapi::ReadHeaders;
 use crate::openapi::answers::{ItemAnswers, ListAnswers};
 use crate::pagination::non_empty;
 use crate::pagination::{self, PageRequest};
@@ -194,8 +195,7 @@ impl Item for Ticket {
     operation_id = "list_tickets",
     params(
         ListTicketsParams,
-        ("If-None-Match" = Option<String>, Header, description = "ETags of cached pages; a match answers 304"),
-        ("X-Consistency-Token" = Option<String>, Header, description = "Token from a command answer: wait until the projection covers it"),
+        ReadHeaders,
     ),
     responses(
         (status = 200, description = "One page of tickets", body = Page<Ticket>, headers(
@@ -224,8 +224,7 @@ pub async fn list_tickets(
     operation_id = "get_ticket",
     params(
         ("id" = Uuid, Path, description = "The ticket's id"),
-        ("If-None-Match" = Option<String>, Header, description = "ETags of cached versions; a match answers 304"),
-        ("X-Consistency-Token" = Option<String>, Header, description = "Token from a command answer: wait until the projection covers it"),
+        ReadHeaders,
     ),
     responses(
         (status = 200, description = "The ticket", body = Ticket, headers(

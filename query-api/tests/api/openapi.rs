@@ -53,7 +53,16 @@ async fn the_openapi_document_lists_every_path_and_the_problem_schema(pool: PgPo
     let parameters = document["paths"]["/api/v1/projects"]["get"]["parameters"]
         .as_array()
         .expect("parameters");
-    for name in ["page", "page_size", "owner_id", "archived", "q", "sort"] {
+    for name in [
+        "page",
+        "page_size",
+        "owner_id",
+        "archived",
+        "q",
+        "sort",
+        "If-None-Match",
+        "X-Consistency-Token",
+    ] {
         assert!(
             parameters.iter().any(|p| p["name"] == name),
             "missing parameter {name}"

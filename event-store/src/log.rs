@@ -134,21 +134,25 @@ pub async fn read_after<'e>(
     Ok(rows.into_iter().map(from_row).collect())
 }
 
-/// Reads one stream in version order, from `from_version` on.
+/// Reads up to `limit` events of one stream in version order, from `from_version` on. The
+/// limit bounds a read of a long stream (an audit page); callers that need to know whether
+/// more follow ask for one more than they serve.
 pub async fn read_stream<'e>(
     executor: impl PgExecutor<'e>,
     aggregate_type: &str,
     aggregate_id: &str,
     from_version: i64,
+    limit: i64,
 ) -> Result<Vec<RecordedEvent>, sqlx::Error> {
     let rows: Vec<Row> = sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM events \
           WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence >= $3 \
-          ORDER BY sequence"
+          ORDER BY sequence LIMIT $4"
     ))
     .bind(aggregate_type)
     .bind(aggregate_id)
     .bind(from_version)
+    .bind(limit)
     .fetch_all(executor)
     .await?;
     Ok(rows.into_iter().map(from_row).collect())

@@ -3,49 +3,30 @@
 //!
 //! A command answers with a token naming the log position its events reached. A query that
 //! sends it back waits, at most `CONSISTENCY_WAIT_MS`, until the projection's checkpoint is at
-//! or past that position. Projectors announce checkpoint moves with `NOTIFY` on
-//! [`event_store::wake::CHECKPOINTS_CHANNEL`]; since a notification can be lost (listener
-//! reconnecting, or sent before we started listening) waiters also re-check on a short
-//! interval. No connection is held while waiting: each check borrows one for a single
-//! primary-key read.
+//! or past that position.
+//!
+//! A waiter reads the checkpoint once, then sleeps on the projectors' announcements
+//! ([`crate::announced`]): an announcement (`CheckpointMoved`) carries the new checkpoint, so
+//! seeing the one that reaches the token costs no query at all. Only a wake-up that does not
+//! say what moved (an older projector's bare name, a listener reconnect) sends the waiter back
+//! to the database, and since a notification can be lost, it also re-checks every
+//! [`FALLBACK_RECHECK`]. A far-future token so costs two queries up front and two per second,
+//! not two every 25 ms. No connection is held while waiting.
 
 use std::time::{Duration, Instant};
 
+use crate::checkpoint::{self, Checkpoint};
+use crate::error::ApiError;
+use crate::state::AppState;
 use axum::http::HeaderMap;
 use events::{ConsistencyToken, LogPosition};
-use sqlx::PgExecutor;
-use tokio::sync::Notify;
-
-use crate::error::ApiError;
 
 /// `X-Consistency-Token`.
 pub const HEADER: &str = "x-consistency-token";
 
-/// How often a waiter re-reads the checkpoint when no notification arrives.
-pub const RECHECK_INTERVAL: Duration = Duration::from_millis(25);
-
-/// The checkpoint of `projection`: the last event it applied, in commit-safe order.
-/// [`LogPosition::START`] when the projection has no checkpoint yet.
-///
-/// # Errors
-///
-/// The database fails.
-pub async fn checkpoint<'e>(
-    executor: impl PgExecutor<'e>,
-    projection: &str,
-) -> Result<LogPosition, sqlx::Error> {
-    let row: Option<(i64, i64)> =
-        sqlx::query_as("SELECT tx_id, position FROM projection_checkpoints WHERE name = $1")
-            .bind(projection)
-            .fetch_optional(executor)
-            .await?;
-    Ok(
-        row.map_or(LogPosition::START, |(tx_id, position)| LogPosition {
-            tx_id,
-            position,
-        }),
-    )
-}
+/// How often a waiter re-reads the checkpoint when no announcement arrives: the bound on the
+/// latency a lost notification costs.
+pub const FALLBACK_RECHECK: Duration = Duration::from_secs(1);
 
 /// The token the request carries in `X-Consistency-Token`, if any.
 ///
@@ -72,24 +53,36 @@ pub fn requested_token(headers: &HeaderMap) -> Result<Option<ConsistencyToken>, 
 /// [`ApiError::ConsistencyTimeout`] when the checkpoint is still behind after `timeout`;
 /// [`ApiError::Database`] when a check fails.
 pub async fn wait_for(
-    pool: &sqlx::PgPool,
-    wake: &Notify,
+    state: &AppState,
     projection: &'static str,
     target: LogPosition,
     timeout: Duration,
-) -> Result<LogPosition, ApiError> {
+) -> Result<Checkpoint, ApiError> {
     let started = Instant::now();
     let deadline = tokio::time::Instant::from_std(started + timeout);
+    let announced = state.announced();
+    let mut ask_database = true;
+    let mut fallback = tokio::time::Instant::now();
     let outcome = loop {
-        // Register for the next notification before reading, so a move that lands between
-        // the read and the wait still wakes us.
-        let notified = wake.notified();
+        // Register for the next delivery before looking, so one that lands between the look
+        // and the wait still wakes us.
+        let notified = announced.changed().notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
+        let plain_wakes = announced.plain_wakes();
 
-        let seen = checkpoint(pool, projection).await?;
-        if seen >= target || nothing_to_apply(pool, projection, seen, target).await? {
+        if let Some(seen) = announced.seen(projection)
+            && seen.at >= target
+        {
             break Ok(seen);
+        }
+        if ask_database {
+            state.count_wait_query();
+            let seen = checkpoint::read(state.pool(), projection).await?;
+            if seen.at >= target || nothing_to_apply(state, projection, seen.at, target).await? {
+                break Ok(seen);
+            }
+            fallback = tokio::time::Instant::now() + FALLBACK_RECHECK;
         }
         if tokio::time::Instant::now() >= deadline {
             break Err(ApiError::ConsistencyTimeout {
@@ -97,10 +90,13 @@ pub async fn wait_for(
                 waited_ms: started.elapsed().as_millis(),
             });
         }
-        let recheck = (tokio::time::Instant::now() + RECHECK_INTERVAL).min(deadline);
         tokio::select! {
-            () = &mut notified => {}
-            () = tokio::time::sleep_until(recheck) => {}
+            () = &mut notified => {
+                // An announcement that says where the checkpoint is needs no query; only a
+                // bare wake-up or a gap does.
+                ask_database = announced.plain_wakes() != plain_wakes;
+            }
+            () = tokio::time::sleep_until(fallback.min(deadline)) => ask_database = true,
         }
     };
     let outcome_label = if outcome.is_ok() {
@@ -119,7 +115,7 @@ pub async fn wait_for(
 /// none of them appended an event this projection reads. A projection's checkpoint only
 /// moves over the events it reads, so without this such a token would never be reached.
 async fn nothing_to_apply(
-    pool: &sqlx::PgPool,
+    state: &AppState,
     projection: &str,
     checkpoint: LogPosition,
     target: LogPosition,
@@ -129,40 +125,50 @@ async fn nothing_to_apply(
         // A projection reading every event moves its checkpoint over every event.
         return Ok(false);
     }
-    sqlx::query_scalar(
-        "SELECT $3::text::xid8 < pg_snapshot_xmin(pg_current_snapshot()) \
-            AND NOT EXISTS (SELECT 1 FROM events \
-                             WHERE (tx_id, global_position) > ($1::text::xid8, $2) \
-                               AND (tx_id, global_position) <= ($3::text::xid8, $4) \
-                               AND aggregate_type = ANY($5))",
-    )
-    .bind(checkpoint.tx_id.to_string())
-    .bind(checkpoint.position)
-    .bind(target.tx_id.to_string())
-    .bind(target.position)
-    .bind(types)
-    .fetch_one(pool)
-    .await
+    // One statement per source type, each with a plain `aggregate_type = $5`: a prepared
+    // statement's generic plan stays a range scan on the commit order, where `= ANY($5)` (or
+    // an `OR` over an empty array) gives the planner nothing to bound. The horizon test comes
+    // first, so a far-future token never scans at all.
+    for aggregate_type in types {
+        state.count_wait_query();
+        let none: bool = sqlx::query_scalar(
+            "SELECT $3::text::xid8 < pg_snapshot_xmin(pg_current_snapshot()) \
+                AND NOT EXISTS (SELECT 1 FROM events \
+                                 WHERE aggregate_type = $5 \
+                                   AND (tx_id, global_position) > ($1::text::xid8, $2) \
+                                   AND (tx_id, global_position) <= ($3::text::xid8, $4))",
+        )
+        .bind(checkpoint.tx_id.to_string())
+        .bind(checkpoint.position)
+        .bind(target.tx_id.to_string())
+        .bind(target.position)
+        .bind(*aggregate_type)
+        .fetch_one(state.pool())
+        .await?;
+        if !none {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Honours the request's `X-Consistency-Token` for `projection`: returns `None` at once without
 /// one, else waits as [`wait_for`] does, bounded by the state's `consistency_wait`, and returns
-/// the checkpoint it saw (so callers need not read it again).
+/// the checkpoint it saw.
 ///
 /// # Errors
 ///
 /// As [`requested_token`] and [`wait_for`].
 pub async fn honour(
-    state: &crate::AppState,
+    state: &AppState,
     headers: &HeaderMap,
     projection: &'static str,
-) -> Result<Option<LogPosition>, ApiError> {
+) -> Result<Option<Checkpoint>, ApiError> {
     let Some(token) = requested_token(headers)? else {
         return Ok(None);
     };
     wait_for(
-        state.pool(),
-        state.checkpoints(),
+        state,
         projection,
         token.0,
         state.settings().consistency_wait,
@@ -171,20 +177,20 @@ pub async fn honour(
     .map(Some)
 }
 
-/// The checkpoint an answer read from `projection` is tagged with: the one the consistency
-/// wait saw when the request carries a token, else the one read now. Callers take it *before*
-/// reading rows, so a tag never vouches for rows older than itself.
+/// The checkpoint an answer read from `projection` is tagged with, read from the database
+/// after the request's consistency wait (if any). Never the announced one: an announcement of
+/// a rebuild swap may still be on its way, and a tag from before it would vouch for the old
+/// rows. Callers take it *before* reading rows, so a tag never vouches for rows older than
+/// itself.
 ///
 /// # Errors
 ///
 /// As [`honour`]; [`ApiError::Database`] when reading the checkpoint fails.
 pub async fn tag_checkpoint(
-    state: &crate::AppState,
+    state: &AppState,
     headers: &HeaderMap,
     projection: &'static str,
-) -> Result<LogPosition, ApiError> {
-    match honour(state, headers, projection).await? {
-        Some(seen) => Ok(seen),
-        None => Ok(checkpoint(state.pool(), projection).await?),
-    }
+) -> Result<Checkpoint, ApiError> {
+    honour(state, headers, projection).await?;
+    Ok(checkpoint::read(state.pool(), projection).await?)
 }

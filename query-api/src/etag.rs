@@ -1,18 +1,64 @@
 //! Entity tags and conditional GETs (RFC 9110 §8.8.3 and §13.1.2).
 //!
 //! `If-None-Match` uses the weak comparison: two tags match when their opaque parts are equal,
-//! whether or not either carries `W/`. A 304 repeats the ETag and `Cache-Control` of the 200
-//! it stands for.
+//! whether or not either carries `W/`. A 304 repeats the ETag, `Cache-Control` and `Vary` of
+//! the 200 it stands for.
 
-use axum::http::header::{CACHE_CONTROL, ETAG, IF_NONE_MATCH};
+use axum::http::header::{AUTHORIZATION, CACHE_CONTROL, ETAG, IF_NONE_MATCH, VARY};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use events::LogPosition;
 use sha2::{Digest as _, Sha256};
 
-/// `Cache-Control` of every cacheable answer: clients may store it but must revalidate, since
-/// the read model can change at any moment.
-pub const CACHE_CONTROL_VALUE: &str = "no-cache";
+use crate::checkpoint::Checkpoint;
+
+/// `Cache-Control` of a private read: only the asker's own cache may store it, and it must
+/// revalidate, since the read model can change at any moment.
+pub const PRIVATE_CACHE_CONTROL: &str = "private, no-cache";
+
+/// `Cache-Control` of a public read asked anonymously: browsers and CDNs may serve it for a few
+/// seconds, which absorbs a crowd refreshing the status page during an incident.
+pub const PUBLIC_CACHE_CONTROL: &str = "public, max-age=5, stale-while-revalidate=30";
+
+/// `Vary` of every read: an answer to a request with credentials or a consistency token is not
+/// the answer to one without.
+pub const VARY_VALUE: &str = "Authorization, X-Consistency-Token";
+
+/// Who may store a read's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience {
+    /// The asker's cache only ([`PRIVATE_CACHE_CONTROL`]).
+    Private,
+    /// Shared caches too ([`PUBLIC_CACHE_CONTROL`]).
+    Public,
+}
+
+impl Audience {
+    /// Public only for a `public` resource asked with neither `Authorization` nor
+    /// `X-Consistency-Token`: a shared cache must not hand an answer meant for one client (or
+    /// one that waited for one client's write) to everyone, nor serve a stale copy to a client
+    /// that asked to read its own write.
+    pub fn of(public: bool, headers: &HeaderMap) -> Self {
+        let personal =
+            headers.contains_key(AUTHORIZATION) || headers.contains_key(crate::consistency::HEADER);
+        if public && !personal {
+            Self::Public
+        } else {
+            Self::Private
+        }
+    }
+
+    /// Sets `Cache-Control` and `Vary` on `response`.
+    pub fn apply(self, mut response: Response) -> Response {
+        let value = match self {
+            Self::Private => PRIVATE_CACHE_CONTROL,
+            Self::Public => PUBLIC_CACHE_CONTROL,
+        };
+        let headers = response.headers_mut();
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static(value));
+        headers.insert(VARY, HeaderValue::from_static(VARY_VALUE));
+        response
+    }
+}
 
 /// An entity tag: an opaque string, strong or weak.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,36 +112,46 @@ impl ETag {
             })
     }
 
-    /// Sets `ETag` and `Cache-Control` on `response`.
-    pub fn decorate(&self, mut response: Response) -> Response {
-        let headers = response.headers_mut();
-        headers.insert(ETAG, self.header_value());
-        headers.insert(CACHE_CONTROL, HeaderValue::from_static(CACHE_CONTROL_VALUE));
-        response
+    /// Whether the request's `If-None-Match` lists this tag itself (`*` does not count).
+    pub fn listed_in_if_none_match(&self, headers: &HeaderMap) -> bool {
+        headers
+            .get_all(IF_NONE_MATCH)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .any(|list| list_members(list).any(|member| member == Member::Tag(&self.opaque)))
     }
 
-    /// The 304 answer for this tag: empty body, same `ETag` and `Cache-Control`.
-    pub fn not_modified(&self) -> Response {
-        self.decorate(StatusCode::NOT_MODIFIED.into_response())
+    /// Sets `ETag`, and `Cache-Control` and `Vary` for `audience`, on `response`.
+    pub fn decorate(&self, audience: Audience, mut response: Response) -> Response {
+        response.headers_mut().insert(ETAG, self.header_value());
+        audience.apply(response)
+    }
+
+    /// The 304 answer for this tag: empty body, the headers of the 200 it stands for.
+    pub fn not_modified(&self, audience: Audience) -> Response {
+        self.decorate(audience, StatusCode::NOT_MODIFIED.into_response())
     }
 }
 
-/// The weak ETag of a list answer: the projection's checkpoint `at` plus a hash of the
-/// request's canonical query string.
+/// The weak ETag of a list answer: the projection's checkpoint `at` (position and
+/// generation) plus a hash of the request's canonical query string.
 ///
 /// Sound without running the list query because a read-model table is written only by its
 /// projector, in the same transaction that moves the projection's checkpoint: while the
 /// checkpoint stands still every row, page and total is exactly as it was, and any change
-/// moves it. The hash gives different filters, sorts and pages different tags. Weak, since
+/// moves it, or, for a rebuild swap that lands on the same position, bumps its generation. The hash gives different filters, sorts and pages different tags. Weak, since
 /// it vouches for the content, not the bytes. Callers must read the checkpoint *before* the
 /// rows, so a tag can only undersell its body, never vouch for rows older than itself.
-pub fn list_etag(at: LogPosition, canonical_request: &str) -> ETag {
+pub fn list_etag(at: Checkpoint, canonical_request: &str) -> ETag {
     let digest = Sha256::digest(canonical_request.as_bytes());
     let mut hash = String::with_capacity(16);
     for byte in &digest[..8] {
         hash.push_str(&format!("{byte:02x}"));
     }
-    ETag::weak(format!("{}-{}-{hash}", at.position, at.tx_id))
+    ETag::weak(format!(
+        "{}-{}-{}-{hash}",
+        at.at.position, at.at.tx_id, at.generation
+    ))
 }
 
 /// One member of an `If-None-Match` list.

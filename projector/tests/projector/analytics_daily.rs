@@ -136,7 +136,7 @@ async fn a_project_created_at_version_1_is_read_as_version_2_and_projected(pool:
     .await
     .unwrap();
 
-    let read = event_store::log::read_stream(&pool, "Project", &id.to_string(), 1)
+    let read = event_store::log::read_stream(&pool, "Project", &id.to_string(), 1, 10)
         .await
         .unwrap();
     assert_eq!(read[0].event_version, "2");

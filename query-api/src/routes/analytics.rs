@@ -13,10 +13,12 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::AppState;
 use crate::consistency;
 use crate::error::ApiError;
-use crate::openapi::ProblemDetails;
+use crate::etag::{Audience, list_etag};
+use crate::openapi::ReadHeaders;
+use crate::openapi::answers::ListAnswers;
+use crate::state::AppState;
 
 /// The name of the projection that fills `analytics_daily`.
 pub const PROJECTION: &str = event_store::catalogue::ANALYTICS_DAILY.name;
@@ -36,11 +38,12 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, Clone, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct SummaryParams {
-    /// First day, `YYYY-MM-DD` (default: 29 days before `to`).
-    #[param(value_type = Option<String>, format = Date)]
+    /// First day, `YYYY-MM-DD`, years 0001 to 9999 (default: 29 days before `to`).
+    #[param(value_type = Option<String>, format = Date, pattern = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$")]
     pub from: Option<String>,
-    /// Last day, included, `YYYY-MM-DD` (default: today, UTC). At most 366 days after `from`.
-    #[param(value_type = Option<String>, format = Date)]
+    /// Last day, included, `YYYY-MM-DD`, years 0001 to 9999 (default: today, UTC). At most
+    /// 366 days after `from`.
+    #[param(value_type = Option<String>, format = Date, pattern = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$")]
     pub to: Option<String>,
     /// Only this event name (`[a-z0-9_.:-]{1,100}`).
     #[param(pattern = "^[a-z0-9_.:-]{1,100}$")]
@@ -58,11 +61,28 @@ pub struct SummaryQuery {
     pub name: Option<String>,
 }
 
+/// Parses a day as exactly `YYYY-MM-DD` with a year from 0001 to 9999. chrono's `%Y` alone
+/// also takes signed and longer years (`-5000-01-1` is ten characters too), which PostgreSQL's
+/// `date` cannot hold: the shape is checked byte by byte first.
 fn parse_day(name: &'static str, raw: &str) -> Result<NaiveDate, ApiError> {
-    NaiveDate::parse_from_str(raw, "%Y-%m-%d")
-        .ok()
-        .filter(|_| raw.len() == 10)
-        .ok_or_else(|| ApiError::bad_parameter(name, "must be a date, YYYY-MM-DD"))
+    let bytes = raw.as_bytes();
+    let shaped = bytes.len() == 10
+        && bytes[4] == b'-'
+        && bytes[7] == b'-'
+        && bytes
+            .iter()
+            .enumerate()
+            .all(|(i, b)| i == 4 || i == 7 || b.is_ascii_digit())
+        && &bytes[..4] != b"0000";
+    shaped
+        .then(|| NaiveDate::parse_from_str(raw, "%Y-%m-%d").ok())
+        .flatten()
+        .ok_or_else(|| {
+            ApiError::bad_parameter(
+                name,
+                "must be a date, YYYY-MM-DD, with a year from 0001 to 9999",
+            )
+        })
 }
 
 impl SummaryQuery {
@@ -73,14 +93,17 @@ impl SummaryQuery {
     /// [`ApiError::BadParameter`] for a bad date, `from` after `to`, a range over
     /// [`MAX_RANGE_DAYS`], or a name that cannot be an event name.
     pub fn parse(params: &SummaryParams, today: NaiveDate) -> Result<Self, ApiError> {
+        // In parameter order, so that the 400 names `from` when both are bad.
+        let from = params
+            .from
+            .as_deref()
+            .map(|raw| parse_day("from", raw))
+            .transpose()?;
         let to = match params.to.as_deref() {
             Some(raw) => parse_day("to", raw)?,
             None => today,
         };
-        let from = match params.from.as_deref() {
-            Some(raw) => parse_day("from", raw)?,
-            None => to - chrono::Days::new((DEFAULT_RANGE_DAYS - 1) as u64),
-        };
+        let from = from.unwrap_or_else(|| to - chrono::Days::new((DEFAULT_RANGE_DAYS - 1) as u64));
         if from > to {
             return Err(ApiError::bad_parameter("from", "must not be after `to`"));
         }
@@ -157,17 +180,15 @@ pub async fn fetch_summary(pool: &PgPool, query: &SummaryQuery) -> Result<Summar
     operation_id = "analytics_summary",
     params(
         SummaryParams,
-        ("If-None-Match" = Option<String>, Header, description = "ETag of a cached summary; a match answers 304"),
-        ("X-Consistency-Token" = Option<String>, Header, description = "Token from an ingest answer: wait until the summary covers it"),
+        ReadHeaders,
     ),
     responses(
         (status = 200, description = "Counts per day and name", body = Summary, headers(
             ("ETag" = String, description = "Weak tag of the summary at the projection's checkpoint"),
+            ("Cache-Control" = String, description = "private, no-cache"),
+            ("Vary" = String, description = "Authorization, X-Consistency-Token"),
         )),
-        (status = 304, description = "The cached summary is current", headers(("ETag" = String))),
-        (status = 400, description = "A bad date, `from` after `to`, a range over 366 days, or a bad name", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 503, description = "The projection did not reach the consistency token in time", body = ProblemDetails, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds"))),
+        ListAnswers,
     )
 )]
 pub async fn analytics_summary(
@@ -180,7 +201,7 @@ pub async fn analytics_summary(
     let checkpoint = consistency::tag_checkpoint(&state, &headers, PROJECTION).await?;
     // The summary changes only when the projection moves, so the checkpoint and the resolved
     // request name its state.
-    let etag = crate::etag::list_etag(
+    let etag = list_etag(
         checkpoint,
         &format!(
             "from={}&to={}&name={}",
@@ -190,9 +211,10 @@ pub async fn analytics_summary(
         ),
     );
     if etag.matches_if_none_match(&headers) {
-        return Ok(etag.not_modified());
+        return Ok(etag.not_modified(Audience::Private));
     }
-    Ok(etag.decorate(Json(fetch_summary(state.pool(), &query).await?).into_response()))
+    let summary = fetch_summary(state.pool(), &query).await?;
+    Ok(etag.decorate(Audience::Private, Json(summary).into_response()))
 }
 
 #[cfg(test)]
@@ -239,6 +261,9 @@ mod tests {
             ("2026-1-01", "2026-03-01"),
             ("yesterday", "2026-03-01"),
             ("2026-03-02", "2026-03-01"),
+            ("-5000-01-1", "2026-03-01"),
+            ("+2026-01-1", "2026-03-01"),
+            ("0000-01-01", "2026-03-01"),
         ] {
             assert!(
                 SummaryQuery::parse(&params(Some(from), Some(to)), today).is_err(),

@@ -1,6 +1,6 @@
 //! The auditors' view of the event log: `GET /audit/events` pages through the global log in
-//! commit-safe order with an opaque cursor, and `GET /audit/streams/{type}/{id}` returns one
-//! stream in version order. Both read the event store directly, not a read model, and every
+//! commit-safe order with an opaque cursor, and `GET /audit/streams/{type}/{id}` pages through
+//! one stream in version order. Both read the event store directly, not a read model, and every
 //! event comes upcast to its current schema version.
 //!
 //! A page's `next` cursor is the log position of its last event (or the cursor it was asked
@@ -24,9 +24,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::AppState;
 use crate::error::ApiError;
-use crate::openapi::ProblemDetails;
+use crate::openapi::answers::{BadRequest, InvalidPath, NotFound, Unavailable};
+use crate::state::AppState;
 
 /// Events per page when `limit` is not given.
 pub const DEFAULT_LIMIT: i64 = 100;
@@ -97,11 +97,14 @@ pub struct EventPage {
     pub next: String,
 }
 
-/// One stream's events.
+/// One page of a stream's events.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct StreamEvents {
     /// Events in version order.
     pub items: Vec<Envelope>,
+    /// Pass as `from_version` for the events that follow; null when this page reaches the
+    /// stream's end.
+    pub next_version: Option<i64>,
 }
 
 /// The query parameters of `GET /audit/events`, as sent (checked in [`AuditQuery::parse`]).
@@ -163,6 +166,18 @@ fn timestamp(name: &'static str, raw: Option<&String>) -> Result<Option<DateTime
     .transpose()
 }
 
+/// `limit`: 1 to [`MAX_LIMIT`], [`DEFAULT_LIMIT`] when absent.
+fn limit(raw: Option<&str>) -> Result<i64, ApiError> {
+    match raw {
+        None => Ok(DEFAULT_LIMIT),
+        Some(raw) => raw
+            .parse::<i64>()
+            .ok()
+            .filter(|limit| (1..=MAX_LIMIT).contains(limit))
+            .ok_or_else(|| ApiError::bad_parameter("limit", format!("must be 1 to {MAX_LIMIT}"))),
+    }
+}
+
 impl AuditQuery {
     /// Checks the parameters.
     ///
@@ -175,16 +190,7 @@ impl AuditQuery {
             Some(raw) => decode_position(raw)
                 .map_err(|_| ApiError::bad_parameter("after", "is not a cursor this API issued"))?,
         };
-        let limit = match params.limit.as_deref() {
-            None => DEFAULT_LIMIT,
-            Some(raw) => raw
-                .parse::<i64>()
-                .ok()
-                .filter(|limit| (1..=MAX_LIMIT).contains(limit))
-                .ok_or_else(|| {
-                    ApiError::bad_parameter("limit", format!("must be 1 to {MAX_LIMIT}"))
-                })?,
-        };
+        let limit = limit(params.limit.as_deref())?;
         let from = timestamp("from", params.from.as_ref())?;
         let to = timestamp("to", params.to.as_ref())?;
         if let (Some(from), Some(to)) = (from, to)
@@ -219,9 +225,7 @@ impl AuditQuery {
     params(AuditParams),
     responses(
         (status = 200, description = "One page of the log", body = EventPage),
-        (status = 400, description = "A malformed cursor, limit, timestamp or filter", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 503, description = "The database is unavailable", body = ProblemDetails, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds"))),
+        BadRequest, Unavailable,
     )
 )]
 pub async fn audit_events(
@@ -248,9 +252,12 @@ pub struct StreamParams {
     /// First version to return (default 1).
     #[param(value_type = Option<i64>, minimum = 1)]
     pub from_version: Option<String>,
+    /// Events per page, 1 to 1000 (default 100).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 1000)]
+    pub limit: Option<String>,
 }
 
-/// Reads one stream in version order.
+/// Pages through one stream in version order.
 #[utoipa::path(
     get,
     path = "/audit/streams/{aggregate_type}/{aggregate_id}",
@@ -262,10 +269,8 @@ pub struct StreamParams {
         StreamParams,
     ),
     responses(
-        (status = 200, description = "The stream's events from `from_version` on", body = StreamEvents),
-        (status = 400, description = "`from_version` is not a positive integer", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 404, description = "No such stream", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 422, description = "A path value is not valid text", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 200, description = "Up to `limit` of the stream's events from `from_version` on, and where the next page starts", body = StreamEvents),
+        BadRequest, NotFound, InvalidPath, Unavailable,
     )
 )]
 pub async fn audit_stream(
@@ -294,9 +299,23 @@ pub async fn audit_stream(
             .filter(|version| *version >= 1)
             .ok_or_else(|| ApiError::bad_parameter("from_version", "must be an integer >= 1"))?,
     };
-    let events =
-        event_store::log::read_stream(state.pool(), &aggregate_type, &aggregate_id, from_version)
-            .await?;
+    let limit = limit(params.limit.as_deref())?;
+    // One more than the page: whether it exists says whether the page reaches the end, so a
+    // stream that is an exact multiple of the page ends with `next_version: null`, not with
+    // an empty page after it.
+    let mut events = event_store::log::read_stream(
+        state.pool(),
+        &aggregate_type,
+        &aggregate_id,
+        from_version,
+        limit + 1,
+    )
+    .await?;
+    let next_version = if events.len() as i64 > limit {
+        events.pop().map(|next| next.version)
+    } else {
+        None
+    };
     if events.is_empty() {
         let exists: bool = sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM events WHERE aggregate_type = $1 AND aggregate_id = $2)",
@@ -313,6 +332,7 @@ pub async fn audit_stream(
     }
     Ok(Json(StreamEvents {
         items: events.into_iter().map(Envelope::from).collect(),
+        next_version,
     })
     .into_response())
 }

@@ -17,11 +17,14 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::listing::{self, Item, ListRequest, ReadModel, TimestampSort, text_filter};
-use crate::AppState;
 use crate::error::ApiError;
-use crate::openapi::ProblemDetails;
+use crate::openapi::ReadHeaders;
+use crate::openapi::answers::{ItemAnswers, ListAnswers};
 use crate::pagination::{self, PageRequest};
+use crate::read::item::{self, Item};
+use crate::read::page::{self, ListRequest, Page, ReadModel};
+use crate::read::sort::{TimestampSort, text_filter};
+use crate::state::AppState;
 
 /// The name of the projection (its `projection_checkpoints` row) that fills `community_posts`.
 pub const PROJECTION: &str = event_store::catalogue::COMMUNITY_POSTS.name;
@@ -56,22 +59,6 @@ pub struct Post {
     pub updated_at: DateTime<Utc>,
     /// The aggregate version this row reflects; the item's ETag.
     pub version: i64,
-}
-
-// Documents the answer, a `listing::Page<Post>`: same fields (see `listing`'s tests).
-/// One page of posts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct PostPage {
-    /// The posts on this page (empty past the last page).
-    pub items: Vec<Post>,
-    /// How many posts match the filters, over all pages.
-    pub total: i64,
-    /// This page's number, from 1.
-    pub page: i64,
-    /// The page size asked for.
-    pub page_size: i64,
-    /// How many pages the matches fill (0 when none match).
-    pub pages: i64,
 }
 
 /// The query parameters of `GET /community/posts`, as sent; checked in [`ListPosts::parse`].
@@ -162,6 +149,7 @@ impl ReadModel for Post {
     const COLUMNS: &'static str = "id, title, content, author, created_at, updated_at, version";
     // Deleted posts keep their rows for the projector, but are never read.
     const VISIBLE: &'static str = "deleted_at IS NULL";
+    const PUBLIC: bool = true;
 }
 
 impl Item for Post {
@@ -180,19 +168,16 @@ impl Item for Post {
     operation_id = "list_posts",
     params(
         ListPostsParams,
-        ("If-None-Match" = Option<String>, Header, description = "ETags of cached pages; a match answers 304"),
-        ("X-Consistency-Token" = Option<String>, Header, description = "Token from a command answer: wait until the projection covers it"),
+        ReadHeaders,
     ),
     responses(
-        (status = 200, description = "One page of posts", body = PostPage, headers(
+        (status = 200, description = "One page of posts", body = Page<Post>, headers(
             ("ETag" = String, description = "Weak tag of this page at the projection's checkpoint"),
             ("Link" = String, description = "RFC 8288 links: first, prev, next, last"),
-            ("Cache-Control" = String, description = "no-cache"),
+            ("Cache-Control" = String, description = "public, max-age=5, stale-while-revalidate=30 when asked without Authorization and X-Consistency-Token; else private, no-cache"),
+            ("Vary" = String, description = "Authorization, X-Consistency-Token"),
         )),
-        (status = 304, description = "The cached page is current", headers(("ETag" = String))),
-        (status = 400, description = "A query parameter or the consistency token is invalid", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 503, description = "The projection did not reach the consistency token in time", body = ProblemDetails, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds"))),
+        ListAnswers,
     )
 )]
 pub async fn list_posts(
@@ -201,7 +186,7 @@ pub async fn list_posts(
     query: Result<Query<ListPostsParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(params) = query?;
-    listing::list_response(&state, &headers, &ListPosts::parse(&params)?).await
+    page::list_response(&state, &headers, &ListPosts::parse(&params)?).await
 }
 
 /// Reads one community post; a deleted post is 404.
@@ -212,20 +197,15 @@ pub async fn list_posts(
     operation_id = "get_post",
     params(
         ("id" = Uuid, Path, description = "The post's id"),
-        ("If-None-Match" = Option<String>, Header, description = "ETags of cached versions; a match answers 304"),
-        ("X-Consistency-Token" = Option<String>, Header, description = "Token from a command answer: wait until the projection covers it"),
+        ReadHeaders,
     ),
     responses(
         (status = 200, description = "The post", body = Post, headers(
             ("ETag" = String, description = "The aggregate version, e.g. \"3\""),
-            ("Cache-Control" = String, description = "no-cache"),
+            ("Cache-Control" = String, description = "public, max-age=5, stale-while-revalidate=30 when asked without Authorization and X-Consistency-Token; else private, no-cache"),
+            ("Vary" = String, description = "Authorization, X-Consistency-Token"),
         )),
-        (status = 304, description = "The cached version is current", headers(("ETag" = String))),
-        (status = 400, description = "The consistency token is malformed", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 404, description = "No post has this id, or it was deleted", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 422, description = "The id is not a UUID", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 503, description = "The projection did not reach the consistency token in time", body = ProblemDetails, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds"))),
+        ItemAnswers,
     )
 )]
 pub async fn get_post(
@@ -233,5 +213,5 @@ pub async fn get_post(
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    listing::item_response::<Post>(&state, &headers, id).await
+    item::item_response::<Post>(&state, &headers, id).await
 }

@@ -1,10 +1,9 @@
-//! The `/api/v1` routes, one module per resource, merged here with their OpenAPI paths;
-//! [`listing`] holds the list and item flow the read-model resources share.
+//! The `/api/v1` routes, one module per resource, merged here with their OpenAPI paths. The
+//! list and item flow they share lives in [`crate::read`].
 
 pub mod analytics;
 pub mod audit;
 pub mod community;
-pub mod listing;
 pub mod projections;
 pub mod projects;
 pub mod status;
@@ -18,8 +17,8 @@ use axum::routing::get;
 use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::AppState;
 use crate::openapi::ApiDoc;
+use crate::state::AppState;
 
 /// The prefix of every API route.
 pub const API_PREFIX: &str = "/api/v1";

@@ -9,9 +9,9 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::AppState;
 use crate::error::ApiError;
-use crate::openapi::ProblemDetails;
+use crate::openapi::answers::Unavailable;
+use crate::state::AppState;
 
 /// The routes of this resource, documented.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -85,8 +85,7 @@ pub async fn projection_statuses(pool: &PgPool) -> Result<Vec<ProjectionStatus>,
     operation_id = "list_projections",
     responses(
         (status = 200, description = "Every projection, by name", body = Vec<ProjectionStatus>),
-        (status = 503, description = "The database is unavailable", body = ProblemDetails, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds"))),
+        Unavailable,
     )
 )]
 pub async fn list_projections(

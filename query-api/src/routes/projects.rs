@@ -16,11 +16,15 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::listing::{self, Item, ListRequest, ReadModel, non_empty, text_filter};
-use crate::AppState;
 use crate::error::ApiError;
-use crate::openapi::ProblemDetails;
+use crate::openapi::ReadHeaders;
+use crate::openapi::answers::{ItemAnswers, ListAnswers};
+use crate::pagination::non_empty;
 use crate::pagination::{self, PageRequest};
+use crate::read::item::{self, Item};
+use crate::read::page::{self, ListRequest, Page, ReadModel};
+use crate::read::sort::{self, text_filter};
+use crate::state::AppState;
 
 /// The name of the projection (its `projection_checkpoints` row) that fills `projects`.
 pub const PROJECTION: &str = event_store::catalogue::PROJECTS.name;
@@ -57,22 +61,6 @@ pub struct Project {
     pub updated_at: DateTime<Utc>,
     /// The aggregate version this row reflects; the item's ETag.
     pub version: i64,
-}
-
-// Documents the answer, a `listing::Page<Project>`: same fields (see `listing`'s tests).
-/// One page of projects.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct ProjectPage {
-    /// The projects on this page (empty past the last page).
-    pub items: Vec<Project>,
-    /// How many projects match the filters, over all pages.
-    pub total: i64,
-    /// This page's number, from 1.
-    pub page: i64,
-    /// The page size asked for.
-    pub page_size: i64,
-    /// How many pages the matches fill (0 when none match).
-    pub pages: i64,
 }
 
 /// The query parameters of `GET /projects`, as sent. Every field is read as text and checked
@@ -114,7 +102,7 @@ pub enum SortField {
     Name,
 }
 
-impl listing::SortField for SortField {
+impl sort::SortField for SortField {
     const ALL: &'static [Self] = &[Self::CreatedAt, Self::UpdatedAt, Self::Name];
     const DEFAULT: Self = Self::CreatedAt;
     const EXPECTED: &'static str =
@@ -130,7 +118,7 @@ impl listing::SortField for SortField {
 }
 
 /// A sort order over projects.
-pub type Sort = listing::Sort<SortField>;
+pub type Sort = sort::Sort<SortField>;
 
 /// Which projects a list request matches.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -280,19 +268,16 @@ impl Item for Project {
     operation_id = "list_projects",
     params(
         ListProjectsParams,
-        ("If-None-Match" = Option<String>, Header, description = "ETags of cached pages; a match answers 304"),
-        ("X-Consistency-Token" = Option<String>, Header, description = "Token from a command answer: wait until the projection covers it"),
+        ReadHeaders,
     ),
     responses(
-        (status = 200, description = "One page of projects", body = ProjectPage, headers(
+        (status = 200, description = "One page of projects", body = Page<Project>, headers(
             ("ETag" = String, description = "Weak tag of this page at the projection's checkpoint"),
             ("Link" = String, description = "RFC 8288 links: first, prev, next, last"),
-            ("Cache-Control" = String, description = "no-cache"),
+            ("Cache-Control" = String, description = "private, no-cache"),
+            ("Vary" = String, description = "Authorization, X-Consistency-Token"),
         )),
-        (status = 304, description = "The cached page is current", headers(("ETag" = String))),
-        (status = 400, description = "A query parameter or the consistency token is invalid", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 503, description = "The projection did not reach the consistency token in time", body = ProblemDetails, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds"))),
+        ListAnswers,
     )
 )]
 pub async fn list_projects(
@@ -301,7 +286,7 @@ pub async fn list_projects(
     query: Result<Query<ListProjectsParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(params) = query?;
-    listing::list_response(&state, &headers, &ListProjects::parse(&params)?).await
+    page::list_response(&state, &headers, &ListProjects::parse(&params)?).await
 }
 
 /// Reads one project.
@@ -312,20 +297,15 @@ pub async fn list_projects(
     operation_id = "get_project",
     params(
         ("id" = Uuid, Path, description = "The project's id"),
-        ("If-None-Match" = Option<String>, Header, description = "ETags of cached versions; a match answers 304"),
-        ("X-Consistency-Token" = Option<String>, Header, description = "Token from a command answer: wait until the projection covers it"),
+        ReadHeaders,
     ),
     responses(
         (status = 200, description = "The project", body = Project, headers(
             ("ETag" = String, description = "The aggregate version, e.g. \"7\""),
-            ("Cache-Control" = String, description = "no-cache"),
+            ("Cache-Control" = String, description = "private, no-cache"),
+            ("Vary" = String, description = "Authorization, X-Consistency-Token"),
         )),
-        (status = 304, description = "The cached version is current", headers(("ETag" = String))),
-        (status = 400, description = "The consistency token is malformed", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 404, description = "No project has this id", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 422, description = "The id is not a UUID", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 503, description = "The projection did not reach the consistency token in time", body = ProblemDetails, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds"))),
+        ItemAnswers,
     )
 )]
 pub async fn get_project(
@@ -333,12 +313,14 @@ pub async fn get_project(
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    listing::item_response::<Project>(&state, &headers, id).await
+    item::item_response::<Project>(&state, &headers, id).await
 }
 
 #[cfg(test)]
 mod tests {
     use events::LogPosition;
+
+    use crate::checkpoint::Checkpoint;
 
     use super::*;
 
@@ -359,21 +341,32 @@ mod tests {
             panic!("both parse");
         };
         assert_eq!(a.query_string(1), b.query_string(1));
-        assert_eq!(a.etag(LogPosition::START), b.etag(LogPosition::START));
+        assert_eq!(a.etag(Checkpoint::default()), b.etag(Checkpoint::default()));
     }
 
     #[test]
-    fn the_list_etag_moves_with_the_checkpoint_and_the_page() {
+    fn the_list_etag_moves_with_the_checkpoint_its_generation_and_the_page() {
         let request = ListProjects::default();
-        let at = LogPosition {
-            tx_id: 9,
-            position: 4,
+        let at = Checkpoint {
+            at: LogPosition {
+                tx_id: 9,
+                position: 4,
+            },
+            generation: 0,
         };
-        let later = LogPosition {
-            tx_id: 10,
-            position: 5,
+        let later = Checkpoint {
+            at: LogPosition {
+                tx_id: 10,
+                position: 5,
+            },
+            ..at
+        };
+        let rebuilt = Checkpoint {
+            generation: 1,
+            ..at
         };
         assert_ne!(request.etag(at), request.etag(later));
+        assert_ne!(request.etag(at), request.etag(rebuilt));
         let mut next_page = request.clone();
         next_page.page.page = 2;
         assert_ne!(request.etag(at), next_page.etag(at));

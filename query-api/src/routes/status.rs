@@ -2,10 +2,11 @@
 //! status) and `GET /status/services/{service_id}/history` (a service's reports, newest
 //! first, paginated).
 //!
-//! Both are public and cacheable: `Cache-Control: public, max-age=5,
-//! stale-while-revalidate=30` lets browsers and CDNs absorb a crowd refreshing during an
-//! incident, at the price of at most a few seconds of staleness, and the ETag (derived from
-//! the `service_status` checkpoint) makes revalidation a 304 costing one primary-key read.
+//! Both are public: asked anonymously and without a consistency token they are
+//! `Cache-Control: public, max-age=5, stale-while-revalidate=30` ([`Audience`]), which lets
+//! browsers and CDNs absorb a crowd refreshing during an incident at the price of a few seconds
+//! of staleness, and the ETag (derived from the `service_status` checkpoint) makes
+//! revalidation a 304 costing one primary-key read.
 //!
 //! The overall status is the worst service status, by the severity order of
 //! [`ServiceHealth`]: `operational < under_maintenance < degraded_performance <
@@ -20,11 +21,9 @@ use std::borrow::Cow;
 use axum::Json;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::header::CACHE_CONTROL;
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use events::LogPosition;
 use events::status::ServiceHealth;
 use serde::{Deserialize, Serialize};
 use sqlx::{Postgres, QueryBuilder};
@@ -32,20 +31,19 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::listing::{self, ListRequest, ReadModel};
-use crate::AppState;
+use crate::checkpoint::Checkpoint;
 use crate::consistency;
 use crate::error::ApiError;
-use crate::etag::{ETag, list_etag};
-use crate::openapi::ProblemDetails;
+use crate::etag::{Audience, ETag, list_etag};
+use crate::openapi::ReadHeaders;
+use crate::openapi::answers::{InvalidPath, ListAnswers};
 use crate::pagination::PageRequest;
+use crate::read::page::{self, ListRequest, Page, ReadModel};
+use crate::state::AppState;
 
 /// The name of the projection (its `projection_checkpoints` row) that fills
 /// `service_status_latest` and `service_status_history`.
 pub const PROJECTION: &str = event_store::catalogue::SERVICE_STATUS.name;
-
-/// `Cache-Control` of the status page's answers (and their 304s).
-pub const PUBLIC_CACHE_CONTROL: &str = "public, max-age=5, stale-while-revalidate=30";
 
 /// The routes of this resource, documented.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -94,22 +92,6 @@ pub struct StatusReport {
     pub created_at: DateTime<Utc>,
 }
 
-// Documents the answer, a `listing::Page<StatusReport>`: same fields (see `listing`'s tests).
-/// One page of a service's history, newest first.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct StatusHistoryPage {
-    /// The reports on this page (empty past the last page).
-    pub items: Vec<StatusReport>,
-    /// How many reports the service has.
-    pub total: i64,
-    /// This page's number, from 1.
-    pub page: i64,
-    /// The page size asked for.
-    pub page_size: i64,
-    /// How many pages the reports fill (0 when none).
-    pub pages: i64,
-}
-
 /// The query parameters of the history, as sent. Unknown parameters are ignored.
 #[derive(Debug, Clone, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -139,19 +121,11 @@ pub fn overall<'a>(statuses: impl IntoIterator<Item = &'a str>) -> Result<Servic
         })
 }
 
-/// Sets the status page's public `Cache-Control` (over the default `no-cache`).
-fn public(mut response: Response) -> Response {
-    response.headers_mut().insert(
-        CACHE_CONTROL,
-        HeaderValue::from_static(PUBLIC_CACHE_CONTROL),
-    );
-    response
-}
-
 impl ReadModel for StatusReport {
     const PROJECTION: &'static str = PROJECTION;
     const TABLE: &'static str = "service_status_history";
     const COLUMNS: &'static str = "status, description, created_at";
+    const PUBLIC: bool = true;
 }
 
 /// A checked history request: one service's reports, a page of them.
@@ -195,7 +169,7 @@ impl ListRequest for HistoryRequest {
     }
 
     /// Unlike the other lists, the tag also hashes the path: the service is in it.
-    fn etag(&self, at: LogPosition) -> ETag {
+    fn etag(&self, at: Checkpoint) -> ETag {
         list_etag(
             at,
             &format!("{}?{}", self.path(), self.query_string(self.page.page)),
@@ -210,18 +184,15 @@ impl ListRequest for HistoryRequest {
     tag = "status",
     operation_id = "status_page",
     params(
-        ("If-None-Match" = Option<String>, Header, description = "ETag of a cached page; a match answers 304"),
-        ("X-Consistency-Token" = Option<String>, Header, description = "Token from a report: wait until the projection covers it"),
+        ReadHeaders,
     ),
     responses(
         (status = 200, description = "The status page", body = StatusPage, headers(
             ("ETag" = String, description = "Weak tag of the page at the projection's checkpoint"),
-            ("Cache-Control" = String, description = "public, max-age=5, stale-while-revalidate=30"),
+            ("Cache-Control" = String, description = "public, max-age=5, stale-while-revalidate=30 when asked without Authorization and X-Consistency-Token; else private, no-cache"),
+            ("Vary" = String, description = "Authorization, X-Consistency-Token"),
         )),
-        (status = 304, description = "The cached page is current", headers(("ETag" = String))),
-        (status = 400, description = "The consistency token is malformed", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 503, description = "The projection did not reach the consistency token in time", body = ProblemDetails, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds"))),
+        ListAnswers,
     )
 )]
 pub async fn status_page(
@@ -230,8 +201,9 @@ pub async fn status_page(
 ) -> Result<Response, ApiError> {
     let checkpoint = consistency::tag_checkpoint(&state, &headers, PROJECTION).await?;
     let etag = list_etag(checkpoint, "status");
+    let audience = Audience::of(true, &headers);
     if etag.matches_if_none_match(&headers) {
-        return Ok(public(etag.not_modified()));
+        return Ok(etag.not_modified(audience));
     }
     let services: Vec<ServiceLatest> = sqlx::query_as(
         "SELECT service_id, status, description, updated_at FROM service_status_latest \
@@ -244,7 +216,7 @@ pub async fn status_page(
         overall: overall.as_str().to_owned(),
         services,
     };
-    Ok(public(etag.decorate(Json(page).into_response())))
+    Ok(etag.decorate(audience, Json(page).into_response()))
 }
 
 /// A service's reports, newest first.
@@ -256,20 +228,16 @@ pub async fn status_page(
     params(
         ("service_id" = String, Path, description = "The service's slug, `[a-z0-9-]{1,64}`", pattern = "^[a-z0-9-]{1,64}$"),
         HistoryParams,
-        ("If-None-Match" = Option<String>, Header, description = "ETags of cached pages; a match answers 304"),
-        ("X-Consistency-Token" = Option<String>, Header, description = "Token from a report: wait until the projection covers it"),
+        ReadHeaders,
     ),
     responses(
-        (status = 200, description = "One page of reports, newest first; empty for a service that never reported", body = StatusHistoryPage, headers(
+        (status = 200, description = "One page of reports, newest first; empty for a service that never reported", body = Page<StatusReport>, headers(
             ("ETag" = String, description = "Weak tag of this page at the projection's checkpoint"),
             ("Link" = String, description = "RFC 8288 links: first, prev, next, last"),
-            ("Cache-Control" = String, description = "public, max-age=5, stale-while-revalidate=30"),
+            ("Cache-Control" = String, description = "public, max-age=5, stale-while-revalidate=30 when asked without Authorization and X-Consistency-Token; else private, no-cache"),
+            ("Vary" = String, description = "Authorization, X-Consistency-Token"),
         )),
-        (status = 304, description = "The cached page is current", headers(("ETag" = String))),
-        (status = 400, description = "A query parameter or the consistency token is invalid", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 422, description = "The service id is malformed", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 503, description = "The projection did not reach the consistency token in time", body = ProblemDetails, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds"))),
+        ListAnswers, InvalidPath,
     )
 )]
 pub async fn service_history(
@@ -291,10 +259,7 @@ pub async fn service_history(
         service_id,
         page: PageRequest::parse(params.page.as_deref(), params.page_size.as_deref())?,
     };
-    // The public caching applies to the 304 as much as to the page.
-    Ok(public(
-        listing::list_response(&state, &headers, &request).await?,
-    ))
+    page::list_response(&state, &headers, &request).await
 }
 
 #[cfg(test)]

@@ -17,11 +17,15 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::listing::{self, Item, ListRequest, ReadModel, TimestampSort, non_empty, text_filter};
-use crate::AppState;
 use crate::error::ApiError;
-use crate::openapi::ProblemDetails;
+use crate::openapi::ReadHeaders;
+use crate::openapi::answers::{ItemAnswers, ListAnswers};
+use crate::pagination::non_empty;
 use crate::pagination::{self, PageRequest};
+use crate::read::item::{self, Item};
+use crate::read::page::{self, ListRequest, Page, ReadModel};
+use crate::read::sort::{TimestampSort, text_filter};
+use crate::state::AppState;
 
 /// The name of the projection (its `projection_checkpoints` row) that fills `support_tickets`.
 pub const PROJECTION: &str = event_store::catalogue::SUPPORT_TICKETS.name;
@@ -59,22 +63,6 @@ pub struct Ticket {
     pub updated_at: DateTime<Utc>,
     /// The aggregate version this row reflects; the item's ETag.
     pub version: i64,
-}
-
-// Documents the answer, a `listing::Page<Ticket>`: same fields (see `listing`'s tests).
-/// One page of tickets.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct TicketPage {
-    /// The tickets on this page (empty past the last page).
-    pub items: Vec<Ticket>,
-    /// How many tickets match the filters, over all pages.
-    pub total: i64,
-    /// This page's number, from 1.
-    pub page: i64,
-    /// The page size asked for.
-    pub page_size: i64,
-    /// How many pages the matches fill (0 when none match).
-    pub pages: i64,
 }
 
 /// The query parameters of `GET /support/tickets`, as sent; checked in
@@ -207,19 +195,16 @@ impl Item for Ticket {
     operation_id = "list_tickets",
     params(
         ListTicketsParams,
-        ("If-None-Match" = Option<String>, Header, description = "ETags of cached pages; a match answers 304"),
-        ("X-Consistency-Token" = Option<String>, Header, description = "Token from a command answer: wait until the projection covers it"),
+        ReadHeaders,
     ),
     responses(
-        (status = 200, description = "One page of tickets", body = TicketPage, headers(
+        (status = 200, description = "One page of tickets", body = Page<Ticket>, headers(
             ("ETag" = String, description = "Weak tag of this page at the projection's checkpoint"),
             ("Link" = String, description = "RFC 8288 links: first, prev, next, last"),
-            ("Cache-Control" = String, description = "no-cache"),
+            ("Cache-Control" = String, description = "private, no-cache"),
+            ("Vary" = String, description = "Authorization, X-Consistency-Token"),
         )),
-        (status = 304, description = "The cached page is current", headers(("ETag" = String))),
-        (status = 400, description = "A query parameter or the consistency token is invalid", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 503, description = "The projection did not reach the consistency token in time", body = ProblemDetails, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds"))),
+        ListAnswers,
     )
 )]
 pub async fn list_tickets(
@@ -228,7 +213,7 @@ pub async fn list_tickets(
     query: Result<Query<ListTicketsParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(params) = query?;
-    listing::list_response(&state, &headers, &ListTickets::parse(&params)?).await
+    page::list_response(&state, &headers, &ListTickets::parse(&params)?).await
 }
 
 /// Reads one support ticket.
@@ -239,20 +224,15 @@ pub async fn list_tickets(
     operation_id = "get_ticket",
     params(
         ("id" = Uuid, Path, description = "The ticket's id"),
-        ("If-None-Match" = Option<String>, Header, description = "ETags of cached versions; a match answers 304"),
-        ("X-Consistency-Token" = Option<String>, Header, description = "Token from a command answer: wait until the projection covers it"),
+        ReadHeaders,
     ),
     responses(
         (status = 200, description = "The ticket", body = Ticket, headers(
             ("ETag" = String, description = "The aggregate version, e.g. \"3\""),
-            ("Cache-Control" = String, description = "no-cache"),
+            ("Cache-Control" = String, description = "private, no-cache"),
+            ("Vary" = String, description = "Authorization, X-Consistency-Token"),
         )),
-        (status = 304, description = "The cached version is current", headers(("ETag" = String))),
-        (status = 400, description = "The consistency token is malformed", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 404, description = "No ticket has this id", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 422, description = "The id is not a UUID", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 503, description = "The projection did not reach the consistency token in time", body = ProblemDetails, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds"))),
+        ItemAnswers,
     )
 )]
 pub async fn get_ticket(
@@ -260,12 +240,12 @@ pub async fn get_ticket(
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    listing::item_response::<Ticket>(&state, &headers, id).await
+    item::item_response::<Ticket>(&state, &headers, id).await
 }
 
 #[cfg(test)]
 mod tests {
-    use events::LogPosition;
+    use crate::checkpoint::Checkpoint;
 
     use super::*;
     use crate::etag::list_etag;
@@ -301,8 +281,8 @@ mod tests {
             panic!("both parse");
         };
         assert_eq!(
-            list_etag(LogPosition::START, &a.query_string(1)),
-            list_etag(LogPosition::START, &b.query_string(1))
+            list_etag(Checkpoint::default(), &a.query_string(1)),
+            list_etag(Checkpoint::default(), &b.query_string(1))
         );
     }
 }

@@ -64,22 +64,16 @@ async fn bad_dates_reversed_and_overlong_ranges_are_400(pool: PgPool) {
         ("from=2026-03-02&to=2026-03-01", "from"),
         ("from=2024-01-01&to=2026-01-01", "to"),
         ("from=2026-01-01&to=2026-01-02&name=Not%20A%20Name", "name"),
+        // Signed and out-of-range years chrono's `%Y` accepts but PostgreSQL cannot store:
+        // they once reached the database and answered 500.
+        ("from=-5000-01-1&to=-5000-01-2", "from"),
+        ("from=2026-01-01&to=-5000-01-2", "to"),
+        ("from=+202-01-01&to=2026-01-01", "from"),
+        ("from=0000-01-01&to=0000-01-02", "from"),
+        ("from=2026-01-01&to=+2026-1-01", "to"),
     ] {
         let answer = get(&app, &format!("/api/v1/analytics/summary?{query}")).await;
         let problem = answer.problem(StatusCode::BAD_REQUEST);
         assert_eq!(problem["parameter"], parameter, "{query}");
     }
-}
-
-#[sqlx::test(migrator = "event_store::MIGRATOR")]
-async fn the_openapi_document_describes_the_summary_and_the_audit_routes(pool: PgPool) {
-    let document = get(&app(&pool).await, "/api/v1/openapi.json").await.json();
-    for path in [
-        "/api/v1/analytics/summary",
-        "/api/v1/audit/events",
-        "/api/v1/audit/streams/{aggregate_type}/{aggregate_id}",
-    ] {
-        assert!(document["paths"][path]["get"].is_object(), "{path} missing");
-    }
-    assert!(document["components"]["schemas"]["Envelope"].is_object());
 }

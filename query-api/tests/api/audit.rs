@@ -6,24 +6,34 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::http::StatusCode;
 use event_store::append::NewEvent;
+use events::project::ProjectEvent;
+use events::ticket::TicketEvent;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::helpers::{app, append_event, get};
 
-fn event(aggregate_type: &str, id: &str, sequence: i64, event_type: &str, actor: &str) -> NewEvent {
-    NewEvent {
-        event_id: Uuid::now_v7(),
-        aggregate_type: aggregate_type.to_owned(),
-        aggregate_id: id.to_owned(),
+/// A `DomainEvent` on stream (`aggregate_type`, `id`) at `sequence`, recorded as `actor`'s.
+fn event(
+    aggregate_type: &str,
+    id: &str,
+    sequence: i64,
+    event: &impl cqrs_es::DomainEvent,
+    actor: &str,
+) -> NewEvent {
+    NewEvent::of(
+        aggregate_type,
+        id,
         sequence,
-        event_type: event_type.to_owned(),
-        event_version: "1".to_owned(),
-        payload: json!({ "n": sequence }),
-        metadata: json!({ "actor": actor, "request_id": "r", "correlation_id": "c",
-                          "causation_id": "c" }),
-    }
+        event,
+        json!({ "actor": actor, "request_id": "r", "correlation_id": "c", "causation_id": "c" }),
+    )
+    .expect("event serializes")
+}
+
+fn archived() -> ProjectEvent {
+    ProjectEvent::ProjectArchived {}
 }
 
 /// Waits (bounded) until `n` events are below the commit-safe horizon: tests run in parallel
@@ -67,7 +77,7 @@ async fn following_next_never_skips_or_repeats_an_event_while_appends_continue(p
 
     // A transaction that appends first and commits last, after everything below.
     let mut late = pool.begin().await.expect("begin");
-    event_store::append::append_in(&mut late, &[event("Late", "l", 1, "LateEvent", "slow")])
+    event_store::append::append_in(&mut late, &[event("Late", "l", 1, &archived(), "slow")])
         .await
         .expect("late append");
 
@@ -133,9 +143,19 @@ async fn following_next_never_skips_or_repeats_an_event_while_appends_continue(p
 #[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn filters_narrow_the_log_and_items_are_full_envelopes(pool: PgPool) {
     let events = [
-        event("Project", "p1", 1, "ProjectArchived", "ada"),
-        event("Project", "p2", 1, "ProjectArchived", "bob"),
-        event("Ticket", "t1", 1, "TicketOpened", "ada"),
+        event("Project", "p1", 1, &archived(), "ada"),
+        event("Project", "p2", 1, &archived(), "bob"),
+        event(
+            "Ticket",
+            "t1",
+            1,
+            &TicketEvent::TicketOpened {
+                email: "ada@example.com".to_owned(),
+                subject: "Help".to_owned(),
+                message: "Please".to_owned(),
+            },
+            "ada",
+        ),
     ];
     for event in &events {
         event_store::append::append(&pool, std::slice::from_ref(event), None)
@@ -261,4 +281,76 @@ async fn old_event_versions_are_served_upcast(pool: PgPool) {
             "{uri}"
         );
     }
+}
+
+/// The versions and `next_version` of one stream page.
+async fn stream_page(app: &Router, query: &str) -> (Vec<i64>, Value) {
+    let answer = get(app, &format!("/api/v1/audit/streams/Project/p1?{query}")).await;
+    assert_eq!(answer.status, StatusCode::OK, "{query}: {:?}", answer.body);
+    let body = answer.json();
+    let versions = body["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|item| item["version"].as_i64().expect("version"))
+        .collect();
+    (versions, body["next_version"].clone())
+}
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn a_stream_is_paged_by_version_and_next_version_is_null_at_the_end(pool: PgPool) {
+    for sequence in 1..=4 {
+        append_event(&pool, "Project", "p1", sequence).await;
+    }
+    wait_visible(&pool, 4).await;
+    let app = app(&pool).await;
+
+    // An exact multiple of the page: the second page is the last, not an empty third.
+    assert_eq!(stream_page(&app, "limit=2").await, (vec![1, 2], json!(3)));
+    assert_eq!(
+        stream_page(&app, "limit=2&from_version=3").await,
+        (vec![3, 4], Value::Null)
+    );
+    // Not a multiple, and the default limit (100) covers the whole stream.
+    assert_eq!(
+        stream_page(&app, "limit=3&from_version=2").await,
+        (vec![2, 3, 4], Value::Null)
+    );
+    assert_eq!(
+        stream_page(&app, "limit=3").await,
+        (vec![1, 2, 3], json!(4))
+    );
+    assert_eq!(stream_page(&app, "").await, (vec![1, 2, 3, 4], Value::Null));
+    assert_eq!(stream_page(&app, "limit=1000").await.1, Value::Null);
+    // Past the end of an existing stream: empty, and nothing follows.
+    assert_eq!(
+        stream_page(&app, "from_version=5").await,
+        (vec![], Value::Null)
+    );
+
+    for bad in ["limit=0", "limit=1001", "limit=ten", "limit=-1", "limit="] {
+        let problem = get(&app, &format!("/api/v1/audit/streams/Project/p1?{bad}"))
+            .await
+            .problem(StatusCode::BAD_REQUEST);
+        assert_eq!(problem["parameter"], "limit", "{bad}");
+    }
+}
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn a_stream_page_stops_at_the_limit_even_for_a_long_stream(pool: PgPool) {
+    let events: Vec<NewEvent> = (1..=250)
+        .map(|sequence| event("Project", "p1", sequence, &archived(), "ada"))
+        .collect();
+    event_store::append::append(&pool, &events, None)
+        .await
+        .expect("appended");
+    wait_visible(&pool, 250).await;
+    let app = app(&pool).await;
+
+    let (versions, next) = stream_page(&app, "").await;
+    assert_eq!(versions, (1..=100).collect::<Vec<_>>());
+    assert_eq!(next, json!(101));
+    let (versions, next) = stream_page(&app, "from_version=201").await;
+    assert_eq!(versions, (201..=250).collect::<Vec<_>>());
+    assert_eq!(next, Value::Null);
 }

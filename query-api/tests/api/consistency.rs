@@ -7,9 +7,11 @@ use axum::http::{Request, StatusCode};
 use events::{ConsistencyToken, LogPosition};
 use sqlx::PgPool;
 
+use event_store::wake::CheckpointMoved;
+
 use crate::helpers::{
-    app_with, append_event, get_with, insert_project, notify_checkpoint, project, send,
-    set_checkpoint, waiting,
+    announce, app_and_state, app_with, append_event, get_with, insert_project, notify_checkpoint,
+    project, send, set_checkpoint, waiting,
 };
 
 fn token(position: LogPosition) -> String {
@@ -174,4 +176,95 @@ async fn a_token_from_another_resource_does_not_wait_for_this_projection(pool: P
     )
     .await;
     assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn a_far_future_token_costs_a_few_queries_not_one_every_25_ms(pool: PgPool) {
+    let behind = append_event(&pool, "Project", "p1", 1).await;
+    set_checkpoint(&pool, "projects", behind).await;
+    let far = LogPosition {
+        tx_id: i64::MAX / 2,
+        position: i64::MAX / 2,
+    };
+    let (app, state) = app_and_state(&pool, waiting(Duration::from_millis(2500))).await;
+    // Announcements of other projections and of earlier checkpoints arrive meanwhile; each
+    // wakes the waiter, none sends it to the database.
+    let chatter = tokio::spawn({
+        let pool = pool.clone();
+        async move {
+            for n in 1..=20 {
+                announce(
+                    &pool,
+                    &CheckpointMoved {
+                        projection: if n % 2 == 0 {
+                            "projects"
+                        } else {
+                            "support_tickets"
+                        }
+                        .to_owned(),
+                        checkpoint: behind,
+                        generation: 0,
+                        changed: Vec::new(),
+                        complete: true,
+                    },
+                )
+                .await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    });
+
+    let answer = get_with(
+        &app,
+        "/api/v1/projects",
+        &[("x-consistency-token", &token(far))],
+    )
+    .await;
+    chatter.await.expect("chatter");
+
+    answer.problem(StatusCode::SERVICE_UNAVAILABLE);
+    // Checkpoint and horizon (two queries) up front, after the listener's start-up gap, at
+    // each second of fallback and once more at the deadline: 2 * 5 = 10, with room for one
+    // reconnect. Polling every 25 ms made it about 200.
+    let queries = state.wait_queries();
+    assert!(queries <= 12, "{queries} queries for one far-future token");
+}
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn the_announcement_that_reaches_the_token_ends_the_wait_without_a_query(pool: PgPool) {
+    let before = append_event(&pool, "Project", "p1", 1).await;
+    set_checkpoint(&pool, "projects", before).await;
+    let target = append_event(&pool, "Project", "p2", 1).await;
+    let (app, state) = app_and_state(&pool, waiting(Duration::from_secs(10))).await;
+    let request = Request::get("/api/v1/projects")
+        .header("x-consistency-token", token(target))
+        .body(Body::empty())
+        .expect("valid request");
+    let pending = tokio::spawn({
+        let app = app.clone();
+        async move { send(&app, request).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let queries_while_waiting = state.wait_queries();
+
+    // The projector commits and announces; the waiter learns the checkpoint from the payload.
+    set_checkpoint(&pool, "projects", target).await;
+    announce(
+        &pool,
+        &CheckpointMoved {
+            projection: "projects".to_owned(),
+            checkpoint: target,
+            generation: 0,
+            changed: vec![("p2".to_owned(), 1)],
+            complete: true,
+        },
+    )
+    .await;
+    let answer = tokio::time::timeout(Duration::from_secs(5), pending)
+        .await
+        .expect("answered well before the fallback could matter")
+        .expect("request task");
+
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(state.wait_queries(), queries_while_waiting);
 }

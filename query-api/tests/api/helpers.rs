@@ -8,9 +8,10 @@ use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Request, StatusCode};
 use chrono::{DateTime, TimeZone as _, Utc};
 use event_store::append::NewEvent;
+use event_store::wake::CheckpointMoved;
 use events::LogPosition;
 use http_body_util::BodyExt as _;
-use query_api::Settings;
+use query_api::{AppState, Settings};
 use serde_json::Value;
 use sqlx::PgPool;
 use tower::ServiceExt as _;
@@ -23,7 +24,29 @@ pub async fn app(pool: &PgPool) -> Router {
 
 /// The app with `settings`.
 pub async fn app_with(pool: &PgPool, settings: Settings) -> Router {
-    query_api::router(query_api::app_state(pool.clone(), settings).await)
+    app_and_state(pool, settings).await.0
+}
+
+/// The app with `settings`, and its state, to look into.
+pub async fn app_and_state(pool: &PgPool, settings: Settings) -> (Router, AppState) {
+    let state = query_api::app_state(pool.clone(), settings).await;
+    // The listener reports a gap once its LISTEN is in place; announcements sent before that
+    // would be lost, so tests that announce start after it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while state.announced().plain_wakes() == 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    (query_api::router(state.clone()), state)
+}
+
+/// Announces `moved` on the checkpoints channel, as the projector does after each batch.
+pub async fn announce(pool: &PgPool, moved: &CheckpointMoved) {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(event_store::wake::CHECKPOINTS_CHANNEL)
+        .bind(moved.to_payload())
+        .execute(pool)
+        .await
+        .expect("announced");
 }
 
 /// Settings whose consistency wait is `wait`.
@@ -171,6 +194,23 @@ pub async fn insert_project<'e>(executor: impl sqlx::PgExecutor<'e>, row: &Proje
     .expect("project inserted");
 }
 
+/// Waits (at most 10 s) until `state` has applied an announcement of `projection` at or past
+/// `at`; panics otherwise.
+pub async fn until_announced(state: &AppState, projection: &str, at: LogPosition) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while state
+        .announced()
+        .seen(projection)
+        .is_none_or(|seen| seen.at < at)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "announcement of {projection} at {at:?} not received"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// Sets projection `name`'s checkpoint to `position` on `executor`, as the projector does.
 pub async fn set_checkpoint<'e>(
     executor: impl sqlx::PgExecutor<'e>,
@@ -211,16 +251,15 @@ pub async fn append_event(
     aggregate_id: &str,
     sequence: i64,
 ) -> LogPosition {
-    let event = NewEvent {
-        event_id: Uuid::now_v7(),
-        aggregate_type: aggregate_type.to_owned(),
-        aggregate_id: aggregate_id.to_owned(),
+    // What the event says does not matter to these tests, only where it lands in the log.
+    let event = NewEvent::of(
+        aggregate_type,
+        aggregate_id,
         sequence,
-        event_type: "Something".to_owned(),
-        event_version: "1".to_owned(),
-        payload: serde_json::json!({}),
-        metadata: serde_json::json!({"actor": "test"}),
-    };
+        &events::project::ProjectEvent::ProjectArchived {},
+        serde_json::json!({"actor": "test"}),
+    )
+    .expect("event serializes");
     event_store::append::append(pool, &[event], None)
         .await
         .expect("appended")

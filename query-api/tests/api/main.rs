@@ -2,11 +2,15 @@
 //! PostgreSQL database per test (`#[sqlx::test]`).
 
 mod analytics;
+mod announced_versions;
 mod audit;
+mod caching;
 mod community;
 mod consistency;
+mod generation;
 mod helpers;
 mod openapi;
+mod plumbing;
 mod projections;
 mod projects;
 mod status;

@@ -1,10 +1,9 @@
-//! `GET /api/v1/openapi.json` and the shared plumbing routes.
+//! `GET /api/v1/openapi.json`: every path, the generic page schemas and the shared answers.
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
 use sqlx::PgPool;
 
-use crate::helpers::{app, get, send};
+use crate::helpers::{app, get};
 
 #[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn the_openapi_document_lists_every_path_and_the_problem_schema(pool: PgPool) {
@@ -23,11 +22,29 @@ async fn the_openapi_document_lists_every_path_and_the_problem_schema(pool: PgPo
     for path in [
         "/api/v1/projects",
         "/api/v1/projects/{id}",
+        "/api/v1/support/tickets",
+        "/api/v1/support/tickets/{id}",
+        "/api/v1/community/posts",
+        "/api/v1/community/posts/{id}",
+        "/api/v1/status",
+        "/api/v1/status/services/{service_id}/history",
+        "/api/v1/analytics/summary",
+        "/api/v1/audit/events",
+        "/api/v1/audit/streams/{aggregate_type}/{aggregate_id}",
         "/api/v1/projections",
     ] {
         assert!(document["paths"][path]["get"].is_object(), "missing {path}");
     }
-    for schema in ["Project", "ProjectPage", "ProjectionStatus", "Problem"] {
+    for schema in [
+        "Project",
+        "Ticket",
+        "Post",
+        "StatusPage",
+        "StatusReport",
+        "Envelope",
+        "ProjectionStatus",
+        "Problem",
+    ] {
         assert!(
             document["components"]["schemas"][schema].is_object(),
             "missing schema {schema}"
@@ -36,7 +53,16 @@ async fn the_openapi_document_lists_every_path_and_the_problem_schema(pool: PgPo
     let parameters = document["paths"]["/api/v1/projects"]["get"]["parameters"]
         .as_array()
         .expect("parameters");
-    for name in ["page", "page_size", "owner_id", "archived", "q", "sort"] {
+    for name in [
+        "page",
+        "page_size",
+        "owner_id",
+        "archived",
+        "q",
+        "sort",
+        "If-None-Match",
+        "X-Consistency-Token",
+    ] {
         assert!(
             parameters.iter().any(|p| p["name"] == name),
             "missing parameter {name}"
@@ -45,28 +71,72 @@ async fn the_openapi_document_lists_every_path_and_the_problem_schema(pool: PgPo
 }
 
 #[sqlx::test(migrator = "event_store::MIGRATOR")]
-async fn the_plumbing_routes_answer(pool: PgPool) {
-    let app = app(&pool).await;
+async fn every_list_answers_one_generic_page_schema_under_a_distinct_name(pool: PgPool) {
+    let document = get(&app(&pool).await, "/api/v1/openapi.json").await.json();
 
-    assert_eq!(get(&app, "/healthz").await.status, StatusCode::OK);
-    assert_eq!(get(&app, "/readyz").await.status, StatusCode::OK);
-    assert_eq!(get(&app, "/metrics").await.status, StatusCode::OK);
-    get(&app, "/api/v1/nowhere")
-        .await
-        .problem(StatusCode::NOT_FOUND);
+    for (path, item) in [
+        ("/api/v1/projects", "Project"),
+        ("/api/v1/support/tickets", "Ticket"),
+        ("/api/v1/community/posts", "Post"),
+        (
+            "/api/v1/status/services/{service_id}/history",
+            "StatusReport",
+        ),
+    ] {
+        let page = format!("Page_{item}");
+        let body = &document["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]
+            ["schema"]["$ref"];
+        assert_eq!(body, &format!("#/components/schemas/{page}"), "{path}");
+        let schema = &document["components"]["schemas"][page.as_str()];
+        // utoipa inlines a generic argument: the items carry the item schema's fields.
+        let items = &schema["properties"]["items"]["items"]["properties"];
+        let fields = document["components"]["schemas"][item]["properties"]
+            .as_object()
+            .expect("item properties");
+        for field in fields.keys() {
+            assert!(items[field].is_object(), "{page}.items[].{field}");
+        }
+        for field in ["total", "page", "page_size", "pages"] {
+            assert!(schema["properties"][field].is_object(), "{page}.{field}");
+        }
+    }
+    // The documentation-only mirrors are gone.
+    for old in ["ProjectPage", "TicketPage", "PostPage", "StatusHistoryPage"] {
+        assert!(document["components"]["schemas"][old].is_null(), "{old}");
+    }
 }
 
 #[sqlx::test(migrator = "event_store::MIGRATOR")]
-async fn only_get_and_head_are_served(pool: PgPool) {
-    let app = app(&pool).await;
+async fn every_error_answer_is_documented_as_problem_json(pool: PgPool) {
+    let document = get(&app(&pool).await, "/api/v1/openapi.json").await.json();
 
-    for method in ["POST", "PUT", "PATCH", "DELETE"] {
-        let request = Request::builder()
-            .method(method)
-            .uri("/api/v1/projects")
-            .body(Body::empty())
-            .expect("valid request");
-        let answer = send(&app, request).await;
-        answer.problem(StatusCode::METHOD_NOT_ALLOWED);
+    let item = &document["paths"]["/api/v1/projects/{id}"]["get"]["responses"];
+    for status in ["400", "404", "422", "503"] {
+        assert_eq!(
+            item[status]["content"]["application/problem+json"]["schema"]["$ref"],
+            "#/components/schemas/Problem",
+            "{status}"
+        );
+        assert!(
+            item[status]["headers"]["Cache-Control"].is_object(),
+            "{status}"
+        );
+    }
+    assert!(item["503"]["headers"]["Retry-After"].is_object());
+    assert!(item["304"]["headers"]["ETag"].is_object());
+    for (path, statuses) in [
+        ("/api/v1/projects", &["304", "400", "503"][..]),
+        (
+            "/api/v1/audit/streams/{aggregate_type}/{aggregate_id}",
+            &["400", "404", "422", "503"][..],
+        ),
+        ("/api/v1/projections", &["503"][..]),
+    ] {
+        for status in statuses {
+            assert!(
+                document["paths"][path]["get"]["responses"][status].is_object(),
+                "{path} {status}"
+            );
+        }
     }
 }

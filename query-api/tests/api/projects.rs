@@ -24,7 +24,7 @@ async fn a_project_is_served_with_its_version_as_etag(pool: PgPool) {
 
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(answer.header("etag"), "\"7\"");
-    assert_eq!(answer.header("cache-control"), "no-cache");
+    assert_eq!(answer.header("cache-control"), "private, no-cache");
     assert_eq!(
         answer.json(),
         serde_json::json!({
@@ -55,7 +55,7 @@ async fn a_matching_if_none_match_answers_304_until_the_version_changes(pool: Pg
             "If-None-Match: {tag}"
         );
         assert_eq!(answer.header("etag"), "\"1\"");
-        assert_eq!(answer.header("cache-control"), "no-cache");
+        assert_eq!(answer.header("cache-control"), "private, no-cache");
         assert!(answer.body.is_empty());
     }
 
@@ -354,7 +354,7 @@ async fn a_list_etag_answers_304_until_the_checkpoint_moves(pool: PgPool) {
 
     let first = get(&app, "/api/v1/projects").await;
     assert_eq!(first.status, StatusCode::OK);
-    assert_eq!(first.header("cache-control"), "no-cache");
+    assert_eq!(first.header("cache-control"), "private, no-cache");
     let etag = first.header("etag").to_owned();
     assert!(etag.starts_with("W/\"1-10-"), "{etag}");
 

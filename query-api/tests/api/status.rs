@@ -185,32 +185,3 @@ async fn a_malformed_service_id_or_page_is_refused_without_500(pool: PgPool) {
     .await
     .problem(StatusCode::BAD_REQUEST);
 }
-
-#[sqlx::test(migrator = "event_store::MIGRATOR")]
-async fn the_openapi_document_lists_the_tickets_posts_and_status_paths(pool: PgPool) {
-    let app = app(&pool).await;
-    let document = get(&app, "/api/v1/openapi.json").await.json();
-    for path in [
-        "/api/v1/support/tickets",
-        "/api/v1/support/tickets/{id}",
-        "/api/v1/community/posts",
-        "/api/v1/community/posts/{id}",
-        "/api/v1/status",
-        "/api/v1/status/services/{service_id}/history",
-    ] {
-        assert!(document["paths"][path]["get"].is_object(), "missing {path}");
-    }
-    for schema in [
-        "Ticket",
-        "TicketPage",
-        "Post",
-        "PostPage",
-        "StatusPage",
-        "StatusHistoryPage",
-    ] {
-        assert!(
-            document["components"]["schemas"][schema].is_object(),
-            "missing schema {schema}"
-        );
-    }
-}

@@ -1,0 +1,225 @@
+//! What the projectors have announced on [`event_store::wake::CHECKPOINTS_CHANNEL`], kept in
+//! process: each projection's latest announced checkpoint (so a consistency wait is woken by
+//! the move that reaches its token and needs no query to see it), and the versions of the rows
+//! the announcements moved (so a revalidation of an item can be answered without a query).
+//!
+//! The version map only ever claims what it was told, and forgets whenever it may have missed
+//! something: an entry `(id, v)` exists only if an announcement said the row reached `v`, and
+//! every later announcement of that projection was received and applied (a newer version
+//! replaces it). An incomplete announcement (too many changes for one payload), a bare wake-up
+//! (a projector that does not say what changed), a generation change (a rebuild swap), a
+//! [`Delivery::Gap`] (the listener reconnected) or a lagged receiver each clear what they may
+//! have invalidated. So once the announcement of a move is applied, the old version is never
+//! vouched for again.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use event_store::wake::{CheckpointMoved, Delivery};
+use tokio::sync::Notify;
+
+use crate::checkpoint::Checkpoint;
+
+/// The most row versions kept per projection; past it the projection's entries are dropped
+/// and refilled by later announcements, which bounds memory by this, not by the read model.
+pub const MAX_VERSIONS_PER_PROJECTION: usize = 100_000;
+
+#[derive(Debug, Default)]
+struct View {
+    /// The newest checkpoint announced since start, if any.
+    seen: Option<Checkpoint>,
+    /// Aggregate id -> the version an announcement said the row reached.
+    versions: HashMap<String, i64>,
+}
+
+/// The in-process view of the announcements. Shared by every request; each method holds the
+/// lock for a map operation only.
+#[derive(Debug, Default)]
+pub struct Announced {
+    views: Mutex<HashMap<String, View>>,
+    /// Woken (every registered waiter) after each delivery has been applied.
+    changed: Notify,
+    /// Counts deliveries that say "something moved" without saying what: a waiter that sees it
+    /// change must read the checkpoint from the database.
+    plain_wakes: AtomicU64,
+}
+
+impl Announced {
+    /// Applies one delivery of the listener and wakes every waiter.
+    pub fn apply(&self, delivery: &Delivery) {
+        match delivery {
+            Delivery::Payload(payload) => match CheckpointMoved::from_payload(payload) {
+                Some(moved) => self.moved(&moved),
+                None => {
+                    // An older projector's bare name (or anything else): rows of that
+                    // projection (or of any, when it names none we know) moved unseen.
+                    self.with_views(|views| match views.get_mut(payload.as_ref()) {
+                        Some(view) => view.versions.clear(),
+                        None => views.values_mut().for_each(|view| view.versions.clear()),
+                    });
+                    self.plain_wakes.fetch_add(1, Ordering::SeqCst);
+                }
+            },
+            Delivery::Gap => self.forget_all(),
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// What a receiver that lagged behind the listener must do: announcements were dropped.
+    pub fn lagged(&self) {
+        self.forget_all();
+        self.changed.notify_waiters();
+    }
+
+    fn forget_all(&self) {
+        self.with_views(|views| views.values_mut().for_each(|view| view.versions.clear()));
+        self.plain_wakes.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn moved(&self, moved: &CheckpointMoved) {
+        let announced = Checkpoint {
+            at: moved.checkpoint,
+            generation: moved.generation,
+        };
+        self.with_views(|views| {
+            let view = views.entry(moved.projection.clone()).or_default();
+            let same_generation = view
+                .seen
+                .is_none_or(|seen| seen.generation == announced.generation);
+            // An announcement older than one already applied (never expected: one projector
+            // announces in commit order) cannot be placed among the others: forget instead.
+            let stale = same_generation && view.seen.is_some_and(|seen| seen.at >= announced.at);
+            if !same_generation || !moved.complete || stale {
+                view.versions.clear();
+            }
+            if moved.complete && !stale {
+                if view.versions.len() + moved.changed.len() > MAX_VERSIONS_PER_PROJECTION {
+                    view.versions.clear();
+                }
+                for (id, version) in &moved.changed {
+                    // Within a generation a row's version only grows.
+                    let entry = view.versions.entry(id.clone()).or_insert(*version);
+                    *entry = (*entry).max(*version);
+                }
+            }
+            // A new generation replaces the checkpoint; within one, it only moves forward
+            // (announcements of one projection can arrive out of order across reconnects).
+            view.seen = match view.seen {
+                Some(seen) if same_generation && seen.at >= announced.at => Some(seen),
+                _ => Some(announced),
+            };
+        });
+    }
+
+    fn with_views<R>(&self, f: impl FnOnce(&mut HashMap<String, View>) -> R) -> R {
+        // A panic while holding the lock cannot leave a view half-updated in a way that
+        // matters more than forgetting it: recover the map rather than fail every request.
+        let mut views = self
+            .views
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut views)
+    }
+
+    /// The newest checkpoint announced for `projection` since start.
+    pub fn seen(&self, projection: &str) -> Option<Checkpoint> {
+        self.with_views(|views| views.get(projection).and_then(|view| view.seen))
+    }
+
+    /// The version of row `id` of `projection` as last announced, while it is known to be
+    /// current (see the module documentation).
+    pub fn version(&self, projection: &str, id: &str) -> Option<i64> {
+        self.with_views(|views| {
+            views
+                .get(projection)
+                .and_then(|view| view.versions.get(id).copied())
+        })
+    }
+
+    /// Woken after every delivery; register (`enable`) before checking, or a wake-up between
+    /// the check and the wait is lost.
+    pub fn changed(&self) -> &Notify {
+        &self.changed
+    }
+
+    /// How many deliveries so far said "something moved" without saying what.
+    pub fn plain_wakes(&self) -> u64 {
+        self.plain_wakes.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use events::LogPosition;
+
+    use super::*;
+
+    fn moved(position: i64, generation: i64, changed: &[(&str, i64)], complete: bool) -> Delivery {
+        let moved = CheckpointMoved {
+            projection: "projects".to_owned(),
+            checkpoint: LogPosition {
+                tx_id: position,
+                position,
+            },
+            generation,
+            changed: changed
+                .iter()
+                .map(|(id, version)| ((*id).to_owned(), *version))
+                .collect(),
+            complete,
+        };
+        Delivery::Payload(Arc::from(moved.to_payload()))
+    }
+
+    #[test]
+    fn a_newer_announcement_replaces_the_version_it_moved() {
+        let announced = Announced::default();
+        announced.apply(&moved(1, 0, &[("a", 1), ("b", 1)], true));
+        announced.apply(&moved(2, 0, &[("a", 2)], true));
+        assert_eq!(announced.version("projects", "a"), Some(2));
+        assert_eq!(announced.version("projects", "b"), Some(1));
+        assert_eq!(
+            announced.seen("projects").map(|seen| seen.at.position),
+            Some(2)
+        );
+    }
+
+    #[test]
+    fn whatever_may_hide_a_move_forgets_the_versions() {
+        let forgetting: [&dyn Fn(&Announced); 5] = [
+            &|a| a.apply(&moved(2, 0, &[], false)),
+            &|a| a.apply(&moved(2, 1, &[], true)),
+            &|a| a.apply(&Delivery::Gap),
+            &|a| a.apply(&Delivery::Payload(Arc::from("projects"))),
+            &|a| a.lagged(),
+        ];
+        for (n, forget) in forgetting.iter().enumerate() {
+            let announced = Announced::default();
+            announced.apply(&moved(1, 0, &[("a", 1)], true));
+            forget(&announced);
+            assert_eq!(announced.version("projects", "a"), None, "case {n}");
+        }
+    }
+
+    #[test]
+    fn a_late_announcement_does_not_move_the_checkpoint_back() {
+        let announced = Announced::default();
+        announced.apply(&moved(5, 0, &[], true));
+        announced.apply(&moved(3, 0, &[], true));
+        assert_eq!(
+            announced.seen("projects").map(|seen| seen.at.position),
+            Some(5)
+        );
+        // A rebuild swap may land anywhere: its generation wins.
+        announced.apply(&moved(4, 1, &[], true));
+        assert_eq!(
+            announced
+                .seen("projects")
+                .map(|seen| (seen.at.position, seen.generation)),
+            Some((4, 1))
+        );
+    }
+}

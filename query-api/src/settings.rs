@@ -1,0 +1,76 @@
+//! The query API's settings, read from the environment (see the crate documentation for the
+//! variables and their defaults).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use service_kit::env::{EnvError, var_or};
+
+/// The query API's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// `QUERY_API_ADDR` (default `0.0.0.0:8081`): where to listen.
+    pub addr: SocketAddr,
+    /// `CONSISTENCY_WAIT_MS` (default 5000): how long a request carrying an
+    /// `X-Consistency-Token` waits for the projection before answering 503.
+    pub consistency_wait: Duration,
+    /// `MAX_IN_FLIGHT`, `ADMISSION_WAIT_MS`: the bound on requests worked on at once.
+    pub admission: service_kit::shed::AdmissionSettings,
+}
+
+/// `QUERY_API_ADDR` when unset: every interface, port 8081.
+pub const DEFAULT_ADDR: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 8081);
+
+/// `CONSISTENCY_WAIT_MS` when unset.
+pub const DEFAULT_CONSISTENCY_WAIT_MS: u64 = 5000;
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            addr: DEFAULT_ADDR,
+            consistency_wait: Duration::from_millis(DEFAULT_CONSISTENCY_WAIT_MS),
+            admission: service_kit::shed::AdmissionSettings::default(),
+        }
+    }
+}
+
+impl Settings {
+    /// Reads the settings from the environment; unset or empty variables take their defaults.
+    ///
+    /// # Errors
+    ///
+    /// A variable that is set but does not parse.
+    pub fn from_env() -> Result<Self, EnvError> {
+        Ok(Self {
+            addr: var_or("QUERY_API_ADDR", DEFAULT_ADDR)?,
+            consistency_wait: Duration::from_millis(var_or(
+                "CONSISTENCY_WAIT_MS",
+                DEFAULT_CONSISTENCY_WAIT_MS,
+            )?),
+            admission: service_kit::shed::AdmissionSettings::from_env()?,
+        })
+    }
+}
+
+/// The database to serve reads from when `QUERY_DATABASE_URL` is set (a streaming replica of
+/// the primary, say), with the pool settings of [`service_kit::db::DatabaseSettings`]; `None`
+/// when unset, meaning `DATABASE_URL`.
+///
+/// Read-your-writes still holds on a lagging replica: a projection's checkpoint is committed
+/// in the same transaction as its rows, so the replica never shows a checkpoint without the
+/// rows it covers, and a consistency-token wait compares with the checkpoint as replicated.
+///
+/// # Errors
+///
+/// A database variable that is set but does not parse.
+pub fn read_database_settings() -> Result<Option<service_kit::db::DatabaseSettings>, EnvError> {
+    let url = service_kit::env::string_or("QUERY_DATABASE_URL", "");
+    if url.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(service_kit::db::DatabaseSettings {
+        url: service_kit::db::DatabaseUrl::new(url),
+        ..service_kit::db::DatabaseSettings::from_env()?
+    }))
+}

@@ -1,0 +1,98 @@
+//! What every handler shares: the pool, the settings and the checkpoint announcements.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use event_store::wake::{CHECKPOINTS_CHANNEL, spawn_listener};
+use sqlx::PgPool;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::task::JoinHandle;
+
+use crate::announced::Announced;
+use crate::settings::Settings;
+
+/// What every handler shares: the pool, the settings and what the projectors announced.
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: PgPool,
+    settings: Settings,
+    announced: Arc<Announced>,
+    wait_queries: AtomicU64,
+    listener: JoinHandle<()>,
+    follower: JoinHandle<()>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The listener holds a pooled connection for as long as it runs; stopping it with the
+        // last state lets `PgPool::close` finish instead of waiting on it forever.
+        self.listener.abort();
+        self.follower.abort();
+    }
+}
+
+impl AppState {
+    /// The database pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    /// The settings the state was made with.
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    /// What the projectors announced on [`CHECKPOINTS_CHANNEL`]: checkpoints and row versions.
+    pub fn announced(&self) -> &Announced {
+        &self.inner.announced
+    }
+
+    /// Counts a database query made by a consistency wait.
+    pub(crate) fn count_wait_query(&self) {
+        self.inner.wait_queries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many database queries consistency waits have made since start: what a token costs
+    /// the database (tests bound it; a far-future token once cost one query every 25 ms).
+    pub fn wait_queries(&self) -> u64 {
+        self.inner.wait_queries.load(Ordering::Relaxed)
+    }
+}
+
+/// Makes the shared state and starts listening for checkpoint announcements on `pool`. The
+/// listener stops when the last clone of the state is dropped.
+pub async fn app_state(pool: PgPool, settings: Settings) -> AppState {
+    let listener = spawn_listener(pool.clone(), CHECKPOINTS_CHANNEL);
+    let announced = Arc::new(Announced::default());
+    let mut deliveries = listener.subscribe();
+    let follower = tokio::spawn({
+        let announced = Arc::clone(&announced);
+        async move {
+            loop {
+                match deliveries.recv().await {
+                    Ok(delivery) => announced.apply(&delivery),
+                    Err(RecvError::Lagged(missed)) => {
+                        tracing::debug!(missed, "checkpoint announcements lagged");
+                        announced.lagged();
+                    }
+                    Err(RecvError::Closed) => break,
+                }
+            }
+        }
+    });
+    AppState {
+        inner: Arc::new(Inner {
+            pool,
+            settings,
+            announced,
+            wait_queries: AtomicU64::new(0),
+            listener: listener.task,
+            follower,
+        }),
+    }
+}

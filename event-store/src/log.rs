@@ -153,3 +153,41 @@ pub async fn read_stream<'e>(
     .await?;
     Ok(rows.into_iter().map(from_row).collect())
 }
+
+/// Whether committed events of `aggregate_types` (empty: any) lie beyond `after`, whether or
+/// not a commit-safe read can see them yet. Uncommitted events are invisible here, so this
+/// names exactly the events that an older running transaction holds back.
+///
+/// One statement per shape, never `cardinality($1) = 0 OR ...`: a cached generic plan cannot
+/// use an index for such a disjunction and scans the log.
+///
+/// # Errors
+///
+/// The database fails.
+pub async fn committed_beyond<'e>(
+    executor: impl PgExecutor<'e>,
+    aggregate_types: &[String],
+    after: LogPosition,
+) -> Result<bool, sqlx::Error> {
+    if aggregate_types.is_empty() {
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM events \
+                             WHERE (tx_id, global_position) > ($1::xid8, $2))",
+        )
+        .bind(after.tx_id.to_string())
+        .bind(after.position)
+        .fetch_one(executor)
+        .await
+    } else {
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM events \
+                             WHERE (tx_id, global_position) > ($1::xid8, $2) \
+                               AND aggregate_type = ANY($3))",
+        )
+        .bind(after.tx_id.to_string())
+        .bind(after.position)
+        .bind(aggregate_types)
+        .fetch_one(executor)
+        .await
+    }
+}

@@ -19,11 +19,11 @@
 //! - the relay's `RABBITMQ_URL`, `RELAY_EXCHANGE`, `RELAY_ENABLED` ([`relay`]).
 //! - the database variables of [`service_kit::db::DatabaseSettings`].
 
-pub mod engine;
 pub mod leader;
 pub mod projections;
 pub mod rebuild;
 pub mod relay;
+pub mod subscription;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -37,7 +37,7 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
-pub use engine::{
+pub use subscription::{
     CatchUp, EngineError, LoopSettings, Projection, ProjectionError, RunOptions, Target, catch_up,
     catch_up_target, run_projection, run_projection_with,
 };
@@ -303,10 +303,7 @@ const FAILURE_GAUGE_INTERVAL: Duration = Duration::from_secs(5);
 ///
 /// The database fails.
 pub async fn refresh_failure_gauges(pool: &PgPool) -> Result<usize, sqlx::Error> {
-    let states: Vec<(String, String)> =
-        sqlx::query_as("SELECT name, state FROM projection_checkpoints")
-            .fetch_all(pool)
-            .await?;
+    let states = event_store::checkpoints::states(pool).await?;
     let mut failed = 0;
     for (name, state) in states {
         let is_failed = state == "failed";

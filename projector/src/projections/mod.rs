@@ -19,7 +19,7 @@ use serde::de::DeserializeOwned;
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
-use crate::engine::ProjectionError;
+use crate::subscription::ProjectionError;
 
 /// Decodes a recorded event's payload into `E` when its schema version is `version` (`None`:
 /// no version of this event type is readable). Other versions and undecodable payloads are

@@ -5,7 +5,9 @@
 
 mod analytics_daily;
 mod bulk;
+mod community_posts;
 mod dead_letters;
+mod helpers;
 mod late_commit;
 mod poison;
 mod processes;
@@ -13,6 +15,6 @@ mod rebuild;
 mod relay;
 mod replicas;
 mod restarts;
-mod support;
+mod service_status;
+mod support_tickets;
 mod wake;
-mod wave1;

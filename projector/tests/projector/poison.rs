@@ -6,7 +6,7 @@ use projector::projections::ProjectsProjection;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::support::{checkpoint, created, project_event, project_rows, try_settle};
+use crate::helpers::{checkpoint, created, project_event, project_rows, try_settle};
 
 #[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_poison_event_fails_the_projection_and_nothing_after_it_is_applied(pool: PgPool) {

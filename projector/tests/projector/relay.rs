@@ -21,7 +21,7 @@ use service_kit::shutdown::Shutdown;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::support::{created, project_event, renamed};
+use crate::helpers::{created, project_event, renamed};
 
 /// One message as a consumer saw it.
 #[derive(Debug, Clone)]
@@ -273,7 +273,7 @@ async fn every_event_reaches_a_bound_queue_with_the_contract_properties_in_strea
 
     // The checkpoint moves only after the confirms, so it ends at the last event.
     let last = stored.last().unwrap().position;
-    crate::support::eventually(
+    crate::helpers::eventually(
         Duration::from_secs(5),
         "the relay checkpoint is at the end",
         || {

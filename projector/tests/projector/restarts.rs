@@ -15,7 +15,7 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use uuid::Uuid;
 
-use crate::support::{Lcg, checkpoint, event_count, project_event, project_rows, settle};
+use crate::helpers::{Lcg, checkpoint, event_count, project_event, project_rows, settle};
 
 const WRITERS: u64 = 4;
 const PROJECTS_PER_WRITER: usize = 6;

@@ -22,14 +22,16 @@ type Row = (
     i64,
     String,
     String,
-    Value,
+    String,
     Value,
     DateTime<Utc>,
 );
 
-// `json` columns decode as they are stored: the audit trail shows the exact payload text.
+// `json` columns keep the text as it was stored: the audit trail shows the exact payload
+// text. The payload is read as that text and never parsed here (events::envelope); metadata
+// is server-made and flat, so it decodes as a value.
 const COLUMNS: &str = "tx_id::text::bigint, global_position, event_id, aggregate_type, \
-                       aggregate_id, sequence, event_type, event_version, payload, \
+                       aggregate_id, sequence, event_type, event_version, payload::text, \
                        metadata, recorded_at";
 
 /// Builds the event of a row, upcast to its current schema version ([`events::upcast`]), so
@@ -52,6 +54,13 @@ fn decode_row(row: Row) -> RecordedEvent {
         metadata,
         recorded_at,
     ) = row;
+    let payload = events::envelope::raw_payload(payload).unwrap_or_else(|error| {
+        // Cannot happen for a `json` column, which PostgreSQL validated; should it, the event
+        // still reads (as a string no typed reader accepts) rather than stall every reader.
+        tracing::error!(%error, %event_id, "a stored payload is not JSON");
+        serde_json::value::to_raw_value(&error.to_string())
+            .unwrap_or_else(|_| events::envelope::null_payload())
+    });
     RecordedEvent {
         log_position: LogPosition { tx_id, position },
         position,

@@ -134,7 +134,8 @@ async fn a_project_created_at_version_1_is_read_as_version_2_and_projected(pool:
         .await
         .unwrap();
     assert_eq!(read[0].event_version, "2");
-    assert_eq!(read[0].payload["ProjectCreated"]["created_by"], "grace");
+    let payload: serde_json::Value = serde_json::from_str(read[0].payload.get()).unwrap();
+    assert_eq!(payload["ProjectCreated"]["created_by"], "grace");
 
     assert_eq!(crate::helpers::settle(&pool, 100).await, 1);
     let name: String = sqlx::query_scalar("SELECT name FROM projects WHERE id = $1")

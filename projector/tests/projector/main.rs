@@ -7,6 +7,7 @@ mod analytics_daily;
 mod bulk;
 mod community_posts;
 mod dead_letters;
+mod deep_payloads;
 mod helpers;
 mod late_commit;
 mod poison;

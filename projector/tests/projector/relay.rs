@@ -36,7 +36,7 @@ struct Received {
 }
 
 /// Relay settings on a fresh exchange, with a connection name only this test uses.
-fn relay_settings(tag: &str) -> RelaySettings {
+pub fn relay_settings(tag: &str) -> RelaySettings {
     RelaySettings {
         enabled: true,
         url: BrokerUrl::new(DEFAULT_RABBITMQ_URL),
@@ -48,7 +48,7 @@ fn relay_settings(tag: &str) -> RelaySettings {
 }
 
 /// Declares the exchange (as the relay does) and a queue bound to every routing key.
-async fn bind_queue(exchange: &str, tag: &str) -> (Connection, Consumer) {
+pub async fn bind_queue(exchange: &str, tag: &str) -> (Connection, Consumer) {
     let connection = Connection::connect(DEFAULT_RABBITMQ_URL, ConnectionProperties::default())
         .await
         .unwrap();

@@ -160,7 +160,7 @@ pub async fn advance_from(
 
 /// Moves checkpoint `name` from `from` to `to` without counting anything or touching its
 /// state, if it still rests at `from`: an idle subscription stepping past events that do not
-/// concern it. Returns whether it moved.
+/// concern it. Returns the checkpoint afterwards when it moved.
 ///
 /// # Errors
 ///
@@ -170,19 +170,21 @@ pub async fn skip_from<'e>(
     name: &str,
     from: LogPosition,
     to: LogPosition,
-) -> Result<bool, sqlx::Error> {
-    let moved = sqlx::query(
+) -> Result<Option<Checkpoint>, sqlx::Error> {
+    // A failed projection stays where its failure was found.
+    let row: Option<CheckpointRow> = sqlx::query_as(
         "UPDATE public.projection_checkpoints SET tx_id = $4, position = $5 \
-          WHERE name = $1 AND tx_id = $2 AND position = $3 AND state <> 'failed'",
+          WHERE name = $1 AND tx_id = $2 AND position = $3 AND state <> 'failed' \
+         RETURNING tx_id, position, generation",
     )
     .bind(name)
     .bind(from.tx_id)
     .bind(from.position)
     .bind(to.tx_id)
     .bind(to.position)
-    .execute(executor)
+    .fetch_optional(executor)
     .await?;
-    Ok(moved.rows_affected() == 1)
+    Ok(row.map(checkpoint))
 }
 
 /// Parks `event` for checkpoint `name` and moves the checkpoint (locked in `tx`) past it,

@@ -23,7 +23,7 @@ use crate::relay::{bind_queue, relay_settings};
 const DEPTH: usize = 200;
 
 /// An analytics batch with one event named `name`; its properties nest `depth` levels.
-fn analytics_event(name: &str, depth: usize) -> NewEvent {
+pub fn analytics_event(name: &str, depth: usize) -> NewEvent {
     let mut properties = serde_json::json!(1);
     for _ in 0..depth {
         properties = serde_json::json!({ "a": properties });

@@ -4,6 +4,7 @@
 #![expect(clippy::unwrap_used, reason = "tests fail loudly on broken set-up")]
 
 mod analytics_daily;
+mod announcements;
 mod bulk;
 mod community_posts;
 mod dead_letters;

@@ -93,20 +93,58 @@ pub struct LogFilter {
     pub to: Option<DateTime<Utc>>,
 }
 
+/// The most payload bytes a read of the log sends by default (at least one event is always
+/// sent): one analytics batch may be about 1 MiB, so a count alone would let a batch of 500
+/// hold 500 MiB in the reader's memory.
+pub const DEFAULT_MAX_BYTES: i64 = 8 * 1024 * 1024;
+
 /// Reads up to `limit` events after `after` in commit-safe order: every event returned was
-/// committed, and no event that commits later can sort before the last one returned.
+/// committed, and no event that commits later can sort before the last one returned. At most
+/// [`DEFAULT_MAX_BYTES`] of payload is sent ([`read_after_within`]).
 ///
-/// Index-backed under generic plans, whatever the size of the log: without aggregate types
-/// the commit-order index is read from `after` on; with them, one branch per type reads the
-/// aggregate-type index from `(type, after)` on (a 3-column row comparison, which is an index
-/// condition; `aggregate_type = ANY($n)` is not, and a cached plan for it scans the log).
+/// # Errors
+///
+/// The database fails.
 pub async fn read_after<'e>(
     executor: impl PgExecutor<'e>,
     after: LogPosition,
     limit: i64,
     filter: &LogFilter,
 ) -> Result<Vec<RecordedEvent>, sqlx::Error> {
-    let mut query = QueryBuilder::<Postgres>::new("");
+    read_after_within(executor, after, limit, DEFAULT_MAX_BYTES, filter).await
+}
+
+/// [`read_after`], sending events only while the payloads sent before each one stay under
+/// `max_bytes`: a page stops early once it holds that much (the event that crosses the budget
+/// is the last one sent; the first one is always sent, whatever its size), and the next read
+/// after its last event goes on from there.
+///
+/// Index-backed under generic plans, whatever the size of the log: without aggregate types
+/// the commit-order index is read from `after` on; with them, one branch per type reads the
+/// aggregate-type index from `(type, after)` on (a 3-column row comparison, which is an index
+/// condition; `aggregate_type = ANY($n)` is not, and a cached plan for it scans the log).
+///
+/// # Errors
+///
+/// The database fails.
+pub async fn read_after_within<'e>(
+    executor: impl PgExecutor<'e>,
+    after: LogPosition,
+    limit: i64,
+    max_bytes: i64,
+    filter: &LogFilter,
+) -> Result<Vec<RecordedEvent>, sqlx::Error> {
+    // The running sum is computed on the server so that rows past the budget are never sent;
+    // `octet_length` of a stored value reads its size without detoasting it.
+    let mut query = QueryBuilder::<Postgres>::new(
+        "SELECT tx_id, global_position, event_id, aggregate_type, aggregate_id, sequence, \
+                event_type, event_version, payload, metadata, recorded_at \
+           FROM (SELECT page.*, \
+                        sum(octet_length(page.payload)) OVER \
+                            (ORDER BY page.tx_id, page.global_position \
+                             ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS sent_before \
+                   FROM (",
+    );
     match filter.aggregate_types.as_slice() {
         [] => push_branch(&mut query, None, after, limit, filter),
         [kind] => push_branch(&mut query, Some(kind), after, limit, filter),
@@ -126,6 +164,10 @@ pub async fn read_after<'e>(
                 .push_bind(limit);
         }
     }
+    query
+        .push(") AS page) AS sized WHERE COALESCE(sent_before, 0) < ")
+        .push_bind(max_bytes.max(1))
+        .push(" ORDER BY tx_id, global_position");
     let rows: Vec<Row> = query.build_query_as().fetch_all(executor).await?;
     Ok(rows.into_iter().map(from_row).collect())
 }

@@ -95,6 +95,8 @@ pub struct RelaySettings {
     pub exchange: String,
     /// The most events published per round (the projector's batch size).
     pub batch_size: i64,
+    /// The most payload bytes published per round (the projector's `PROJECTOR_BATCH_BYTES`).
+    pub max_bytes: i64,
     /// How long an idle relay waits for an append notification before reading anyway.
     pub poll_interval: Duration,
     /// The AMQP connection name, shown in the broker's management UI.
@@ -107,12 +109,17 @@ impl RelaySettings {
     /// # Errors
     ///
     /// `RELAY_ENABLED` is set but is not a boolean.
-    pub fn from_env(batch_size: i64, poll_interval: Duration) -> Result<Self, EnvError> {
+    pub fn from_env(
+        batch_size: i64,
+        max_bytes: i64,
+        poll_interval: Duration,
+    ) -> Result<Self, EnvError> {
         Ok(Self {
             enabled: var_or("RELAY_ENABLED", true)?,
             url: BrokerUrl::new(string_or("RABBITMQ_URL", DEFAULT_RABBITMQ_URL)),
             exchange: string_or("RELAY_EXCHANGE", DEFAULT_EXCHANGE),
             batch_size,
+            max_bytes,
             poll_interval,
             connection_name: format!("chronicle-relay/{}", std::process::id()),
         })
@@ -125,6 +132,7 @@ impl RelaySettings {
             url: BrokerUrl::new(DEFAULT_RABBITMQ_URL),
             exchange: DEFAULT_EXCHANGE.to_owned(),
             batch_size: 500,
+            max_bytes: event_store::log::DEFAULT_MAX_BYTES,
             poll_interval: Duration::from_millis(500),
             connection_name: "chronicle-relay".to_owned(),
         }
@@ -427,6 +435,7 @@ pub async fn run_relay(
     let loop_settings = LoopSettings {
         batch_size: settings.batch_size,
         poll_interval: settings.poll_interval,
+        max_bytes: settings.max_bytes,
     };
     let running = subscription::run(pools, &mut sink, loop_settings, &wake, &shutdown);
     if let Err(error) = tracing::Instrument::instrument(running, span).await {

@@ -122,8 +122,13 @@ pub struct Pools<'a> {
 enum Step {
     /// Nothing to read below the horizon.
     Idle,
-    /// `count` events were handled; the checkpoint is now `last`.
-    Delivered { count: usize, last: LogPosition },
+    /// `count` events were handled; the checkpoint is now `last`; `full` when the read was
+    /// cut by its count or bytes, so more is most likely waiting.
+    Delivered {
+        count: usize,
+        last: LogPosition,
+        full: bool,
+    },
     /// Someone else moved the checkpoint since it was read; go on from there.
     Overtaken(LogPosition),
 }
@@ -134,10 +139,20 @@ async fn step<S: Sink>(
     sink: &mut S,
     checkpoint: LogPosition,
     batch_size: i64,
+    max_bytes: i64,
 ) -> Result<Step, S::Error> {
-    let mut batch = event_store::log::read_after(pools.read, checkpoint, batch_size, sink.filter())
-        .await
-        .map_err(|error| sink.database_error(error))?;
+    let mut batch = event_store::log::read_after_within(
+        pools.read,
+        checkpoint,
+        batch_size,
+        max_bytes,
+        sink.filter(),
+    )
+    .await
+    .map_err(|error| sink.database_error(error))?;
+    let bytes: usize = batch.iter().map(|event| event.payload.get().len()).sum();
+    let full = i64::try_from(batch.len()).unwrap_or(i64::MAX) >= batch_size
+        || i64::try_from(bytes).unwrap_or(i64::MAX) >= max_bytes;
     if let Some(until) = sink.until() {
         // The log is read in order, so everything past the bound is at the end.
         batch.retain(|event| event.log_position <= until);
@@ -149,7 +164,7 @@ async fn step<S: Sink>(
         Delivered::Moved { count, moved } => {
             let last = moved.checkpoint;
             announce(pools.write, &moved).await;
-            Ok(Step::Delivered { count, last })
+            Ok(Step::Delivered { count, last, full })
         }
         Delivered::Overtaken(position) => Ok(Step::Overtaken(position)),
     }
@@ -241,8 +256,15 @@ pub async fn drain<S: Sink>(
     let mut checkpoint = sink.start(write).await?;
     let mut applied = 0_u64;
     loop {
-        match step(pools, sink, checkpoint, batch_size.max(1)).await? {
-            Step::Delivered { count, last } => {
+        let read = step(
+            pools,
+            sink,
+            checkpoint,
+            batch_size.max(1),
+            event_store::log::DEFAULT_MAX_BYTES,
+        );
+        match read.await? {
+            Step::Delivered { count, last, .. } => {
                 applied += count as u64;
                 checkpoint = last;
             }
@@ -330,14 +352,14 @@ async fn subscribe<S: Sink>(
         notified.as_mut().enable();
 
         let outcome = match sink.prepare().await {
-            Ok(()) => step(pools, sink, checkpoint, batch_size).await,
+            Ok(()) => step(pools, sink, checkpoint, batch_size, settings.max_bytes).await,
             Err(error) => Err(error),
         };
         let outcome = match outcome {
-            Ok(Step::Delivered { count, last }) => {
+            Ok(Step::Delivered { last, full, .. }) => {
                 checkpoint = last;
                 backoff.reset();
-                if i64::try_from(count).unwrap_or(i64::MAX) >= batch_size {
+                if full {
                     // A full batch: more is most likely waiting.
                     continue;
                 }

@@ -145,6 +145,9 @@ pub struct LoopSettings {
     pub batch_size: i64,
     /// How long an idle loop waits without a notification before reading again.
     pub poll_interval: Duration,
+    /// The most payload bytes read into one batch (the first event always is, whatever its
+    /// size): big events make batches shorter, so memory stays bounded.
+    pub max_bytes: i64,
 }
 
 /// How a projection loop runs beyond its pace: where it reads the log and what it does with

@@ -103,6 +103,7 @@ async fn an_idle_projection_moves_its_checkpoint_past_events_that_do_not_concern
         LoopSettings {
             batch_size: 100,
             poll_interval: Duration::from_millis(20),
+            max_bytes: event_store::log::DEFAULT_MAX_BYTES,
         },
         wake,
         shutdown.clone(),

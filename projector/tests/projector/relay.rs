@@ -42,6 +42,7 @@ pub fn relay_settings(tag: &str) -> RelaySettings {
         url: BrokerUrl::new(DEFAULT_RABBITMQ_URL),
         exchange: format!("chronicle.test.{tag}"),
         batch_size: 25,
+        max_bytes: event_store::log::DEFAULT_MAX_BYTES,
         poll_interval: Duration::from_millis(50),
         connection_name: format!("chronicle-relay-test-{tag}"),
     }

@@ -18,8 +18,18 @@
 //! in the same transaction that the new ones enter it. The waiting live batch then finds its
 //! checkpoint moved and goes on from the rebuilt position.
 //!
-//! **Verify** builds the shadow only up to the live checkpoint, brings it to exactly the live
-//! checkpoint under the same lock, compares every row by primary key and rolls back.
+//! **Verify** builds the shadow up to the live checkpoint, then compares every row by primary
+//! key in one read-only snapshot in which both checkpoints cover the same events of the
+//! projection's types (catching up again while the live model moves on). Read-only, it holds
+//! no transaction id, so the commit-safe horizon of every reader goes on meanwhile.
+//!
+//! **Fencing.** The rebuild lock is a session lock on a connection of its own; every shadow
+//! batch, the swap and the comparison check that this session still holds it and that the
+//! shadow schema exists ([`crate::subscription::Fence`]), and a shadow checkpoint row that
+//! disappeared is never re-created. Otherwise a rebuild whose lock died could run beside a
+//! second one, or, once the shadow schema is gone, write through `search_path` into the live
+//! tables. The swap checks that it moved exactly one live checkpoint and bumps its
+//! `generation`.
 //!
 //! Limits: tables must not take defaults from sequences owned by the live table (`serial`);
 //! identity columns are fine (the copy has its own). Foreign keys between read-model tables
@@ -40,7 +50,7 @@ use event_store::wake::CheckpointMoved;
 pub use verify::verify;
 
 use crate::subscription::{
-    EngineError, Projection, ProjectionError, Target, announce, catch_up_target, filter_for,
+    EngineError, Fence, Projection, ProjectionError, Target, announce, catch_up_target, filter_for,
 };
 use shadow::{create_shadow, live_tables, rebuild_lock};
 
@@ -130,12 +140,20 @@ pub enum RebuildError {
         #[source]
         source: ProjectionError,
     },
+    /// Verification could not catch its shadow up with a live model that kept moving.
+    #[error("{projection} kept moving through {attempts} attempts to verify it")]
+    Unsettled {
+        /// The projection.
+        projection: String,
+        /// How many times the shadow caught up.
+        attempts: u32,
+    },
     /// The database failed.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
 }
 
-fn shadow_target(projection: &dyn Projection, dead_letter: bool) -> Target {
+fn shadow_target(projection: &dyn Projection, dead_letter: bool, fence: &Fence) -> Target {
     Target {
         checkpoint: shadow_checkpoint(projection.name()),
         search_path: Some(format!(
@@ -148,6 +166,29 @@ fn shadow_target(projection: &dyn Projection, dead_letter: bool) -> Target {
         // A shadow whose row is gone was abandoned or taken over by another rebuild: stop
         // rather than build a second one beside it.
         create_missing: false,
+        fence: Some(fence.clone()),
+    }
+}
+
+/// Checks, inside the swap or comparison transaction `tx`, that the rebuild still owns its
+/// shadow: the fence holds and the shadow checkpoint rests where the catch-up left it.
+async fn check_shadow(
+    tx: &mut Transaction<'_, Postgres>,
+    projection: &dyn Projection,
+    fence: &Fence,
+    built: LogPosition,
+) -> Result<(), RebuildError> {
+    let name = projection.name();
+    if !fence.holds(&mut **tx).await? {
+        return Err(EngineError::Fenced { projection: name }.into());
+    }
+    match checkpoints::lock(tx, &shadow_checkpoint(name)).await? {
+        Some(shadow) if shadow.position == built => Ok(()),
+        _ => Err(EngineError::Missing {
+            projection: name,
+            checkpoint: shadow_checkpoint(name),
+        }
+        .into()),
     }
 }
 
@@ -218,7 +259,15 @@ pub async fn rebuild(
 ) -> Result<RebuildReport, RebuildError> {
     let name = projection.name();
     let lock = rebuild_lock(pool, name).await?;
-    let outcome = rebuild_locked(pool, read_pool, projection, batch_size, dead_letter).await;
+    let outcome = rebuild_locked(
+        pool,
+        read_pool,
+        projection,
+        batch_size,
+        dead_letter,
+        &lock.fence,
+    )
+    .await;
     lock.release().await;
     outcome
 }
@@ -229,12 +278,13 @@ async fn rebuild_locked(
     projection: &dyn Projection,
     batch_size: i64,
     dead_letter: bool,
+    fence: &Fence,
 ) -> Result<RebuildReport, RebuildError> {
     let name = projection.name();
     let tables = live_tables(pool, projection).await?;
     create_shadow(pool, projection, &tables).await?;
     let started = Instant::now();
-    let target = shadow_target(projection, dead_letter);
+    let target = shadow_target(projection, dead_letter, fence);
     let built = catch_up_target(pool, read_pool, projection, &target, batch_size).await?;
     tracing::info!(
         projection = name,
@@ -250,6 +300,7 @@ async fn rebuild_locked(
         .await?;
     checkpoints::create_if_missing(&mut *tx, name).await?;
     checkpoints::lock(&mut tx, name).await?;
+    check_shadow(&mut tx, projection, fence, built.checkpoint).await?;
     let (position, remainder) =
         final_catch_up(&mut tx, projection, built.checkpoint, None, batch_size).await?;
     let retired = quote(&retired_schema(name));

@@ -6,7 +6,7 @@ use sqlx::{Connection as _, PgPool};
 use event_store::checkpoints;
 
 use super::{RebuildError, quote, shadow_checkpoint, shadow_schema};
-use crate::subscription::Projection;
+use crate::subscription::{Fence, Projection};
 
 /// A projection's tables with the schema each lives in now.
 pub(super) struct LiveTable {
@@ -56,7 +56,11 @@ pub(super) async fn live_tables(
 
 /// Holds the projection's rebuild lock for as long as it lives (a session lock on a
 /// connection of its own), so two rebuilds never share a shadow.
-pub(super) struct RebuildLock(sqlx::PgConnection);
+pub(super) struct RebuildLock {
+    connection: sqlx::PgConnection,
+    /// What the rebuild's batches check that this lock still holds.
+    pub(super) fence: Fence,
+}
 
 pub(super) async fn rebuild_lock(
     pool: &PgPool,
@@ -65,7 +69,17 @@ pub(super) async fn rebuild_lock(
     let mut connection = crate::leader::dedicated_connection(pool).await?;
     let key = crate::leader::lock_key(&format!("rebuild:{projection}"));
     if crate::leader::try_lock(&mut connection, key).await? {
-        Ok(RebuildLock(connection))
+        let holder: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut connection)
+            .await?;
+        Ok(RebuildLock {
+            connection,
+            fence: Fence {
+                key,
+                holder,
+                schema: shadow_schema(projection),
+            },
+        })
     } else {
         Err(RebuildError::Busy(projection.to_owned()))
     }
@@ -73,7 +87,7 @@ pub(super) async fn rebuild_lock(
 
 impl RebuildLock {
     pub(super) async fn release(self) {
-        let _ = self.0.close().await;
+        let _ = self.connection.close().await;
     }
 }
 

@@ -7,8 +7,8 @@ use sqlx::{PgPool, Postgres, Transaction};
 use event_store::checkpoints;
 
 use super::shadow::{LiveTable, create_shadow, drop_shadow, live_tables, rebuild_lock};
-use super::{RebuildError, RowDifference, final_catch_up, quote, shadow_schema, shadow_target};
-use crate::subscription::{Projection, catch_up_target};
+use super::{RebuildError, RowDifference, quote, shadow_checkpoint, shadow_schema, shadow_target};
+use crate::subscription::{EngineError, Fence, Projection, catch_up_target};
 
 /// Rebuilds `projection` into a shadow up to the live checkpoint and returns every row that
 /// differs from the live model (empty when they are equal). The live model is not changed.
@@ -24,7 +24,7 @@ pub async fn verify(
 ) -> Result<Vec<RowDifference>, RebuildError> {
     let name = projection.name();
     let lock = rebuild_lock(pool, name).await?;
-    let outcome = verify_locked(pool, read_pool, projection, batch_size).await;
+    let outcome = verify_locked(pool, read_pool, projection, batch_size, &lock.fence).await;
     let dropped = drop_shadow(pool, name).await;
     lock.release().await;
     let differences = outcome?;
@@ -32,44 +32,71 @@ pub async fn verify(
     Ok(differences)
 }
 
+/// How many times verification catches the shadow up to a live model that keeps moving
+/// before it gives up.
+const VERIFY_ATTEMPTS: u32 = 20;
+
 async fn verify_locked(
     pool: &PgPool,
     read_pool: &PgPool,
     projection: &dyn Projection,
     batch_size: i64,
+    fence: &Fence,
 ) -> Result<Vec<RowDifference>, RebuildError> {
     let name = projection.name();
     let tables = live_tables(pool, projection).await?;
     create_shadow(pool, projection, &tables).await?;
-    // Never past the live checkpoint: the live model may lag the log.
-    let mut target = shadow_target(projection, false);
-    target.until = Some(checkpoints::ensure(pool, name).await?.position);
-    let built = catch_up_target(pool, read_pool, projection, &target, batch_size).await?;
+    let types: Vec<String> = projection
+        .aggregate_types()
+        .iter()
+        .map(|&kind| kind.to_owned())
+        .collect();
+    let mut target = shadow_target(projection, false, fence);
+    for _ in 0..VERIFY_ATTEMPTS {
+        // Never past the live checkpoint: the live model may lag the log.
+        target.until = Some(checkpoints::ensure(pool, name).await?.position);
+        catch_up_target(pool, read_pool, projection, &target, batch_size).await?;
 
-    let mut tx = pool.begin().await?;
-    let live = checkpoints::lock(&mut tx, name)
-        .await?
-        .map_or(LogPosition::START, |live| live.position);
-    let (position, _) = final_catch_up(
-        &mut tx,
-        projection,
-        built.checkpoint,
-        Some(live),
-        batch_size,
-    )
-    .await?;
-    if position != live && live != LogPosition::START {
-        // The shadow could not reach the live checkpoint: an event the live model applied is
-        // not in the log below the horizon. Should never happen; say so rather than compare.
-        tracing::warn!(projection = name, ?position, ?live, "shadow stopped short");
+        // The comparison reads both models in one snapshot and writes nothing, so it holds
+        // no transaction id: the commit-safe horizon of every reader of the log goes on
+        // while it runs. Rows and checkpoints commit together, so in one snapshot each
+        // model is exactly as its checkpoint says.
+        let mut tx = pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+        if !fence.holds(&mut *tx).await? {
+            return Err(EngineError::Fenced { projection: name }.into());
+        }
+        let live = checkpoints::read(&mut *tx, name)
+            .await?
+            .map_or(LogPosition::START, |live| live.position);
+        let shadow = checkpoints::read(&mut *tx, &shadow_checkpoint(name))
+            .await?
+            .ok_or_else(|| EngineError::Missing {
+                projection: name,
+                checkpoint: shadow_checkpoint(name),
+            })?
+            .position;
+        // The live checkpoint may rest past events of other types it skipped; what lies
+        // between the two matters only if the projection reads it.
+        let (low, high) = (shadow.min(live), shadow.max(live));
+        if low != high && event_store::log::any_between(read_pool, &types, low, Some(high)).await? {
+            tx.rollback().await?;
+            continue;
+        }
+        let mut differences = Vec::new();
+        for table in &tables {
+            differences.extend(compare(&mut tx, projection, table).await?);
+        }
+        // Nothing was written; the shadow is dropped by the caller.
+        tx.rollback().await?;
+        return Ok(differences);
     }
-    let mut differences = Vec::new();
-    for table in &tables {
-        differences.extend(compare(&mut tx, projection, table).await?);
-    }
-    // Nothing live was changed; the shadow is dropped by the caller.
-    tx.rollback().await?;
-    Ok(differences)
+    Err(RebuildError::Unsettled {
+        projection: name.to_owned(),
+        attempts: VERIFY_ATTEMPTS,
+    })
 }
 
 async fn compare(

@@ -31,7 +31,8 @@ use tracing::Instrument as _;
 
 pub(crate) use projection::filter_for;
 pub use projection::{
-    APPLY_RETRIES, EngineError, LoopSettings, Projection, ProjectionError, RunOptions, Target,
+    APPLY_RETRIES, EngineError, Fence, LoopSettings, Projection, ProjectionError, RunOptions,
+    Target,
 };
 pub use read_model::ReadModelSink;
 

@@ -126,6 +126,13 @@ pub enum EngineError {
         /// The checkpoint row.
         checkpoint: String,
     },
+    /// A rebuild's shadow batch found its fence broken (the rebuild lock's session died, or
+    /// the shadow schema is gone): nothing was written, and the rebuild must stop.
+    #[error("projection {projection}: the rebuild lost its lock or its shadow")]
+    Fenced {
+        /// The projection.
+        projection: &'static str,
+    },
     /// Reading the log or moving the checkpoint failed; nothing was applied, and trying again
     /// later is safe.
     #[error("projection {projection}: database error")]
@@ -183,6 +190,49 @@ pub struct Target {
     /// deleting its row rebuilds it in place) or stops the subscription (a shadow: its row
     /// goes only when its rebuild is over or abandoned).
     pub create_missing: bool,
+    /// For a shadow: what must still hold for a batch to be written (see [`Fence`]).
+    pub fence: Option<Fence>,
+}
+
+/// What fences a rebuild's shadow batches: the rebuild's advisory lock, held by the session
+/// `holder`, and the shadow schema. Checked inside every batch transaction; when the lock's
+/// session died (another rebuild may then own the shadow) or the schema is gone (its
+/// `search_path` would silently resolve to the live tables), the batch is not written.
+#[derive(Debug, Clone)]
+pub struct Fence {
+    /// The advisory-lock key of the rebuild.
+    pub key: i64,
+    /// The backend pid of the session that holds it.
+    pub holder: i32,
+    /// The shadow schema.
+    pub schema: String,
+}
+
+impl Fence {
+    /// Whether the lock is still held by `holder` and the schema exists, as `executor` sees it.
+    ///
+    /// # Errors
+    ///
+    /// The database fails.
+    pub async fn holds<'e>(
+        &self,
+        executor: impl sqlx::PgExecutor<'e>,
+    ) -> Result<bool, sqlx::Error> {
+        // A bigint advisory key shows in pg_locks as classid (high half) and objid (low half),
+        // with objsubid 1.
+        sqlx::query_scalar(
+            "SELECT to_regnamespace($3) IS NOT NULL \
+                AND EXISTS (SELECT 1 FROM pg_locks \
+                             WHERE locktype = 'advisory' AND granted AND pid = $2 \
+                               AND objsubid = 1 \
+                               AND ((classid::bigint << 32) | objid::bigint) = $1)",
+        )
+        .bind(self.key)
+        .bind(self.holder)
+        .bind(format!("\"{}\"", self.schema.replace('"', "\"\"")))
+        .fetch_one(executor)
+        .await
+    }
 }
 
 impl Target {
@@ -195,6 +245,7 @@ impl Target {
             until: None,
             state: "running",
             create_missing: true,
+            fence: None,
         }
     }
 }

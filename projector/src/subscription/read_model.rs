@@ -110,6 +110,8 @@ enum BatchError {
     Bulk(ProjectionError),
     /// The checkpoint row is gone and must not be re-created.
     Missing,
+    /// The target's fence is broken.
+    Fenced,
     /// Locking or moving the checkpoint, or committing, failed.
     Database(sqlx::Error),
 }
@@ -174,7 +176,7 @@ impl Sink for ReadModelSink<'_> {
     fn is_final(&self, error: &EngineError) -> bool {
         matches!(
             error,
-            EngineError::Failed { .. } | EngineError::Missing { .. }
+            EngineError::Failed { .. } | EngineError::Missing { .. } | EngineError::Fenced { .. }
         )
     }
 }
@@ -192,6 +194,9 @@ async fn deliver(
     };
     let batch_error = |error: BatchError| match error {
         BatchError::Missing => sink.missing(),
+        BatchError::Fenced => EngineError::Fenced {
+            projection: sink.projection.name(),
+        },
         BatchError::Database(source) => sink.database(source),
         // Callers match these before.
         BatchError::Apply { error, .. } | BatchError::Bulk(error) => match error {
@@ -315,6 +320,12 @@ async fn begin(
         sqlx::query(&format!("SET LOCAL search_path TO {search_path}"))
             .execute(&mut *tx)
             .await?;
+    }
+    if let Some(fence) = &sink.target.fence
+        && !fence.holds(&mut *tx).await?
+    {
+        tx.rollback().await?;
+        return Err(BatchError::Fenced);
     }
     if sink.target.create_missing {
         // The row may have been deleted to rebuild the model in place; recreating it at the

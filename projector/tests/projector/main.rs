@@ -15,6 +15,7 @@ mod late_commit;
 mod poison;
 mod processes;
 mod rebuild;
+mod rebuild_fencing;
 mod relay;
 mod replicas;
 mod restarts;

@@ -6,6 +6,7 @@
 //! Tables are qualified with `public.`: rebuild batches run with a shadow schema first on
 //! their `search_path`, and an unqualified name must never resolve to anything but these.
 
+use chrono::{DateTime, Utc};
 use events::{LogPosition, RecordedEvent};
 use sqlx::{PgExecutor, PgPool, Postgres, Transaction};
 
@@ -372,4 +373,85 @@ pub async fn swap(
         .execute(&mut **tx)
         .await?;
     Ok(moved)
+}
+
+/// A checkpoint with how far it lags behind the log.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct CheckpointStatus {
+    /// The checkpoint row's name.
+    pub name: String,
+    /// The global position of the last event handled (0 before the first).
+    pub checkpoint: i64,
+    /// How many events it reads lie after it in commit order.
+    pub lag_events: i64,
+    /// Seconds since the oldest of those events was recorded; 0 when there are none.
+    pub lag_seconds: f64,
+    /// Its state (`running`, `failed`, `rebuilding`, ...).
+    pub state: String,
+    /// The last error recorded, if any.
+    pub last_error: Option<String>,
+    /// How many events it has handled in all.
+    pub events_applied: i64,
+    /// When it last moved.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Every checkpoint with its lag, ordered by name. `sources` pairs a checkpoint name with an
+/// aggregate type it reads; a checkpoint missing from it (the relay, a shadow) reads every
+/// event.
+///
+/// Counting the lag costs what the lag is, never what the log is: a checkpoint's typed events
+/// are counted on `events_aggregate_type_idx` from `(type, checkpoint)` on (a 3-column row
+/// comparison, an index condition under generic plans; `OFFSET 0` keeps the planner from
+/// flattening that lateral into a hash join over the whole log), every event on the
+/// commit-order index from the checkpoint on. Events of transactions still running are
+/// invisible, so not lag yet.
+///
+/// # Errors
+///
+/// The database fails.
+pub async fn statuses(
+    pool: &PgPool,
+    sources: &[(&str, &str)],
+) -> Result<Vec<CheckpointStatus>, sqlx::Error> {
+    let (names, types): (Vec<&str>, Vec<&str>) = sources.iter().copied().unzip();
+    let mut tx = pool.begin().await?;
+    // The generic plan's estimates (a third of the log per type) exceed `jit_above_cost`, and
+    // compiling the plan took 1.4 s of a statement that runs in 0.4 ms (docs/decisions/0006).
+    // Read-only: the transaction takes no transaction id.
+    sqlx::query("SET LOCAL jit = off").execute(&mut *tx).await?;
+    let statuses = sqlx::query_as(
+        "WITH sources AS (SELECT * FROM unnest($1::text[], $2::text[]) AS s(name, aggregate_type)) \
+         SELECT c.name, c.position AS checkpoint, lag.lag_events, \
+                COALESCE(GREATEST(EXTRACT(EPOCH FROM now() - lag.oldest), 0), 0)::float8 \
+                    AS lag_seconds, \
+                c.state, c.last_error, c.events_applied, c.updated_at \
+           FROM public.projection_checkpoints c \
+          CROSS JOIN LATERAL ( \
+                SELECT count(*) AS lag_events, min(behind.recorded_at) AS oldest \
+                  FROM ( \
+                        SELECT e.recorded_at \
+                          FROM sources s \
+                         CROSS JOIN LATERAL ( \
+                               SELECT e.recorded_at FROM events e \
+                                WHERE e.aggregate_type = s.aggregate_type \
+                                  AND (e.aggregate_type, e.tx_id, e.global_position) \
+                                      > (s.aggregate_type, c.tx_id::text::xid8, c.position) \
+                                OFFSET 0 \
+                               ) e \
+                         WHERE s.name = c.name \
+                        UNION ALL \
+                        SELECT e.recorded_at FROM events e \
+                         WHERE NOT EXISTS (SELECT 1 FROM sources s WHERE s.name = c.name) \
+                           AND (e.tx_id, e.global_position) > (c.tx_id::text::xid8, c.position) \
+                       ) behind \
+               ) lag \
+          ORDER BY c.name",
+    )
+    .bind(names)
+    .bind(types)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(statuses)
 }

@@ -13,28 +13,32 @@
 //! with confirms and moves its checkpoint only after the broker took the batch. Every statement
 //! on the checkpoint and dead-letter tables is in [`event_store::checkpoints`].
 
+mod backoff;
 mod projection;
 pub mod read_model;
+mod skip;
 
 use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use event_store::LogFilter;
 use event_store::wake::CheckpointMoved;
-use event_store::{LogFilter, checkpoints};
 use events::{LogPosition, RecordedEvent};
 use service_kit::shutdown::Shutdown;
 use sqlx::PgPool;
 use tokio::sync::Notify;
 use tracing::Instrument as _;
 
+pub(crate) use backoff::Backoff;
 pub(crate) use projection::filter_for;
 pub use projection::{
     APPLY_RETRIES, EngineError, Fence, LoopSettings, Projection, ProjectionError, RunOptions,
     Target,
 };
 pub use read_model::ReadModelSink;
+use skip::skip_unrelated;
 
 /// The first delay before re-reading while committed events wait behind an older transaction.
 const RECHECK_MIN: Duration = Duration::from_millis(5);
@@ -168,64 +172,6 @@ async fn step<S: Sink>(
             Ok(Step::Delivered { count, last, full })
         }
         Delivered::Overtaken(position) => Ok(Step::Overtaken(position)),
-    }
-}
-
-/// Moves an idle subscription's checkpoint past the events below the commit-safe horizon
-/// that it does not read, so that what looks "after the checkpoint" (the held-back check,
-/// the query API's waits, the lag) stays a short range however much of the log concerns
-/// others. Under a compare-and-set, so a batch another process applies meanwhile wins.
-/// Returns the new checkpoint, or `None` when it stays (errors are logged: the next idle
-/// round tries again).
-async fn skip_unrelated<S: Sink>(
-    pools: Pools<'_>,
-    sink: &S,
-    checkpoint: LogPosition,
-) -> Option<LogPosition> {
-    let types = &sink.filter().aggregate_types;
-    if types.is_empty() {
-        // It reads every event: idle means nothing is there to skip.
-        return None;
-    }
-    let skip = async {
-        let Some(mut head) = event_store::log::last_committed(pools.read).await? else {
-            return Ok(None);
-        };
-        if let Some(until) = sink.until() {
-            head = head.min(until);
-        }
-        // Everything up to `head` is committed, so this check sees all it will ever hold.
-        if head <= checkpoint
-            || event_store::log::any_between(pools.read, types, checkpoint, Some(head)).await?
-        {
-            return Ok(None);
-        }
-        checkpoints::skip_from(pools.write, sink.checkpoint(), checkpoint, head).await
-    };
-    match skip.await {
-        Ok(Some(moved)) => {
-            tracing::debug!(
-                position = moved.position.position,
-                "skipped unrelated events"
-            );
-            announce(
-                pools.write,
-                &CheckpointMoved {
-                    projection: sink.checkpoint().to_owned(),
-                    checkpoint: moved.position,
-                    generation: moved.generation,
-                    changed: Vec::new(),
-                    complete: true,
-                },
-            )
-            .await;
-            Some(moved.position)
-        }
-        Ok(None) => None,
-        Err(error) => {
-            tracing::warn!(%error, "cannot skip unrelated events");
-            None
-        }
     }
 }
 
@@ -526,52 +472,5 @@ pub async fn announce(pool: &PgPool, moved: &CheckpointMoved) {
         .await
     {
         tracing::warn!(%error, projection = moved.projection, "cannot announce the checkpoint");
-    }
-}
-
-/// A doubling delay between bounds.
-pub(crate) struct Backoff {
-    min: Duration,
-    max: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    pub(crate) fn new(min: Duration, max: Duration) -> Self {
-        Self {
-            min,
-            max: max.max(min),
-            next: min,
-        }
-    }
-
-    pub(crate) fn next_delay(&mut self) -> Duration {
-        let delay = self.next;
-        self.next = (self.next * 2).min(self.max);
-        delay
-    }
-
-    pub(crate) fn reset(&mut self) {
-        self.next = self.min;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_backoff_doubles_up_to_its_bound_and_starts_over_when_reset() {
-        let mut backoff = Backoff::new(Duration::from_millis(5), Duration::from_millis(30));
-        let delays: Vec<u128> = (0..5).map(|_| backoff.next_delay().as_millis()).collect();
-        assert_eq!(delays, [5, 10, 20, 30, 30]);
-        backoff.reset();
-        assert_eq!(backoff.next_delay(), Duration::from_millis(5));
-    }
-
-    #[test]
-    fn only_database_errors_are_retried() {
-        assert!(!ProjectionError::poison("bad payload").is_retryable());
-        assert!(ProjectionError::Database(sqlx::Error::PoolTimedOut).is_retryable());
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod append;
 pub mod catalogue;
+pub mod checkpoints;
 pub mod load;
 pub mod log;
 pub mod wake;

@@ -10,7 +10,7 @@
 use chrono::{DateTime, Utc};
 use events::{LogPosition, RecordedEvent};
 use serde_json::Value;
-use sqlx::{PgExecutor, Postgres, QueryBuilder};
+use sqlx::{PgExecutor, PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 type Row = (
@@ -22,14 +22,16 @@ type Row = (
     i64,
     String,
     String,
-    Value,
+    String,
     Value,
     DateTime<Utc>,
 );
 
-// `json` columns decode as they are stored: the audit trail shows the exact payload text.
+// `json` columns keep the text as it was stored: the audit trail shows the exact payload
+// text. The payload is read as that text and never parsed here (events::envelope); metadata
+// is server-made and flat, so it decodes as a value.
 const COLUMNS: &str = "tx_id::text::bigint, global_position, event_id, aggregate_type, \
-                       aggregate_id, sequence, event_type, event_version, payload, \
+                       aggregate_id, sequence, event_type, event_version, payload::text, \
                        metadata, recorded_at";
 
 /// Builds the event of a row, upcast to its current schema version ([`events::upcast`]), so
@@ -52,6 +54,13 @@ fn decode_row(row: Row) -> RecordedEvent {
         metadata,
         recorded_at,
     ) = row;
+    let payload = events::envelope::raw_payload(payload).unwrap_or_else(|error| {
+        // Cannot happen for a `json` column, which PostgreSQL validated; should it, the event
+        // still reads (as a string no typed reader accepts) rather than stall every reader.
+        tracing::error!(%error, %event_id, "a stored payload is not JSON");
+        serde_json::value::to_raw_value(&error.to_string())
+            .unwrap_or_else(|_| events::envelope::null_payload())
+    });
     RecordedEvent {
         log_position: LogPosition { tx_id, position },
         position,
@@ -84,27 +93,109 @@ pub struct LogFilter {
     pub to: Option<DateTime<Utc>>,
 }
 
+/// The most payload bytes a read of the log sends by default (at least one event is always
+/// sent): one analytics batch may be about 1 MiB, so a count alone would let a batch of 500
+/// hold 500 MiB in the reader's memory.
+pub const DEFAULT_MAX_BYTES: i64 = 8 * 1024 * 1024;
+
 /// Reads up to `limit` events after `after` in commit-safe order: every event returned was
-/// committed, and no event that commits later can sort before the last one returned.
+/// committed, and no event that commits later can sort before the last one returned. At most
+/// [`DEFAULT_MAX_BYTES`] of payload is sent ([`read_after_within`]).
+///
+/// # Errors
+///
+/// The database fails.
 pub async fn read_after<'e>(
     executor: impl PgExecutor<'e>,
     after: LogPosition,
     limit: i64,
     filter: &LogFilter,
 ) -> Result<Vec<RecordedEvent>, sqlx::Error> {
-    let mut query = QueryBuilder::<Postgres>::new(format!("SELECT {COLUMNS} FROM events WHERE "));
+    read_after_within(executor, after, limit, DEFAULT_MAX_BYTES, filter).await
+}
+
+/// [`read_after`], sending events only while the payloads sent before each one stay under
+/// `max_bytes`: a page stops early once it holds that much (the event that crosses the budget
+/// is the last one sent; the first one is always sent, whatever its size), and the next read
+/// after its last event goes on from there.
+///
+/// Index-backed under generic plans, whatever the size of the log: without aggregate types
+/// the commit-order index is read from `after` on; with them, one branch per type reads the
+/// aggregate-type index from `(type, after)` on (a 3-column row comparison, which is an index
+/// condition; `aggregate_type = ANY($n)` is not, and a cached plan for it scans the log).
+///
+/// # Errors
+///
+/// The database fails.
+pub async fn read_after_within<'e>(
+    executor: impl PgExecutor<'e>,
+    after: LogPosition,
+    limit: i64,
+    max_bytes: i64,
+    filter: &LogFilter,
+) -> Result<Vec<RecordedEvent>, sqlx::Error> {
+    // The running sum is computed on the server so that rows past the budget are never sent;
+    // `octet_length` of a stored value reads its size without detoasting it.
+    let mut query = QueryBuilder::<Postgres>::new(
+        "SELECT tx_id, global_position, event_id, aggregate_type, aggregate_id, sequence, \
+                event_type, event_version, payload, metadata, recorded_at \
+           FROM (SELECT page.*, \
+                        sum(octet_length(page.payload)) OVER \
+                            (ORDER BY page.tx_id, page.global_position \
+                             ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS sent_before \
+                   FROM (",
+    );
+    match filter.aggregate_types.as_slice() {
+        [] => push_branch(&mut query, None, after, limit, filter),
+        [kind] => push_branch(&mut query, Some(kind), after, limit, filter),
+        kinds => {
+            // The output's `tx_id` is the bigint cast, which orders as the xid8 does.
+            query.push("SELECT * FROM (");
+            for (n, kind) in kinds.iter().enumerate() {
+                if n > 0 {
+                    query.push(" UNION ALL ");
+                }
+                query.push("(");
+                push_branch(&mut query, Some(kind), after, limit, filter);
+                query.push(")");
+            }
+            query
+                .push(") AS e ORDER BY e.tx_id, e.global_position LIMIT ")
+                .push_bind(limit);
+        }
+    }
     query
-        .push("(tx_id, global_position) > (")
+        .push(") AS page) AS sized WHERE COALESCE(sent_before, 0) < ")
+        .push_bind(max_bytes.max(1))
+        .push(" ORDER BY tx_id, global_position");
+    let rows: Vec<Row> = query.build_query_as().fetch_all(executor).await?;
+    Ok(rows.into_iter().map(from_row).collect())
+}
+
+/// One index-backed read of the log after `after`: of aggregate type `kind`, or of all.
+fn push_branch(
+    query: &mut QueryBuilder<'_, Postgres>,
+    kind: Option<&String>,
+    after: LogPosition,
+    limit: i64,
+    filter: &LogFilter,
+) {
+    query.push(format!("SELECT {COLUMNS} FROM events WHERE "));
+    if let Some(kind) = kind {
+        query
+            .push("aggregate_type = ")
+            .push_bind(kind.clone())
+            .push(" AND (aggregate_type, tx_id, global_position) > (")
+            .push_bind(kind.clone())
+            .push(", ");
+    } else {
+        query.push("(tx_id, global_position) > (");
+    }
+    query
         .push_bind(after.tx_id.to_string())
         .push("::xid8, ")
         .push_bind(after.position)
         .push(") AND tx_id < pg_snapshot_xmin(pg_current_snapshot())");
-    if !filter.aggregate_types.is_empty() {
-        query
-            .push(" AND aggregate_type = ANY(")
-            .push_bind(filter.aggregate_types.clone())
-            .push(")");
-    }
     if let Some(id) = &filter.aggregate_id {
         query.push(" AND aggregate_id = ").push_bind(id.clone());
     }
@@ -124,14 +215,15 @@ pub async fn read_after<'e>(
     if let Some(to) = filter.to {
         query.push(" AND recorded_at < ").push_bind(to);
     }
-    query
-        // Qualified: the select list's `tx_id::text::bigint` is also named `tx_id`, and ORDER BY
-        // would sort by that cast, which no index provides (a full sort of everything after
-        // the checkpoint, every batch).
-        .push(" ORDER BY events.tx_id, events.global_position LIMIT ")
-        .push_bind(limit);
-    let rows: Vec<Row> = query.build_query_as().fetch_all(executor).await?;
-    Ok(rows.into_iter().map(from_row).collect())
+    // Qualified: the select list's `tx_id::text::bigint` is also named `tx_id`, and ORDER BY
+    // would sort by that cast, which no index provides (a full sort of everything after the
+    // checkpoint, every batch). With a type, the order is the aggregate-type index's.
+    query.push(if kind.is_some() {
+        " ORDER BY events.aggregate_type, events.tx_id, events.global_position LIMIT "
+    } else {
+        " ORDER BY events.tx_id, events.global_position LIMIT "
+    });
+    query.push_bind(limit);
 }
 
 /// Reads up to `limit` events of one stream in version order, from `from_version` on. The
@@ -156,4 +248,109 @@ pub async fn read_stream<'e>(
     .fetch_all(executor)
     .await?;
     Ok(rows.into_iter().map(from_row).collect())
+}
+
+/// Whether committed events of `aggregate_types` (empty: any) lie beyond `after`, whether or
+/// not a commit-safe read can see them yet. Uncommitted events are invisible here, so this
+/// names exactly the events that an older running transaction holds back.
+///
+/// # Errors
+///
+/// The database fails.
+pub async fn committed_beyond(
+    pool: &PgPool,
+    aggregate_types: &[String],
+    after: LogPosition,
+) -> Result<bool, sqlx::Error> {
+    any_between(pool, aggregate_types, after, None).await
+}
+
+/// The last event in commit-safe order of a transaction older than every one still running,
+/// `None` when there is none: found by a backward scan of the commit-order index, which stops
+/// at the first event below the horizon.
+///
+/// # Errors
+///
+/// The database fails.
+pub async fn last_committed<'e>(
+    executor: impl PgExecutor<'e>,
+) -> Result<Option<LogPosition>, sqlx::Error> {
+    // Qualified ORDER BY: the select list's cast is also named `tx_id` (see `read_after`).
+    let row: Option<(i64, i64)> = sqlx::query_as(
+        "SELECT tx_id::text::bigint, global_position FROM events \
+          WHERE tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
+          ORDER BY events.tx_id DESC, events.global_position DESC LIMIT 1",
+    )
+    .fetch_optional(executor)
+    .await?;
+    Ok(row.map(|(tx_id, position)| LogPosition { tx_id, position }))
+}
+
+/// Whether committed events of `aggregate_types` (empty: any) lie after `after` (and up to
+/// `upto`, when given).
+///
+/// One statement per shape and per type, each the first row of an index range: never
+/// `cardinality($1) = 0 OR ...` nor `= ANY($1)` inside `EXISTS`, for which a cached generic
+/// plan scans the log (issue 10.1; the plans are in docs/decisions/0006-bounded-log-reads.md).
+///
+/// # Errors
+///
+/// The database fails.
+pub async fn any_between(
+    pool: &PgPool,
+    aggregate_types: &[String],
+    after: LogPosition,
+    upto: Option<LogPosition>,
+) -> Result<bool, sqlx::Error> {
+    if aggregate_types.is_empty() {
+        return first_between(pool, None, after, upto).await;
+    }
+    for kind in aggregate_types {
+        if first_between(pool, Some(kind), after, upto).await? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+async fn first_between(
+    pool: &PgPool,
+    kind: Option<&String>,
+    after: LogPosition,
+    upto: Option<LogPosition>,
+) -> Result<bool, sqlx::Error> {
+    let mut query = QueryBuilder::<Postgres>::new("SELECT 1 FROM events WHERE ");
+    let columns = if let Some(kind) = kind {
+        query.push("aggregate_type = ").push_bind(kind.clone());
+        query.push(" AND (aggregate_type, tx_id, global_position) > (");
+        query.push_bind(kind.clone()).push(", ");
+        "(aggregate_type, tx_id, global_position)"
+    } else {
+        query.push("(tx_id, global_position) > (");
+        "(tx_id, global_position)"
+    };
+    query
+        .push_bind(after.tx_id.to_string())
+        .push("::xid8, ")
+        .push_bind(after.position)
+        .push(")");
+    if let Some(upto) = upto {
+        query.push(format!(" AND {columns} <= ("));
+        if let Some(kind) = kind {
+            query.push_bind(kind.clone()).push(", ");
+        }
+        query
+            .push_bind(upto.tx_id.to_string())
+            .push("::xid8, ")
+            .push_bind(upto.position)
+            .push(")");
+    }
+    // Ordered as the index is, so the plan is the first entry of an index range.
+    query.push(if kind.is_some() {
+        " ORDER BY events.aggregate_type, events.tx_id, events.global_position LIMIT 1"
+    } else {
+        " ORDER BY events.tx_id, events.global_position LIMIT 1"
+    });
+    let found: Option<i32> = query.build_query_scalar().fetch_optional(pool).await?;
+    Ok(found.is_some())
 }

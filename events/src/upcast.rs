@@ -70,12 +70,33 @@ pub fn for_aggregates() -> Vec<Box<dyn EventUpcaster>> {
 }
 
 /// Brings a recorded event to its current version with `steps` (in order).
+///
+/// Only the events a step matches are parsed. When a matched payload does not parse (too
+/// deep, say), the event is left as stored, old version and all: its readers then meet a
+/// version they do not support and treat it as poison, rather than the whole read failing.
 pub fn upcast_with(steps: &[Upcaster], mut event: RecordedEvent) -> RecordedEvent {
+    let mut parsed: Option<Value> = None;
+    let mut version = event.event_version.clone();
     for step in steps {
-        if step.matches(&event.event_type, &event.event_version) {
-            event.payload = (step.step)(event.payload, &event.metadata);
-            step.to.clone_into(&mut event.event_version);
+        if step.matches(&event.event_type, &version) {
+            let payload = match parsed.take() {
+                Some(payload) => payload,
+                None => match serde_json::from_str(event.payload.get()) {
+                    Ok(payload) => payload,
+                    Err(_) => return event,
+                },
+            };
+            parsed = Some((step.step)(payload, &event.metadata));
+            step.to.clone_into(&mut version);
         }
+    }
+    let Some(payload) = parsed else {
+        return event;
+    };
+    // A `Value` always serialises; should it not, the event stays as stored (see above).
+    if let Ok(raw) = serde_json::value::to_raw_value(&payload) {
+        event.payload = raw;
+        event.event_version = version;
     }
     event
 }
@@ -124,19 +145,31 @@ mod tests {
             version: 1,
             event_type: "Thing".into(),
             event_version: "1".into(),
-            payload: json!({}),
+            payload: serde_json::value::to_raw_value(&json!({})).expect("json serialises"),
             metadata: json!({}),
             recorded_at: chrono::Utc::now(),
         };
         let upcast = upcast_with(&steps, event.clone());
         assert_eq!(upcast.event_version, "3");
-        assert_eq!(upcast.payload, json!({"b": true, "c": true}));
+        let payload: Value = serde_json::from_str(upcast.payload.get()).expect("parses");
+        assert_eq!(payload, json!({"b": true, "c": true}));
 
         let current = RecordedEvent {
             event_version: "3".into(),
-            ..event
+            ..event.clone()
         };
         assert_eq!(upcast_with(&steps, current.clone()), current);
+
+        let deep = "[".repeat(200) + &"]".repeat(200);
+        let unparsable = RecordedEvent {
+            payload: crate::envelope::raw_payload(deep).expect("any depth is kept"),
+            ..event
+        };
+        assert_eq!(
+            upcast_with(&steps, unparsable.clone()),
+            unparsable,
+            "a payload that does not parse stays as stored, at its old version"
+        );
     }
 
     #[test]

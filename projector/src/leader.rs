@@ -11,7 +11,7 @@
 //!
 //! Leadership is an efficiency measure, not what makes projections correct: in the moment
 //! between a leader losing its connection and noticing, two processes may run one projection,
-//! and the checkpoint check of every batch transaction ([`crate::engine`]) still lets each
+//! and the checkpoint check of every batch transaction ([`crate::subscription`]) still lets each
 //! batch land once. The relay then publishes some events twice, which at-least-once delivery
 //! allows.
 

@@ -6,6 +6,9 @@
 //! - `PROJECTOR_ADDR` (default `0.0.0.0:8082`): where `/healthz`, `/readyz` and `/metrics` are
 //!   served.
 //! - `PROJECTOR_BATCH_SIZE` (default 500): the most events applied in one transaction.
+//! - `PROJECTOR_BATCH_BYTES` (default 8388608, 8 MiB): the most payload bytes read into one
+//!   batch (of a projection or the relay); the first event of a batch is always read, whatever
+//!   its size.
 //! - `PROJECTOR_POLL_MS` (default 500): how long an idle projection waits for an append
 //!   notification before reading the log anyway.
 //! - `PROJECTOR_READ_DATABASE_URL` (default: unset, read through `DATABASE_URL`): where the log
@@ -19,11 +22,11 @@
 //! - the relay's `RABBITMQ_URL`, `RELAY_EXCHANGE`, `RELAY_ENABLED` ([`relay`]).
 //! - the database variables of [`service_kit::db::DatabaseSettings`].
 
-pub mod engine;
 pub mod leader;
 pub mod projections;
 pub mod rebuild;
 pub mod relay;
+pub mod subscription;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -37,7 +40,7 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
-pub use engine::{
+pub use subscription::{
     CatchUp, EngineError, LoopSettings, Projection, ProjectionError, RunOptions, Target, catch_up,
     catch_up_target, run_projection, run_projection_with,
 };
@@ -49,6 +52,8 @@ pub struct Settings {
     pub addr: SocketAddr,
     /// `PROJECTOR_BATCH_SIZE` (default 500, at least 1).
     pub batch_size: i64,
+    /// `PROJECTOR_BATCH_BYTES` (default 8 MiB, at least 1).
+    pub batch_bytes: i64,
     /// `PROJECTOR_POLL_MS` (default 500, at least 1).
     pub poll_interval: Duration,
     /// `PROJECTOR_READ_DATABASE_URL`: the pool settings for reading the log, when it is read
@@ -115,6 +120,11 @@ impl Settings {
         if batch_size < 1 {
             return Err(out_of_range("PROJECTOR_BATCH_SIZE", batch_size));
         }
+        let batch_bytes: i64 =
+            var_or("PROJECTOR_BATCH_BYTES", event_store::log::DEFAULT_MAX_BYTES)?;
+        if batch_bytes < 1 {
+            return Err(out_of_range("PROJECTOR_BATCH_BYTES", batch_bytes));
+        }
         let poll_ms: u64 = var_or("PROJECTOR_POLL_MS", 500)?;
         if poll_ms < 1 {
             return Err(out_of_range("PROJECTOR_POLL_MS", poll_ms));
@@ -136,6 +146,7 @@ impl Settings {
         Ok(Self {
             addr,
             batch_size,
+            batch_bytes,
             poll_interval,
             read_database,
             dead_letter: DeadLetter::parse(&service_kit::env::string_or(
@@ -143,7 +154,7 @@ impl Settings {
                 "false",
             )),
             leader_poll: Duration::from_millis(leader_poll_ms),
-            relay: relay::RelaySettings::from_env(batch_size, poll_interval)?,
+            relay: relay::RelaySettings::from_env(batch_size, batch_bytes, poll_interval)?,
         })
     }
 
@@ -153,6 +164,7 @@ impl Settings {
         Self {
             addr,
             batch_size: 500,
+            batch_bytes: event_store::log::DEFAULT_MAX_BYTES,
             poll_interval: Duration::from_millis(500),
             read_database: None,
             dead_letter: DeadLetter::Off,
@@ -166,6 +178,7 @@ impl Settings {
         LoopSettings {
             batch_size: self.batch_size,
             poll_interval: self.poll_interval,
+            max_bytes: self.batch_bytes,
         }
     }
 }
@@ -303,10 +316,7 @@ const FAILURE_GAUGE_INTERVAL: Duration = Duration::from_secs(5);
 ///
 /// The database fails.
 pub async fn refresh_failure_gauges(pool: &PgPool) -> Result<usize, sqlx::Error> {
-    let states: Vec<(String, String)> =
-        sqlx::query_as("SELECT name, state FROM projection_checkpoints")
-            .fetch_all(pool)
-            .await?;
+    let states = event_store::checkpoints::states(pool).await?;
     let mut failed = 0;
     for (name, state) in states {
         let is_failed = state == "failed";

@@ -1,7 +1,8 @@
 //! The RabbitMQ relay: a checkpointed subscription to the whole log that publishes every event,
 //! in commit-safe order, to a durable topic exchange (API.md, "Event stream on RabbitMQ").
 //!
-//! Each round reads a batch after the relay's checkpoint (its own row in
+//! The relay is a sink of the one subscription loop ([`crate::subscription`]). Each round
+//! reads a batch after the relay's checkpoint (its own row in
 //! `projection_checkpoints`, named [`RELAY_CHECKPOINT`], so it shows in `GET /projections`),
 //! publishes the whole batch on a channel in confirm mode, then waits for every confirm and
 //! only then moves the checkpoint. A nack, a timeout or any channel or connection error drops
@@ -19,7 +20,10 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use event_store::LogFilter;
+use event_store::checkpoints;
+use event_store::wake::CheckpointMoved;
 use events::{LogPosition, RecordedEvent};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
@@ -29,7 +33,7 @@ use service_kit::shutdown::Shutdown;
 use sqlx::PgPool;
 use tokio::sync::Notify;
 
-use crate::engine::{Backoff, announce, load_checkpoint};
+use crate::subscription::{self, Delivered, LoopSettings, Pools, Sink};
 
 /// The relay's checkpoint row in `projection_checkpoints`.
 pub const RELAY_CHECKPOINT: &str = event_store::catalogue::RELAY;
@@ -91,6 +95,8 @@ pub struct RelaySettings {
     pub exchange: String,
     /// The most events published per round (the projector's batch size).
     pub batch_size: i64,
+    /// The most payload bytes published per round (the projector's `PROJECTOR_BATCH_BYTES`).
+    pub max_bytes: i64,
     /// How long an idle relay waits for an append notification before reading anyway.
     pub poll_interval: Duration,
     /// The AMQP connection name, shown in the broker's management UI.
@@ -103,12 +109,17 @@ impl RelaySettings {
     /// # Errors
     ///
     /// `RELAY_ENABLED` is set but is not a boolean.
-    pub fn from_env(batch_size: i64, poll_interval: Duration) -> Result<Self, EnvError> {
+    pub fn from_env(
+        batch_size: i64,
+        max_bytes: i64,
+        poll_interval: Duration,
+    ) -> Result<Self, EnvError> {
         Ok(Self {
             enabled: var_or("RELAY_ENABLED", true)?,
             url: BrokerUrl::new(string_or("RABBITMQ_URL", DEFAULT_RABBITMQ_URL)),
             exchange: string_or("RELAY_EXCHANGE", DEFAULT_EXCHANGE),
             batch_size,
+            max_bytes,
             poll_interval,
             connection_name: format!("chronicle-relay/{}", std::process::id()),
         })
@@ -121,6 +132,7 @@ impl RelaySettings {
             url: BrokerUrl::new(DEFAULT_RABBITMQ_URL),
             exchange: DEFAULT_EXCHANGE.to_owned(),
             batch_size: 500,
+            max_bytes: event_store::log::DEFAULT_MAX_BYTES,
             poll_interval: Duration::from_millis(500),
             connection_name: "chronicle-relay".to_owned(),
         }
@@ -269,48 +281,133 @@ async fn publish(link: &Link, exchange: &str, batch: &[RecordedEvent]) -> Result
         .map_err(|_| RelayError::Timeout(CONFIRM_TIMEOUT))?
 }
 
-/// Moves the relay's checkpoint from `from` to `to` if nobody else moved it; returns the
-/// checkpoint it holds afterwards.
-async fn advance(
-    pool: &PgPool,
-    from: LogPosition,
-    to: LogPosition,
-    count: usize,
-) -> Result<LogPosition, sqlx::Error> {
-    let moved = sqlx::query(
-        "UPDATE projection_checkpoints \
-            SET tx_id = $4, position = $5, events_applied = events_applied + $6, \
-                updated_at = now(), state = 'running', last_error = NULL \
-          WHERE name = $1 AND tx_id = $2 AND position = $3",
-    )
-    .bind(RELAY_CHECKPOINT)
-    .bind(from.tx_id)
-    .bind(from.position)
-    .bind(to.tx_id)
-    .bind(to.position)
-    .bind(i64::try_from(count).unwrap_or(i64::MAX))
-    .execute(pool)
-    .await?;
-    if moved.rows_affected() == 1 {
-        Ok(to)
-    } else {
-        // Another relay (a replica that briefly overlapped) moved it: go on from there.
-        load_checkpoint(pool, RELAY_CHECKPOINT).await
+/// The relay as a sink of a subscription: publishes each batch with confirms and moves its
+/// checkpoint only then. The connection is opened lazily and dropped on any failure, so the
+/// next round publishes again from the checkpoint on a fresh one.
+struct RelaySink<'a> {
+    pool: &'a PgPool,
+    settings: &'a RelaySettings,
+    filter: LogFilter,
+    link: Option<Link>,
+}
+
+impl RelaySink<'_> {
+    async fn disconnect(&mut self) {
+        if let Some(link) = self.link.take() {
+            metrics::gauge!("relay_connected").set(0.0);
+            // Best effort: the broker may already be gone.
+            let _ = tokio::time::timeout(
+                Duration::from_secs(2),
+                link.connection.close(200, "relay reconnecting".into()),
+            )
+            .await;
+        }
     }
 }
 
 async fn record_state(pool: &PgPool, state: &str, error: Option<&str>) {
-    let recorded = sqlx::query(
-        "UPDATE projection_checkpoints SET state = $2, last_error = $3, updated_at = now() \
-          WHERE name = $1 AND (state IS DISTINCT FROM $2 OR last_error IS DISTINCT FROM $3)",
-    )
-    .bind(RELAY_CHECKPOINT)
-    .bind(state)
-    .bind(error)
-    .execute(pool)
-    .await;
-    if let Err(error) = recorded {
+    if let Err(error) = checkpoints::record_state(pool, RELAY_CHECKPOINT, state, error).await {
         tracing::warn!(%error, "cannot record the relay's state");
+    }
+}
+
+#[async_trait]
+impl Sink for RelaySink<'_> {
+    type Error = RelayError;
+
+    fn checkpoint(&self) -> &str {
+        RELAY_CHECKPOINT
+    }
+
+    fn filter(&self) -> &LogFilter {
+        &self.filter
+    }
+
+    fn retry_bounds(&self) -> (Duration, Duration) {
+        (RECONNECT_MIN, RECONNECT_MAX)
+    }
+
+    async fn start(&mut self, pool: &PgPool) -> Result<LogPosition, RelayError> {
+        Ok(checkpoints::ensure(pool, RELAY_CHECKPOINT).await?.position)
+    }
+
+    async fn prepare(&mut self) -> Result<(), RelayError> {
+        // A broker that went away while we were idle is noticed here (or at the next
+        // publish); nothing is lost meanwhile since the log is the buffer.
+        if self
+            .link
+            .as_ref()
+            .is_some_and(|link| !link.connection.status().connected())
+        {
+            self.disconnect().await;
+        }
+        if self.link.is_none() {
+            let link = connect(self.settings).await?;
+            tracing::info!(url = ?self.settings.url, "relay connected");
+            metrics::gauge!("relay_connected").set(1.0);
+            self.link = Some(link);
+            record_state(self.pool, "running", None).await;
+        }
+        Ok(())
+    }
+
+    async fn deliver(
+        &mut self,
+        after: LogPosition,
+        batch: &[RecordedEvent],
+    ) -> Result<Delivered, RelayError> {
+        let started = Instant::now();
+        let Some(last) = batch.last().map(|event| event.log_position) else {
+            return Ok(Delivered::Overtaken(after));
+        };
+        let link = self.link.as_ref().ok_or(RelayError::Disconnected)?;
+        publish(link, &self.settings.exchange, batch).await?;
+        let Some(moved) =
+            checkpoints::advance_from(self.pool, RELAY_CHECKPOINT, after, last, batch.len())
+                .await?
+        else {
+            // Another relay (a replica that briefly overlapped) moved it: go on from there.
+            let now = checkpoints::ensure(self.pool, RELAY_CHECKPOINT).await?;
+            return Ok(Delivered::Overtaken(now.position));
+        };
+        metrics::counter!("relay_events_published_total").increment(batch.len() as u64);
+        metrics::histogram!("relay_batch_duration_seconds").record(started.elapsed().as_secs_f64());
+        metrics::gauge!("relay_checkpoint_position").set(last.position as f64);
+        Ok(Delivered::Moved {
+            count: batch.len(),
+            // Nothing reads rows of the relay: only where it stands.
+            moved: CheckpointMoved {
+                projection: RELAY_CHECKPOINT.to_owned(),
+                checkpoint: moved.position,
+                generation: moved.generation,
+                changed: Vec::new(),
+                complete: true,
+            },
+        })
+    }
+
+    fn database_error(&self, error: sqlx::Error) -> RelayError {
+        RelayError::Database(error)
+    }
+
+    fn is_final(&self, _error: &RelayError) -> bool {
+        // Every failure of the relay is the broker's or the database's, never an event's
+        // that would fail again: keep trying.
+        false
+    }
+
+    async fn interrupted(&mut self, error: &RelayError) {
+        let state = match error {
+            RelayError::Database(_) => "database_unavailable",
+            _ => "waiting_for_broker",
+        };
+        metrics::counter!("relay_interruptions_total").increment(1);
+        self.disconnect().await;
+        record_state(self.pool, state, Some(&error.to_string())).await;
+    }
+
+    async fn close(&mut self) {
+        self.disconnect().await;
     }
 }
 
@@ -325,124 +422,25 @@ pub async fn run_relay(
     shutdown: Shutdown,
 ) {
     let span = tracing::info_span!("relay", exchange = %settings.exchange);
-    tracing::Instrument::instrument(relay_loop(pool, read_pool, settings, wake, shutdown), span)
-        .await;
-}
-
-async fn relay_loop(
-    pool: PgPool,
-    read_pool: PgPool,
-    settings: RelaySettings,
-    wake: Arc<Notify>,
-    shutdown: Shutdown,
-) {
-    let mut backoff = Backoff::new(RECONNECT_MIN, RECONNECT_MAX);
-    let filter = LogFilter::default();
-    loop {
-        if shutdown.is_triggered() {
-            return;
-        }
-        let outcome = match connect(&settings).await {
-            Ok(link) => {
-                tracing::info!(url = ?settings.url, "relay connected");
-                metrics::gauge!("relay_connected").set(1.0);
-                let outcome = publish_rounds(
-                    &pool,
-                    &read_pool,
-                    &settings,
-                    &filter,
-                    &link,
-                    &wake,
-                    &shutdown,
-                    &mut backoff,
-                )
-                .await;
-                metrics::gauge!("relay_connected").set(0.0);
-                // Best effort: the broker may already be gone.
-                let _ = tokio::time::timeout(
-                    Duration::from_secs(2),
-                    link.connection.close(200, "relay reconnecting".into()),
-                )
-                .await;
-                outcome
-            }
-            Err(error) => Err(error),
-        };
-        match outcome {
-            Ok(()) => return,
-            Err(error) => {
-                let state = match error {
-                    RelayError::Database(_) => "database_unavailable",
-                    _ => "waiting_for_broker",
-                };
-                tracing::warn!(%error, "relay interrupted; publishing again from its checkpoint");
-                metrics::counter!("relay_interruptions_total").increment(1);
-                record_state(&pool, state, Some(&error.to_string())).await;
-                let delay = backoff.next_delay();
-                tokio::select! {
-                    () = shutdown.wait() => return,
-                    () = tokio::time::sleep(delay) => {}
-                }
-            }
-        }
-    }
-}
-
-/// Publishes batch after batch on one connection until shutdown (`Ok`) or an error.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "one call site, all borrowed state"
-)]
-async fn publish_rounds(
-    pool: &PgPool,
-    read_pool: &PgPool,
-    settings: &RelaySettings,
-    filter: &LogFilter,
-    link: &Link,
-    wake: &Notify,
-    shutdown: &Shutdown,
-    backoff: &mut Backoff,
-) -> Result<(), RelayError> {
-    let mut checkpoint = load_checkpoint(pool, RELAY_CHECKPOINT).await?;
-    record_state(pool, "running", None).await;
-    loop {
-        if shutdown.is_triggered() {
-            return Ok(());
-        }
-        let notified = wake.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-
-        let started = Instant::now();
-        let batch =
-            event_store::log::read_after(read_pool, checkpoint, settings.batch_size.max(1), filter)
-                .await?;
-        if let Some(last) = batch.last().map(|event| event.log_position) {
-            publish(link, &settings.exchange, &batch).await?;
-            checkpoint = advance(pool, checkpoint, last, batch.len()).await?;
-            backoff.reset();
-            metrics::counter!("relay_events_published_total").increment(batch.len() as u64);
-            metrics::histogram!("relay_batch_duration_seconds")
-                .record(started.elapsed().as_secs_f64());
-            metrics::gauge!("relay_checkpoint_position").set(last.position as f64);
-            announce(pool, RELAY_CHECKPOINT).await;
-            if i64::try_from(batch.len()).unwrap_or(i64::MAX) >= settings.batch_size {
-                continue;
-            }
-        }
-        // A broker that goes away while we are idle is noticed at the next publish, which
-        // then fails and reconnects; nothing is lost meanwhile since the log is the buffer.
-        let wait = if link.connection.status().connected() {
-            settings.poll_interval
-        } else {
-            return Err(RelayError::Disconnected);
-        };
-        tokio::select! {
-            biased;
-            () = shutdown.wait() => return Ok(()),
-            () = &mut notified => {}
-            () = tokio::time::sleep(wait) => {}
-        }
+    let mut sink = RelaySink {
+        pool: &pool,
+        settings: &settings,
+        filter: LogFilter::default(),
+        link: None,
+    };
+    let pools = Pools {
+        write: &pool,
+        read: &read_pool,
+    };
+    let loop_settings = LoopSettings {
+        batch_size: settings.batch_size,
+        poll_interval: settings.poll_interval,
+        max_bytes: settings.max_bytes,
+    };
+    let running = subscription::run(pools, &mut sink, loop_settings, &wake, &shutdown);
+    if let Err(error) = tracing::Instrument::instrument(running, span).await {
+        // Unreachable by `is_final`, but said rather than dropped.
+        tracing::error!(%error, "relay stopped");
     }
 }
 

@@ -16,7 +16,7 @@ use events::analytics::{self, AnalyticsEvent};
 use sqlx::{Postgres, Transaction};
 
 use super::decode_payload;
-use crate::engine::{Projection, ProjectionError};
+use crate::subscription::{Projection, ProjectionError};
 use event_store::catalogue::{self, ReadModel};
 
 /// Projects `AnalyticsBatch` streams into `analytics_daily`.

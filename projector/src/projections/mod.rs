@@ -19,7 +19,7 @@ use serde::de::DeserializeOwned;
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
-use crate::engine::ProjectionError;
+use crate::subscription::ProjectionError;
 
 /// Decodes a recorded event's payload into `E` when its schema version is `version` (`None`:
 /// no version of this event type is readable). Other versions and undecodable payloads are
@@ -36,7 +36,9 @@ pub(crate) fn decode_payload<E: DeserializeOwned>(
             event.event_version, event.event_type
         )));
     }
-    serde_json::from_value(event.payload.clone())
+    // Straight from the stored text into the typed event: nothing in between has a recursion
+    // limit to trip on, and a payload past this decoder's limit is this event's poison.
+    serde_json::from_str(event.payload.get())
         .map_err(|error| ProjectionError::poison(format!("undecodable payload: {error}")))
 }
 

@@ -11,7 +11,7 @@ use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use super::{RowPerStream, decode, uuid_id};
-use crate::engine::{Projection, ProjectionError};
+use crate::subscription::{Projection, ProjectionError};
 use event_store::catalogue::{self, ReadModel};
 
 const ROWS: RowPerStream = RowPerStream {

@@ -7,7 +7,7 @@ use events::status::{self, ServiceStatusEvent};
 use sqlx::{Postgres, Transaction};
 
 use super::decode;
-use crate::engine::{Projection, ProjectionError};
+use crate::subscription::{Projection, ProjectionError};
 use event_store::catalogue::{self, ReadModel};
 
 /// Projects `ServiceStatus` streams into `service_status_history` and

@@ -7,7 +7,7 @@ use events::ticket::{self, TicketEvent};
 use sqlx::{Postgres, Transaction};
 
 use super::{RowPerStream, decode, uuid_id};
-use crate::engine::{Projection, ProjectionError};
+use crate::subscription::{Projection, ProjectionError};
 use event_store::catalogue::{self, ReadModel};
 
 const ROWS: RowPerStream = RowPerStream {

@@ -23,19 +23,13 @@ fn tracked(name: &str, session: Option<&str>, at: &str) -> TrackedEvent {
 }
 
 fn batch_event(events: Vec<TrackedEvent>) -> NewEvent {
-    use cqrs_es::DomainEvent as _;
     let event = AnalyticsEvent::AnalyticsBatchIngested { events };
-    NewEvent {
-        event_id: Uuid::now_v7(),
-        aggregate_type: analytics::AGGREGATE_TYPE.to_owned(),
-        aggregate_id: Uuid::now_v7().to_string(),
-        sequence: 1,
-        event_type: event.event_type(),
-        event_version: event.event_version(),
-        payload: serde_json::to_value(&event).unwrap(),
-        metadata: serde_json::json!({"actor": "tester", "request_id": "r",
-                                     "correlation_id": "c", "causation_id": "c"}),
-    }
+    crate::helpers::domain_event(
+        analytics::AGGREGATE_TYPE,
+        &Uuid::now_v7().to_string(),
+        1,
+        &event,
+    )
 }
 
 async fn daily(pool: &PgPool) -> Vec<(NaiveDate, String, i64, i64)> {
@@ -140,9 +134,10 @@ async fn a_project_created_at_version_1_is_read_as_version_2_and_projected(pool:
         .await
         .unwrap();
     assert_eq!(read[0].event_version, "2");
-    assert_eq!(read[0].payload["ProjectCreated"]["created_by"], "grace");
+    let payload: serde_json::Value = serde_json::from_str(read[0].payload.get()).unwrap();
+    assert_eq!(payload["ProjectCreated"]["created_by"], "grace");
 
-    assert_eq!(crate::support::settle(&pool, 100).await, 1);
+    assert_eq!(crate::helpers::settle(&pool, 100).await, 1);
     let name: String = sqlx::query_scalar("SELECT name FROM projects WHERE id = $1")
         .bind(id)
         .fetch_one(&pool)

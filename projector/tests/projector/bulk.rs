@@ -8,7 +8,7 @@ use projector::projections::ProjectsProjection;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::support::{Lcg, created, project_event, project_rows, renamed, settle};
+use crate::helpers::{Lcg, created, project_event, project_rows, renamed, settle};
 
 /// A log of many projects, each with a pseudo-random history of updates, archives and
 /// restores; several events of one project often fall into one batch.

@@ -9,8 +9,8 @@ use projector::projections::ProjectsProjection;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::helpers::{checkpoint, created, eventually, project_event, project_rows};
 use crate::processes::{Projector, maybe_checkpoint};
-use crate::support::{checkpoint, created, eventually, project_event, project_rows};
 
 /// Appends a good event, a poison one and another good one; returns (good ids, poison id,
 /// poison position).

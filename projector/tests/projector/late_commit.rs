@@ -6,7 +6,7 @@ use projector::projections::ProjectsProjection;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::support::{
+use crate::helpers::{
     checkpoint, created, event_count, project_event, project_rows, renamed, settle,
 };
 

@@ -4,15 +4,21 @@
 #![expect(clippy::unwrap_used, reason = "tests fail loudly on broken set-up")]
 
 mod analytics_daily;
+mod announcements;
+mod big_events;
 mod bulk;
+mod community_posts;
 mod dead_letters;
+mod deep_payloads;
+mod helpers;
 mod late_commit;
 mod poison;
 mod processes;
 mod rebuild;
+mod rebuild_fencing;
 mod relay;
 mod replicas;
 mod restarts;
-mod support;
+mod service_status;
+mod support_tickets;
 mod wake;
-mod wave1;

@@ -6,7 +6,7 @@ use projector::projections::ProjectsProjection;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::support::{checkpoint, created, project_event, project_rows, try_settle};
+use crate::helpers::{checkpoint, created, project_event, project_rows, try_settle};
 
 #[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_poison_event_fails_the_projection_and_nothing_after_it_is_applied(pool: PgPool) {
@@ -92,4 +92,60 @@ async fn an_outage_is_never_taken_for_a_poison_event(pool: PgPool) {
     assert!(!ProjectionError::Database(duplicate).is_outage());
     assert!(!ProjectionError::Database(sqlx::Error::RowNotFound).is_outage());
     assert!(ProjectionError::Database(sqlx::Error::PoolTimedOut).is_outage());
+}
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn a_failure_is_recorded_only_while_the_checkpoint_rests_where_it_was_found(pool: PgPool) {
+    let receipt = append(
+        &pool,
+        &[project_event(Uuid::now_v7(), 1, &created("one"))],
+        None,
+    )
+    .await
+    .unwrap();
+    try_settle(&pool, 10).await.unwrap();
+    // Another process moved on past the place where this one found its failure.
+    let stale = events::LogPosition::START;
+    let recorded =
+        event_store::checkpoints::fail_at(&pool, ProjectsProjection::NAME, stale, "stale")
+            .await
+            .unwrap();
+    assert!(!recorded);
+    assert_eq!(checkpoint(&pool).await.state, "running");
+    let recorded = event_store::checkpoints::fail_at(
+        &pool,
+        ProjectsProjection::NAME,
+        receipt.last,
+        "found here",
+    )
+    .await
+    .unwrap();
+    assert!(recorded);
+    assert_eq!(checkpoint(&pool).await.state, "failed");
+}
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn a_missing_checkpoint_that_may_not_be_created_stops_the_subscription(pool: PgPool) {
+    append(
+        &pool,
+        &[project_event(Uuid::now_v7(), 1, &created("one"))],
+        None,
+    )
+    .await
+    .unwrap();
+    let target = projector::Target {
+        checkpoint: "projects@ghost".to_owned(),
+        create_missing: false,
+        ..projector::Target::live(&ProjectsProjection, false)
+    };
+    let outcome = projector::catch_up_target(&pool, &pool, &ProjectsProjection, &target, 10).await;
+    assert!(
+        matches!(outcome, Err(EngineError::Missing { .. })),
+        "{outcome:?}"
+    );
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM projects")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 0, "nothing was applied without a checkpoint");
 }

@@ -103,7 +103,7 @@ pub async fn leader_of(pool: &PgPool, task: &str) -> Option<u32> {
 }
 
 /// The `projects` checkpoint, or `None` before a process created it.
-pub async fn maybe_checkpoint(pool: &PgPool) -> Option<crate::support::Checkpoint> {
+pub async fn maybe_checkpoint(pool: &PgPool) -> Option<crate::helpers::Checkpoint> {
     sqlx::query_as(
         "SELECT tx_id, position, events_applied, state, last_error \
            FROM projection_checkpoints WHERE name = 'projects'",

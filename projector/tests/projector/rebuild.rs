@@ -11,8 +11,8 @@ use service_kit::shutdown::Shutdown;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::helpers::{checkpoint, created, project_event, renamed, settle};
 use crate::processes::database_url;
-use crate::support::{checkpoint, created, project_event, renamed, settle};
 
 /// Appends `count` projects, each created then renamed, in batches; returns their ids.
 async fn seed(pool: &PgPool, count: usize) -> Vec<Uuid> {
@@ -54,6 +54,7 @@ async fn a_rebuild_under_concurrent_reads_serves_no_errors_and_no_half_built_tab
         LoopSettings {
             batch_size: 100,
             poll_interval: Duration::from_millis(20),
+            max_bytes: event_store::log::DEFAULT_MAX_BYTES,
         },
         wake,
         shutdown.clone(),
@@ -143,7 +144,7 @@ async fn a_rebuild_under_concurrent_reads_serves_no_errors_and_no_half_built_tab
     )
     .await
     .unwrap();
-    crate::support::eventually(Duration::from_secs(10), "the live loop applies", || {
+    crate::helpers::eventually(Duration::from_secs(10), "the live loop applies", || {
         let pool = pool.clone();
         async move {
             sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM projects WHERE id = $1)")

@@ -21,7 +21,7 @@ use service_kit::shutdown::Shutdown;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::support::{created, project_event, renamed};
+use crate::helpers::{created, project_event, renamed};
 
 /// One message as a consumer saw it.
 #[derive(Debug, Clone)]
@@ -36,19 +36,20 @@ struct Received {
 }
 
 /// Relay settings on a fresh exchange, with a connection name only this test uses.
-fn relay_settings(tag: &str) -> RelaySettings {
+pub fn relay_settings(tag: &str) -> RelaySettings {
     RelaySettings {
         enabled: true,
         url: BrokerUrl::new(DEFAULT_RABBITMQ_URL),
         exchange: format!("chronicle.test.{tag}"),
         batch_size: 25,
+        max_bytes: event_store::log::DEFAULT_MAX_BYTES,
         poll_interval: Duration::from_millis(50),
         connection_name: format!("chronicle-relay-test-{tag}"),
     }
 }
 
 /// Declares the exchange (as the relay does) and a queue bound to every routing key.
-async fn bind_queue(exchange: &str, tag: &str) -> (Connection, Consumer) {
+pub async fn bind_queue(exchange: &str, tag: &str) -> (Connection, Consumer) {
     let connection = Connection::connect(DEFAULT_RABBITMQ_URL, ConnectionProperties::default())
         .await
         .unwrap();
@@ -273,7 +274,7 @@ async fn every_event_reaches_a_bound_queue_with_the_contract_properties_in_strea
 
     // The checkpoint moves only after the confirms, so it ends at the last event.
     let last = stored.last().unwrap().position;
-    crate::support::eventually(
+    crate::helpers::eventually(
         Duration::from_secs(5),
         "the relay checkpoint is at the end",
         || {

@@ -9,8 +9,8 @@ use projector::projections::ProjectsProjection;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::helpers::{checkpoint, created, event_count, eventually, project_event, renamed};
 use crate::processes::{Projector, leader_of, maybe_checkpoint};
-use crate::support::{checkpoint, created, event_count, eventually, project_event, renamed};
 
 #[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_replica_takes_over_within_seconds_when_the_active_projector_is_killed(pool: PgPool) {

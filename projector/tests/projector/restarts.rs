@@ -15,7 +15,7 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use uuid::Uuid;
 
-use crate::support::{Lcg, checkpoint, event_count, project_event, project_rows, settle};
+use crate::helpers::{Lcg, checkpoint, event_count, project_event, project_rows, settle};
 
 const WRITERS: u64 = 4;
 const PROJECTS_PER_WRITER: usize = 6;
@@ -150,6 +150,7 @@ async fn a_projector_killed_at_random_moments_ends_equal_to_a_fresh_rebuild(
                 let settings = LoopSettings {
                     batch_size: 1 + i64::try_from(rng.below(20)).unwrap(),
                     poll_interval: Duration::from_millis(20),
+                    max_bytes: event_store::log::DEFAULT_MAX_BYTES,
                 };
                 tokio::spawn(projector::run_projection(
                     pool.clone(),

@@ -11,7 +11,7 @@ use sqlx::PgPool;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use uuid::Uuid;
 
-use crate::support::{created, eventually, project_event};
+use crate::helpers::{created, eventually, project_event};
 
 async fn has_row(pool: &PgPool, id: Uuid) -> bool {
     sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM projects WHERE id = $1)")

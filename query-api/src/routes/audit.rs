@@ -43,7 +43,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// An event as auditors see it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Envelope {
     /// The event's global position.
     pub position: i64,
@@ -59,9 +59,9 @@ pub struct Envelope {
     pub event_type: String,
     /// The event's schema version (always the current one: older ones are upcast on read).
     pub event_version: String,
-    /// The event.
+    /// The event, passed on as stored, never parsed (events::envelope).
     #[schema(value_type = Object)]
-    pub payload: Value,
+    pub payload: Box<serde_json::value::RawValue>,
     /// Who, when, from where: `actor`, `ip`, `user_agent`, `request_id`, `correlation_id`,
     /// `causation_id`, and `idempotency_key` and `traceparent` when the request had them.
     #[schema(value_type = Object)]
@@ -88,7 +88,7 @@ impl From<RecordedEvent> for Envelope {
 }
 
 /// One page of the log.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct EventPage {
     /// Events in commit-safe order.
     pub items: Vec<Envelope>,
@@ -98,7 +98,7 @@ pub struct EventPage {
 }
 
 /// One page of a stream's events.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct StreamEvents {
     /// Events in version order.
     pub items: Vec<Envelope>,

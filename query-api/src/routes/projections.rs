@@ -45,36 +45,26 @@ pub struct ProjectionStatus {
 ///
 /// The database fails.
 pub async fn projection_statuses(pool: &PgPool) -> Result<Vec<ProjectionStatus>, sqlx::Error> {
-    // The catalogue's source map travels as two parallel arrays, one (name, aggregate type)
-    // pair per element, so that one statement serves every projection. A checkpoint missing
-    // from it (the relay, a shadow) counts every event.
-    let (names, types): (Vec<&str>, Vec<&str>) = event_store::catalogue::READ_MODELS
+    // The catalogue's source map, one (name, aggregate type) pair per source; the statement
+    // lives with every other one on the checkpoint table (event_store::checkpoints).
+    let sources: Vec<(&str, &str)> = event_store::catalogue::READ_MODELS
         .iter()
         .flat_map(|model| model.sources.iter().map(move |t| (model.name, *t)))
-        .unzip();
-    // "After the checkpoint" is in commit order, (tx_id, global_position), like the projector
-    // reads; events of transactions still running are invisible here and not yet lag.
-    sqlx::query_as(
-        "WITH sources AS (SELECT * FROM unnest($1::text[], $2::text[]) AS s(name, aggregate_type)) \
-         SELECT c.name, c.position AS checkpoint, lag.lag_events, lag.lag_seconds, c.state, \
-                c.last_error, c.events_applied, c.updated_at \
-           FROM projection_checkpoints c \
-          CROSS JOIN LATERAL ( \
-                SELECT count(*) AS lag_events, \
-                       COALESCE(GREATEST(EXTRACT(EPOCH FROM now() - min(e.recorded_at)), 0), 0)::float8 \
-                           AS lag_seconds \
-                  FROM events e \
-                 WHERE (e.tx_id, e.global_position) > (c.tx_id::text::xid8, c.position) \
-                   AND (NOT EXISTS (SELECT 1 FROM sources s WHERE s.name = c.name) \
-                        OR e.aggregate_type IN \
-                           (SELECT s.aggregate_type FROM sources s WHERE s.name = c.name)) \
-                ) lag \
-          ORDER BY c.name",
-    )
-    .bind(names)
-    .bind(types)
-    .fetch_all(pool)
-    .await
+        .collect();
+    let statuses = event_store::checkpoints::statuses(pool, &sources).await?;
+    Ok(statuses
+        .into_iter()
+        .map(|status| ProjectionStatus {
+            name: status.name,
+            checkpoint: status.checkpoint,
+            lag_events: status.lag_events,
+            lag_seconds: status.lag_seconds,
+            state: status.state,
+            last_error: status.last_error,
+            events_applied: status.events_applied,
+            updated_at: status.updated_at,
+        })
+        .collect())
 }
 
 /// Lists the projections with their checkpoints and lag.

@@ -12,22 +12,59 @@ use uuid::Uuid;
 
 /// A project event as the command side would append it, at stream revision `sequence`.
 pub fn project_event(id: Uuid, sequence: i64, event: &ProjectEvent) -> NewEvent {
-    use cqrs_es::DomainEvent as _;
-    NewEvent {
-        event_id: Uuid::now_v7(),
-        aggregate_type: AGGREGATE_TYPE.to_owned(),
-        aggregate_id: id.to_string(),
+    NewEvent::of(
+        AGGREGATE_TYPE,
+        &id.to_string(),
         sequence,
-        event_type: event.event_type(),
-        event_version: event.event_version(),
-        payload: serde_json::to_value(event).expect("project events serialize"),
-        metadata: serde_json::json!({
-            "actor": "tester",
-            "request_id": "req",
-            "correlation_id": "corr",
-            "causation_id": "cause",
-        }),
+        event,
+        test_metadata(),
+    )
+    .expect("project events serialize")
+}
+
+/// Metadata as the command side records it, for events the tests append.
+pub fn test_metadata() -> serde_json::Value {
+    serde_json::json!({
+        "actor": "tester",
+        "request_id": "req",
+        "correlation_id": "corr",
+        "causation_id": "cause",
+    })
+}
+
+/// Any domain event as the command side would append it, at stream revision `sequence`.
+pub fn domain_event<E: cqrs_es::DomainEvent>(
+    aggregate_type: &str,
+    id: &str,
+    sequence: i64,
+    event: &E,
+) -> NewEvent {
+    NewEvent::of(aggregate_type, id, sequence, event, test_metadata()).expect("events serialize")
+}
+
+/// Catches `projection` up until nothing committed is held back (bounded); returns how many
+/// events it applied.
+pub async fn settle_projection(pool: &PgPool, projection: &dyn projector::Projection) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut applied = 0;
+    loop {
+        let round = projector::catch_up(pool, projection, 100).await.unwrap();
+        applied += round.applied;
+        if !round.held_back {
+            return applied;
+        }
+        assert!(Instant::now() < deadline, "events stayed held back for 15s");
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// A checkpoint's position and how many events it counts.
+pub async fn checkpoint_position(pool: &PgPool, name: &str) -> (i64, i64) {
+    sqlx::query_as("SELECT position, events_applied FROM projection_checkpoints WHERE name = $1")
+        .bind(name)
+        .fetch_one(pool)
+        .await
+        .unwrap()
 }
 
 pub fn created(name: &str) -> ProjectEvent {

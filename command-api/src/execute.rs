@@ -12,22 +12,53 @@ use std::time::Duration;
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::EventUpcaster;
 use cqrs_es::{Aggregate, AggregateError};
-use event_store::append::{self, AppendError, IdempotencyClaim, NewEvent, StoredAnswer};
+use event_store::append::{self, AppendError, NewEvent};
+use event_store::idempotency::{Completion, IdempotencyClaim};
 use event_store::load::AggregateLoader;
 use event_store::wake::AppendNotifier;
 use events::{ConsistencyToken, EventMetadata, LogPosition};
+use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use tracing::Instrument as _;
 use uuid::Uuid;
 
-/// What a successful command produced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Committed {
+/// What kind of change a command made: what the HTTP edge answers it with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// A new aggregate, or a new entry in a stream's history (201).
+    Created,
+    /// A change to an existing aggregate (200).
+    Changed,
+    /// A batch taken in whole (202).
+    Accepted {
+        /// How many items the batch held.
+        items: usize,
+    },
+}
+
+/// What a command committed, as stored with its idempotency key and replayed for a repeat:
+/// everything its answer says except the log position, which does not exist yet when the
+/// outcome is written (it is stored in the same statement as the events).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// The kind of change.
+    pub kind: Kind,
+    /// The aggregate's id.
+    pub id: String,
     /// The aggregate's version after the command.
     pub version: i64,
     /// How many events were appended (0 when the command changed nothing).
     pub appended: usize,
-    /// Where the last appended event stands in the log; `START` when nothing was appended.
+}
+
+/// What a successful command committed: its outcome and where its last event stands in the
+/// log (`START` when it appended nothing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    /// What it did.
+    pub outcome: Outcome,
+    /// The log position of its last event.
     pub position: LogPosition,
 }
 
@@ -92,17 +123,6 @@ fn load_error<E: std::error::Error>(error: AggregateError<E>) -> ExecuteError<E>
     }
 }
 
-/// The answer field holding the consistency token.
-pub const TOKEN_FIELD: &str = "consistency_token";
-
-/// `answer` without its consistency token, for storing.
-fn without_token(mut answer: StoredAnswer) -> StoredAnswer {
-    if let Some(body) = answer.body.as_object_mut() {
-        body.remove(TOKEN_FIELD);
-    }
-    answer
-}
-
 /// What the caller asks of one execution.
 pub struct Request<'a> {
     /// The aggregate's id.
@@ -111,10 +131,10 @@ pub struct Request<'a> {
     pub expected_version: Option<i64>,
     /// Audit metadata for every event.
     pub metadata: &'a EventMetadata,
-    /// The idempotency claim to complete with the answer, if any.
+    /// The idempotency claim to complete with the outcome, if any.
     pub claim: Option<&'a IdempotencyClaim>,
-    /// Builds the answer from the outcome; stored with the claim and sent to the client.
-    pub answer: &'a (dyn Fn(&Committed) -> StoredAnswer + Sync),
+    /// The kind of change the command makes when it succeeds.
+    pub kind: Kind,
     /// After this the command gives up with 503 — but only before its append starts: an
     /// append is never abandoned half-way, so a timeout answer never has written anything.
     pub deadline: tokio::time::Instant,
@@ -159,7 +179,7 @@ where
         &self,
         request: &Request<'_>,
         command: A::Command,
-    ) -> Result<(Committed, StoredAnswer), ExecuteError<A::Error>> {
+    ) -> Result<Committed, ExecuteError<A::Error>> {
         let span = tracing::info_span!(
             "command",
             aggregate.r#type = A::TYPE,
@@ -172,7 +192,7 @@ where
         &self,
         request: &Request<'_>,
         command: A::Command,
-    ) -> Result<(Committed, StoredAnswer), ExecuteError<A::Error>> {
+    ) -> Result<Committed, ExecuteError<A::Error>> {
         let mut attempt = 0;
         let timed_out = || ExecuteError::Unavailable("the request timed out".to_owned());
         loop {
@@ -197,46 +217,41 @@ where
                 .map_err(ExecuteError::Rejected)?;
             let decided = sink.collect().await;
             let new_events = self.to_new_events(request, loaded.version, &decided)?;
-            let version = loaded.version + i64::try_from(new_events.len()).unwrap_or(i64::MAX);
-            let outcome = |receipt: &append::AppendReceipt| Committed {
-                version,
-                appended: receipt.count,
-                position: if receipt.count == 0 {
-                    LogPosition::START
-                } else {
-                    receipt.last
-                },
+            let outcome = Outcome {
+                kind: request.kind,
+                id: request.aggregate_id.to_owned(),
+                version: loaded.version + i64::try_from(new_events.len()).unwrap_or(i64::MAX),
+                appended: new_events.len(),
             };
             if new_events.is_empty() && request.claim.is_none() {
-                let committed = outcome(&append::AppendReceipt {
-                    last: LogPosition::START,
-                    count: 0,
-                });
-                return Ok((committed, (request.answer)(&committed)));
-            }
-            // The stored answer is written with the events, before their position exists; a
-            // replay puts the token back from the stream revision (idempotency::claim).
-            let stored = request.claim.map(|claim| {
-                let planned = Committed {
-                    version,
-                    appended: new_events.len(),
+                return Ok(Committed {
+                    outcome,
                     position: LogPosition::START,
-                };
-                (claim, without_token((request.answer)(&planned)))
-            });
-            let completion = stored.as_ref().map(|(claim, answer)| (*claim, answer));
+                });
+            }
+            let completion = request
+                .claim
+                .map(|claim| Completion::new(claim, &outcome))
+                .transpose()
+                .map_err(|error| ExecuteError::Store(error.to_string()))?;
             if tokio::time::Instant::now() >= request.deadline {
                 return Err(timed_out());
             }
-            match append::append(&self.pool, &new_events, completion).await {
+            match append::append(&self.pool, &new_events, completion.as_ref()).await {
                 Ok(receipt) => {
                     if receipt.count > 0 {
                         self.notifier.notify();
                         metrics::counter!("events_appended_total", "aggregate_type" => A::TYPE)
                             .increment(receipt.count as u64);
                     }
-                    let committed = outcome(&receipt);
-                    return Ok((committed, (request.answer)(&committed)));
+                    return Ok(Committed {
+                        outcome,
+                        position: if receipt.count == 0 {
+                            LogPosition::START
+                        } else {
+                            receipt.last
+                        },
+                    });
                 }
                 Err(AppendError::Conflict) if request.expected_version.is_some() => {
                     let current = self

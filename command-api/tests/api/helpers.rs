@@ -42,6 +42,8 @@ pub struct Answer {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: Value,
+    /// The body's bytes as sent.
+    pub raw: axum::body::Bytes,
 }
 
 impl Answer {
@@ -105,6 +107,7 @@ impl Call {
             status,
             headers,
             body,
+            raw: bytes,
         }
     }
 }

@@ -8,11 +8,9 @@
 use std::fmt;
 
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::Utc;
-use event_store::append::StoredAnswer;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
 use service_kit::Problem;
 use service_kit::problem::FieldError;
@@ -26,10 +24,10 @@ use crate::domain::analytics::{
     AnalyticsCommand, Batch, BatchSizeError, ClientId, EventName, MAX_BATCH, OccurredAt,
     Properties, ValidEvent,
 };
-use crate::execute::Committed;
+use crate::execute::Kind;
 use crate::http::fields::Fields;
 use crate::http::input::CommandInput;
-use crate::http::run_command;
+use crate::http::{Accepted, run_command};
 
 /// The largest body this route accepts: 1 MiB.
 pub const BODY_LIMIT: usize = 1024 * 1024;
@@ -66,15 +64,6 @@ pub struct TrackEvent {
     user_id: Option<String>,
     /// RFC 3339; at most 5 minutes ahead of the server (default: now).
     occurred_at: Option<String>,
-}
-
-/// The answer to an accepted batch.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Accepted {
-    /// How many events were accepted (all of the batch).
-    accepted: usize,
-    /// Pass as `X-Consistency-Token` to read the summary including this batch.
-    consistency_token: String,
 }
 
 /// An event's field as a 422 names it, `events[3].name`; formatted only when the field is
@@ -158,24 +147,15 @@ async fn ingest_events(
 ) -> Result<Response, Problem> {
     let body: IngestEvents = input.json()?;
     let batch = validate(body)?;
-    let accepted = batch.len();
+    let kind = Kind::Accepted { items: batch.len() };
     let id = Uuid::now_v7().to_string();
-    let answer = move |committed: &Committed| StoredAnswer {
-        status: StatusCode::ACCEPTED.as_u16(),
-        body: serde_json::json!({
-            "accepted": accepted,
-            "consistency_token": committed.token().encode(),
-        }),
-        location: None,
-        etag: None,
-    };
     run_command(
         &state,
         &state.analytics,
         &input,
-        &id,
+        (&id, kind),
         AnalyticsCommand::Ingest(batch),
-        &answer,
+        None,
     )
     .await
 }

@@ -46,7 +46,7 @@ pub struct EditPost {
     content: Option<String>,
 }
 
-fn location(id: Uuid) -> String {
+fn location(id: &str) -> String {
     format!("/api/v1/community/posts/{id}")
 }
 
@@ -89,7 +89,7 @@ async fn publish_post(
         &state.posts,
         &input,
         &id.to_string(),
-        location(id),
+        location,
         command,
     )
     .await

@@ -48,7 +48,7 @@ pub struct UpdateProject {
     description: Option<String>,
 }
 
-fn location(id: Uuid) -> String {
+fn location(id: &str) -> String {
     format!("/api/v1/projects/{id}")
 }
 
@@ -95,7 +95,7 @@ async fn create_project(
         &state.projects,
         &input,
         &id.to_string(),
-        location(id),
+        location,
         command,
     )
     .await

@@ -82,11 +82,14 @@ async fn report_status(
     };
     fields.finish()?;
     let id = service_id.as_str();
-    // Each report adds an entry to the service's history: 201, with the history as Location.
-    let location = format!("/api/v1/status/services/{id}/history");
     let command = ServiceStatusCommand::Report {
         status,
         description,
     };
-    create(&state, &state.service_status, &input, id, location, command).await
+    create(&state, &state.service_status, &input, id, history, command).await
+}
+
+/// Each report adds an entry to the service's history: 201, with the history as `Location`.
+fn history(service_id: &str) -> String {
+    format!("/api/v1/status/services/{service_id}/history")
 }

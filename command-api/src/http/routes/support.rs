@@ -47,7 +47,7 @@ pub struct ChangeTicketStatus {
     status: String,
 }
 
-fn location(id: Uuid) -> String {
+fn location(id: &str) -> String {
     format!("/api/v1/support/tickets/{id}")
 }
 
@@ -90,7 +90,7 @@ async fn open_ticket(
         &state.tickets,
         &input,
         &id.to_string(),
-        location(id),
+        location,
         command,
     )
     .await

@@ -55,7 +55,7 @@ pub struct TrackEvent {
     /// `[a-z0-9_.:-]{1,100}`.
     #[schema(pattern = "^[a-z0-9_.:-]{1,100}$")]
     name: String,
-    /// A JSON object of at most 8 KiB serialized.
+    /// A JSON object of at most 8 KiB serialized, nested at most 16 levels deep.
     #[schema(value_type = Option<Object>)]
     properties: Option<Value>,
     /// 1 to 128 characters, no control characters.

@@ -123,12 +123,29 @@ fn load_error<E: std::error::Error>(error: AggregateError<E>) -> ExecuteError<E>
     }
 }
 
+/// An `If-Match` precondition, as the bus checks it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IfMatch {
+    /// The strong tag of this version: matches the aggregate at exactly this version.
+    Version(i64),
+    /// A weak tag (`W/"3"`): never matches, since `If-Match` compares strongly (RFC 9110
+    /// 13.1.1); the answer is 412 with the current version.
+    Weak,
+}
+
+impl IfMatch {
+    /// Whether the aggregate at `version` satisfies this precondition.
+    pub fn matches(self, version: i64) -> bool {
+        self == Self::Version(version)
+    }
+}
+
 /// What the caller asks of one execution.
 pub struct Request<'a> {
     /// The aggregate's id.
     pub aggregate_id: &'a str,
     /// `If-Match`: the version the client last saw.
-    pub expected_version: Option<i64>,
+    pub expected_version: Option<IfMatch>,
     /// Audit metadata for every event.
     pub metadata: &'a EventMetadata,
     /// The idempotency claim to complete with the outcome, if any.
@@ -203,7 +220,7 @@ where
                     .map_err(load_error)?;
             if request
                 .expected_version
-                .is_some_and(|expected| expected != loaded.version)
+                .is_some_and(|expected| !expected.matches(loaded.version))
             {
                 return Err(ExecuteError::PreconditionFailed {
                     current: loaded.version,

@@ -13,6 +13,7 @@ use service_kit::problem::FieldError;
 use uuid::Uuid;
 
 use crate::AppState;
+use crate::execute::IfMatch;
 use crate::idempotency;
 
 /// The principal every request acts as until accounts exist.
@@ -27,8 +28,8 @@ pub struct CommandInput {
     pub fingerprint: Vec<u8>,
     /// `Idempotency-Key`, validated.
     pub idempotency_key: Option<String>,
-    /// `If-Match`, as a version.
-    pub if_match: Option<i64>,
+    /// `If-Match`, as a precondition on the version.
+    pub if_match: Option<IfMatch>,
     /// Audit metadata for the events this command appends.
     pub metadata: EventMetadata,
     /// Who is asking; scopes idempotency keys.
@@ -59,8 +60,10 @@ fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers.get(name).and_then(|value| value.to_str().ok())
 }
 
-/// Parses `If-Match: "7"` (weak and bare forms accepted; `*` means "any version").
-fn parse_if_match(headers: &HeaderMap) -> Result<Option<i64>, Problem> {
+/// Parses `If-Match: "7"` (a bare `7` is taken too; `*` means "any version"). A weak tag
+/// `W/"7"` is well-formed but never matches (strong comparison), so it is kept as
+/// [`IfMatch::Weak`] to answer 412 with the current version rather than 400.
+fn parse_if_match(headers: &HeaderMap) -> Result<Option<IfMatch>, Problem> {
     let Some(raw) = headers.get(header::IF_MATCH) else {
         return Ok(None);
     };
@@ -71,13 +74,21 @@ fn parse_if_match(headers: &HeaderMap) -> Result<Option<i64>, Problem> {
     if raw == "*" {
         return Ok(None);
     }
-    let unquoted = raw.trim_start_matches("W/").trim_matches('"');
-    unquoted
+    let (weak, tag) = match raw.strip_prefix("W/") {
+        Some(tag) => (true, tag),
+        None => (false, raw),
+    };
+    let version = tag
+        .trim_matches('"')
         .parse::<i64>()
         .ok()
         .filter(|version| *version >= 0)
-        .map(Some)
-        .ok_or_else(|| Problem::bad_request("If-Match must be a quoted version, e.g. \"3\""))
+        .ok_or_else(|| Problem::bad_request("If-Match must be a quoted version, e.g. \"3\""))?;
+    Ok(Some(if weak {
+        IfMatch::Weak
+    } else {
+        IfMatch::Version(version)
+    }))
 }
 
 fn is_json(headers: &HeaderMap) -> bool {
@@ -190,18 +201,20 @@ pub fn parse_id(raw: &str) -> Result<Uuid, Problem> {
 mod tests {
     use super::*;
 
-    fn if_match(value: &str) -> Result<Option<i64>, Problem> {
+    fn if_match(value: &str) -> Result<Option<IfMatch>, Problem> {
         let mut headers = HeaderMap::new();
         headers.insert(header::IF_MATCH, value.parse().expect("header value"));
         parse_if_match(&headers)
     }
 
     #[test]
-    fn if_match_takes_quoted_weak_and_bare_versions() {
-        assert_eq!(if_match("\"7\"").ok(), Some(Some(7)));
-        assert_eq!(if_match("W/\"7\"").ok(), Some(Some(7)));
-        assert_eq!(if_match("7").ok(), Some(Some(7)));
+    fn if_match_takes_quoted_and_bare_versions_and_keeps_weak_tags_apart() {
+        assert_eq!(if_match("\"7\"").ok(), Some(Some(IfMatch::Version(7))));
+        assert_eq!(if_match("7").ok(), Some(Some(IfMatch::Version(7))));
         assert_eq!(if_match("*").ok(), Some(None));
+        let weak = if_match("W/\"7\"").ok().flatten();
+        assert_eq!(weak, Some(IfMatch::Weak));
+        assert!(weak.is_some_and(|weak| !weak.matches(7)));
     }
 
     #[test]
@@ -226,5 +239,6 @@ mod tests {
     fn if_match_refuses_what_is_not_a_version() {
         assert!(if_match("\"abc\"").is_err());
         assert!(if_match("\"-1\"").is_err());
+        assert!(if_match("W/\"abc\"").is_err());
     }
 }

@@ -9,12 +9,12 @@
 
 use std::time::Duration;
 
+use cqrs_es::Aggregate;
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::EventUpcaster;
-use cqrs_es::{Aggregate, AggregateError};
 use event_store::append::{self, AppendError, NewEvent};
 use event_store::idempotency::{Completion, IdempotencyClaim};
-use event_store::load::AggregateLoader;
+use event_store::load::{AggregateLoader, LoadError, Loaded};
 use event_store::wake::AppendNotifier;
 use events::{ConsistencyToken, EventMetadata, LogPosition};
 use serde::{Deserialize, Serialize};
@@ -113,13 +113,10 @@ fn database_error<E: std::error::Error>(error: sqlx::Error) -> ExecuteError<E> {
     }
 }
 
-fn load_error<E: std::error::Error>(error: AggregateError<E>) -> ExecuteError<E> {
+fn load_error<E: std::error::Error>(error: LoadError) -> ExecuteError<E> {
     match error {
-        AggregateError::UserError(error) => ExecuteError::Rejected(error),
-        AggregateError::DatabaseConnectionError(error) => {
-            ExecuteError::Unavailable(error.to_string())
-        }
-        other => ExecuteError::Store(other.to_string()),
+        LoadError::Database(error) => database_error(error),
+        LoadError::Event(error) => ExecuteError::Store(error.to_string()),
     }
 }
 
@@ -140,6 +137,21 @@ impl IfMatch {
     }
 }
 
+/// What deciding a command needs to read of its stream, so that no command's cost grows with
+/// its stream's length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reads {
+    /// The aggregate's state: its newest snapshot and the events after it.
+    State,
+    /// Nothing: the command starts a new stream at revision 0. When the id is taken, the
+    /// append's unique violation on the stream revision says so, and the command is decided
+    /// again on the stored state, which answers with the aggregate's own rule (409).
+    NewStream,
+    /// Only the stream's revision: the decision never depends on the state (a status report
+    /// is recorded whatever came before).
+    Revision,
+}
+
 /// What the caller asks of one execution.
 pub struct Request<'a> {
     /// The aggregate's id.
@@ -152,10 +164,16 @@ pub struct Request<'a> {
     pub claim: Option<&'a IdempotencyClaim>,
     /// The kind of change the command makes when it succeeds.
     pub kind: Kind,
+    /// What deciding it reads of the stream.
+    pub reads: Reads,
     /// After this the command gives up with 503 — but only before its append starts: an
     /// append is never abandoned half-way, so a timeout answer never has written anything.
     pub deadline: tokio::time::Instant,
 }
+
+/// After a load that applied this many events, the new state is stored as a snapshot, so the
+/// next load reads the snapshot and fewer events than this.
+pub const SNAPSHOT_AFTER: usize = 64;
 
 /// Executes commands of aggregate `A` against the event store.
 pub struct CommandBus<A: Aggregate> {
@@ -212,15 +230,17 @@ where
     ) -> Result<Committed, ExecuteError<A::Error>> {
         let mut attempt = 0;
         let timed_out = || ExecuteError::Unavailable("the request timed out".to_owned());
+        // A precondition on a create compares with what is stored: read it.
+        let mut reads = match request.reads {
+            Reads::NewStream if request.expected_version.is_some() => Reads::State,
+            reads => reads,
+        };
         loop {
-            let loaded =
-                tokio::time::timeout_at(request.deadline, self.loader.load(request.aggregate_id))
-                    .await
-                    .map_err(|_| timed_out())?
-                    .map_err(load_error)?;
-            if request
-                .expected_version
-                .is_some_and(|expected| !expected.matches(loaded.version))
+            let loaded = tokio::time::timeout_at(request.deadline, self.read(request, reads))
+                .await
+                .map_err(|_| timed_out())??;
+            if let Some(expected) = request.expected_version
+                && !expected.matches(loaded.version)
             {
                 return Err(ExecuteError::PreconditionFailed {
                     current: loaded.version,
@@ -261,6 +281,12 @@ where
                         metrics::counter!("events_appended_total", "aggregate_type" => A::TYPE)
                             .increment(receipt.count as u64);
                     }
+                    // Only a full state is worth keeping, and only once its replay got long.
+                    if reads == Reads::State && loaded.replayed + new_events.len() >= SNAPSHOT_AFTER
+                    {
+                        self.snapshot(request.aggregate_id, &aggregate, outcome.version)
+                            .await;
+                    }
                     return Ok(Committed {
                         outcome,
                         position: if receipt.count == 0 {
@@ -270,13 +296,15 @@ where
                         },
                     });
                 }
+                // The new stream exists: decide again on what it holds (not a retry: nothing
+                // raced, the id was taken).
+                Err(AppendError::Conflict) if reads == Reads::NewStream => reads = Reads::State,
                 Err(AppendError::Conflict) if request.expected_version.is_some() => {
                     let current = self
                         .loader
-                        .load(request.aggregate_id)
+                        .revision(request.aggregate_id)
                         .await
-                        .map_err(load_error)?
-                        .version;
+                        .map_err(database_error)?;
                     return Err(ExecuteError::PreconditionFailed { current });
                 }
                 Err(AppendError::Conflict) if attempt < self.max_retries => {
@@ -290,6 +318,45 @@ where
                 }
                 Err(error) => return Err(error.into()),
             }
+        }
+    }
+
+    /// Reads what deciding needs: the state, nothing, or the revision alone.
+    async fn read(
+        &self,
+        request: &Request<'_>,
+        reads: Reads,
+    ) -> Result<Loaded<A>, ExecuteError<A::Error>> {
+        let empty = |version| Loaded {
+            aggregate: A::default(),
+            version,
+            replayed: 0,
+        };
+        match reads {
+            Reads::State => self
+                .loader
+                .load(request.aggregate_id)
+                .await
+                .map_err(load_error),
+            Reads::NewStream => Ok(empty(0)),
+            Reads::Revision => self
+                .loader
+                .revision(request.aggregate_id)
+                .await
+                .map(empty)
+                .map_err(database_error),
+        }
+    }
+
+    /// Stores `aggregate` at `version` as a snapshot. The command already committed, so a
+    /// failure only means the next load reads more events: logged, not returned.
+    async fn snapshot(&self, aggregate_id: &str, aggregate: &A, version: i64) {
+        if let Err(error) = self
+            .loader
+            .save_snapshot(aggregate_id, aggregate, version)
+            .await
+        {
+            tracing::warn!(%error, "could not store a snapshot");
         }
     }
 

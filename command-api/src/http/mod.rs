@@ -15,7 +15,7 @@ use service_kit::Problem;
 use utoipa::ToSchema;
 
 use crate::AppState;
-use crate::execute::{CommandBus, Committed, Kind, Outcome, Request};
+use crate::execute::{CommandBus, Committed, Kind, Outcome, Reads, Request};
 use crate::http::error::{RuleProblem, idempotency_problem};
 use crate::http::input::CommandInput;
 
@@ -25,16 +25,28 @@ pub const X_CONSISTENCY_TOKEN: &str = "x-consistency-token";
 /// A route's `Location` for a created resource, from the aggregate's id.
 pub type Location = fn(&str) -> String;
 
+/// What a command is aimed at and how it is answered.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    /// The aggregate's id.
+    pub id: &'a str,
+    /// The kind of change it makes: its answer's status and body.
+    pub kind: Kind,
+    /// What deciding it reads of the stream.
+    pub reads: Reads,
+    /// The created resource's URL, for [`Kind::Created`].
+    pub location: Option<Location>,
+}
+
 /// Runs one command the way every endpoint does: claim the idempotency key (or replay its
 /// outcome), execute with retries, answer; a failed command releases its claim and writes
-/// nothing. A `kind` of [`Kind::Created`] answers with `location`'s URL.
+/// nothing.
 pub async fn run_command<A>(
     state: &AppState,
     bus: &CommandBus<A>,
     input: &CommandInput,
-    (aggregate_id, kind): (&str, Kind),
+    target: Target<'_>,
     command: A::Command,
-    location: Option<Location>,
 ) -> Result<Response, Problem>
 where
     A: Aggregate,
@@ -58,23 +70,24 @@ where
                     outcome: stored.outcome,
                     position: stored.position,
                 };
-                return Ok(respond(&committed, location, true));
+                return Ok(respond(&committed, target.location, true));
             }
         },
         None => None,
     };
     let request = Request {
-        aggregate_id,
+        aggregate_id: target.id,
         expected_version: input.if_match,
         metadata: &input.metadata,
         claim: claim.as_ref(),
-        kind,
+        kind: target.kind,
+        reads: target.reads,
         deadline: input.deadline,
     };
     match bus.execute(&request, command).await {
         Ok(committed) => {
             (state.hooks.after_commit)();
-            Ok(respond(&committed, location, false))
+            Ok(respond(&committed, target.location, false))
         }
         Err(error) => {
             if let Some(claim) = &claim {
@@ -85,8 +98,8 @@ where
     }
 }
 
-/// Runs a command that creates its aggregate (or adds to its stream's history): answers 201
-/// with [`ChangeAnswer`] and `Location`.
+/// Runs a command that creates its aggregate, starting a new stream (no read: an id already
+/// taken is found by the append): answers 201 with [`ChangeAnswer`] and `Location`.
 pub async fn create<A>(
     state: &AppState,
     bus: &CommandBus<A>,
@@ -100,15 +113,13 @@ where
     A::Command: Clone,
     A::Error: RuleProblem,
 {
-    run_command(
-        state,
-        bus,
-        input,
-        (id, Kind::Created),
-        command,
-        Some(location),
-    )
-    .await
+    let target = Target {
+        id,
+        kind: Kind::Created,
+        reads: Reads::NewStream,
+        location: Some(location),
+    };
+    run_command(state, bus, input, target, command).await
 }
 
 /// Runs a command on an existing aggregate: answers 200 with [`ChangeAnswer`].
@@ -124,7 +135,13 @@ where
     A::Command: Clone,
     A::Error: RuleProblem,
 {
-    run_command(state, bus, input, (id, Kind::Changed), command, None).await
+    let target = Target {
+        id,
+        kind: Kind::Changed,
+        reads: Reads::State,
+        location: None,
+    };
+    run_command(state, bus, input, target, command).await
 }
 
 /// The answer to a create or change.

@@ -13,3 +13,4 @@ mod projects;
 mod status;
 mod support;
 mod upcasting;
+mod write_cost;

@@ -24,10 +24,10 @@ use crate::domain::analytics::{
     AnalyticsCommand, Batch, BatchSizeError, ClientId, EventName, MAX_BATCH, OccurredAt,
     Properties, ValidEvent,
 };
-use crate::execute::Kind;
+use crate::execute::{Kind, Reads};
 use crate::http::fields::Fields;
 use crate::http::input::CommandInput;
-use crate::http::{Accepted, run_command};
+use crate::http::{Accepted, Target, run_command};
 
 /// The largest body this route accepts: 1 MiB.
 pub const BODY_LIMIT: usize = 1024 * 1024;
@@ -147,15 +147,14 @@ async fn ingest_events(
 ) -> Result<Response, Problem> {
     let body: IngestEvents = input.json()?;
     let batch = validate(body)?;
-    let kind = Kind::Accepted { items: batch.len() };
     let id = Uuid::now_v7().to_string();
-    run_command(
-        &state,
-        &state.analytics,
-        &input,
-        (&id, kind),
-        AnalyticsCommand::Ingest(batch),
-        None,
-    )
-    .await
+    // Each batch starts a stream of its own: nothing to read.
+    let target = Target {
+        id: &id,
+        kind: Kind::Accepted { items: batch.len() },
+        reads: Reads::NewStream,
+        location: None,
+    };
+    let command = AnalyticsCommand::Ingest(batch);
+    run_command(&state, &state.analytics, &input, target, command).await
 }

@@ -4,6 +4,7 @@
 pub mod error;
 pub mod fields;
 pub mod input;
+pub mod openapi;
 pub mod routes;
 
 use axum::Json;

@@ -217,16 +217,6 @@ async fn ingest_throughput(pool: PgPool) {
     assert_eq!(event_count(&pool).await, 8 * batches_each as i64);
 }
 
-#[sqlx::test(migrator = "event_store::MIGRATOR")]
-async fn the_openapi_document_describes_the_ingest_route(pool: PgPool) {
-    let document = Call::new(axum::http::Method::GET, "/api/v1/openapi.json")
-        .send(&app(&pool))
-        .await
-        .body;
-    assert!(document["paths"]["/api/v1/analytics/events"]["post"].is_object());
-    assert!(document["components"]["schemas"]["TrackEvent"].is_object());
-}
-
 /// `{"d": {"d": … {}}}` with `levels` nested objects, the outermost included.
 fn nested(levels: usize) -> Value {
     // Built as text: a recursive builder is what this test guards against.

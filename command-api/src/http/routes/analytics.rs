@@ -27,6 +27,7 @@ use crate::domain::analytics::{
 use crate::execute::{Kind, Reads};
 use crate::http::fields::Fields;
 use crate::http::input::CommandInput;
+use crate::http::openapi::CommandErrors;
 use crate::http::{Accepted, Target, run_command};
 
 /// The largest body this route accepts: 1 MiB.
@@ -134,11 +135,7 @@ fn validate(body: IngestEvents) -> Result<Batch, Problem> {
     ),
     responses(
         (status = 202, description = "Accepted", body = Accepted),
-        (status = 400, description = "Malformed JSON"),
-        (status = 409, description = "The idempotency key is in flight"),
-        (status = 413, description = "Body over 1 MiB"),
-        (status = 415, description = "Not JSON"),
-        (status = 422, description = "Validation failed; each invalid field is named, e.g. events[3].name"),
+        CommandErrors,
     )
 )]
 async fn ingest_events(

@@ -19,6 +19,7 @@ use crate::domain::service_status::{
 use crate::execute::{Kind, Reads};
 use crate::http::fields::Fields;
 use crate::http::input::CommandInput;
+use crate::http::openapi::CommandErrors;
 use crate::http::{ChangeAnswer, Target, run_command};
 
 /// Routes of the service status commands.
@@ -51,11 +52,7 @@ pub struct ReportStatus {
     ),
     responses(
         (status = 201, description = "Recorded; `Location` is the service's history", body = ChangeAnswer),
-        (status = 400, description = "Malformed JSON"),
-        (status = 412, description = "If-Match does not match; body has current_version"),
-        (status = 413, description = "Body too large"),
-        (status = 415, description = "Not JSON"),
-        (status = 422, description = "Validation failed (a malformed service_id, an unknown status)"),
+        CommandErrors,
     )
 )]
 async fn report_status(

@@ -2,6 +2,8 @@
 //! their log positions and, for a request with an idempotency key, completes its claim, so a
 //! stored outcome exists exactly when its events do (docs/decisions/0003-atomic-idempotency.md).
 
+use std::sync::LazyLock;
+
 use cqrs_es::DomainEvent;
 use events::LogPosition;
 use serde_json::Value;
@@ -157,32 +159,12 @@ async fn insert(
         payloads.push(event.payload.to_string());
         metadata.push(event.metadata.to_string());
     }
-    // One round trip for the whole batch; WITH ORDINALITY keeps positions in input order.
-    // With a claim, a data-modifying CTE completes it and the insert depends on it, so both
-    // land or neither does (the whole statement fails on a revision conflict).
-    let (claim_cte, claim_guard) = if completion.is_some() {
-        (
-            idempotency::completion_cte(9),
-            "WHERE EXISTS (SELECT 1 FROM claim) ",
-        )
+    let sql: &str = if completion.is_some() {
+        &COMPLETING_INSERT
     } else {
-        (String::new(), "")
+        &INSERT
     };
-    let sql = format!(
-        "{claim_cte}\
-         INSERT INTO events (event_id, aggregate_type, aggregate_id, sequence, event_type, \
-                             event_version, payload, metadata) \
-         SELECT e.event_id, e.aggregate_type, e.aggregate_id, e.sequence, e.event_type, \
-                e.event_version, e.payload::json, e.metadata::json \
-           FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::text[], \
-                       $6::text[], $7::text[], $8::text[]) \
-                WITH ORDINALITY AS e(event_id, aggregate_type, aggregate_id, sequence, \
-                                     event_type, event_version, payload, metadata, n) \
-          {claim_guard}\
-          ORDER BY e.n \
-         RETURNING tx_id::text::bigint, global_position"
-    );
-    let mut query = sqlx::query_as(&sql)
+    let mut query = sqlx::query_as(sql)
         .bind(&ids)
         .bind(&types)
         .bind(&aggregate_ids)
@@ -207,6 +189,37 @@ async fn insert(
         last,
         count: rows.len(),
     })
+}
+
+/// The append statement, built once: one round trip for the whole batch; WITH ORDINALITY
+/// keeps positions in input order.
+static INSERT: LazyLock<String> = LazyLock::new(|| insert_sql(""));
+
+/// The append statement that also completes an idempotency claim: a data-modifying CTE
+/// completes it and the insert depends on it, so both land or neither does (the whole
+/// statement fails on a revision conflict).
+static COMPLETING_INSERT: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "{}{}",
+        idempotency::completion_cte(9),
+        insert_sql("WHERE EXISTS (SELECT 1 FROM claim) ")
+    )
+});
+
+fn insert_sql(guard: &str) -> String {
+    format!(
+        "INSERT INTO events (event_id, aggregate_type, aggregate_id, sequence, event_type, \
+                             event_version, payload, metadata) \
+         SELECT e.event_id, e.aggregate_type, e.aggregate_id, e.sequence, e.event_type, \
+                e.event_version, e.payload::json, e.metadata::json \
+           FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::text[], \
+                       $6::text[], $7::text[], $8::text[]) \
+                WITH ORDINALITY AS e(event_id, aggregate_type, aggregate_id, sequence, \
+                                     event_type, event_version, payload, metadata, n) \
+          {guard}\
+          ORDER BY e.n \
+         RETURNING tx_id::text::bigint, global_position"
+    )
 }
 
 /// Maps a unique violation on a stream revision to [`AppendError::Conflict`].

@@ -71,6 +71,8 @@ impl<A: Aggregate> AggregateLoader<A> {
     /// The database failed, or a stored event does not deserialize as `A::Event` even after
     /// upcasting.
     pub async fn load(&self, aggregate_id: &str) -> Result<Loaded<A>, LoadError> {
+        // One connection for both statements: one pool checkout (and its liveness check).
+        let mut connection = self.pool.acquire().await?;
         let snapshot: Option<(i64, Json<Value>)> = sqlx::query_as(
             "SELECT last_sequence, payload FROM snapshots \
               WHERE aggregate_type = $1 AND aggregate_id = $2 \
@@ -78,7 +80,7 @@ impl<A: Aggregate> AggregateLoader<A> {
         )
         .bind(A::TYPE)
         .bind(aggregate_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *connection)
         .await?;
         let (mut aggregate, mut version) = snapshot
             .and_then(|(sequence, Json(payload))| {
@@ -97,7 +99,7 @@ impl<A: Aggregate> AggregateLoader<A> {
         .bind(A::TYPE)
         .bind(aggregate_id)
         .bind(version)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *connection)
         .await?;
         let replayed = rows.len();
         for row in rows {

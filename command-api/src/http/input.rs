@@ -24,8 +24,9 @@ pub const ANONYMOUS: &str = "anonymous";
 pub struct CommandInput {
     body: Bytes,
     is_json: bool,
-    /// Hash of method, path and body: what an idempotency key is bound to.
-    pub fingerprint: Vec<u8>,
+    /// Hash of method, path and body: what an idempotency key is bound to. Computed only for
+    /// a request with a key (`Some` exactly when `idempotency_key` is).
+    pub fingerprint: Option<Vec<u8>>,
     /// `Idempotency-Key`, validated.
     pub idempotency_key: Option<String>,
     /// `If-Match`, as a precondition on the version.
@@ -157,7 +158,9 @@ impl FromRequest<AppState> for CommandInput {
             return Err(Problem::unsupported_media_type());
         }
         Ok(Self {
-            fingerprint: idempotency::fingerprint(&method, &path, &body),
+            fingerprint: idempotency_key
+                .is_some()
+                .then(|| idempotency::fingerprint(&method, &path, &body)),
             body,
             is_json: json,
             idempotency_key,

@@ -54,12 +54,12 @@ where
     A::Command: Clone,
     A::Error: RuleProblem,
 {
-    let claim = match &input.idempotency_key {
-        Some(key) => match idempotency::claim::<Outcome>(
+    let claim = match (&input.idempotency_key, &input.fingerprint) {
+        (Some(key), Some(fingerprint)) => match idempotency::claim::<Outcome>(
             &state.claims,
             &input.principal,
             key,
-            &input.fingerprint,
+            fingerprint,
             state.settings.idempotency_lease,
         )
         .await
@@ -74,7 +74,7 @@ where
                 return Ok(respond(&committed, target.location, true));
             }
         },
-        None => None,
+        _ => None,
     };
     let request = Request {
         aggregate_id: target.id,

@@ -1,4 +1,6 @@
-//! Running a command against an aggregate: load its stream, decide, append, retry on a lost
+//! Running a command against an aggregate: read what deciding needs of its stream (its state
+//! from a snapshot and later events, its revision alone, or nothing for a new stream; see
+//! [`Reads`] and docs/decisions/0006-bounded-write-cost.md), decide, append, retry on a lost
 //! race, and complete the request's idempotency claim in the statement that appends.
 //!
 //! This is cqrs-es's `CqrsFramework::execute_with_metadata` loop (load, `handle` into an
@@ -9,25 +11,56 @@
 
 use std::time::Duration;
 
+use cqrs_es::Aggregate;
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::EventUpcaster;
-use cqrs_es::{Aggregate, AggregateError};
-use event_store::append::{self, AppendError, IdempotencyClaim, NewEvent, StoredAnswer};
-use event_store::load::AggregateLoader;
+use event_store::append::{self, AppendError, NewEvent};
+use event_store::idempotency::{Completion, IdempotencyClaim};
+use event_store::load::{AggregateLoader, LoadError, Loaded};
 use event_store::wake::AppendNotifier;
 use events::{ConsistencyToken, EventMetadata, LogPosition};
+use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use tracing::Instrument as _;
 use uuid::Uuid;
 
-/// What a successful command produced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Committed {
+/// What kind of change a command made: what the HTTP edge answers it with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// A new aggregate, or a new entry in a stream's history (201).
+    Created,
+    /// A change to an existing aggregate (200).
+    Changed,
+    /// A batch taken in whole (202).
+    Accepted {
+        /// How many items the batch held.
+        items: usize,
+    },
+}
+
+/// What a command committed, as stored with its idempotency key and replayed for a repeat:
+/// everything its answer says except the log position, which does not exist yet when the
+/// outcome is written (it is stored in the same statement as the events).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// The kind of change.
+    pub kind: Kind,
+    /// The aggregate's id.
+    pub id: String,
     /// The aggregate's version after the command.
     pub version: i64,
     /// How many events were appended (0 when the command changed nothing).
     pub appended: usize,
-    /// Where the last appended event stands in the log; `START` when nothing was appended.
+}
+
+/// What a successful command committed: its outcome and where its last event stands in the
+/// log (`START` when it appended nothing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    /// What it did.
+    pub outcome: Outcome,
+    /// The log position of its last event.
     pub position: LogPosition,
 }
 
@@ -82,25 +115,43 @@ fn database_error<E: std::error::Error>(error: sqlx::Error) -> ExecuteError<E> {
     }
 }
 
-fn load_error<E: std::error::Error>(error: AggregateError<E>) -> ExecuteError<E> {
+fn load_error<E: std::error::Error>(error: LoadError) -> ExecuteError<E> {
     match error {
-        AggregateError::UserError(error) => ExecuteError::Rejected(error),
-        AggregateError::DatabaseConnectionError(error) => {
-            ExecuteError::Unavailable(error.to_string())
-        }
-        other => ExecuteError::Store(other.to_string()),
+        LoadError::Database(error) => database_error(error),
+        LoadError::Event(error) => ExecuteError::Store(error.to_string()),
     }
 }
 
-/// The answer field holding the consistency token.
-pub const TOKEN_FIELD: &str = "consistency_token";
+/// An `If-Match` precondition, as the bus checks it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IfMatch {
+    /// The strong tag of this version: matches the aggregate at exactly this version.
+    Version(i64),
+    /// A weak tag (`W/"3"`): never matches, since `If-Match` compares strongly (RFC 9110
+    /// 13.1.1); the answer is 412 with the current version.
+    Weak,
+}
 
-/// `answer` without its consistency token, for storing.
-fn without_token(mut answer: StoredAnswer) -> StoredAnswer {
-    if let Some(body) = answer.body.as_object_mut() {
-        body.remove(TOKEN_FIELD);
+impl IfMatch {
+    /// Whether the aggregate at `version` satisfies this precondition.
+    pub fn matches(self, version: i64) -> bool {
+        self == Self::Version(version)
     }
-    answer
+}
+
+/// What deciding a command needs to read of its stream, so that no command's cost grows with
+/// its stream's length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reads {
+    /// The aggregate's state: its newest snapshot and the events after it.
+    State,
+    /// Nothing: the command starts a new stream at revision 0. When the id is taken, the
+    /// append's unique violation on the stream revision says so, and the command is decided
+    /// again on the stored state, which answers with the aggregate's own rule (409).
+    NewStream,
+    /// Only the stream's revision: the decision never depends on the state (a status report
+    /// is recorded whatever came before).
+    Revision,
 }
 
 /// What the caller asks of one execution.
@@ -108,17 +159,23 @@ pub struct Request<'a> {
     /// The aggregate's id.
     pub aggregate_id: &'a str,
     /// `If-Match`: the version the client last saw.
-    pub expected_version: Option<i64>,
+    pub expected_version: Option<IfMatch>,
     /// Audit metadata for every event.
     pub metadata: &'a EventMetadata,
-    /// The idempotency claim to complete with the answer, if any.
+    /// The idempotency claim to complete with the outcome, if any.
     pub claim: Option<&'a IdempotencyClaim>,
-    /// Builds the answer from the outcome; stored with the claim and sent to the client.
-    pub answer: &'a (dyn Fn(&Committed) -> StoredAnswer + Sync),
+    /// The kind of change the command makes when it succeeds.
+    pub kind: Kind,
+    /// What deciding it reads of the stream.
+    pub reads: Reads,
     /// After this the command gives up with 503 — but only before its append starts: an
     /// append is never abandoned half-way, so a timeout answer never has written anything.
     pub deadline: tokio::time::Instant,
 }
+
+/// After a load that applied this many events, the new state is stored as a snapshot, so the
+/// next load reads the snapshot and fewer events than this.
+pub const SNAPSHOT_AFTER: usize = 64;
 
 /// Executes commands of aggregate `A` against the event store.
 pub struct CommandBus<A: Aggregate> {
@@ -159,7 +216,7 @@ where
         &self,
         request: &Request<'_>,
         command: A::Command,
-    ) -> Result<(Committed, StoredAnswer), ExecuteError<A::Error>> {
+    ) -> Result<Committed, ExecuteError<A::Error>> {
         let span = tracing::info_span!(
             "command",
             aggregate.r#type = A::TYPE,
@@ -172,18 +229,20 @@ where
         &self,
         request: &Request<'_>,
         command: A::Command,
-    ) -> Result<(Committed, StoredAnswer), ExecuteError<A::Error>> {
+    ) -> Result<Committed, ExecuteError<A::Error>> {
         let mut attempt = 0;
         let timed_out = || ExecuteError::Unavailable("the request timed out".to_owned());
+        // A precondition on a create compares with what is stored: read it.
+        let mut reads = match request.reads {
+            Reads::NewStream if request.expected_version.is_some() => Reads::State,
+            reads => reads,
+        };
         loop {
-            let loaded =
-                tokio::time::timeout_at(request.deadline, self.loader.load(request.aggregate_id))
-                    .await
-                    .map_err(|_| timed_out())?
-                    .map_err(load_error)?;
-            if request
-                .expected_version
-                .is_some_and(|expected| expected != loaded.version)
+            let loaded = tokio::time::timeout_at(request.deadline, self.read(request, reads))
+                .await
+                .map_err(|_| timed_out())??;
+            if let Some(expected) = request.expected_version
+                && !expected.matches(loaded.version)
             {
                 return Err(ExecuteError::PreconditionFailed {
                     current: loaded.version,
@@ -197,54 +256,57 @@ where
                 .map_err(ExecuteError::Rejected)?;
             let decided = sink.collect().await;
             let new_events = self.to_new_events(request, loaded.version, &decided)?;
-            let version = loaded.version + i64::try_from(new_events.len()).unwrap_or(i64::MAX);
-            let outcome = |receipt: &append::AppendReceipt| Committed {
-                version,
-                appended: receipt.count,
-                position: if receipt.count == 0 {
-                    LogPosition::START
-                } else {
-                    receipt.last
-                },
+            let outcome = Outcome {
+                kind: request.kind,
+                id: request.aggregate_id.to_owned(),
+                version: loaded.version + i64::try_from(new_events.len()).unwrap_or(i64::MAX),
+                appended: new_events.len(),
             };
             if new_events.is_empty() && request.claim.is_none() {
-                let committed = outcome(&append::AppendReceipt {
-                    last: LogPosition::START,
-                    count: 0,
-                });
-                return Ok((committed, (request.answer)(&committed)));
-            }
-            // The stored answer is written with the events, before their position exists; a
-            // replay puts the token back from the stream revision (idempotency::claim).
-            let stored = request.claim.map(|claim| {
-                let planned = Committed {
-                    version,
-                    appended: new_events.len(),
+                return Ok(Committed {
+                    outcome,
                     position: LogPosition::START,
-                };
-                (claim, without_token((request.answer)(&planned)))
-            });
-            let completion = stored.as_ref().map(|(claim, answer)| (*claim, answer));
+                });
+            }
+            let completion = request
+                .claim
+                .map(|claim| Completion::new(claim, &outcome))
+                .transpose()
+                .map_err(|error| ExecuteError::Store(error.to_string()))?;
             if tokio::time::Instant::now() >= request.deadline {
                 return Err(timed_out());
             }
-            match append::append(&self.pool, &new_events, completion).await {
+            match append::append(&self.pool, &new_events, completion.as_ref()).await {
                 Ok(receipt) => {
                     if receipt.count > 0 {
                         self.notifier.notify();
                         metrics::counter!("events_appended_total", "aggregate_type" => A::TYPE)
                             .increment(receipt.count as u64);
                     }
-                    let committed = outcome(&receipt);
-                    return Ok((committed, (request.answer)(&committed)));
+                    // Only a full state is worth keeping, and only once its replay got long.
+                    if reads == Reads::State && loaded.replayed + new_events.len() >= SNAPSHOT_AFTER
+                    {
+                        self.snapshot(request.aggregate_id, &aggregate, outcome.version)
+                            .await;
+                    }
+                    return Ok(Committed {
+                        outcome,
+                        position: if receipt.count == 0 {
+                            LogPosition::START
+                        } else {
+                            receipt.last
+                        },
+                    });
                 }
+                // The new stream exists: decide again on what it holds (not a retry: nothing
+                // raced, the id was taken).
+                Err(AppendError::Conflict) if reads == Reads::NewStream => reads = Reads::State,
                 Err(AppendError::Conflict) if request.expected_version.is_some() => {
                     let current = self
                         .loader
-                        .load(request.aggregate_id)
+                        .revision(request.aggregate_id)
                         .await
-                        .map_err(load_error)?
-                        .version;
+                        .map_err(database_error)?;
                     return Err(ExecuteError::PreconditionFailed { current });
                 }
                 Err(AppendError::Conflict) if attempt < self.max_retries => {
@@ -258,6 +320,45 @@ where
                 }
                 Err(error) => return Err(error.into()),
             }
+        }
+    }
+
+    /// Reads what deciding needs: the state, nothing, or the revision alone.
+    async fn read(
+        &self,
+        request: &Request<'_>,
+        reads: Reads,
+    ) -> Result<Loaded<A>, ExecuteError<A::Error>> {
+        let empty = |version| Loaded {
+            aggregate: A::default(),
+            version,
+            replayed: 0,
+        };
+        match reads {
+            Reads::State => self
+                .loader
+                .load(request.aggregate_id)
+                .await
+                .map_err(load_error),
+            Reads::NewStream => Ok(empty(0)),
+            Reads::Revision => self
+                .loader
+                .revision(request.aggregate_id)
+                .await
+                .map(empty)
+                .map_err(database_error),
+        }
+    }
+
+    /// Stores `aggregate` at `version` as a snapshot. The command already committed, so a
+    /// failure only means the next load reads more events: logged, not returned.
+    async fn snapshot(&self, aggregate_id: &str, aggregate: &A, version: i64) {
+        if let Err(error) = self
+            .loader
+            .save_snapshot(aggregate_id, aggregate, version)
+            .await
+        {
+            tracing::warn!(%error, "could not store a snapshot");
         }
     }
 

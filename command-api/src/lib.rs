@@ -175,7 +175,14 @@ fn claims_pool(pool: &PgPool) -> PgPool {
 
 /// The OpenAPI document's root.
 #[derive(utoipa::OpenApi)]
-#[openapi(info(title = "Chronicle command API", version = "1"))]
+#[openapi(
+    info(title = "Chronicle command API", version = "1"),
+    components(schemas(
+        http::openapi::ProblemDoc,
+        http::openapi::FieldErrorDoc,
+        http::openapi::PreconditionFailedDoc,
+    ))
+)]
 struct ApiDoc;
 
 /// The whole application: command routes, OpenAPI document, plumbing.

@@ -1,12 +1,16 @@
 //! Appending to the event store: one statement inserts every event of a command, returns
 //! their log positions and, for a request with an idempotency key, completes its claim, so a
-//! stored answer exists exactly when its events do (docs/decisions/0003-atomic-idempotency.md).
+//! stored outcome exists exactly when its events do (docs/decisions/0003-atomic-idempotency.md).
+
+use std::sync::LazyLock;
 
 use cqrs_es::DomainEvent;
 use events::LogPosition;
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
+
+use crate::idempotency::{self, Completion};
 
 /// An event ready to be appended.
 #[derive(Debug, Clone)]
@@ -85,32 +89,6 @@ pub struct AppendReceipt {
     pub count: usize,
 }
 
-/// A request's claim on an idempotency key, completed by the append that answers it.
-#[derive(Debug, Clone)]
-pub struct IdempotencyClaim {
-    /// Whose key it is.
-    pub principal: String,
-    /// The client's `Idempotency-Key`.
-    pub key: String,
-    /// Identifies the attempt holding the claim; a takeover replaces it.
-    pub owner: Uuid,
-}
-
-/// The answer stored for an idempotent request, replayed for its repeats. It carries no log
-/// position: the append that stores it runs as one statement, before positions exist; a
-/// replay reads the position of the stream revision the append wrote last.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredAnswer {
-    /// HTTP status.
-    pub status: u16,
-    /// JSON body.
-    pub body: Value,
-    /// `Location` header, for creates.
-    pub location: Option<String>,
-    /// `ETag` header.
-    pub etag: Option<String>,
-}
-
 /// Why an append did not happen. Nothing was written in any case.
 #[derive(Debug, thiserror::Error)]
 pub enum AppendError {
@@ -126,18 +104,18 @@ pub enum AppendError {
 }
 
 /// Appends `events` atomically and returns where they landed. With a `completion`, the same
-/// statement completes the request's idempotency claim with its answer, and appends nothing
+/// statement completes the request's idempotency claim with its outcome, and appends nothing
 /// when the claim was taken over ([`AppendError::ClaimLost`]).
 pub async fn append(
     pool: &PgPool,
     events: &[NewEvent],
-    completion: Option<(&IdempotencyClaim, &StoredAnswer)>,
+    completion: Option<&Completion<'_>>,
 ) -> Result<AppendReceipt, AppendError> {
     let mut connection = pool.acquire().await?;
     match completion {
-        // A command that changed nothing still answers, and its answer is still stored.
-        Some((claim, answer)) if events.is_empty() => {
-            complete_claim(&mut connection, claim, answer).await?;
+        // A command that changed nothing still has an outcome, and it is still stored.
+        Some(completion) if events.is_empty() => {
+            idempotency::complete(&mut connection, completion).await?;
             Ok(AppendReceipt {
                 last: LogPosition::START,
                 count: 0,
@@ -161,7 +139,7 @@ pub async fn append_in(
 async fn insert(
     connection: &mut PgConnection,
     events: &[NewEvent],
-    completion: Option<(&IdempotencyClaim, &StoredAnswer)>,
+    completion: Option<&Completion<'_>>,
 ) -> Result<AppendReceipt, AppendError> {
     let mut ids = Vec::with_capacity(events.len());
     let mut types = Vec::with_capacity(events.len());
@@ -181,38 +159,12 @@ async fn insert(
         payloads.push(event.payload.to_string());
         metadata.push(event.metadata.to_string());
     }
-    // One round trip for the whole batch; WITH ORDINALITY keeps positions in input order.
-    // With a claim, a data-modifying CTE completes it and the insert depends on it, so both
-    // land or neither does (the whole statement fails on a revision conflict).
-    let (claim_cte, claim_guard) = if completion.is_some() {
-        (
-            "WITH claim AS ( \
-               UPDATE idempotency_keys \
-                  SET status = $9, response_body = $10, location = $11, etag = $12, \
-                      stream_type = $13, stream_id = $14, stream_version = $15, \
-                      completed_at = now(), owner = NULL \
-                WHERE principal = $16 AND key = $17 AND owner = $18 AND status IS NULL \
-               RETURNING 1) ",
-            "WHERE EXISTS (SELECT 1 FROM claim) ",
-        )
+    let sql: &str = if completion.is_some() {
+        &COMPLETING_INSERT
     } else {
-        ("", "")
+        &INSERT
     };
-    let sql = format!(
-        "{claim_cte}\
-         INSERT INTO events (event_id, aggregate_type, aggregate_id, sequence, event_type, \
-                             event_version, payload, metadata) \
-         SELECT e.event_id, e.aggregate_type, e.aggregate_id, e.sequence, e.event_type, \
-                e.event_version, e.payload::json, e.metadata::json \
-           FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::text[], \
-                       $6::text[], $7::text[], $8::text[]) \
-                WITH ORDINALITY AS e(event_id, aggregate_type, aggregate_id, sequence, \
-                                     event_type, event_version, payload, metadata, n) \
-          {claim_guard}\
-          ORDER BY e.n \
-         RETURNING tx_id::text::bigint, global_position"
-    );
-    let mut query = sqlx::query_as(&sql)
+    let mut query = sqlx::query_as(sql)
         .bind(&ids)
         .bind(&types)
         .bind(&aggregate_ids)
@@ -221,19 +173,8 @@ async fn insert(
         .bind(&versions)
         .bind(&payloads)
         .bind(&metadata);
-    if let Some((claim, answer)) = completion {
-        let last = events.last();
-        query = query
-            .bind(i16::try_from(answer.status).unwrap_or(i16::MAX))
-            .bind(sqlx::types::Json(&answer.body))
-            .bind(&answer.location)
-            .bind(&answer.etag)
-            .bind(last.map(|event| event.aggregate_type.as_str()))
-            .bind(last.map(|event| event.aggregate_id.as_str()))
-            .bind(last.map(|event| event.sequence))
-            .bind(&claim.principal)
-            .bind(&claim.key)
-            .bind(claim.owner);
+    if let Some(completion) = completion {
+        query = idempotency::bind_completion(query, completion, events.last());
     }
     let rows: Vec<(i64, i64)> = query.fetch_all(&mut *connection).await.map_err(classify)?;
     if completion.is_some() && rows.len() != events.len() {
@@ -250,32 +191,35 @@ async fn insert(
     })
 }
 
-/// Completes a claim whose request appended nothing; fails when the claim was taken over.
-async fn complete_claim(
-    connection: &mut PgConnection,
-    claim: &IdempotencyClaim,
-    answer: &StoredAnswer,
-) -> Result<(), AppendError> {
-    let updated = sqlx::query(
-        "UPDATE idempotency_keys \
-            SET status = $4, response_body = $5, location = $6, etag = $7, \
-                completed_at = now(), owner = NULL \
-          WHERE principal = $1 AND key = $2 AND owner = $3 AND status IS NULL",
+/// The append statement, built once: one round trip for the whole batch; WITH ORDINALITY
+/// keeps positions in input order.
+static INSERT: LazyLock<String> = LazyLock::new(|| insert_sql(""));
+
+/// The append statement that also completes an idempotency claim: a data-modifying CTE
+/// completes it and the insert depends on it, so both land or neither does (the whole
+/// statement fails on a revision conflict).
+static COMPLETING_INSERT: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "{}{}",
+        idempotency::completion_cte(9),
+        insert_sql("WHERE EXISTS (SELECT 1 FROM claim) ")
     )
-    .bind(&claim.principal)
-    .bind(&claim.key)
-    .bind(claim.owner)
-    .bind(i16::try_from(answer.status).unwrap_or(i16::MAX))
-    .bind(sqlx::types::Json(&answer.body))
-    .bind(&answer.location)
-    .bind(&answer.etag)
-    .execute(&mut *connection)
-    .await?;
-    if updated.rows_affected() == 1 {
-        Ok(())
-    } else {
-        Err(AppendError::ClaimLost)
-    }
+});
+
+fn insert_sql(guard: &str) -> String {
+    format!(
+        "INSERT INTO events (event_id, aggregate_type, aggregate_id, sequence, event_type, \
+                             event_version, payload, metadata) \
+         SELECT e.event_id, e.aggregate_type, e.aggregate_id, e.sequence, e.event_type, \
+                e.event_version, e.payload::json, e.metadata::json \
+           FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::text[], \
+                       $6::text[], $7::text[], $8::text[]) \
+                WITH ORDINALITY AS e(event_id, aggregate_type, aggregate_id, sequence, \
+                                     event_type, event_version, payload, metadata, n) \
+          {guard}\
+          ORDER BY e.n \
+         RETURNING tx_id::text::bigint, global_position"
+    )
 }
 
 /// Maps a unique violation on a stream revision to [`AppendError::Conflict`].

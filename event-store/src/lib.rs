@@ -1,6 +1,7 @@
-//! Chronicle's event store on PostgreSQL: appending events (with the idempotency claim they
-//! complete), loading aggregates, reading the global log in commit-safe order and single
-//! streams, waking readers on append, and the embedded migrations of the whole system.
+//! Chronicle's event store on PostgreSQL: appending events, idempotency records (completed by
+//! the append that answers them), loading aggregates, reading the global log in commit-safe
+//! order and single streams, waking readers on append, and the embedded migrations of the
+//! whole system.
 //!
 //! The event contract itself (types, envelope, positions) is the `events` crate; this crate is
 //! the one place that knows how it is stored.
@@ -8,11 +9,13 @@
 pub mod append;
 pub mod catalogue;
 pub mod checkpoints;
+pub mod idempotency;
 pub mod load;
 pub mod log;
 pub mod wake;
 
-pub use append::{AppendError, AppendReceipt, IdempotencyClaim, NewEvent, StoredAnswer, append};
+pub use append::{AppendError, AppendReceipt, NewEvent, append};
+pub use idempotency::IdempotencyClaim;
 pub use log::LogFilter;
 
 /// The migrations of the whole system (event store and read models), embedded so every binary

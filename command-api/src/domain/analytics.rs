@@ -17,6 +17,8 @@ use super::text::{TextError, checked};
 pub const MAX_BATCH: usize = 1000;
 /// The most bytes an event's properties take, serialized as JSON.
 pub const MAX_PROPERTIES_BYTES: usize = 8 * 1024;
+/// How deeply an event's properties may nest: the properties object itself is level 1.
+pub const MAX_PROPERTIES_DEPTH: usize = 16;
 /// The most characters of a session or user id.
 pub const MAX_ID_CHARS: usize = 128;
 /// How far ahead of the server's clock an event may claim to have happened.
@@ -34,6 +36,9 @@ pub enum ValueError {
     /// Properties over [`MAX_PROPERTIES_BYTES`].
     #[error("must be at most 8192 bytes serialized")]
     TooLarge,
+    /// Properties nested deeper than [`MAX_PROPERTIES_DEPTH`].
+    #[error("must be nested at most 16 levels deep")]
+    TooDeep,
     /// A session or user id that is not valid text.
     #[error(transparent)]
     Text(#[from] TextError),
@@ -68,6 +73,14 @@ pub struct Properties(Map<String, Value>);
 impl Properties {
     /// Validates raw properties.
     pub fn parse(raw: Value) -> Result<Self, ValueError> {
+        if !matches!(raw, Value::Object(_)) {
+            return Err(ValueError::NotAnObject);
+        }
+        // Every reader downstream (projector, relay, exports, clients) may walk this value
+        // recursively: a bound here keeps any of them from overflowing its stack.
+        if depth(&raw) > MAX_PROPERTIES_DEPTH {
+            return Err(ValueError::TooDeep);
+        }
         let Value::Object(map) = raw else {
             return Err(ValueError::NotAnObject);
         };
@@ -78,6 +91,23 @@ impl Properties {
         }
         Ok(Self(map))
     }
+}
+
+/// How many containers deep `value` nests (a scalar is 0, `{}` is 1), found with an explicit
+/// stack: never recursion on client input.
+pub fn depth(value: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(value, 1)];
+    while let Some((value, level)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match value {
+            Value::Array(items) => Box::new(items.iter()),
+            Value::Object(fields) => Box::new(fields.values()),
+            _ => continue,
+        };
+        deepest = deepest.max(level);
+        stack.extend(children.map(|child| (child, level + 1)));
+    }
+    deepest
 }
 
 /// A session or user id chosen by the client: 1 to 128 characters, no control characters.
@@ -313,6 +343,21 @@ mod tests {
             Properties::parse(json!({"k": "x".repeat(8192 - 7)})),
             Err(ValueError::TooLarge)
         );
+    }
+
+    #[test]
+    fn properties_nest_at_most_16_levels() {
+        let nested =
+            |levels: usize| (1..levels).fold(json!({}), |inner, _| json!({ "d": [inner] }));
+        assert_eq!(depth(&json!(1)), 0);
+        assert_eq!(depth(&json!({})), 1);
+        assert_eq!(depth(&json!({"a": [1, {"b": {}}]})), 4);
+        // Each fold adds an object and an array: 8 folds reach 17 levels.
+        assert!(Properties::parse(json!({"a": {"b": {"c": 1}}})).is_ok());
+        assert_eq!(depth(&nested(9)), 17);
+        assert_eq!(Properties::parse(nested(9)), Err(ValueError::TooDeep));
+        assert_eq!(depth(&nested(8)), 15);
+        assert!(Properties::parse(nested(8)).is_ok());
     }
 
     #[test]

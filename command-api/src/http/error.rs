@@ -1,6 +1,7 @@
 //! The one place where write-side errors become HTTP answers.
 
 use axum::http::StatusCode;
+use event_store::idempotency::IdempotencyError;
 use service_kit::Problem;
 
 use crate::domain::analytics::AnalyticsError;
@@ -9,7 +10,6 @@ use crate::domain::project::ProjectError;
 use crate::domain::service_status::ServiceStatusError;
 use crate::domain::ticket::TicketError;
 use crate::execute::ExecuteError;
-use crate::idempotency::IdempotencyError;
 
 /// A domain rule's HTTP face.
 pub trait RuleProblem: std::error::Error {
@@ -88,30 +88,30 @@ impl<E: RuleProblem> From<ExecuteError<E>> for Problem {
     }
 }
 
-impl From<IdempotencyError> for Problem {
-    fn from(error: IdempotencyError) -> Self {
-        match error {
-            // 422: the key belongs to another request.
-            IdempotencyError::Mismatch => Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "/problems/idempotency-key-reused",
-                "Idempotency key reused",
-            )
-            .detail(error.to_string()),
-            // 409: the first request with this key is still running.
-            IdempotencyError::InFlight => Problem::new(
-                StatusCode::CONFLICT,
-                "/problems/idempotency-key-in-flight",
-                "Request in progress",
-            )
-            .detail(error.to_string())
-            .retry_after(1),
-            IdempotencyError::Database(ref database)
-                if service_kit::db::is_unavailable(database) =>
-            {
-                Problem::unavailable("the database is unavailable", 1)
-            }
-            IdempotencyError::Database(_) => Problem::internal(&error),
+/// The answer to a key that cannot be used (a function, not a `From`: both types are foreign).
+pub fn idempotency_problem(error: IdempotencyError) -> Problem {
+    match error {
+        // 422: the key belongs to another request.
+        IdempotencyError::Mismatch => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "/problems/idempotency-key-reused",
+            "Idempotency key reused",
+        )
+        .detail(error.to_string()),
+        // 409: the first request with this key is still running.
+        IdempotencyError::InFlight => Problem::new(
+            StatusCode::CONFLICT,
+            "/problems/idempotency-key-in-flight",
+            "Request in progress",
+        )
+        .detail(error.to_string())
+        .retry_after(1),
+        IdempotencyError::Database(ref database) if service_kit::db::is_unavailable(database) => {
+            Problem::unavailable("the database is unavailable", 1)
+        }
+        // 500: a record this version cannot read, or a database failure: bugs either way.
+        IdempotencyError::Database(_) | IdempotencyError::Unreadable(_) => {
+            Problem::internal(&error)
         }
     }
 }

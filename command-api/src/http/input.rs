@@ -13,6 +13,7 @@ use service_kit::problem::FieldError;
 use uuid::Uuid;
 
 use crate::AppState;
+use crate::execute::IfMatch;
 use crate::idempotency;
 
 /// The principal every request acts as until accounts exist.
@@ -23,12 +24,13 @@ pub const ANONYMOUS: &str = "anonymous";
 pub struct CommandInput {
     body: Bytes,
     is_json: bool,
-    /// Hash of method, path and body: what an idempotency key is bound to.
-    pub fingerprint: Vec<u8>,
+    /// Hash of method, path and body: what an idempotency key is bound to. Computed only for
+    /// a request with a key (`Some` exactly when `idempotency_key` is).
+    pub fingerprint: Option<Vec<u8>>,
     /// `Idempotency-Key`, validated.
     pub idempotency_key: Option<String>,
-    /// `If-Match`, as a version.
-    pub if_match: Option<i64>,
+    /// `If-Match`, as a precondition on the version.
+    pub if_match: Option<IfMatch>,
     /// Audit metadata for the events this command appends.
     pub metadata: EventMetadata,
     /// Who is asking; scopes idempotency keys.
@@ -59,8 +61,10 @@ fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers.get(name).and_then(|value| value.to_str().ok())
 }
 
-/// Parses `If-Match: "7"` (weak and bare forms accepted; `*` means "any version").
-fn parse_if_match(headers: &HeaderMap) -> Result<Option<i64>, Problem> {
+/// Parses `If-Match: "7"` (a bare `7` is taken too; `*` means "any version"). A weak tag
+/// `W/"7"` is well-formed but never matches (strong comparison), so it is kept as
+/// [`IfMatch::Weak`] to answer 412 with the current version rather than 400.
+fn parse_if_match(headers: &HeaderMap) -> Result<Option<IfMatch>, Problem> {
     let Some(raw) = headers.get(header::IF_MATCH) else {
         return Ok(None);
     };
@@ -71,13 +75,21 @@ fn parse_if_match(headers: &HeaderMap) -> Result<Option<i64>, Problem> {
     if raw == "*" {
         return Ok(None);
     }
-    let unquoted = raw.trim_start_matches("W/").trim_matches('"');
-    unquoted
+    let (weak, tag) = match raw.strip_prefix("W/") {
+        Some(tag) => (true, tag),
+        None => (false, raw),
+    };
+    let version = tag
+        .trim_matches('"')
         .parse::<i64>()
         .ok()
         .filter(|version| *version >= 0)
-        .map(Some)
-        .ok_or_else(|| Problem::bad_request("If-Match must be a quoted version, e.g. \"3\""))
+        .ok_or_else(|| Problem::bad_request("If-Match must be a quoted version, e.g. \"3\""))?;
+    Ok(Some(if weak {
+        IfMatch::Weak
+    } else {
+        IfMatch::Version(version)
+    }))
 }
 
 fn is_json(headers: &HeaderMap) -> bool {
@@ -146,7 +158,9 @@ impl FromRequest<AppState> for CommandInput {
             return Err(Problem::unsupported_media_type());
         }
         Ok(Self {
-            fingerprint: idempotency::fingerprint(&method, &path, &body),
+            fingerprint: idempotency_key
+                .is_some()
+                .then(|| idempotency::fingerprint(&method, &path, &body)),
             body,
             is_json: json,
             idempotency_key,
@@ -190,18 +204,20 @@ pub fn parse_id(raw: &str) -> Result<Uuid, Problem> {
 mod tests {
     use super::*;
 
-    fn if_match(value: &str) -> Result<Option<i64>, Problem> {
+    fn if_match(value: &str) -> Result<Option<IfMatch>, Problem> {
         let mut headers = HeaderMap::new();
         headers.insert(header::IF_MATCH, value.parse().expect("header value"));
         parse_if_match(&headers)
     }
 
     #[test]
-    fn if_match_takes_quoted_weak_and_bare_versions() {
-        assert_eq!(if_match("\"7\"").ok(), Some(Some(7)));
-        assert_eq!(if_match("W/\"7\"").ok(), Some(Some(7)));
-        assert_eq!(if_match("7").ok(), Some(Some(7)));
+    fn if_match_takes_quoted_and_bare_versions_and_keeps_weak_tags_apart() {
+        assert_eq!(if_match("\"7\"").ok(), Some(Some(IfMatch::Version(7))));
+        assert_eq!(if_match("7").ok(), Some(Some(IfMatch::Version(7))));
         assert_eq!(if_match("*").ok(), Some(None));
+        let weak = if_match("W/\"7\"").ok().flatten();
+        assert_eq!(weak, Some(IfMatch::Weak));
+        assert!(weak.is_some_and(|weak| !weak.matches(7)));
     }
 
     #[test]
@@ -226,5 +242,6 @@ mod tests {
     fn if_match_refuses_what_is_not_a_version() {
         assert!(if_match("\"abc\"").is_err());
         assert!(if_match("\"-1\"").is_err());
+        assert!(if_match("W/\"abc\"").is_err());
     }
 }

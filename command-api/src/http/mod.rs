@@ -4,68 +4,91 @@
 pub mod error;
 pub mod fields;
 pub mod input;
+pub mod openapi;
 pub mod routes;
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cqrs_es::Aggregate;
-use event_store::append::StoredAnswer;
+use event_store::idempotency::{self, Claimed};
 use service_kit::Problem;
 use utoipa::ToSchema;
 
 use crate::AppState;
-use crate::execute::{CommandBus, Committed, Request};
-use crate::http::error::RuleProblem;
+use crate::execute::{CommandBus, Committed, Kind, Outcome, Reads, Request};
+use crate::http::error::{RuleProblem, idempotency_problem};
 use crate::http::input::CommandInput;
-use crate::idempotency::{self, Claim};
 
 /// `X-Consistency-Token`.
 pub const X_CONSISTENCY_TOKEN: &str = "x-consistency-token";
 
+/// A route's `Location` for a created resource, from the aggregate's id.
+pub type Location = fn(&str) -> String;
+
+/// What a command is aimed at and how it is answered.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    /// The aggregate's id.
+    pub id: &'a str,
+    /// The kind of change it makes: its answer's status and body.
+    pub kind: Kind,
+    /// What deciding it reads of the stream.
+    pub reads: Reads,
+    /// The created resource's URL, for [`Kind::Created`].
+    pub location: Option<Location>,
+}
+
 /// Runs one command the way every endpoint does: claim the idempotency key (or replay its
-/// answer), execute with retries, answer; a failed command releases its claim and writes
+/// outcome), execute with retries, answer; a failed command releases its claim and writes
 /// nothing.
 pub async fn run_command<A>(
     state: &AppState,
     bus: &CommandBus<A>,
     input: &CommandInput,
-    aggregate_id: &str,
+    target: Target<'_>,
     command: A::Command,
-    answer: &(dyn Fn(&Committed) -> StoredAnswer + Sync),
 ) -> Result<Response, Problem>
 where
     A: Aggregate,
     A::Command: Clone,
     A::Error: RuleProblem,
 {
-    let claim = match &input.idempotency_key {
-        Some(key) => match idempotency::claim(
+    let claim = match (&input.idempotency_key, &input.fingerprint) {
+        (Some(key), Some(fingerprint)) => match idempotency::claim::<Outcome>(
             &state.claims,
             &input.principal,
             key,
-            &input.fingerprint,
+            fingerprint,
             state.settings.idempotency_lease,
         )
-        .await?
+        .await
+        .map_err(idempotency_problem)?
         {
-            Claim::Owned(claim) => Some(claim),
-            Claim::Replay(stored) => return Ok(respond(stored, true)),
+            Claimed::Owned(claim) => Some(claim),
+            Claimed::Replay(stored) => {
+                let committed = Committed {
+                    outcome: stored.outcome,
+                    position: stored.position,
+                };
+                return Ok(respond(&committed, target.location, true));
+            }
         },
-        None => None,
+        _ => None,
     };
     let request = Request {
-        aggregate_id,
+        aggregate_id: target.id,
         expected_version: input.if_match,
         metadata: &input.metadata,
         claim: claim.as_ref(),
-        answer,
+        kind: target.kind,
+        reads: target.reads,
         deadline: input.deadline,
     };
     match bus.execute(&request, command).await {
-        Ok((_, stored)) => {
+        Ok(committed) => {
             (state.hooks.after_commit)();
-            Ok(respond(stored, false))
+            Ok(respond(&committed, target.location, false))
         }
         Err(error) => {
             if let Some(claim) = &claim {
@@ -76,14 +99,14 @@ where
     }
 }
 
-/// Runs a command that creates its aggregate (or starts its stream): answers 201 with
-/// [`ChangeAnswer`] and `Location: location`.
+/// Runs a command that creates its aggregate, starting a new stream (no read: an id already
+/// taken is found by the append): answers 201 with [`ChangeAnswer`] and `Location`.
 pub async fn create<A>(
     state: &AppState,
     bus: &CommandBus<A>,
     input: &CommandInput,
     id: &str,
-    location: String,
+    location: Location,
     command: A::Command,
 ) -> Result<Response, Problem>
 where
@@ -91,10 +114,13 @@ where
     A::Command: Clone,
     A::Error: RuleProblem,
 {
-    let answer = |committed: &Committed| {
-        change_answer(StatusCode::CREATED, id, Some(location.clone()), committed)
+    let target = Target {
+        id,
+        kind: Kind::Created,
+        reads: Reads::NewStream,
+        location: Some(location),
     };
-    run_command(state, bus, input, id, command, &answer).await
+    run_command(state, bus, input, target, command).await
 }
 
 /// Runs a command on an existing aggregate: answers 200 with [`ChangeAnswer`].
@@ -110,61 +136,77 @@ where
     A::Command: Clone,
     A::Error: RuleProblem,
 {
-    let answer = |committed: &Committed| change_answer(StatusCode::OK, id, None, committed);
-    run_command(state, bus, input, id, command, &answer).await
+    let target = Target {
+        id,
+        kind: Kind::Changed,
+        reads: Reads::State,
+        location: None,
+    };
+    run_command(state, bus, input, target, command).await
 }
 
 /// The answer to a create or change.
 #[derive(Debug, serde::Serialize, ToSchema)]
-pub struct ChangeAnswer {
+pub struct ChangeAnswer<'a> {
     /// The aggregate's id.
-    id: String,
+    id: &'a str,
     /// Its version after the command (also the `ETag`).
     version: i64,
     /// Pass as `X-Consistency-Token` to a query to read this write.
-    consistency_token: String,
+    consistency_token: &'a str,
 }
 
-/// The answer of a create or change: `{id, version, consistency_token}`, the body
-/// [`ChangeAnswer`] describes.
-pub fn change_answer(
-    status: StatusCode,
-    id: &str,
-    location: Option<String>,
-    committed: &Committed,
-) -> StoredAnswer {
-    StoredAnswer {
-        status: status.as_u16(),
-        body: serde_json::json!({
-            "id": id,
-            "version": committed.version,
-            "consistency_token": committed.token().encode(),
-        }),
-        location,
-        etag: Some(format!("\"{}\"", committed.version)),
-    }
+/// The answer to an accepted batch.
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct Accepted<'a> {
+    /// How many events were accepted (all of the batch).
+    accepted: usize,
+    /// Pass as `X-Consistency-Token` to read the summary including this batch.
+    consistency_token: &'a str,
 }
 
-/// Turns a (possibly stored) answer into a response.
-pub fn respond(answer: StoredAnswer, replayed: bool) -> Response {
-    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK);
-    let token = answer
-        .body
-        .get(crate::execute::TOKEN_FIELD)
-        .and_then(|token| token.as_str())
-        .and_then(|token| HeaderValue::from_str(token).ok());
-    let mut response = (status, Json(answer.body)).into_response();
+/// The one place a committed command becomes a response, fresh or replayed alike, so a replay
+/// is byte for byte the first answer (plus `Idempotent-Replayed: true`): status and body by
+/// the outcome's kind, `ETag` of the new version, `Location` of a created resource, and the
+/// consistency token in the body and in `X-Consistency-Token`.
+pub fn respond(committed: &Committed, location: Option<Location>, replayed: bool) -> Response {
+    let outcome = &committed.outcome;
+    let token = committed.token().encode();
+    let mut response = match outcome.kind {
+        Kind::Created | Kind::Changed => {
+            let status = if outcome.kind == Kind::Created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            let body = ChangeAnswer {
+                id: &outcome.id,
+                version: outcome.version,
+                consistency_token: &token,
+            };
+            (status, Json(body)).into_response()
+        }
+        Kind::Accepted { items } => {
+            let body = Accepted {
+                accepted: items,
+                consistency_token: &token,
+            };
+            (StatusCode::ACCEPTED, Json(body)).into_response()
+        }
+    };
     let headers = response.headers_mut();
-    let header_values = [
-        (header::LOCATION, answer.location),
-        (header::ETAG, answer.etag),
-    ];
-    for (name, value) in header_values {
-        if let Some(value) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
-            headers.insert(name, value);
+    if matches!(outcome.kind, Kind::Created | Kind::Changed) {
+        // A version is digits only: quoting it always makes a valid header value.
+        if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", outcome.version)) {
+            headers.insert(header::ETAG, etag);
         }
     }
-    if let Some(token) = token {
+    if let (Kind::Created, Some(location)) = (outcome.kind, location)
+        && let Ok(url) = HeaderValue::from_str(&location(&outcome.id))
+    {
+        headers.insert(header::LOCATION, url);
+    }
+    if let Ok(token) = HeaderValue::from_str(&token) {
         headers.insert(X_CONSISTENCY_TOKEN, token);
     }
     if replayed {

@@ -217,12 +217,41 @@ async fn ingest_throughput(pool: PgPool) {
     assert_eq!(event_count(&pool).await, 8 * batches_each as i64);
 }
 
+/// `{"d": {"d": … {}}}` with `levels` nested objects, the outermost included.
+fn nested(levels: usize) -> Value {
+    // Built as text: a recursive builder is what this test guards against.
+    let text = format!(
+        "{}{}",
+        "{\"d\":".repeat(levels - 1),
+        "{}".to_owned() + &"}".repeat(levels - 1)
+    );
+    serde_json::from_str(&text).unwrap()
+}
+
 #[sqlx::test(migrator = "event_store::MIGRATOR")]
-async fn the_openapi_document_describes_the_ingest_route(pool: PgPool) {
-    let document = Call::new(axum::http::Method::GET, "/api/v1/openapi.json")
-        .send(&app(&pool))
-        .await
-        .body;
-    assert!(document["paths"]["/api/v1/analytics/events"]["post"].is_object());
-    assert!(document["components"]["schemas"]["TrackEvent"].is_object());
+async fn properties_nested_more_than_16_levels_are_refused_and_write_nothing(pool: PgPool) {
+    let app = app(&pool);
+    let accepted = Call::post("/api/v1/analytics/events")
+        .json(&batch(vec![
+            json!({"name": "deep", "properties": nested(16)}),
+        ]))
+        .send(&app)
+        .await;
+    assert_eq!(accepted.status, StatusCode::ACCEPTED, "{:?}", accepted.body);
+    for levels in [17, 124] {
+        let mut events = vec![json!({"name": "ok"}); 3];
+        events.push(json!({"name": "deep", "properties": nested(levels)}));
+        let refused = Call::post("/api/v1/analytics/events")
+            .json(&batch(events))
+            .send(&app)
+            .await;
+        assert_eq!(
+            refused.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{levels}: {:?}",
+            refused.body
+        );
+        assert_eq!(refused.body["errors"][0]["field"], "events[3].properties");
+    }
+    assert_eq!(event_count(&pool).await, 1);
 }

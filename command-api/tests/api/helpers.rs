@@ -45,6 +45,8 @@ pub struct Answer {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: Value,
+    /// The body's bytes as sent.
+    pub raw: axum::body::Bytes,
 }
 
 impl Answer {
@@ -108,6 +110,7 @@ impl Call {
             status,
             headers,
             body,
+            raw: bytes,
         }
     }
 }
@@ -146,4 +149,55 @@ pub fn dying_after_commit() -> Hooks {
     Hooks {
         after_commit: Arc::new(|| panic!("simulated crash after the append committed")),
     }
+}
+
+/// Asserts a problem+json answer of `status`.
+pub fn assert_problem(answer: &Answer, status: StatusCode) {
+    assert_eq!(answer.status, status, "{:?}", answer.body);
+    assert_eq!(
+        answer.header("content-type"),
+        Some("application/problem+json")
+    );
+    assert_eq!(answer.body["status"], status.as_u16());
+}
+
+/// Asserts a 422 naming `field` among its errors.
+pub fn assert_invalid_field(answer: &Answer, field: &str) {
+    assert_problem(answer, StatusCode::UNPROCESSABLE_ENTITY);
+    let errors = answer.body["errors"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        errors.iter().any(|error| error["field"] == field),
+        "no error names {field}: {:?}",
+        answer.body
+    );
+}
+
+/// Asserts that neither events nor idempotency records exist beyond `events_before`.
+pub async fn nothing_written(pool: &PgPool, events_before: i64) {
+    assert_eq!(
+        event_count(pool).await,
+        events_before,
+        "events were written"
+    );
+    let keys: i64 = sqlx::query_scalar("SELECT count(*) FROM idempotency_keys")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(keys, 0, "idempotency records were written");
+}
+
+/// The event types of one stream, in revision order.
+pub async fn stream(pool: &PgPool, aggregate_type: &str, id: &str) -> Vec<(i64, String, Value)> {
+    sqlx::query_as(
+        "SELECT sequence, event_type, payload::jsonb FROM events \
+          WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence",
+    )
+    .bind(aggregate_type)
+    .bind(id)
+    .fetch_all(pool)
+    .await
+    .unwrap()
 }

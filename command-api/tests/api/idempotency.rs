@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use command_api::Hooks;
-use command_api::idempotency::{self, Claim};
+use command_api::execute::{Kind, Outcome};
+use command_api::idempotency::fingerprint;
+use event_store::idempotency::{self, Claimed};
 use serde_json::json;
 use sqlx::PgPool;
 
@@ -54,9 +56,8 @@ async fn a_key_still_in_flight_is_409(pool: PgPool) {
     let app = app(&pool);
     let body = json!({ "name": "Apollo" });
     // Another attempt holds the claim: it is running right now.
-    let fingerprint =
-        idempotency::fingerprint("POST", "/api/v1/projects", body.to_string().as_bytes());
-    let held = idempotency::claim(
+    let fingerprint = fingerprint("POST", "/api/v1/projects", body.to_string().as_bytes());
+    let held = idempotency::claim::<Outcome>(
         &pool,
         "anonymous",
         "key-3",
@@ -65,7 +66,7 @@ async fn a_key_still_in_flight_is_409(pool: PgPool) {
     )
     .await
     .unwrap();
-    assert!(matches!(held, Claim::Owned(_)));
+    assert!(matches!(held, Claimed::Owned(_)));
     let second = Call::post("/api/v1/projects")
         .header("idempotency-key", "key-3")
         .json(&body)
@@ -82,10 +83,9 @@ async fn a_claim_abandoned_past_its_lease_is_taken_over_and_appends_once(pool: P
     settings.idempotency_lease = Duration::ZERO;
     let app = app_with(&pool, settings, Hooks::default());
     let body = json!({ "name": "Apollo" });
-    let fingerprint =
-        idempotency::fingerprint("POST", "/api/v1/projects", body.to_string().as_bytes());
+    let fingerprint = fingerprint("POST", "/api/v1/projects", body.to_string().as_bytes());
     // An attempt claimed the key and died before appending anything.
-    idempotency::claim(
+    idempotency::claim::<Outcome>(
         &pool,
         "anonymous",
         "key-4",
@@ -190,10 +190,12 @@ async fn expired_answers_are_purged(pool: PgPool) {
 
 #[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn an_append_whose_claim_was_taken_over_appends_nothing(pool: PgPool) {
-    use event_store::append::{AppendError, IdempotencyClaim, NewEvent, StoredAnswer, append};
+    use event_store::append::{AppendError, NewEvent, append};
+    use event_store::idempotency::{Completion, IdempotencyClaim};
+    use events::project::ProjectEvent;
 
-    let fingerprint = idempotency::fingerprint("POST", "/api/v1/projects", b"{}");
-    let Claim::Owned(current) = idempotency::claim(
+    let fingerprint = fingerprint("POST", "/api/v1/projects", b"{}");
+    let Claimed::Owned(current) = idempotency::claim::<Outcome>(
         &pool,
         "anonymous",
         "key-9",
@@ -209,40 +211,45 @@ async fn an_append_whose_claim_was_taken_over_appends_nothing(pool: PgPool) {
         owner: uuid::Uuid::now_v7(),
         ..current.clone()
     };
-    let event = NewEvent {
-        event_id: uuid::Uuid::now_v7(),
-        aggregate_type: "Project".into(),
-        aggregate_id: uuid::Uuid::now_v7().to_string(),
-        sequence: 1,
-        event_type: "ProjectArchived".into(),
-        event_version: "1".into(),
-        payload: json!({ "ProjectArchived": {} }),
-        metadata: json!({ "actor": "anonymous" }),
+    let id = uuid::Uuid::now_v7().to_string();
+    let event = NewEvent::of(
+        "Project",
+        &id,
+        1,
+        &ProjectEvent::ProjectArchived {},
+        json!({ "actor": "anonymous" }),
+    )
+    .unwrap();
+    let outcome = Outcome {
+        kind: Kind::Changed,
+        id,
+        version: 1,
+        appended: 1,
     };
-    let answer = StoredAnswer {
-        status: 200,
-        body: json!({}),
-        location: None,
-        etag: None,
-    };
-    let outcome = append(&pool, std::slice::from_ref(&event), Some((&stale, &answer))).await;
+    let stale_completion = Completion::new(&stale, &outcome).unwrap();
+    let appended = append(&pool, std::slice::from_ref(&event), Some(&stale_completion)).await;
     assert!(
-        matches!(outcome, Err(AppendError::ClaimLost)),
-        "{outcome:?}"
+        matches!(appended, Err(AppendError::ClaimLost)),
+        "{appended:?}"
     );
     assert_eq!(event_count(&pool).await, 0);
 
-    // The current owner completes it, events and answer together.
-    append(&pool, &[event], Some((&current, &answer)))
-        .await
-        .unwrap();
+    // The current owner completes it, events and outcome together.
+    let completion = Completion::new(&current, &outcome).unwrap();
+    append(&pool, &[event], Some(&completion)).await.unwrap();
     assert_eq!(event_count(&pool).await, 1);
-    let status: Option<i16> =
-        sqlx::query_scalar("SELECT status FROM idempotency_keys WHERE key = 'key-9'")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-    assert_eq!(status, Some(200));
+    let Claimed::Replay(stored) = idempotency::claim::<Outcome>(
+        &pool,
+        "anonymous",
+        "key-9",
+        &fingerprint,
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap() else {
+        panic!("a completed key replays");
+    };
+    assert_eq!(stored.outcome, outcome);
 }
 
 #[sqlx::test(migrator = "event_store::MIGRATOR")]
@@ -261,4 +268,43 @@ async fn a_keyed_command_that_changes_nothing_replays_its_answer(pool: PgPool) {
     assert_eq!(replay.header("idempotent-replayed"), Some("true"));
     assert_eq!(replay.body, first.body);
     assert_eq!(event_count(&pool).await, 1);
+}
+
+/// A replay is the first answer byte for byte, headers included, for every kind of answer.
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn replays_of_creates_changes_and_batches_are_the_first_answers_byte_for_byte(pool: PgPool) {
+    let app = app(&pool);
+    let id = create_project(&app, "Apollo").await;
+    let calls = [
+        || create("key-11", "Gemini"),
+        || {
+            Call::post("/api/v1/analytics/events")
+                .header("idempotency-key", "key-12")
+                .json(&json!({ "events": [{ "name": "page.view" }, { "name": "signup" }] }))
+        },
+    ];
+    let patch = |id: &str| {
+        Call::patch(&format!("/api/v1/projects/{id}"))
+            .header("idempotency-key", "key-13")
+            .json(&json!({ "name": "Renamed" }))
+    };
+    let mut pairs = Vec::new();
+    for call in calls {
+        pairs.push((call().send(&app).await, call().send(&app).await));
+    }
+    pairs.push((patch(&id).send(&app).await, patch(&id).send(&app).await));
+    for (first, replay) in pairs {
+        assert!(first.status.is_success(), "{:?}", first.body);
+        assert_eq!(replay.status, first.status);
+        assert_eq!(replay.raw, first.raw);
+        for header in ["location", "etag", "x-consistency-token", "content-type"] {
+            assert_eq!(replay.header(header), first.header(header), "{header}");
+        }
+        assert_eq!(
+            first.header("x-consistency-token"),
+            first.body["consistency_token"].as_str()
+        );
+        assert_eq!(first.header("idempotent-replayed"), None);
+        assert_eq!(replay.header("idempotent-replayed"), Some("true"));
+    }
 }

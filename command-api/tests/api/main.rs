@@ -4,12 +4,15 @@
 
 mod analytics;
 mod bad_input;
-mod community;
-mod concurrency;
+mod community_posts;
 mod helpers;
 mod idempotency;
-mod instances;
+mod old_event_versions;
+mod openapi;
+mod optimistic_concurrency;
+mod plumbing;
 mod projects;
-mod status;
-mod support;
-mod upcasting;
+mod service_status;
+mod support_tickets;
+mod two_instances;
+mod write_cost;

@@ -8,11 +8,9 @@
 use std::fmt;
 
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::Utc;
-use event_store::append::StoredAnswer;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
 use service_kit::Problem;
 use service_kit::problem::FieldError;
@@ -26,10 +24,11 @@ use crate::domain::analytics::{
     AnalyticsCommand, Batch, BatchSizeError, ClientId, EventName, MAX_BATCH, OccurredAt,
     Properties, ValidEvent,
 };
-use crate::execute::Committed;
+use crate::execute::{Kind, Reads};
 use crate::http::fields::Fields;
 use crate::http::input::CommandInput;
-use crate::http::run_command;
+use crate::http::openapi::CommandErrors;
+use crate::http::{Accepted, Target, run_command};
 
 /// The largest body this route accepts: 1 MiB.
 pub const BODY_LIMIT: usize = 1024 * 1024;
@@ -57,7 +56,7 @@ pub struct TrackEvent {
     /// `[a-z0-9_.:-]{1,100}`.
     #[schema(pattern = "^[a-z0-9_.:-]{1,100}$")]
     name: String,
-    /// A JSON object of at most 8 KiB serialized.
+    /// A JSON object of at most 8 KiB serialized, nested at most 16 levels deep.
     #[schema(value_type = Option<Object>)]
     properties: Option<Value>,
     /// 1 to 128 characters, no control characters.
@@ -66,15 +65,6 @@ pub struct TrackEvent {
     user_id: Option<String>,
     /// RFC 3339; at most 5 minutes ahead of the server (default: now).
     occurred_at: Option<String>,
-}
-
-/// The answer to an accepted batch.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Accepted {
-    /// How many events were accepted (all of the batch).
-    accepted: usize,
-    /// Pass as `X-Consistency-Token` to read the summary including this batch.
-    consistency_token: String,
 }
 
 /// An event's field as a 422 names it, `events[3].name`; formatted only when the field is
@@ -145,11 +135,7 @@ fn validate(body: IngestEvents) -> Result<Batch, Problem> {
     ),
     responses(
         (status = 202, description = "Accepted", body = Accepted),
-        (status = 400, description = "Malformed JSON"),
-        (status = 409, description = "The idempotency key is in flight"),
-        (status = 413, description = "Body over 1 MiB"),
-        (status = 415, description = "Not JSON"),
-        (status = 422, description = "Validation failed; each invalid field is named, e.g. events[3].name"),
+        CommandErrors,
     )
 )]
 async fn ingest_events(
@@ -158,24 +144,14 @@ async fn ingest_events(
 ) -> Result<Response, Problem> {
     let body: IngestEvents = input.json()?;
     let batch = validate(body)?;
-    let accepted = batch.len();
     let id = Uuid::now_v7().to_string();
-    let answer = move |committed: &Committed| StoredAnswer {
-        status: StatusCode::ACCEPTED.as_u16(),
-        body: serde_json::json!({
-            "accepted": accepted,
-            "consistency_token": committed.token().encode(),
-        }),
+    // Each batch starts a stream of its own: nothing to read.
+    let target = Target {
+        id: &id,
+        kind: Kind::Accepted { items: batch.len() },
+        reads: Reads::NewStream,
         location: None,
-        etag: None,
     };
-    run_command(
-        &state,
-        &state.analytics,
-        &input,
-        &id,
-        AnalyticsCommand::Ingest(batch),
-        &answer,
-    )
-    .await
+    let command = AnalyticsCommand::Ingest(batch);
+    run_command(&state, &state.analytics, &input, target, command).await
 }

@@ -13,6 +13,7 @@ use crate::AppState;
 use crate::domain::post::{Author, Content, PostCommand, Title};
 use crate::http::fields::Fields;
 use crate::http::input::{CommandInput, parse_id};
+use crate::http::openapi::{CommandErrors, UnknownId};
 use crate::http::{ChangeAnswer, change, create};
 
 /// Routes of the community post commands.
@@ -46,7 +47,7 @@ pub struct EditPost {
     content: Option<String>,
 }
 
-fn location(id: Uuid) -> String {
+fn location(id: &str) -> String {
     format!("/api/v1/community/posts/{id}")
 }
 
@@ -59,11 +60,7 @@ fn location(id: Uuid) -> String {
     ),
     responses(
         (status = 201, description = "Published", body = ChangeAnswer),
-        (status = 400, description = "Malformed JSON"),
-        (status = 409, description = "A post with this id exists, or the idempotency key is in flight"),
-        (status = 413, description = "Body too large"),
-        (status = 415, description = "Not JSON"),
-        (status = 422, description = "Validation failed"),
+        CommandErrors,
     )
 )]
 async fn publish_post(
@@ -89,7 +86,7 @@ async fn publish_post(
         &state.posts,
         &input,
         &id.to_string(),
-        location(id),
+        location,
         command,
     )
     .await
@@ -106,10 +103,8 @@ async fn publish_post(
     ),
     responses(
         (status = 200, description = "Edited", body = ChangeAnswer),
-        (status = 404, description = "Unknown post"),
-        (status = 409, description = "The post was deleted"),
-        (status = 412, description = "If-Match does not match; body has current_version"),
-        (status = 422, description = "Validation failed"),
+        UnknownId,
+        CommandErrors,
     )
 )]
 async fn edit_post(
@@ -146,9 +141,8 @@ async fn edit_post(
     ),
     responses(
         (status = 200, description = "Deleted", body = ChangeAnswer),
-        (status = 404, description = "Unknown post"),
-        (status = 409, description = "Already deleted"),
-        (status = 412, description = "If-Match does not match"),
+        UnknownId,
+        CommandErrors,
     )
 )]
 async fn delete_post(

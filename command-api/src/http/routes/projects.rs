@@ -13,6 +13,7 @@ use crate::AppState;
 use crate::domain::project::{Description, ProjectCommand, ProjectName};
 use crate::http::fields::Fields;
 use crate::http::input::{CommandInput, parse_id};
+use crate::http::openapi::{CommandErrors, UnknownId};
 use crate::http::{ChangeAnswer, change, create};
 
 /// Routes of the project commands.
@@ -48,7 +49,7 @@ pub struct UpdateProject {
     description: Option<String>,
 }
 
-fn location(id: Uuid) -> String {
+fn location(id: &str) -> String {
     format!("/api/v1/projects/{id}")
 }
 
@@ -61,11 +62,7 @@ fn location(id: Uuid) -> String {
     ),
     responses(
         (status = 201, description = "Created", body = ChangeAnswer),
-        (status = 400, description = "Malformed JSON"),
-        (status = 409, description = "A project with this id exists, or the idempotency key is in flight"),
-        (status = 413, description = "Body too large"),
-        (status = 415, description = "Not JSON"),
-        (status = 422, description = "Validation failed"),
+        CommandErrors,
     )
 )]
 async fn create_project(
@@ -95,7 +92,7 @@ async fn create_project(
         &state.projects,
         &input,
         &id.to_string(),
-        location(id),
+        location,
         command,
     )
     .await
@@ -112,10 +109,8 @@ async fn create_project(
     ),
     responses(
         (status = 200, description = "Updated", body = ChangeAnswer),
-        (status = 404, description = "Unknown project"),
-        (status = 409, description = "The project is archived"),
-        (status = 412, description = "If-Match does not match; body has current_version"),
-        (status = 422, description = "Validation failed"),
+        UnknownId,
+        CommandErrors,
     )
 )]
 async fn update_project(
@@ -152,9 +147,8 @@ async fn update_project(
     ),
     responses(
         (status = 200, description = "Archived", body = ChangeAnswer),
-        (status = 404, description = "Unknown project"),
-        (status = 409, description = "Already archived"),
-        (status = 412, description = "If-Match does not match"),
+        UnknownId,
+        CommandErrors,
     )
 )]
 async fn archive_project(
@@ -183,9 +177,8 @@ async fn archive_project(
     ),
     responses(
         (status = 200, description = "Restored", body = ChangeAnswer),
-        (status = 404, description = "Unknown project"),
-        (status = 409, description = "Not archived"),
-        (status = 412, description = "If-Match does not match"),
+        UnknownId,
+        CommandErrors,
     )
 )]
 async fn restore_project(

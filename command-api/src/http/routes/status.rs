@@ -16,9 +16,11 @@ use crate::AppState;
 use crate::domain::service_status::{
     ServiceId, ServiceIdError, ServiceStatusCommand, StatusDescription,
 };
+use crate::execute::{Kind, Reads};
 use crate::http::fields::Fields;
 use crate::http::input::CommandInput;
-use crate::http::{ChangeAnswer, create};
+use crate::http::openapi::CommandErrors;
+use crate::http::{ChangeAnswer, Target, run_command};
 
 /// Routes of the service status commands.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -50,11 +52,7 @@ pub struct ReportStatus {
     ),
     responses(
         (status = 201, description = "Recorded; `Location` is the service's history", body = ChangeAnswer),
-        (status = 400, description = "Malformed JSON"),
-        (status = 412, description = "If-Match does not match; body has current_version"),
-        (status = 413, description = "Body too large"),
-        (status = 415, description = "Not JSON"),
-        (status = 422, description = "Validation failed (a malformed service_id, an unknown status)"),
+        CommandErrors,
     )
 )]
 async fn report_status(
@@ -82,11 +80,22 @@ async fn report_status(
     };
     fields.finish()?;
     let id = service_id.as_str();
-    // Each report adds an entry to the service's history: 201, with the history as Location.
-    let location = format!("/api/v1/status/services/{id}/history");
     let command = ServiceStatusCommand::Report {
         status,
         description,
     };
-    create(&state, &state.service_status, &input, id, location, command).await
+    // A report is recorded whatever came before: only the stream's revision is read, so a
+    // service with a long history reports as fast as a new one.
+    let target = Target {
+        id,
+        kind: Kind::Created,
+        reads: Reads::Revision,
+        location: Some(history),
+    };
+    run_command(&state, &state.service_status, &input, target, command).await
+}
+
+/// Each report adds an entry to the service's history: 201, with the history as `Location`.
+fn history(service_id: &str) -> String {
+    format!("/api/v1/status/services/{service_id}/history")
 }

@@ -14,6 +14,7 @@ use crate::AppState;
 use crate::domain::ticket::{Email, Message, Subject, TicketCommand};
 use crate::http::fields::Fields;
 use crate::http::input::{CommandInput, parse_id};
+use crate::http::openapi::{CommandErrors, UnknownId};
 use crate::http::{ChangeAnswer, change, create};
 
 /// Routes of the support ticket commands.
@@ -47,7 +48,7 @@ pub struct ChangeTicketStatus {
     status: String,
 }
 
-fn location(id: Uuid) -> String {
+fn location(id: &str) -> String {
     format!("/api/v1/support/tickets/{id}")
 }
 
@@ -60,11 +61,7 @@ fn location(id: Uuid) -> String {
     ),
     responses(
         (status = 201, description = "Opened", body = ChangeAnswer),
-        (status = 400, description = "Malformed JSON"),
-        (status = 409, description = "A ticket with this id exists, or the idempotency key is in flight"),
-        (status = 413, description = "Body too large"),
-        (status = 415, description = "Not JSON"),
-        (status = 422, description = "Validation failed"),
+        CommandErrors,
     )
 )]
 async fn open_ticket(
@@ -90,7 +87,7 @@ async fn open_ticket(
         &state.tickets,
         &input,
         &id.to_string(),
-        location(id),
+        location,
         command,
     )
     .await
@@ -107,10 +104,8 @@ async fn open_ticket(
     ),
     responses(
         (status = 200, description = "Status changed", body = ChangeAnswer),
-        (status = 404, description = "Unknown ticket"),
-        (status = 409, description = "The lifecycle does not allow this move"),
-        (status = 412, description = "If-Match does not match; body has current_version"),
-        (status = 422, description = "Validation failed (e.g. an unknown status)"),
+        UnknownId,
+        CommandErrors,
     )
 )]
 async fn change_ticket_status(

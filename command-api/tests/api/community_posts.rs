@@ -6,7 +6,6 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 
 use crate::helpers::*;
-use crate::support::{assert_invalid_field, assert_problem, nothing_written, stream};
 
 fn post() -> Value {
     json!({ "title": " Hello ", "content": "First\npost", "author": " ada " })

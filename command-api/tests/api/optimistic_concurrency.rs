@@ -111,3 +111,23 @@ async fn concurrent_creates_with_one_client_id_create_once(pool: PgPool) {
     );
     assert_eq!(stream_versions(&pool, id).await, vec![1]);
 }
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn a_weak_if_match_never_matches_and_gets_412_with_the_current_version(pool: PgPool) {
+    let app = app(&pool);
+    let id = create_project(&app, "Apollo").await;
+    // Strong comparison (RFC 9110): W/"1" does not match version 1, although "1" would.
+    let weak = Call::patch(&format!("/api/v1/projects/{id}"))
+        .header("if-match", "W/\"1\"")
+        .json(&json!({ "name": "B" }))
+        .send(&app)
+        .await;
+    assert_eq!(
+        weak.status,
+        StatusCode::PRECONDITION_FAILED,
+        "{:?}",
+        weak.body
+    );
+    assert_eq!(weak.body["current_version"], 1);
+    assert_eq!(stream_versions(&pool, &id).await, vec![1]);
+}

@@ -6,7 +6,6 @@ use serde_json::json;
 use sqlx::PgPool;
 
 use crate::helpers::*;
-use crate::support::{assert_invalid_field, assert_problem, nothing_written, stream};
 
 fn report(service_id: &str) -> Call {
     Call::post(&format!("/api/v1/status/services/{service_id}/reports"))
@@ -162,26 +161,4 @@ async fn bad_report_bodies_name_their_field_and_write_nothing(pool: PgPool) {
     let malformed = report("api").raw("application/json", "{").send(&app).await;
     assert_problem(&malformed, StatusCode::BAD_REQUEST);
     nothing_written(&pool, 0).await;
-}
-
-#[sqlx::test(migrator = "event_store::MIGRATOR")]
-async fn the_openapi_document_lists_the_ticket_post_and_report_commands(pool: PgPool) {
-    let app = app(&pool);
-    let document = Call::new(axum::http::Method::GET, "/api/v1/openapi.json")
-        .send(&app)
-        .await
-        .body;
-    for (path, method) in [
-        ("/api/v1/support/tickets", "post"),
-        ("/api/v1/support/tickets/{id}/status", "post"),
-        ("/api/v1/community/posts", "post"),
-        ("/api/v1/community/posts/{id}", "patch"),
-        ("/api/v1/community/posts/{id}", "delete"),
-        ("/api/v1/status/services/{service_id}/reports", "post"),
-    ] {
-        assert!(
-            document["paths"][path][method].is_object(),
-            "missing {method} {path}"
-        );
-    }
 }

@@ -1,12 +1,13 @@
 //! Plumbing shared by Chronicle's services: settings from the environment, telemetry,
-//! problem+json errors, request ids, health and metrics routes, database start-up and graceful
-//! shutdown.
+//! problem+json errors, request ids, health and metrics routes, database start-up, the one
+//! start-up path of every binary, and graceful shutdown.
 
 pub mod db;
 pub mod env;
 pub mod http;
 pub mod problem;
 pub mod shutdown;
+pub mod startup;
 pub mod telemetry;
 
 pub use problem::Problem;

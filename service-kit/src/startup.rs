@@ -92,8 +92,8 @@ impl<'m> Database<'m> {
 /// Everything before serving: installs the log subscriber, reads the settings with
 /// `configure`, then opens and prepares the database it names.
 ///
-/// `configure` runs after telemetry is up, so a bad variable is reported by the same logger
-/// as everything else.
+/// `configure` runs after telemetry is up, as every binary did before this path existed, so
+/// anything it logs is formatted like the rest.
 ///
 /// # Errors
 ///

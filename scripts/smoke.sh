@@ -8,6 +8,10 @@ export DATABASE_URL="${SMOKE_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/ch
 export COMMAND_API_ADDR=127.0.0.1:18080 QUERY_API_ADDR=127.0.0.1:18081 PROJECTOR_ADDR=127.0.0.1:18082
 psql "${DATABASE_URL%/*}/postgres" -qc "DROP DATABASE IF EXISTS ${DATABASE_URL##*/}" >/dev/null
 
+# Build first, so that the wait for readiness below measures start-up, not compilation (a cold
+# release build on a busy 2-core machine takes longer than that wait).
+cargo build --release -p chronicle
+
 log=$(mktemp)
 cargo run --release -p chronicle >"$log" 2>&1 &
 runner=$!

@@ -15,8 +15,9 @@ use chronicle::export::{ExportOptions, export_ndjson};
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
 use event_store::LogFilter;
-use service_kit::db::{DatabaseSettings, create_database_if_missing};
+use service_kit::db::DatabaseSettings;
 use service_kit::shutdown::Shutdown;
+use service_kit::startup::{Database, prepare};
 
 /// Chronicle: an event-sourced CQRS backend.
 #[derive(Debug, Parser)]
@@ -102,22 +103,23 @@ async fn export(args: ExportArgs) -> anyhow::Result<()> {
 }
 
 async fn serve() -> anyhow::Result<()> {
-    service_kit::telemetry::init_tracing();
-    let database = DatabaseSettings::from_env()?;
-    let command_settings = command_api::Settings::from_env()?;
-    let query_settings = query_api::Settings::from_env()?;
-    let projector_settings = projector::Settings::from_env()?;
+    let (settings, pool) = prepare(|| {
+        let database = Database::from_env()?
+            .create_if_missing()
+            .migrate(&event_store::MIGRATOR);
+        let settings = (
+            database.settings().url.clone(),
+            command_api::Settings::from_env()?,
+            query_api::Settings::from_env()?,
+            projector::Settings::from_env()?,
+        );
+        Ok((settings, database))
+    })
+    .await?;
+    let (url, command_settings, query_settings, projector_settings) = settings;
+    tracing::info!(database = ?url, "database ready");
 
-    create_database_if_missing(&database.url).await?;
-    let pool = database.connect().await?;
-    event_store::MIGRATOR
-        .run(&pool)
-        .await
-        .context("running migrations")?;
-    tracing::info!(database = ?database.url, "database ready");
-
-    let shutdown = Shutdown::new();
-    shutdown.trigger_on_signals();
+    let shutdown = Shutdown::on_signals();
     let mut parts = tokio::task::JoinSet::new();
     parts.spawn(named(
         "command-api",

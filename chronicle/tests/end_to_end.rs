@@ -7,13 +7,11 @@
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt as _;
+use axum::http::StatusCode;
 use serde_json::{Value, json};
 use service_kit::shutdown::Shutdown;
 use sqlx::PgPool;
-use tower::ServiceExt as _;
+use test_support::Call;
 
 struct System {
     commands: Router,
@@ -73,6 +71,8 @@ impl System {
     }
 }
 
+/// Sends `method path` (with a JSON body and a consistency token when given) under the
+/// request id every event of this test records, and returns the status and the JSON body.
 async fn call(
     app: &Router,
     method: &str,
@@ -80,25 +80,14 @@ async fn call(
     body: Option<Value>,
     token: Option<&str>,
 ) -> (StatusCode, Value) {
-    let mut request = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("x-request-id", "e2e-request");
-    if let Some(token) = token {
-        request = request.header("x-consistency-token", token);
+    let mut call = Call::new(method.parse().unwrap(), path)
+        .header("x-request-id", "e2e-request")
+        .header_opt("x-consistency-token", token);
+    if let Some(body) = body {
+        call = call.json(&body);
     }
-    let request = match body {
-        Some(body) => request
-            .header("content-type", "application/json")
-            .body(Body::from(body.to_string())),
-        None => request.body(Body::empty()),
-    }
-    .unwrap();
-    let response = app.clone().oneshot(request).await.unwrap();
-    let status = response.status();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    (status, body)
+    let answer = call.send(app).await;
+    (answer.status, answer.value())
 }
 
 fn token(answer: &Value) -> String {
@@ -107,6 +96,7 @@ fn token(answer: &Value) -> String {
 
 #[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn every_resource_goes_from_command_to_a_consistent_read(pool: PgPool) {
+    test_support::init_logging();
     let system = System::start(&pool).await;
     let (c, q) = (&system.commands, &system.queries);
 

@@ -2,7 +2,7 @@
 
 #![expect(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chronicle::export::{ExportOptions, export_ndjson};
 use event_store::LogFilter;
@@ -21,7 +21,7 @@ fn event(aggregate_type: &str, sequence: i64, actor: &str) -> NewEvent {
         event_type: "Happened".to_owned(),
         event_version: "1".to_owned(),
         payload: json!({ "n": sequence }),
-        metadata: json!({ "actor": actor }),
+        metadata: test_support::metadata::json(actor),
     }
 }
 
@@ -41,20 +41,23 @@ async fn export(pool: &PgPool, options: &ExportOptions) -> (Vec<Value>, LogPosit
 /// Waits (bounded) until `n` events are below the commit-safe horizon: other tests on the same
 /// server may hold it back with open transactions.
 async fn wait_visible(pool: &PgPool, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while event_store::log::read_after(pool, LogPosition::START, 1000, &LogFilter::default())
-        .await
-        .unwrap()
-        .len()
-        < n
-    {
-        assert!(Instant::now() < deadline, "events stayed invisible");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    test_support::eventually(
+        Duration::from_secs(10),
+        "the events are visible",
+        || async {
+            event_store::log::read_after(pool, LogPosition::START, 1000, &LogFilter::default())
+                .await
+                .unwrap()
+                .len()
+                >= n
+        },
+    )
+    .await;
 }
 
 #[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn the_export_writes_every_event_as_one_envelope_per_line_in_log_order(pool: PgPool) {
+    test_support::init_logging();
     for sequence in 1..=7 {
         let kind = if sequence % 2 == 0 { "Even" } else { "Odd" };
         let actor = if sequence <= 3 { "ada" } else { "bob" };

@@ -1,15 +1,19 @@
-//! The command API binary.
+//! The command API binary: reads its settings, connects and migrates, then serves until SIGINT
+//! or SIGTERM.
 
-use service_kit::db::DatabaseSettings;
-use service_kit::shutdown::Shutdown;
+use service_kit::startup::{Database, serve};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    service_kit::telemetry::init_tracing();
-    let settings = command_api::Settings::from_env()?;
-    let pool = DatabaseSettings::from_env()?.connect().await?;
-    event_store::MIGRATOR.run(&pool).await?;
-    let shutdown = Shutdown::new();
-    shutdown.trigger_on_signals();
-    command_api::run(settings, pool, shutdown).await
+    serve(
+        || {
+            let settings = command_api::Settings::from_env()?;
+            Ok((
+                settings,
+                Database::from_env()?.migrate(&event_store::MIGRATOR),
+            ))
+        },
+        command_api::run,
+    )
+    .await
 }

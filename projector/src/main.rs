@@ -8,10 +8,9 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use service_kit::db::DatabaseSettings;
 use service_kit::shutdown::Shutdown;
+use service_kit::startup::{Database, prepare};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -42,14 +41,14 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
-    service_kit::telemetry::init_tracing();
-    let settings = projector::Settings::from_env()?;
-    let database = DatabaseSettings::from_env()?;
-    let pool = database.connect().await?;
-    event_store::MIGRATOR
-        .run(&pool)
-        .await
-        .context("running migrations")?;
+    let (settings, pool) = prepare(|| {
+        let settings = projector::Settings::from_env()?;
+        Ok((
+            settings,
+            Database::from_env()?.migrate(&event_store::MIGRATOR),
+        ))
+    })
+    .await?;
     let read_pool = match &settings.read_database {
         Some(read) => read.connect().await?,
         None => pool.clone(),
@@ -62,9 +61,7 @@ async fn main() -> anyhow::Result<ExitCode> {
     };
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => {
-            let shutdown = Shutdown::new();
-            shutdown.trigger_on_signals();
-            projector::run(settings, pool, shutdown).await?;
+            projector::run(settings, pool, Shutdown::on_signals()).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Rebuild { projection } => {

@@ -1,6 +1,6 @@
 //! Plumbing shared by Chronicle's services: settings from the environment, telemetry,
 //! problem+json errors, request ids, health and metrics routes, admission control (load
-//! shedding), database start-up and graceful shutdown.
+//! shedding), database start-up, the one start-up path of every binary, and graceful shutdown.
 
 pub mod db;
 pub mod env;
@@ -8,6 +8,7 @@ pub mod http;
 pub mod problem;
 pub mod shed;
 pub mod shutdown;
+pub mod startup;
 pub mod telemetry;
 
 pub use problem::Problem;

@@ -42,6 +42,13 @@ impl Shutdown {
         let _ = receiver.wait_for(|fired| *fired).await;
     }
 
+    /// A signal that SIGINT or SIGTERM fires: what a binary serves under.
+    pub fn on_signals() -> Self {
+        let shutdown = Self::new();
+        shutdown.trigger_on_signals();
+        shutdown
+    }
+
     /// Fires the signal on SIGINT or SIGTERM.
     pub fn trigger_on_signals(&self) {
         let this = self.clone();

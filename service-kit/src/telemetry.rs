@@ -1,4 +1,4 @@
-//! Logging and metrics set-up, in one place for every binary.
+//! Logging and metrics set-up, in one place for every binary and test.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -21,6 +21,33 @@ pub fn init_tracing() {
     } else {
         builder.compact().try_init()
     };
+}
+
+/// The environment variable that turns test logs on: `TEST_LOG=1 cargo test`.
+pub const TEST_LOG: &str = "TEST_LOG";
+
+/// Installs a log subscriber for tests when `TEST_LOG` is set (to anything but empty or `0`),
+/// and does nothing otherwise, so a passing test run stays quiet.
+///
+/// Lines go through the test harness's capture (shown for failing tests, or all with
+/// `--nocapture`); `RUST_LOG` filters them (default `debug` for our crates, `info` for the
+/// rest). Safe to call from every test: the first call wins.
+pub fn init_test_logging() {
+    let wanted = std::env::var(TEST_LOG).is_ok_and(|value| !value.is_empty() && value != "0");
+    if !wanted {
+        return;
+    }
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new(
+            "info,sqlx=warn,events=debug,event_store=debug,service_kit=debug,command_api=debug,\
+             projector=debug,query_api=debug,chronicle=debug",
+        )
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .compact()
+        .try_init();
 }
 
 /// The process-wide Prometheus recorder; installed on first use, with a task that runs its

@@ -178,9 +178,6 @@ async fn the_query_api_on_an_exhausted_pool_answers_503_within_the_acquire_timeo
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: command-api answers 500 (no Retry-After) when the pool times out while \
-            loading an aggregate: command-api/src/execute.rs load_error maps postgres-es' \
-            UnexpectedError(PoolTimedOut) to ExecuteError::Store"]
 async fn the_command_api_on_an_exhausted_pool_answers_503_within_the_acquire_timeout_then_recovers()
 {
     starve(Bin::CommandApi).await;

@@ -36,28 +36,10 @@ async fn events_of(db: &TestDb, id: Uuid) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs scripts/faults.sh"]
 async fn a_postgres_restart_under_load_loses_no_acknowledged_command_and_answers_503_meanwhile() {
-    restart_under_load(Tolerate::KnownBug500).await;
+    restart_under_load().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: now and then a command loading its aggregate when PostgreSQL goes down answers \
-            500 (57P01 admin_shutdown through command-api/src/execute.rs load_error); \
-            FAULTS_BUGS=1 scripts/faults.sh"]
-async fn strict_a_postgres_restart_never_answers_500() {
-    restart_under_load(Tolerate::Nothing).await;
-}
-
-/// What the outage may answer besides 2xx and 503.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Tolerate {
-    /// Nothing: the contract.
-    Nothing,
-    /// 500 too: the known bug of `load_error` (counted and printed), so that the rest of the
-    /// contract is checked on every run until it is fixed.
-    KnownBug500,
-}
-
-async fn restart_under_load(tolerate: Tolerate) {
+async fn restart_under_load() {
     let instances = Instances::from_env();
     let db = TestDb::create(&instances.pg_url).await;
     let http = Http::new();
@@ -269,15 +251,10 @@ async fn restart_under_load(tolerate: Tolerate) {
     );
 
     // The contract during the outage: 503 with Retry-After, never past the deadline.
-    let internal_errors = outcomes.iter().filter(|o| o.status == Ok(500)).count();
-    if internal_errors > 0 {
-        eprintln!("KNOWN BUG: {internal_errors} commands answered 500 during the restart");
-    }
     for outcome in outcomes.iter().chain(&reads) {
         match outcome.status {
             Ok(200..=299) => {}
             Ok(503) => assert!(outcome.retry_after, "a 503 without Retry-After"),
-            Ok(500) if tolerate == Tolerate::KnownBug500 => {}
             ref other => panic!(
                 "an answer other than 2xx or 503 (sent at {:?}): {other:?}; all: {}",
                 outcome.sent_at,

@@ -12,7 +12,7 @@ use sqlx::{PgExecutor, PgPool, Postgres, Transaction};
 
 /// A checkpoint row's place in the log and its generation (bumped by each rebuild swap, so a
 /// tag derived from the checkpoint changes when the rows change without it moving).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Checkpoint {
     /// The last event the subscription handled, in commit-safe order.
     pub position: LogPosition,

@@ -354,3 +354,63 @@ async fn first_between(
     let found: Option<i32> = query.build_query_scalar().fetch_optional(pool).await?;
     Ok(found.is_some())
 }
+
+/// Whether every transaction up to `upto` has finished (it lies below the commit-safe
+/// horizon) and none of them appended an event of `aggregate_types` after `after`: a
+/// subscription at `after` then already reflects everything up to `upto` of those types. One
+/// statement per type, each a range scan of the type index under any plan; the horizon test
+/// comes first, so a far-future `upto` never scans at all. Returns how many statements ran
+/// with the answer, for callers that count their queries.
+///
+/// # Errors
+///
+/// The database fails.
+pub async fn settled_without(
+    pool: &PgPool,
+    aggregate_types: &[&str],
+    after: LogPosition,
+    upto: LogPosition,
+) -> Result<(bool, usize), sqlx::Error> {
+    let mut statements = 0;
+    for aggregate_type in aggregate_types {
+        statements += 1;
+        let none: bool = sqlx::query_scalar(
+            "SELECT $3::text::xid8 < pg_snapshot_xmin(pg_current_snapshot()) \
+                AND NOT EXISTS (SELECT 1 FROM events \
+                                 WHERE aggregate_type = $5 \
+                                   AND (tx_id, global_position) > ($1::text::xid8, $2) \
+                                   AND (tx_id, global_position) <= ($3::text::xid8, $4))",
+        )
+        .bind(after.tx_id.to_string())
+        .bind(after.position)
+        .bind(upto.tx_id.to_string())
+        .bind(upto.position)
+        .bind(*aggregate_type)
+        .fetch_one(pool)
+        .await?;
+        if !none {
+            return Ok((false, statements));
+        }
+    }
+    Ok((true, statements))
+}
+
+/// Whether the stream (`aggregate_type`, `aggregate_id`) holds any event: one probe of the
+/// stream's primary key.
+///
+/// # Errors
+///
+/// The database fails.
+pub async fn stream_exists(
+    pool: &PgPool,
+    aggregate_type: &str,
+    aggregate_id: &str,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM events WHERE aggregate_type = $1 AND aggregate_id = $2)",
+    )
+    .bind(aggregate_type)
+    .bind(aggregate_id)
+    .fetch_one(pool)
+    .await
+}

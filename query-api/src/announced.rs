@@ -79,7 +79,7 @@ impl Announced {
 
     fn moved(&self, moved: &CheckpointMoved) {
         let announced = Checkpoint {
-            at: moved.checkpoint,
+            position: moved.checkpoint,
             generation: moved.generation,
         };
         self.with_views(|views| {
@@ -89,7 +89,10 @@ impl Announced {
                 .is_none_or(|seen| seen.generation == announced.generation);
             // An announcement older than one already applied (never expected: one projector
             // announces in commit order) cannot be placed among the others: forget instead.
-            let stale = same_generation && view.seen.is_some_and(|seen| seen.at >= announced.at);
+            let stale = same_generation
+                && view
+                    .seen
+                    .is_some_and(|seen| seen.position >= announced.position);
             if !same_generation || !moved.complete || stale {
                 view.versions.clear();
             }
@@ -106,7 +109,7 @@ impl Announced {
             // A new generation replaces the checkpoint; within one, it only moves forward
             // (announcements of one projection can arrive out of order across reconnects).
             view.seen = match view.seen {
-                Some(seen) if same_generation && seen.at >= announced.at => Some(seen),
+                Some(seen) if same_generation && seen.position >= announced.position => Some(seen),
                 _ => Some(announced),
             };
         });
@@ -182,7 +185,9 @@ mod tests {
         assert_eq!(announced.version("projects", "a"), Some(2));
         assert_eq!(announced.version("projects", "b"), Some(1));
         assert_eq!(
-            announced.seen("projects").map(|seen| seen.at.position),
+            announced
+                .seen("projects")
+                .map(|seen| seen.position.position),
             Some(2)
         );
     }
@@ -210,7 +215,9 @@ mod tests {
         announced.apply(&moved(5, 0, &[], true));
         announced.apply(&moved(3, 0, &[], true));
         assert_eq!(
-            announced.seen("projects").map(|seen| seen.at.position),
+            announced
+                .seen("projects")
+                .map(|seen| seen.position.position),
             Some(5)
         );
         // A rebuild swap may land anywhere: its generation wins.
@@ -218,7 +225,7 @@ mod tests {
         assert_eq!(
             announced
                 .seen("projects")
-                .map(|seen| (seen.at.position, seen.generation)),
+                .map(|seen| (seen.position.position, seen.generation)),
             Some((4, 1))
         );
     }

@@ -72,14 +72,16 @@ pub async fn wait_for(
         let plain_wakes = announced.plain_wakes();
 
         if let Some(seen) = announced.seen(projection)
-            && seen.at >= target
+            && seen.position >= target
         {
             break Ok(seen);
         }
         if ask_database {
             state.count_wait_query();
             let seen = checkpoint::read(state.pool(), projection).await?;
-            if seen.at >= target || nothing_to_apply(state, projection, seen.at, target).await? {
+            if seen.position >= target
+                || nothing_to_apply(state, projection, seen.position, target).await?
+            {
                 break Ok(seen);
             }
             fallback = tokio::time::Instant::now() + FALLBACK_RECHECK;
@@ -125,31 +127,12 @@ async fn nothing_to_apply(
         // A projection reading every event moves its checkpoint over every event.
         return Ok(false);
     }
-    // One statement per source type, each with a plain `aggregate_type = $5`: a prepared
-    // statement's generic plan stays a range scan on the commit order, where `= ANY($5)` (or
-    // an `OR` over an empty array) gives the planner nothing to bound. The horizon test comes
-    // first, so a far-future token never scans at all.
-    for aggregate_type in types {
+    let (settled, statements) =
+        event_store::log::settled_without(state.pool(), types, checkpoint, target).await?;
+    for _ in 0..statements {
         state.count_wait_query();
-        let none: bool = sqlx::query_scalar(
-            "SELECT $3::text::xid8 < pg_snapshot_xmin(pg_current_snapshot()) \
-                AND NOT EXISTS (SELECT 1 FROM events \
-                                 WHERE aggregate_type = $5 \
-                                   AND (tx_id, global_position) > ($1::text::xid8, $2) \
-                                   AND (tx_id, global_position) <= ($3::text::xid8, $4))",
-        )
-        .bind(checkpoint.tx_id.to_string())
-        .bind(checkpoint.position)
-        .bind(target.tx_id.to_string())
-        .bind(target.position)
-        .bind(*aggregate_type)
-        .fetch_one(state.pool())
-        .await?;
-        if !none {
-            return Ok(false);
-        }
     }
-    Ok(true)
+    Ok(settled)
 }
 
 /// Honours the request's `X-Consistency-Token` for `projection`: returns `None` at once without

@@ -150,7 +150,7 @@ pub fn list_etag(at: Checkpoint, canonical_request: &str) -> ETag {
     }
     ETag::weak(format!(
         "{}-{}-{}-{hash}",
-        at.at.position, at.at.tx_id, at.generation
+        at.position.position, at.position.tx_id, at.generation
     ))
 }
 

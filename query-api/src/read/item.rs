@@ -117,7 +117,7 @@ fn announced_version<T: Item>(
     if let Some(token) = token {
         let seen = announced.seen(T::PROJECTION)?;
         let current_generation = waited.is_none_or(|waited| waited.generation == seen.generation);
-        if seen.at < token || !current_generation {
+        if seen.position < token || !current_generation {
             return None;
         }
     }

@@ -316,19 +316,12 @@ pub async fn audit_stream(
     } else {
         None
     };
-    if events.is_empty() {
-        let exists: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM events WHERE aggregate_type = $1 AND aggregate_id = $2)",
-        )
-        .bind(&aggregate_type)
-        .bind(&aggregate_id)
-        .fetch_one(state.pool())
-        .await?;
-        if !exists {
-            return Err(ApiError::NotFound(format!(
-                "no stream {aggregate_type}/{aggregate_id}"
-            )));
-        }
+    if events.is_empty()
+        && !event_store::log::stream_exists(state.pool(), &aggregate_type, &aggregate_id).await?
+    {
+        return Err(ApiError::NotFound(format!(
+            "no stream {aggregate_type}/{aggregate_id}"
+        )));
     }
     Ok(Json(StreamEvents {
         items: events.into_iter().map(Envelope::from).collect(),

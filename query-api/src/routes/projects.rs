@@ -348,14 +348,14 @@ mod tests {
     fn the_list_etag_moves_with_the_checkpoint_its_generation_and_the_page() {
         let request = ListProjects::default();
         let at = Checkpoint {
-            at: LogPosition {
+            position: LogPosition {
                 tx_id: 9,
                 position: 4,
             },
             generation: 0,
         };
         let later = Checkpoint {
-            at: LogPosition {
+            position: LogPosition {
                 tx_id: 10,
                 position: 5,
             },

@@ -201,7 +201,7 @@ pub async fn until_announced(state: &AppState, projection: &str, at: LogPosition
     while state
         .announced()
         .seen(projection)
-        .is_none_or(|seen| seen.at < at)
+        .is_none_or(|seen| seen.position < at)
     {
         assert!(
             std::time::Instant::now() < deadline,

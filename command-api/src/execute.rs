@@ -1,6 +1,6 @@
 //! Running a command against an aggregate: read what deciding needs of its stream (its state
 //! from a snapshot and later events, its revision alone, or nothing for a new stream; see
-//! [`Reads`] and docs/decisions/0006-bounded-write-cost.md), decide, append, retry on a lost
+//! [`Reads`] and docs/decisions/0008-bounded-write-cost.md), decide, append, retry on a lost
 //! race, and complete the request's idempotency claim in the statement that appends.
 //!
 //! This is cqrs-es's `CqrsFramework::execute_with_metadata` loop (load, `handle` into an

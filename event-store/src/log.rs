@@ -291,7 +291,7 @@ pub async fn last_committed<'e>(
 ///
 /// One statement per shape and per type, each the first row of an index range: never
 /// `cardinality($1) = 0 OR ...` nor `= ANY($1)` inside `EXISTS`, for which a cached generic
-/// plan scans the log (issue 10.1; the plans are in docs/decisions/0006-bounded-log-reads.md).
+/// plan scans the log (issue 10.1; the plans are in docs/decisions/0007-bounded-log-reads.md).
 ///
 /// # Errors
 ///

@@ -5,8 +5,10 @@ pub mod domain;
 pub mod execute;
 pub mod http;
 pub mod idempotency;
+pub mod state;
 
-use std::net::SocketAddr;
+pub use state::{AppState, Hooks, Settings};
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,163 +17,10 @@ use axum::Json;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
-use event_store::wake::{AppendNotifier, EVENTS_CHANNEL};
-use service_kit::env::{EnvError, var_or};
 use service_kit::shutdown::Shutdown;
 use sqlx::PgPool;
 use tower_http::timeout::RequestBodyTimeoutLayer;
 use utoipa::OpenApi as _;
-
-use crate::domain::analytics::AnalyticsBatch;
-use crate::domain::post::CommunityPost;
-use crate::domain::project::Project;
-use crate::domain::service_status::ServiceStatus;
-use crate::domain::ticket::SupportTicket;
-use crate::execute::CommandBus;
-
-/// The command API's settings, from the environment.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// `COMMAND_API_ADDR` (default `0.0.0.0:8080`).
-    pub addr: SocketAddr,
-    /// `BODY_LIMIT_BYTES` (default 262144): larger bodies get 413.
-    pub body_limit: usize,
-    /// `IDEMPOTENCY_TTL_HOURS` (default 24): how long answers are kept for replay.
-    pub idempotency_ttl: Duration,
-    /// `IDEMPOTENCY_LEASE_SECS` (default 30): after this an unfinished claim is presumed dead.
-    pub idempotency_lease: Duration,
-    /// `COMMAND_MAX_RETRIES` (default 5): re-runs of an unconditioned command that lost a race.
-    pub max_retries: u32,
-    /// `REQUEST_TIMEOUT_MS` (default 15000): a command that has not reached its append by then
-    /// gets 503 and writes nothing; a body not received by then is refused.
-    pub request_timeout: Duration,
-    /// `TRUST_FORWARDED_FOR` (default false): behind one trusted proxy (the compose gateway),
-    /// record the client address that proxy appended to `X-Forwarded-For` instead of the
-    /// proxy's own. Leave off when clients can reach the service directly: they could then
-    /// write any address into the audit trail.
-    pub trust_forwarded_for: bool,
-    /// `MAX_IN_FLIGHT`, `ADMISSION_WAIT_MS`: the bound on requests worked on at once.
-    pub admission: service_kit::shed::AdmissionSettings,
-}
-
-impl Settings {
-    /// Reads the settings from the environment.
-    pub fn from_env() -> Result<Self, EnvError> {
-        Ok(Self {
-            addr: var_or("COMMAND_API_ADDR", SocketAddr::from(([0, 0, 0, 0], 8080)))?,
-            body_limit: var_or("BODY_LIMIT_BYTES", 256 * 1024)?,
-            idempotency_ttl: Duration::from_secs(3600 * var_or("IDEMPOTENCY_TTL_HOURS", 24u64)?),
-            idempotency_lease: Duration::from_secs(var_or("IDEMPOTENCY_LEASE_SECS", 30)?),
-            max_retries: var_or("COMMAND_MAX_RETRIES", 5)?,
-            request_timeout: Duration::from_millis(var_or("REQUEST_TIMEOUT_MS", 15_000)?),
-            trust_forwarded_for: var_or("TRUST_FORWARDED_FOR", false)?,
-            admission: service_kit::shed::AdmissionSettings::from_env()?,
-        })
-    }
-}
-
-/// Test seams: code run at points where a real process could die.
-#[derive(Clone)]
-pub struct Hooks {
-    /// Runs after a command's append committed, before its answer is sent.
-    pub after_commit: Arc<dyn Fn() + Send + Sync>,
-}
-
-impl Default for Hooks {
-    fn default() -> Self {
-        Self {
-            after_commit: Arc::new(|| {}),
-        }
-    }
-}
-
-/// Shared state of the handlers.
-#[derive(Clone)]
-pub struct AppState {
-    /// The event store's pool.
-    pub pool: PgPool,
-    /// Idempotency claims' pool (asynchronous commit; see `claims_pool`).
-    pub claims: PgPool,
-    /// Settings.
-    pub settings: Arc<Settings>,
-    /// Project commands.
-    pub projects: Arc<CommandBus<Project>>,
-    /// Support ticket commands.
-    pub tickets: Arc<CommandBus<SupportTicket>>,
-    /// Community post commands.
-    pub posts: Arc<CommandBus<CommunityPost>>,
-    /// Service status reports.
-    pub service_status: Arc<CommandBus<ServiceStatus>>,
-    /// Analytics batches.
-    pub analytics: Arc<CommandBus<AnalyticsBatch>>,
-    /// Test seams.
-    pub hooks: Hooks,
-}
-
-impl AppState {
-    /// Builds the state; starts the task that announces appends to projectors.
-    pub fn new(pool: PgPool, settings: Settings, hooks: Hooks) -> Self {
-        let notifier = AppendNotifier::spawn(pool.clone(), EVENTS_CHANNEL);
-        let bus = Bus {
-            pool: &pool,
-            notifier: &notifier,
-            max_retries: settings.max_retries,
-        };
-        Self {
-            claims: claims_pool(&pool),
-            projects: bus.build(),
-            tickets: bus.build(),
-            posts: bus.build(),
-            service_status: bus.build(),
-            analytics: bus.build(),
-            pool,
-            settings: Arc::new(settings),
-            hooks,
-        }
-    }
-}
-
-/// What every command bus is built from.
-struct Bus<'a> {
-    pool: &'a PgPool,
-    notifier: &'a AppendNotifier,
-    max_retries: u32,
-}
-
-impl Bus<'_> {
-    /// A bus for aggregate `A`, loading streams through every upcaster (each applies only to
-    /// the event types it names; Project streams hold ProjectCreated v1, for one).
-    fn build<A>(&self) -> Arc<CommandBus<A>>
-    where
-        A: cqrs_es::Aggregate<Services = ()>,
-        A::Command: Clone,
-    {
-        Arc::new(CommandBus::new(
-            self.pool.clone(),
-            (),
-            events::upcast::for_aggregates(),
-            self.notifier.clone(),
-            self.max_retries,
-        ))
-    }
-}
-
-/// A pool on the same database whose sessions commit without waiting for the WAL flush, for
-/// idempotency claims only. A claim lost in a server crash is harmless (the retry claims
-/// again), and it cannot be lost while its command's append survives: the append commits
-/// later in the same WAL, and flushing it flushes the claim. This takes a durable commit off
-/// every keyed command's path.
-fn claims_pool(pool: &PgPool) -> PgPool {
-    let options = pool
-        .connect_options()
-        .as_ref()
-        .clone()
-        .options([("synchronous_commit", "off")]);
-    sqlx::postgres::PgPoolOptions::new()
-        .max_connections(pool.options().get_max_connections().div_ceil(2).max(1))
-        .acquire_timeout(pool.options().get_acquire_timeout())
-        .connect_lazy_with(options)
-}
 
 /// The OpenAPI document's root.
 #[derive(utoipa::OpenApi)]

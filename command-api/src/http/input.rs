@@ -12,9 +12,9 @@ use service_kit::http::{RequestId, client_ip, is_safe_id};
 use service_kit::problem::FieldError;
 use uuid::Uuid;
 
-use crate::AppState;
 use crate::execute::IfMatch;
 use crate::idempotency;
+use crate::state::AppState;
 
 /// The principal every request acts as until accounts exist.
 pub const ANONYMOUS: &str = "anonymous";

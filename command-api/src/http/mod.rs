@@ -15,10 +15,10 @@ use event_store::idempotency::{self, Claimed};
 use service_kit::Problem;
 use utoipa::ToSchema;
 
-use crate::AppState;
 use crate::execute::{CommandBus, Committed, Kind, Outcome, Reads, Request};
 use crate::http::error::{RuleProblem, idempotency_problem};
 use crate::http::input::CommandInput;
+use crate::state::AppState;
 
 /// `X-Consistency-Token`.
 pub const X_CONSISTENCY_TOKEN: &str = "x-consistency-token";

@@ -15,7 +15,7 @@ use events::RecordedEvent;
 use events::analytics::{self, AnalyticsEvent};
 use sqlx::{Postgres, Transaction};
 
-use super::decode_payload;
+use super::decode::decode_payload;
 use crate::subscription::{Projection, ProjectionError};
 use event_store::catalogue::{self, ReadModel};
 

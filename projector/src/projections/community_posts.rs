@@ -7,7 +7,7 @@ use events::RecordedEvent;
 use events::post::{self, PostEvent};
 use sqlx::{Postgres, Transaction};
 
-use super::{RowPerStream, decode, uuid_id};
+use super::decode::{RowPerStream, decode, uuid_id};
 use crate::subscription::{Projection, ProjectionError};
 use event_store::catalogue::{self, ReadModel};
 

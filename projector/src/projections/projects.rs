@@ -10,7 +10,7 @@ use events::project::{self, ProjectEvent};
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
-use super::{RowPerStream, decode, uuid_id};
+use super::decode::{RowPerStream, decode, uuid_id};
 use crate::subscription::{Projection, ProjectionError};
 use event_store::catalogue::{self, ReadModel};
 

@@ -6,7 +6,7 @@ use events::RecordedEvent;
 use events::status::{self, ServiceStatusEvent};
 use sqlx::{Postgres, Transaction};
 
-use super::decode;
+use super::decode::decode;
 use crate::subscription::{Projection, ProjectionError};
 use event_store::catalogue::{self, ReadModel};
 

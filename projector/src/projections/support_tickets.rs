@@ -6,7 +6,7 @@ use events::RecordedEvent;
 use events::ticket::{self, TicketEvent};
 use sqlx::{Postgres, Transaction};
 
-use super::{RowPerStream, decode, uuid_id};
+use super::decode::{RowPerStream, decode, uuid_id};
 use crate::subscription::{Projection, ProjectionError};
 use event_store::catalogue::{self, ReadModel};
 

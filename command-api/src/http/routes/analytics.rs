@@ -19,7 +19,6 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::AppState;
 use crate::domain::analytics::{
     AnalyticsCommand, Batch, BatchSizeError, ClientId, EventName, MAX_BATCH, OccurredAt,
     Properties, ValidEvent,
@@ -29,6 +28,7 @@ use crate::http::fields::Fields;
 use crate::http::input::CommandInput;
 use crate::http::openapi::CommandErrors;
 use crate::http::{Accepted, Target, run_command};
+use crate::state::AppState;
 
 /// The largest body this route accepts: 1 MiB.
 pub const BODY_LIMIT: usize = 1024 * 1024;

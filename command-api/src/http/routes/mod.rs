@@ -8,7 +8,7 @@ pub mod support;
 
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::AppState;
+use crate::state::AppState;
 
 /// Every command route, with its OpenAPI description.
 pub fn router() -> OpenApiRouter<AppState> {

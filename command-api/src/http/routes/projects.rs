@@ -9,12 +9,12 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::AppState;
 use crate::domain::project::{Description, ProjectCommand, ProjectName};
 use crate::http::fields::Fields;
 use crate::http::input::{CommandInput, parse_id};
 use crate::http::openapi::{CommandErrors, UnknownId};
 use crate::http::{ChangeAnswer, change, create};
+use crate::state::AppState;
 
 /// Routes of the project commands.
 pub fn router() -> OpenApiRouter<AppState> {

@@ -12,7 +12,6 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::AppState;
 use crate::domain::service_status::{
     ServiceId, ServiceIdError, ServiceStatusCommand, StatusDescription,
 };
@@ -21,6 +20,7 @@ use crate::http::fields::Fields;
 use crate::http::input::CommandInput;
 use crate::http::openapi::CommandErrors;
 use crate::http::{ChangeAnswer, Target, run_command};
+use crate::state::AppState;
 
 /// Routes of the service status commands.
 pub fn router() -> OpenApiRouter<AppState> {

@@ -17,19 +17,19 @@ async fn nothing_written(pool: &PgPool, before: i64) {
 }
 
 fn assert_problem(answer: &Answer, status: StatusCode) {
-    assert_eq!(answer.status, status, "{:?}", answer.body);
+    assert_eq!(answer.status, status, "{:?}", answer.value());
     assert_eq!(
         answer.header("content-type"),
         Some("application/problem+json")
     );
-    assert_eq!(answer.body["status"], status.as_u16());
+    assert_eq!(answer.value()["status"], status.as_u16());
     assert!(
-        answer.body["request_id"]
+        answer.value()["request_id"]
             .as_str()
             .is_some_and(|id| !id.is_empty())
     );
     assert!(
-        answer.body["type"]
+        answer.value()["type"]
             .as_str()
             .is_some_and(|t| t.starts_with("/problems/"))
     );
@@ -129,14 +129,15 @@ async fn validation_problems_name_every_invalid_field(pool: PgPool) {
         .send(&app)
         .await;
     assert_problem(&answer, StatusCode::UNPROCESSABLE_ENTITY);
-    let fields: Vec<&str> = answer.body["errors"]
+    let body = answer.value();
+    let fields: Vec<&str> = body["errors"]
         .as_array()
         .unwrap()
         .iter()
         .map(|e| e["field"].as_str().unwrap())
         .collect();
     assert_eq!(fields, vec!["name", "description"]);
-    assert_eq!(answer.body["detail"], "2 fields are invalid");
+    assert_eq!(answer.value()["detail"], "2 fields are invalid");
 }
 
 #[sqlx::test(migrator = "event_store::MIGRATOR")]

@@ -16,8 +16,8 @@ async fn publish(app: &axum::Router) -> String {
         .json(&post())
         .send(app)
         .await;
-    assert_eq!(answer.status, StatusCode::CREATED, "{:?}", answer.body);
-    answer.body["id"].as_str().unwrap().to_owned()
+    assert_eq!(answer.status, StatusCode::CREATED, "{:?}", answer.value());
+    answer.value()["id"].as_str().unwrap().to_owned()
 }
 
 fn delete(id: &str) -> Call {
@@ -35,9 +35,10 @@ async fn publishing_a_post_answers_201_with_location_and_records_trimmed_values(
         .json(&post())
         .send(&app)
         .await;
-    assert_eq!(answer.status, StatusCode::CREATED, "{:?}", answer.body);
-    let id = answer.body["id"].as_str().unwrap();
-    assert_eq!(answer.body["version"], 1);
+    assert_eq!(answer.status, StatusCode::CREATED, "{:?}", answer.value());
+    let body = answer.value();
+    let id = body["id"].as_str().unwrap();
+    assert_eq!(answer.value()["version"], 1);
     assert_eq!(
         answer.header("location"),
         Some(format!("/api/v1/community/posts/{id}").as_str())
@@ -56,11 +57,11 @@ async fn an_edit_records_what_changed_and_a_no_op_edit_records_nothing(pool: PgP
     let app = app(&pool);
     let id = publish(&app).await;
     let changed = edit(&id, &json!({ "content": "Edited" })).send(&app).await;
-    assert_eq!(changed.status, StatusCode::OK, "{:?}", changed.body);
-    assert_eq!(changed.body["version"], 2);
+    assert_eq!(changed.status, StatusCode::OK, "{:?}", changed.value());
+    assert_eq!(changed.value()["version"], 2);
     let same = edit(&id, &json!({ "title": "Hello" })).send(&app).await;
     assert_eq!(same.status, StatusCode::OK);
-    assert_eq!(same.body["version"], 2);
+    assert_eq!(same.value()["version"], 2);
     let events = stream(&pool, "CommunityPost", &id).await;
     assert_eq!(events.len(), 2);
     assert_eq!(
@@ -74,8 +75,8 @@ async fn nothing_is_accepted_after_a_delete(pool: PgPool) {
     let app = app(&pool);
     let id = publish(&app).await;
     let deleted = delete(&id).send(&app).await;
-    assert_eq!(deleted.status, StatusCode::OK, "{:?}", deleted.body);
-    assert_eq!(deleted.body["version"], 2);
+    assert_eq!(deleted.status, StatusCode::OK, "{:?}", deleted.value());
+    assert_eq!(deleted.value()["version"], 2);
     assert_problem(&delete(&id).send(&app).await, StatusCode::CONFLICT);
     assert_problem(
         &edit(&id, &json!({ "title": "Back" })).send(&app).await,
@@ -120,7 +121,7 @@ async fn a_stale_if_match_on_delete_gets_412_and_deletes_nothing(pool: PgPool) {
     );
     let stale = delete(&id).header("if-match", "\"1\"").send(&app).await;
     assert_problem(&stale, StatusCode::PRECONDITION_FAILED);
-    assert_eq!(stale.body["current_version"], 2);
+    assert_eq!(stale.value()["current_version"], 2);
     assert_eq!(event_count(&pool).await, 2);
 }
 
@@ -138,7 +139,7 @@ async fn a_repeated_delete_with_the_same_key_is_replayed_not_refused(pool: PgPoo
         .send(&app)
         .await;
     assert_eq!(replay.status, StatusCode::OK);
-    assert_eq!(replay.body, first.body);
+    assert_eq!(replay.value(), first.value());
     assert_eq!(replay.header("idempotent-replayed"), Some("true"));
     assert_eq!(event_count(&pool).await, 2);
 }

@@ -4,13 +4,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
-use axum::http::{HeaderMap, Method, Request, StatusCode};
+use axum::http::StatusCode;
 use command_api::{AppState, Hooks, Settings};
-use http_body_util::BodyExt as _;
 use serde_json::Value;
 use sqlx::PgPool;
-use tower::ServiceExt as _;
+pub use test_support::{Answer, Call};
 
 /// Settings for tests: small limits where a test needs them.
 pub fn settings() -> Settings {
@@ -35,84 +33,8 @@ pub fn app(pool: &PgPool) -> Router {
 
 /// The app on `pool` with the given settings and hooks.
 pub fn app_with(pool: &PgPool, settings: Settings, hooks: Hooks) -> Router {
-    service_kit::telemetry::init_tracing();
+    test_support::init_logging();
     command_api::router(AppState::new(pool.clone(), settings, hooks))
-}
-
-/// An answer, read whole.
-#[derive(Debug)]
-pub struct Answer {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: Value,
-    /// The body's bytes as sent.
-    pub raw: axum::body::Bytes,
-}
-
-impl Answer {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).map(|v| v.to_str().unwrap())
-    }
-}
-
-/// A request to send.
-pub struct Call {
-    request: axum::http::request::Builder,
-    body: Body,
-}
-
-impl Call {
-    pub fn new(method: Method, path: &str) -> Self {
-        Self {
-            request: Request::builder().method(method).uri(path),
-            body: Body::empty(),
-        }
-    }
-
-    pub fn post(path: &str) -> Self {
-        Self::new(Method::POST, path)
-    }
-
-    pub fn patch(path: &str) -> Self {
-        Self::new(Method::PATCH, path)
-    }
-
-    pub fn json(mut self, body: &Value) -> Self {
-        self.request = self.request.header("content-type", "application/json");
-        self.body = Body::from(body.to_string());
-        self
-    }
-
-    pub fn raw(mut self, content_type: &str, body: impl Into<Body>) -> Self {
-        self.request = self.request.header("content-type", content_type);
-        self.body = body.into();
-        self
-    }
-
-    pub fn header(mut self, name: &str, value: &str) -> Self {
-        self.request = self.request.header(name, value);
-        self
-    }
-
-    pub async fn send(self, app: &Router) -> Answer {
-        let request = self.request.body(self.body).unwrap();
-        let response = app.clone().oneshot(request).await.unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        let body = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
-        };
-        Answer {
-            status,
-            headers,
-            body,
-            raw: bytes,
-        }
-    }
 }
 
 /// Creates a project and returns its id.
@@ -121,8 +43,8 @@ pub async fn create_project(app: &Router, name: &str) -> String {
         .json(&serde_json::json!({ "name": name }))
         .send(app)
         .await;
-    assert_eq!(answer.status, StatusCode::CREATED, "{:?}", answer.body);
-    answer.body["id"].as_str().unwrap().to_owned()
+    assert_eq!(answer.status, StatusCode::CREATED, "{:?}", answer.value());
+    answer.value()["id"].as_str().unwrap().to_owned()
 }
 
 /// How many events the store holds.
@@ -153,25 +75,25 @@ pub fn dying_after_commit() -> Hooks {
 
 /// Asserts a problem+json answer of `status`.
 pub fn assert_problem(answer: &Answer, status: StatusCode) {
-    assert_eq!(answer.status, status, "{:?}", answer.body);
+    assert_eq!(answer.status, status, "{:?}", answer.value());
     assert_eq!(
         answer.header("content-type"),
         Some("application/problem+json")
     );
-    assert_eq!(answer.body["status"], status.as_u16());
+    assert_eq!(answer.value()["status"], status.as_u16());
 }
 
 /// Asserts a 422 naming `field` among its errors.
 pub fn assert_invalid_field(answer: &Answer, field: &str) {
     assert_problem(answer, StatusCode::UNPROCESSABLE_ENTITY);
-    let errors = answer.body["errors"]
+    let errors = answer.value()["errors"]
         .as_array()
         .cloned()
         .unwrap_or_default();
     assert!(
         errors.iter().any(|error| error["field"] == field),
         "no error names {field}: {:?}",
-        answer.body
+        answer.value()
     );
 }
 

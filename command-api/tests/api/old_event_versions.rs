@@ -29,8 +29,8 @@ async fn a_project_created_at_version_1_still_takes_commands(pool: PgPool) {
         .json(&json!({"name": "Renamed"}))
         .send(&app)
         .await;
-    assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
-    assert_eq!(answer.body["version"], 2);
+    assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.value());
+    assert_eq!(answer.value()["version"], 2);
     assert_eq!(stream_versions(&pool, &id.to_string()).await, [1, 2]);
 
     // The stored event was not rewritten.

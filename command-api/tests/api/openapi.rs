@@ -15,7 +15,7 @@ async fn every_command_operation_documents_its_error_answers(pool: PgPool) {
     let document = Call::new(axum::http::Method::GET, "/api/v1/openapi.json")
         .send(&app(&pool))
         .await
-        .body;
+        .value();
     for schema in ["Problem", "FieldError", "PreconditionFailed"] {
         assert!(
             document["components"]["schemas"][schema].is_object(),
@@ -56,7 +56,7 @@ async fn the_openapi_document_describes_the_ingest_route(pool: PgPool) {
     let document = Call::new(axum::http::Method::GET, "/api/v1/openapi.json")
         .send(&app(&pool))
         .await
-        .body;
+        .value();
     assert!(document["paths"]["/api/v1/analytics/events"]["post"].is_object());
     assert!(document["components"]["schemas"]["TrackEvent"].is_object());
 }
@@ -68,7 +68,8 @@ async fn the_openapi_document_lists_every_command(pool: PgPool) {
         .send(&app)
         .await;
     assert_eq!(answer.status, StatusCode::OK);
-    let paths = answer.body["paths"].as_object().unwrap();
+    let body = answer.value();
+    let paths = body["paths"].as_object().unwrap();
     for path in [
         "/api/v1/projects",
         "/api/v1/projects/{id}",
@@ -85,7 +86,7 @@ async fn the_openapi_document_lists_the_ticket_post_and_report_commands(pool: Pg
     let document = Call::new(axum::http::Method::GET, "/api/v1/openapi.json")
         .send(&app)
         .await
-        .body;
+        .value();
     for (path, method) in [
         ("/api/v1/support/tickets", "post"),
         ("/api/v1/support/tickets/{id}/status", "post"),

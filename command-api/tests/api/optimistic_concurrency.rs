@@ -21,7 +21,7 @@ async fn a_stale_if_match_gets_412_with_the_current_version(pool: PgPool) {
         .send(&app)
         .await;
     assert_eq!(stale.status, StatusCode::PRECONDITION_FAILED);
-    assert_eq!(stale.body["current_version"], 2);
+    assert_eq!(stale.value()["current_version"], 2);
     assert_eq!(stream_versions(&pool, &id).await, vec![1, 2]);
 }
 
@@ -51,7 +51,7 @@ async fn of_concurrent_conditional_updates_exactly_one_wins(pool: PgPool) {
         answers.iter().map(|a| a.status).collect::<Vec<_>>()
     );
     assert_eq!(lost.len(), 15);
-    assert!(lost.iter().all(|a| a.body["current_version"] == 2));
+    assert!(lost.iter().all(|a| a.value()["current_version"] == 2));
     assert_eq!(stream_versions(&pool, &id).await, vec![1, 2]);
 }
 
@@ -70,12 +70,12 @@ async fn concurrent_unconditioned_updates_all_land_with_consecutive_versions(poo
         "{:?}",
         answers
             .iter()
-            .map(|a| (a.status, &a.body))
+            .map(|a| (a.status, a.value()))
             .collect::<Vec<_>>()
     );
     let mut versions: Vec<i64> = answers
         .iter()
-        .map(|a| a.body["version"].as_i64().unwrap())
+        .map(|a| a.value()["version"].as_i64().unwrap())
         .collect();
     versions.sort_unstable();
     assert_eq!(versions, (2..=13).collect::<Vec<_>>());
@@ -126,8 +126,8 @@ async fn a_weak_if_match_never_matches_and_gets_412_with_the_current_version(poo
         weak.status,
         StatusCode::PRECONDITION_FAILED,
         "{:?}",
-        weak.body
+        weak.value()
     );
-    assert_eq!(weak.body["current_version"], 1);
+    assert_eq!(weak.value()["current_version"], 1);
     assert_eq!(stream_versions(&pool, &id).await, vec![1]);
 }

@@ -74,7 +74,7 @@ async fn a_command_past_its_deadline_answers_503_and_writes_nothing(pool: PgPool
         answer.status,
         StatusCode::SERVICE_UNAVAILABLE,
         "{:?}",
-        answer.body
+        answer.value()
     );
     assert_eq!(
         answer.header("content-type"),

@@ -16,14 +16,15 @@ async fn creating_a_project_answers_201_with_location_etag_and_token(pool: PgPoo
         .send(&app)
         .await;
     assert_eq!(answer.status, StatusCode::CREATED);
-    let id = answer.body["id"].as_str().unwrap();
-    assert_eq!(answer.body["version"], 1);
+    let body = answer.value();
+    let id = body["id"].as_str().unwrap();
+    assert_eq!(answer.value()["version"], 1);
     assert_eq!(
         answer.header("location"),
         Some(format!("/api/v1/projects/{id}").as_str())
     );
     assert_eq!(answer.header("etag"), Some("\"1\""));
-    let token = answer.body["consistency_token"].as_str().unwrap();
+    let token = body["consistency_token"].as_str().unwrap();
     assert_eq!(answer.header("x-consistency-token"), Some(token));
     assert!(events::ConsistencyToken::decode(token).unwrap().0.position > 0);
     assert_eq!(answer.header("x-request-id"), Some("req-123"));
@@ -57,7 +58,7 @@ async fn a_client_generated_id_is_kept_and_cannot_be_created_twice(pool: PgPool)
         .send(&app)
         .await;
     assert_eq!(first.status, StatusCode::CREATED);
-    assert_eq!(first.body["id"], id);
+    assert_eq!(first.value()["id"], id);
     let second = Call::post("/api/v1/projects")
         .json(&json!({ "id": id, "name": "B" }))
         .send(&app)
@@ -79,14 +80,14 @@ async fn update_archive_and_restore_move_the_version(pool: PgPool) {
         .send(&app)
         .await;
     assert_eq!(updated.status, StatusCode::OK);
-    assert_eq!(updated.body["version"], 2);
+    assert_eq!(updated.value()["version"], 2);
     assert_eq!(updated.header("etag"), Some("\"2\""));
 
     let archived = Call::post(&format!("/api/v1/projects/{id}/archive"))
         .send(&app)
         .await;
     assert_eq!(archived.status, StatusCode::OK);
-    assert_eq!(archived.body["version"], 3);
+    assert_eq!(archived.value()["version"], 3);
 
     let refused = Call::patch(&format!("/api/v1/projects/{id}"))
         .json(&json!({ "description": "x" }))
@@ -102,7 +103,7 @@ async fn update_archive_and_restore_move_the_version(pool: PgPool) {
         .send(&app)
         .await;
     assert_eq!(restored.status, StatusCode::OK);
-    assert_eq!(restored.body["version"], 4);
+    assert_eq!(restored.value()["version"], 4);
     assert_eq!(stream_versions(&pool, &id).await, vec![1, 2, 3, 4]);
 }
 
@@ -115,7 +116,7 @@ async fn an_update_that_changes_nothing_appends_nothing(pool: PgPool) {
         .send(&app)
         .await;
     assert_eq!(answer.status, StatusCode::OK);
-    assert_eq!(answer.body["version"], 1);
+    assert_eq!(answer.value()["version"], 1);
     assert_eq!(event_count(&pool).await, 1);
 }
 
@@ -130,7 +131,7 @@ async fn commands_on_an_unknown_project_are_404(pool: PgPool) {
     ] {
         let answer = call.send(&app).await;
         assert_eq!(answer.status, StatusCode::NOT_FOUND);
-        assert_eq!(answer.body["type"], "/problems/not-found");
+        assert_eq!(answer.value()["type"], "/problems/not-found");
     }
     assert_eq!(event_count(&pool).await, 0);
 }

@@ -18,15 +18,15 @@ async fn a_report_answers_201_with_the_service_id_and_its_history_as_location(po
         .json(&json!({ "status": "degraded_performance", "description": " slow \n" }))
         .send(&app)
         .await;
-    assert_eq!(answer.status, StatusCode::CREATED, "{:?}", answer.body);
-    assert_eq!(answer.body["id"], "api");
-    assert_eq!(answer.body["version"], 1);
+    assert_eq!(answer.status, StatusCode::CREATED, "{:?}", answer.value());
+    assert_eq!(answer.value()["id"], "api");
+    assert_eq!(answer.value()["version"], 1);
     assert_eq!(
         answer.header("location"),
         Some("/api/v1/status/services/api/history")
     );
     assert_eq!(answer.header("etag"), Some("\"1\""));
-    assert!(answer.body["consistency_token"].is_string());
+    assert!(answer.value()["consistency_token"].is_string());
     let events = stream(&pool, "ServiceStatus", "api").await;
     assert_eq!(events[0].1, "StatusReported");
     assert_eq!(
@@ -51,14 +51,14 @@ async fn every_report_extends_the_services_own_stream(pool: PgPool) {
             .json(&json!({ "status": status }))
             .send(&app)
             .await;
-        assert_eq!(answer.status, StatusCode::CREATED, "{:?}", answer.body);
-        assert_eq!(answer.body["version"], n + 1);
+        assert_eq!(answer.status, StatusCode::CREATED, "{:?}", answer.value());
+        assert_eq!(answer.value()["version"], n + 1);
     }
     let other = report("web")
         .json(&json!({ "status": "operational" }))
         .send(&app)
         .await;
-    assert_eq!(other.body["version"], 1);
+    assert_eq!(other.value()["version"], 1);
     assert_eq!(stream(&pool, "ServiceStatus", "db").await.len(), 4);
     assert_eq!(stream(&pool, "ServiceStatus", "web").await.len(), 1);
 }
@@ -78,7 +78,7 @@ async fn a_stale_if_match_on_a_report_gets_412(pool: PgPool) {
         .send(&app)
         .await;
     assert_problem(&stale, StatusCode::PRECONDITION_FAILED);
-    assert_eq!(stale.body["current_version"], 2);
+    assert_eq!(stale.value()["current_version"], 2);
     assert_eq!(event_count(&pool).await, 2);
 }
 
@@ -97,7 +97,7 @@ async fn a_repeated_report_with_the_same_key_is_recorded_once(pool: PgPool) {
         .send(&app)
         .await;
     assert_eq!(replay.status, StatusCode::CREATED);
-    assert_eq!(replay.body, first.body);
+    assert_eq!(replay.value(), first.value());
     assert_eq!(replay.header("idempotent-replayed"), Some("true"));
     assert_eq!(event_count(&pool).await, 1);
 }

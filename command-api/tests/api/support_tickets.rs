@@ -16,8 +16,8 @@ async fn open(app: &axum::Router) -> String {
         .json(&ticket())
         .send(app)
         .await;
-    assert_eq!(answer.status, StatusCode::CREATED, "{:?}", answer.body);
-    answer.body["id"].as_str().unwrap().to_owned()
+    assert_eq!(answer.status, StatusCode::CREATED, "{:?}", answer.value());
+    answer.value()["id"].as_str().unwrap().to_owned()
 }
 
 async fn move_to(app: &axum::Router, id: &str, status: &str) -> Answer {
@@ -35,9 +35,10 @@ async fn opening_a_ticket_answers_201_and_records_it_with_metadata(pool: PgPool)
         .header("x-request-id", "req-ticket")
         .send(&app)
         .await;
-    assert_eq!(answer.status, StatusCode::CREATED, "{:?}", answer.body);
-    let id = answer.body["id"].as_str().unwrap();
-    assert_eq!(answer.body["version"], 1);
+    assert_eq!(answer.status, StatusCode::CREATED, "{:?}", answer.value());
+    let body = answer.value();
+    let id = body["id"].as_str().unwrap();
+    assert_eq!(answer.value()["version"], 1);
     assert_eq!(
         answer.header("location"),
         Some(format!("/api/v1/support/tickets/{id}").as_str())
@@ -77,8 +78,13 @@ async fn a_ticket_walks_its_lifecycle_including_a_reopen(pool: PgPool) {
     ] {
         let answer = move_to(&app, &id, status).await;
         version += 1;
-        assert_eq!(answer.status, StatusCode::OK, "{status}: {:?}", answer.body);
-        assert_eq!(answer.body["version"], version);
+        assert_eq!(
+            answer.status,
+            StatusCode::OK,
+            "{status}: {:?}",
+            answer.value()
+        );
+        assert_eq!(answer.value()["version"], version);
         assert_eq!(
             answer.header("etag"),
             Some(format!("\"{version}\"").as_str())
@@ -153,7 +159,7 @@ async fn a_client_generated_ticket_id_cannot_be_opened_twice(pool: PgPool) {
         .send(&app)
         .await;
     assert_eq!(first.status, StatusCode::CREATED);
-    assert_eq!(first.body["id"], id);
+    assert_eq!(first.value()["id"], id);
     let second = Call::post("/api/v1/support/tickets")
         .json(&body)
         .send(&app)
@@ -176,14 +182,14 @@ async fn a_stale_if_match_on_a_status_change_gets_412_with_the_current_version(p
         .send(&app)
         .await;
     assert_problem(&stale, StatusCode::PRECONDITION_FAILED);
-    assert_eq!(stale.body["current_version"], 2);
+    assert_eq!(stale.value()["current_version"], 2);
     let fresh = Call::post(&format!("/api/v1/support/tickets/{id}/status"))
         .header("if-match", "\"2\"")
         .json(&json!({ "status": "resolved" }))
         .send(&app)
         .await;
     assert_eq!(fresh.status, StatusCode::OK);
-    assert_eq!(fresh.body["version"], 3);
+    assert_eq!(fresh.value()["version"], 3);
 }
 
 #[sqlx::test(migrator = "event_store::MIGRATOR")]
@@ -201,7 +207,7 @@ async fn a_repeated_open_with_the_same_key_is_replayed_and_appended_once(pool: P
         .send(&app)
         .await;
     assert_eq!(replay.status, StatusCode::CREATED);
-    assert_eq!(replay.body, first.body);
+    assert_eq!(replay.value(), first.value());
     assert_eq!(replay.header("idempotent-replayed"), Some("true"));
     assert_eq!(replay.header("location"), first.header("location"));
     assert_eq!(event_count(&pool).await, 1);

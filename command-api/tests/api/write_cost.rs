@@ -61,8 +61,8 @@ async fn a_status_report_reads_only_its_streams_revision(pool: PgPool) {
         .json(&json!({ "status": "degraded_performance" }))
         .send(&app)
         .await;
-    assert_eq!(answer.status, StatusCode::CREATED, "{:?}", answer.body);
-    assert_eq!(answer.body["version"], 2);
+    assert_eq!(answer.status, StatusCode::CREATED, "{:?}", answer.value());
+    assert_eq!(answer.value()["version"], 2);
 }
 
 #[sqlx::test(migrator = "event_store::MIGRATOR")]
@@ -76,10 +76,10 @@ async fn a_create_of_an_existing_id_is_409_and_appends_nothing(pool: PgPool) {
     };
     assert_eq!(create("first").send(&app).await.status, StatusCode::CREATED);
     let again = create("second").send(&app).await;
-    assert_eq!(again.status, StatusCode::CONFLICT, "{:?}", again.body);
-    assert_eq!(again.body["type"], "/problems/conflict");
+    assert_eq!(again.status, StatusCode::CONFLICT, "{:?}", again.value());
+    assert_eq!(again.value()["type"], "/problems/conflict");
     assert_eq!(
-        again.body["detail"],
+        again.value()["detail"],
         "a project with this id already exists"
     );
     assert_eq!(stream_versions(&pool, id).await, vec![1]);
@@ -98,8 +98,8 @@ async fn a_long_stream_is_loaded_from_a_snapshot_and_the_events_after_it(pool: P
     let id = create_project(&app, "Apollo").await;
     seed_updates(&pool, &id, 2, 200).await;
     let renamed = rename(&id, "Gemini").send(&app).await;
-    assert_eq!(renamed.status, StatusCode::OK, "{:?}", renamed.body);
-    assert_eq!(renamed.body["version"], 201);
+    assert_eq!(renamed.status, StatusCode::OK, "{:?}", renamed.value());
+    assert_eq!(renamed.value()["version"], 201);
     // That load replayed 200 events: its result is kept.
     assert_eq!(snapshot_versions(&pool, &id).await, vec![201]);
 
@@ -114,13 +114,18 @@ async fn a_long_stream_is_loaded_from_a_snapshot_and_the_events_after_it(pool: P
     .unwrap();
     append(&pool, &[archived], None).await.unwrap();
     let refused = rename(&id, "Mercury").send(&app).await;
-    assert_eq!(refused.status, StatusCode::CONFLICT, "{:?}", refused.body);
+    assert_eq!(
+        refused.status,
+        StatusCode::CONFLICT,
+        "{:?}",
+        refused.value()
+    );
     let stale = rename(&id, "Mercury")
         .header("if-match", "\"201\"")
         .send(&app)
         .await;
     assert_eq!(stale.status, StatusCode::PRECONDITION_FAILED);
-    assert_eq!(stale.body["current_version"], 202);
+    assert_eq!(stale.value()["current_version"], 202);
     assert_eq!(stream_versions(&pool, &id).await.len(), 202);
 }
 
@@ -142,11 +147,11 @@ async fn a_snapshot_that_no_longer_reads_is_ignored_and_the_stream_replayed(pool
         .header("if-match", "\"1\"")
         .send(&app)
         .await;
-    assert_eq!(renamed.status, StatusCode::OK, "{:?}", renamed.body);
-    assert_eq!(renamed.body["version"], 2);
+    assert_eq!(renamed.status, StatusCode::OK, "{:?}", renamed.value());
+    assert_eq!(renamed.value()["version"], 2);
     // Renaming to the same name again changes nothing: the state was rebuilt from events.
     let same = rename(&id, "Gemini").send(&app).await;
-    assert_eq!(same.body["version"], 2);
+    assert_eq!(same.value()["version"], 2);
 }
 
 /// PATCH latency on a project of 100 000 events against one of 1 event. A measurement, not a
@@ -167,7 +172,7 @@ async fn patch_latency_on_a_long_and_a_short_stream(pool: PgPool) {
             let started = Instant::now();
             let answer = rename(id, &format!("name {n}")).send(&app).await;
             times.push(started.elapsed());
-            assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+            assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.value());
         }
         let first = times[0];
         let mut rest = times[1..].to_vec();

@@ -122,10 +122,7 @@ async fn a_project_created_at_version_1_is_read_as_version_2_and_projected(pool:
     .bind(
         serde_json::json!({"ProjectCreated": {"name": "Old", "description": "", "owner_id": null}}),
     )
-    .bind(
-        serde_json::json!({"actor": "grace", "request_id": "r", "correlation_id": "c",
-                             "causation_id": "c"}),
-    )
+    .bind(test_support::metadata::json("grace"))
     .execute(&pool)
     .await
     .unwrap();

@@ -12,9 +12,10 @@ use projector::{LoopSettings, Projection};
 use service_kit::shutdown::Shutdown;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
+use test_support::eventually;
 use uuid::Uuid;
 
-use crate::helpers::{checkpoint, created, eventually, project_event, renamed, settle};
+use crate::helpers::{checkpoint, created, project_event, renamed, settle};
 
 /// The next announcement about `projection` (bounded wait).
 async fn next_announcement(listener: &mut PgListener, projection: &str) -> CheckpointMoved {

@@ -13,7 +13,7 @@ use service_kit::shutdown::Shutdown;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::helpers::{eventually, test_metadata};
+use test_support::eventually;
 
 const KIB: usize = 1024;
 
@@ -32,7 +32,7 @@ fn big_event(size: usize) -> NewEvent {
         1,
         ("AnalyticsBatchIngested", analytics::EVENT_VERSION),
         payload,
-        test_metadata(),
+        test_support::metadata::json(test_support::metadata::ACTOR),
     )
 }
 

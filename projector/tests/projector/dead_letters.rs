@@ -7,9 +7,10 @@ use event_store::append::append;
 use projector::Target;
 use projector::projections::ProjectsProjection;
 use sqlx::PgPool;
+use test_support::eventually;
 use uuid::Uuid;
 
-use crate::helpers::{checkpoint, created, eventually, project_event, project_rows};
+use crate::helpers::{checkpoint, created, project_event, project_rows};
 use crate::processes::{Projector, maybe_checkpoint};
 
 /// Appends a good event, a poison one and another good one; returns (good ids, poison id,

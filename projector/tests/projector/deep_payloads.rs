@@ -14,9 +14,10 @@ use projector::projections::{AnalyticsDailyProjection, ProjectsProjection};
 use projector::{EngineError, Projection, Target};
 use service_kit::shutdown::Shutdown;
 use sqlx::PgPool;
+use test_support::eventually;
 use uuid::Uuid;
 
-use crate::helpers::{created, eventually, project_event, test_metadata};
+use crate::helpers::{created, project_event};
 use crate::relay::{bind_queue, relay_settings};
 
 /// Levels of nesting inside the analytics event's properties.
@@ -41,7 +42,7 @@ pub fn analytics_event(name: &str, depth: usize) -> NewEvent {
         1,
         ("AnalyticsBatchIngested", analytics::EVENT_VERSION),
         payload,
-        test_metadata(),
+        test_support::metadata::json(test_support::metadata::ACTOR),
     )
 }
 

@@ -8,6 +8,7 @@ use events::project::{AGGREGATE_TYPE, ProjectEvent};
 use projector::EngineError;
 use projector::projections::ProjectsProjection;
 use sqlx::PgPool;
+use test_support::metadata;
 use uuid::Uuid;
 
 /// A project event as the command side would append it, at stream revision `sequence`.
@@ -17,19 +18,9 @@ pub fn project_event(id: Uuid, sequence: i64, event: &ProjectEvent) -> NewEvent 
         &id.to_string(),
         sequence,
         event,
-        test_metadata(),
+        metadata::json(metadata::ACTOR),
     )
     .expect("project events serialize")
-}
-
-/// Metadata as the command side records it, for events the tests append.
-pub fn test_metadata() -> serde_json::Value {
-    serde_json::json!({
-        "actor": "tester",
-        "request_id": "req",
-        "correlation_id": "corr",
-        "causation_id": "cause",
-    })
 }
 
 /// Any domain event as the command side would append it, at stream revision `sequence`.
@@ -39,7 +30,14 @@ pub fn domain_event<E: cqrs_es::DomainEvent>(
     sequence: i64,
     event: &E,
 ) -> NewEvent {
-    NewEvent::of(aggregate_type, id, sequence, event, test_metadata()).expect("events serialize")
+    NewEvent::of(
+        aggregate_type,
+        id,
+        sequence,
+        event,
+        metadata::json(metadata::ACTOR),
+    )
+    .expect("events serialize")
 }
 
 /// Catches `projection` up until nothing committed is held back (bounded); returns how many
@@ -154,19 +152,6 @@ pub async fn try_settle(pool: &PgPool, batch_size: i64) -> Result<u64, EngineErr
             "committed events stayed held back for 15s"
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-/// Waits (bounded) until `condition` holds, checking every few milliseconds.
-pub async fn eventually<F, Fut>(within: Duration, what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    while !condition().await {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

@@ -144,7 +144,7 @@ async fn a_rebuild_under_concurrent_reads_serves_no_errors_and_no_half_built_tab
     )
     .await
     .unwrap();
-    crate::helpers::eventually(Duration::from_secs(10), "the live loop applies", || {
+    test_support::eventually(Duration::from_secs(10), "the live loop applies", || {
         let pool = pool.clone();
         async move {
             sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM projects WHERE id = $1)")

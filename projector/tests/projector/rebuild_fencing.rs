@@ -9,9 +9,10 @@ use projector::projections::ProjectsProjection;
 use projector::rebuild::{RebuildError, rebuild};
 use projector::{EngineError, Projection};
 use sqlx::PgPool;
+use test_support::eventually;
 use uuid::Uuid;
 
-use crate::helpers::{created, eventually, project_event, renamed, settle};
+use crate::helpers::{created, project_event, renamed, settle};
 
 /// Appends `count` projects, each created then renamed.
 async fn seed(pool: &PgPool, count: usize) {

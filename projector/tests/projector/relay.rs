@@ -274,7 +274,7 @@ async fn every_event_reaches_a_bound_queue_with_the_contract_properties_in_strea
 
     // The checkpoint moves only after the confirms, so it ends at the last event.
     let last = stored.last().unwrap().position;
-    crate::helpers::eventually(
+    test_support::eventually(
         Duration::from_secs(5),
         "the relay checkpoint is at the end",
         || {

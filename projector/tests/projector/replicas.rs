@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 use event_store::append::append;
 use projector::projections::ProjectsProjection;
 use sqlx::PgPool;
+use test_support::eventually;
 use uuid::Uuid;
 
-use crate::helpers::{checkpoint, created, event_count, eventually, project_event, renamed};
+use crate::helpers::{checkpoint, created, event_count, project_event, renamed};
 use crate::processes::{Projector, leader_of, maybe_checkpoint};
 
 #[sqlx::test(migrator = "event_store::MIGRATOR")]

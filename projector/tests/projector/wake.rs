@@ -8,10 +8,11 @@ use event_store::append::append;
 use projector::Settings;
 use service_kit::shutdown::Shutdown;
 use sqlx::PgPool;
+use test_support::eventually;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use uuid::Uuid;
 
-use crate::helpers::{created, eventually, project_event};
+use crate::helpers::{created, project_event};
 
 async fn has_row(pool: &PgPool, id: Uuid) -> bool {
     sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM projects WHERE id = $1)")

@@ -34,7 +34,12 @@ async fn the_summary_lists_days_and_names_in_the_range(pool: PgPool) {
     )
     .await;
     assert_eq!(answer.status, StatusCode::OK);
-    assert!(answer.header("etag").starts_with("W/"));
+    assert!(
+        answer
+            .header("etag")
+            .expect("etag header")
+            .starts_with("W/")
+    );
     assert_eq!(
         answer.json(),
         serde_json::json!({"items": [

@@ -4,7 +4,7 @@ use axum::http::StatusCode;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::helpers::{app, at, get, get_with};
+use crate::helpers::{ItemIds as _, app, at, get, get_with};
 
 /// Inserts a post row as the projector would, returning its id.
 async fn insert_post(pool: &PgPool, author: &str, minutes: i64, deleted: bool) -> Uuid {
@@ -32,7 +32,7 @@ async fn a_post_is_served_with_its_version_as_etag(pool: PgPool) {
     let uri = format!("/api/v1/community/posts/{id}");
     let answer = get(&app, &uri).await;
     assert_eq!(answer.status, StatusCode::OK);
-    assert_eq!(answer.header("etag"), "\"3\"");
+    assert_eq!(answer.header("etag").expect("etag header"), "\"3\"");
     assert_eq!(
         answer.json(),
         serde_json::json!({
@@ -92,9 +92,11 @@ async fn posts_are_filtered_by_author_and_sorted(pool: PgPool) {
     assert_eq!(none.json()["total"], 0, "author matches exactly");
     let link = get(&app, "/api/v1/community/posts?author=a%20b&page_size=1").await;
     assert!(
-        link.header("link").contains("author=a%20b&"),
-        "{}",
         link.header("link")
+            .expect("link header")
+            .contains("author=a%20b&"),
+        "{}",
+        link.header("link").expect("link header")
     );
 }
 

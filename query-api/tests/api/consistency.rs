@@ -10,8 +10,8 @@ use sqlx::PgPool;
 use event_store::wake::CheckpointMoved;
 
 use crate::helpers::{
-    announce, app_and_state, app_with, append_event, get_with, insert_project, notify_checkpoint,
-    project, send, set_checkpoint, waiting,
+    ItemIds as _, announce, app_and_state, app_with, append_event, get_with, insert_project,
+    notify_checkpoint, project, send, set_checkpoint, waiting,
 };
 
 fn token(position: LogPosition) -> String {
@@ -104,7 +104,10 @@ async fn a_token_never_reached_times_out_with_503_and_retry_after(pool: PgPool) 
 
         let body = answer.problem(StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(body["type"], "/problems/unavailable");
-        assert_eq!(answer.header("retry-after"), "1");
+        assert_eq!(
+            answer.header("retry-after").expect("retry-after header"),
+            "1"
+        );
         assert!(waited >= Duration::from_millis(200), "{uri}: {waited:?}");
         assert!(waited < Duration::from_secs(3), "{uri}: {waited:?}");
     }

@@ -4,17 +4,14 @@
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::{Body, Bytes};
-use axum::http::{HeaderMap, Request, StatusCode};
 use chrono::{DateTime, TimeZone as _, Utc};
 use event_store::append::NewEvent;
 use event_store::wake::CheckpointMoved;
 use events::LogPosition;
-use http_body_util::BodyExt as _;
 use query_api::{AppState, Settings};
-use serde_json::Value;
 use sqlx::PgPool;
-use tower::ServiceExt as _;
+use test_support::Call;
+pub use test_support::{Answer, send};
 use uuid::Uuid;
 
 /// The app with default settings.
@@ -57,53 +54,14 @@ pub fn waiting(wait: Duration) -> Settings {
     }
 }
 
-/// A collected response.
-pub struct Answer {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: Bytes,
+/// A page answer's item ids.
+pub trait ItemIds {
+    /// The ids of a page's items, in order.
+    fn item_ids(&self) -> Vec<Uuid>;
 }
 
-impl Answer {
-    /// The body as JSON.
-    pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|error| {
-            panic!(
-                "body is not JSON ({error}): {:?}",
-                String::from_utf8_lossy(&self.body)
-            )
-        })
-    }
-
-    /// A header's value as text; panics when it is absent.
-    pub fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .unwrap_or_else(|| panic!("no {name} header in {:?}", self.headers))
-            .to_str()
-            .expect("header is text")
-    }
-
-    /// Asserts a problem+json answer of `status` carrying the request id, and returns its body.
-    pub fn problem(&self, status: StatusCode) -> Value {
-        assert_eq!(
-            self.status,
-            status,
-            "body: {:?}",
-            String::from_utf8_lossy(&self.body)
-        );
-        assert_eq!(self.header("content-type"), "application/problem+json");
-        let body = self.json();
-        assert_eq!(body["status"], status.as_u16());
-        assert_eq!(
-            body["request_id"].as_str(),
-            Some(self.header("x-request-id"))
-        );
-        body
-    }
-
-    /// The ids of a page's items, in order.
-    pub fn item_ids(&self) -> Vec<Uuid> {
+impl ItemIds for Answer {
+    fn item_ids(&self) -> Vec<Uuid> {
         self.json()["items"]
             .as_array()
             .expect("items is an array")
@@ -113,25 +71,13 @@ impl Answer {
     }
 }
 
-/// Sends `request` through a clone of `router`.
-pub async fn send(router: &Router, request: Request<Body>) -> Answer {
-    let response = router.clone().oneshot(request).await.expect("infallible");
-    let (parts, body) = response.into_parts();
-    let body = body.collect().await.expect("body collects").to_bytes();
-    Answer {
-        status: parts.status,
-        headers: parts.headers,
-        body,
-    }
-}
-
 /// `GET uri` with `headers`.
 pub async fn get_with(router: &Router, uri: &str, headers: &[(&str, &str)]) -> Answer {
-    let mut request = Request::get(uri);
+    let mut call = Call::get(uri);
     for (name, value) in headers {
-        request = request.header(*name, *value);
+        call = call.header(name, value);
     }
-    send(router, request.body(Body::empty()).expect("valid request")).await
+    call.send(router).await
 }
 
 /// `GET uri`.

@@ -7,7 +7,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::helpers::{
-    ProjectRow, app, at, get, get_with, insert_project, project, send, set_checkpoint,
+    ItemIds as _, ProjectRow, app, at, get, get_with, insert_project, project, send, set_checkpoint,
 };
 
 #[sqlx::test(migrator = "event_store::MIGRATOR")]
@@ -23,8 +23,13 @@ async fn a_project_is_served_with_its_version_as_etag(pool: PgPool) {
     let answer = get(&app, &format!("/api/v1/projects/{}", row.id)).await;
 
     assert_eq!(answer.status, StatusCode::OK);
-    assert_eq!(answer.header("etag"), "\"7\"");
-    assert_eq!(answer.header("cache-control"), "private, no-cache");
+    assert_eq!(answer.header("etag").expect("etag header"), "\"7\"");
+    assert_eq!(
+        answer
+            .header("cache-control")
+            .expect("cache-control header"),
+        "private, no-cache"
+    );
     assert_eq!(
         answer.json(),
         serde_json::json!({
@@ -54,8 +59,13 @@ async fn a_matching_if_none_match_answers_304_until_the_version_changes(pool: Pg
             StatusCode::NOT_MODIFIED,
             "If-None-Match: {tag}"
         );
-        assert_eq!(answer.header("etag"), "\"1\"");
-        assert_eq!(answer.header("cache-control"), "private, no-cache");
+        assert_eq!(answer.header("etag").expect("etag header"), "\"1\"");
+        assert_eq!(
+            answer
+                .header("cache-control")
+                .expect("cache-control header"),
+            "private, no-cache"
+        );
         assert!(answer.body.is_empty());
     }
 
@@ -66,7 +76,7 @@ async fn a_matching_if_none_match_answers_304_until_the_version_changes(pool: Pg
         .expect("updated");
     let answer = get_with(&app, &uri, &[("if-none-match", "\"1\"")]).await;
     assert_eq!(answer.status, StatusCode::OK);
-    assert_eq!(answer.header("etag"), "\"2\"");
+    assert_eq!(answer.header("etag").expect("etag header"), "\"2\"");
     assert_eq!(answer.json()["name"], "Artemis");
 }
 
@@ -82,7 +92,7 @@ async fn head_answers_with_headers_and_no_body(pool: PgPool) {
     let answer = send(&app, request).await;
 
     assert_eq!(answer.status, StatusCode::OK);
-    assert_eq!(answer.header("etag"), "\"1\"");
+    assert_eq!(answer.header("etag").expect("etag header"), "\"1\"");
     assert!(answer.body.is_empty());
 }
 
@@ -261,7 +271,7 @@ async fn a_page_past_the_end_is_empty_with_the_true_totals(pool: PgPool) {
         serde_json::json!({"items": [], "total": 5, "page": 4, "page_size": 2, "pages": 3})
     );
     assert_eq!(
-        answer.header("link"),
+        answer.header("link").expect("link header"),
         "</api/v1/projects?sort=-created_at&page=1&page_size=2>; rel=\"first\", \
          </api/v1/projects?sort=-created_at&page=3&page_size=2>; rel=\"prev\", \
          </api/v1/projects?sort=-created_at&page=3&page_size=2>; rel=\"last\""
@@ -288,7 +298,7 @@ async fn the_link_header_keeps_the_filters_and_names_every_neighbour(pool: PgPoo
         format!("/api/v1/projects?archived=false&q=big%20thing&sort=name&page={page}&page_size=2")
     };
     assert_eq!(
-        answer.header("link"),
+        answer.header("link").expect("link header"),
         format!(
             "<{}>; rel=\"first\", <{}>; rel=\"prev\", <{}>; rel=\"next\", <{}>; rel=\"last\"",
             url(1),
@@ -300,7 +310,7 @@ async fn the_link_header_keeps_the_filters_and_names_every_neighbour(pool: PgPoo
 
     let first = get(&app, "/api/v1/projects?page_size=2").await;
     assert_eq!(
-        first.header("link"),
+        first.header("link").expect("link header"),
         "</api/v1/projects?sort=-created_at&page=1&page_size=2>; rel=\"first\", \
          </api/v1/projects?sort=-created_at&page=2&page_size=2>; rel=\"next\", \
          </api/v1/projects?sort=-created_at&page=3&page_size=2>; rel=\"last\""
@@ -354,13 +364,16 @@ async fn a_list_etag_answers_304_until_the_checkpoint_moves(pool: PgPool) {
 
     let first = get(&app, "/api/v1/projects").await;
     assert_eq!(first.status, StatusCode::OK);
-    assert_eq!(first.header("cache-control"), "private, no-cache");
-    let etag = first.header("etag").to_owned();
+    assert_eq!(
+        first.header("cache-control").expect("cache-control header"),
+        "private, no-cache"
+    );
+    let etag = first.header("etag").expect("etag header").to_owned();
     assert!(etag.starts_with("W/\"1-10-"), "{etag}");
 
     let revalidated = get_with(&app, "/api/v1/projects", &[("if-none-match", &etag)]).await;
     assert_eq!(revalidated.status, StatusCode::NOT_MODIFIED);
-    assert_eq!(revalidated.header("etag"), etag);
+    assert_eq!(revalidated.header("etag").expect("etag header"), etag);
     assert!(revalidated.body.is_empty());
 
     // The same tag does not stand for another page, size or filter.
@@ -378,7 +391,7 @@ async fn a_list_etag_answers_304_until_the_checkpoint_moves(pool: PgPool) {
         )
         .await;
         assert_eq!(answer.status, StatusCode::OK, "{other}");
-        assert_ne!(answer.header("etag"), etag, "{other}");
+        assert_ne!(answer.header("etag").expect("etag header"), etag, "{other}");
     }
 
     // The projector applies another event: new row and new checkpoint in one transaction.
@@ -397,6 +410,6 @@ async fn a_list_etag_answers_304_until_the_checkpoint_moves(pool: PgPool) {
 
     let changed = get_with(&app, "/api/v1/projects", &[("if-none-match", &etag)]).await;
     assert_eq!(changed.status, StatusCode::OK);
-    assert_ne!(changed.header("etag"), etag);
+    assert_ne!(changed.header("etag").expect("etag header"), etag);
     assert_eq!(changed.json()["total"], 2);
 }

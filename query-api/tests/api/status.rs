@@ -47,7 +47,12 @@ async fn with_no_services_the_overall_status_is_operational(pool: PgPool) {
         answer.json(),
         serde_json::json!({ "overall": "operational", "services": [] })
     );
-    assert_eq!(answer.header("cache-control"), CACHE);
+    assert_eq!(
+        answer
+            .header("cache-control")
+            .expect("cache-control header"),
+        CACHE
+    );
 }
 
 #[sqlx::test(migrator = "event_store::MIGRATOR")]
@@ -90,11 +95,16 @@ async fn the_status_page_etag_follows_the_checkpoint_and_answers_304(pool: PgPoo
     .await;
     let app = app(&pool).await;
     let first = get(&app, "/api/v1/status").await;
-    let etag = first.header("etag").to_owned();
+    let etag = first.header("etag").expect("etag header").to_owned();
     let cached = get_with(&app, "/api/v1/status", &[("if-none-match", &etag)]).await;
     assert_eq!(cached.status, StatusCode::NOT_MODIFIED);
-    assert_eq!(cached.header("etag"), etag);
-    assert_eq!(cached.header("cache-control"), CACHE);
+    assert_eq!(cached.header("etag").expect("etag header"), etag);
+    assert_eq!(
+        cached
+            .header("cache-control")
+            .expect("cache-control header"),
+        CACHE
+    );
     assert!(cached.body.is_empty());
 
     set_checkpoint(
@@ -108,7 +118,7 @@ async fn the_status_page_etag_follows_the_checkpoint_and_answers_304(pool: PgPoo
     .await;
     let moved = get_with(&app, "/api/v1/status", &[("if-none-match", &etag)]).await;
     assert_eq!(moved.status, StatusCode::OK);
-    assert_ne!(moved.header("etag"), etag);
+    assert_ne!(moved.header("etag").expect("etag header"), etag);
 }
 
 #[sqlx::test(migrator = "event_store::MIGRATOR")]
@@ -125,7 +135,10 @@ async fn a_history_is_paginated_newest_first(pool: PgPool) {
     let uri = "/api/v1/status/services/api/history?page_size=2";
     let first = get(&app, uri).await;
     assert_eq!(first.status, StatusCode::OK);
-    assert_eq!(first.header("cache-control"), CACHE);
+    assert_eq!(
+        first.header("cache-control").expect("cache-control header"),
+        CACHE
+    );
     let body = first.json();
     assert_eq!(body["total"], 3);
     assert_eq!(body["pages"], 2);
@@ -139,6 +152,7 @@ async fn a_history_is_paginated_newest_first(pool: PgPool) {
     assert!(
         first
             .header("link")
+            .expect("link header")
             .contains("</api/v1/status/services/api/history?page=2&page_size=2>; rel=\"next\"")
     );
     let second = get(
@@ -147,7 +161,12 @@ async fn a_history_is_paginated_newest_first(pool: PgPool) {
     )
     .await;
     assert_eq!(second.json()["items"][0]["status"], "operational");
-    let cached = get_with(&app, uri, &[("if-none-match", first.header("etag"))]).await;
+    let cached = get_with(
+        &app,
+        uri,
+        &[("if-none-match", first.header("etag").expect("etag header"))],
+    )
+    .await;
     assert_eq!(cached.status, StatusCode::NOT_MODIFIED);
 }
 

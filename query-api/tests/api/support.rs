@@ -5,7 +5,7 @@ use events::LogPosition;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::helpers::{app, at, get, get_with, set_checkpoint};
+use crate::helpers::{ItemIds as _, app, at, get, get_with, set_checkpoint};
 
 /// Inserts a ticket row as the projector would, returning its id.
 pub async fn insert_ticket(pool: &PgPool, email: &str, status: &str, minutes: i64) -> Uuid {
@@ -34,7 +34,7 @@ async fn a_ticket_is_served_with_its_version_as_etag_and_304_on_a_match(pool: Pg
 
     let answer = get(&app, &uri).await;
     assert_eq!(answer.status, StatusCode::OK);
-    assert_eq!(answer.header("etag"), "\"2\"");
+    assert_eq!(answer.header("etag").expect("etag header"), "\"2\"");
     assert_eq!(
         answer.json(),
         serde_json::json!({
@@ -115,10 +115,10 @@ async fn ticket_pages_carry_links_and_a_list_etag_that_moves_with_the_checkpoint
         (Some(3), Some(3))
     );
     assert_eq!(body["items"].as_array().map(Vec::len), Some(1));
-    let link = page.header("link");
+    let link = page.header("link").expect("link header");
     assert!(link.contains("page=1&page_size=1>; rel=\"prev\""), "{link}");
     assert!(link.contains("page=3&page_size=1>; rel=\"next\""), "{link}");
-    let etag = page.header("etag").to_owned();
+    let etag = page.header("etag").expect("etag header").to_owned();
     assert!(etag.starts_with("W/\""));
 
     let cached = get_with(&app, uri, &[("if-none-match", &etag)]).await;
@@ -135,7 +135,7 @@ async fn ticket_pages_carry_links_and_a_list_etag_that_moves_with_the_checkpoint
     .await;
     let moved = get_with(&app, uri, &[("if-none-match", &etag)]).await;
     assert_eq!(moved.status, StatusCode::OK);
-    assert_ne!(moved.header("etag"), etag);
+    assert_ne!(moved.header("etag").expect("etag header"), etag);
 
     let past = get(&app, "/api/v1/support/tickets?page=9").await;
     assert_eq!(past.json()["items"], serde_json::json!([]));

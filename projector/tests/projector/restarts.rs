@@ -129,7 +129,7 @@ async fn a_projector_killed_at_random_moments_ends_equal_to_a_fresh_rebuild(
 ) {
     let pool = options
         .max_connections(12)
-        .connect_with(connect)
+        .connect_with(connect.clone())
         .await
         .unwrap();
     let notifier = AppendNotifier::spawn(pool.clone(), EVENTS_CHANNEL);
@@ -146,6 +146,15 @@ async fn a_projector_killed_at_random_moments_ends_equal_to_a_fresh_rebuild(
         let shutdown = Shutdown::new();
         // Now and then two copies run at once, as two misconfigured processes would.
         let copies = if rng.below(3) == 0 { 2 } else { 1 };
+        // The round's projector process: its connections are its own, and go when it is
+        // killed, as a killed process's do. Sharing the writers' pool would not model a kill:
+        // a copy aborted inside `pool.begin()` hands the writers a connection still inside
+        // a transaction, which swallows their next append (see the test below).
+        let process = PgPoolOptions::new()
+            .max_connections(4)
+            .connect_with(connect.clone())
+            .await
+            .unwrap();
         let loops: Vec<_> = (0..copies)
             .map(|_| {
                 let settings = LoopSettings {
@@ -154,7 +163,7 @@ async fn a_projector_killed_at_random_moments_ends_equal_to_a_fresh_rebuild(
                     max_bytes: event_store::log::DEFAULT_MAX_BYTES,
                 };
                 tokio::spawn(projector::run_projection(
-                    pool.clone(),
+                    process.clone(),
                     Arc::clone(&projection),
                     settings,
                     Arc::clone(&wake),
@@ -181,6 +190,8 @@ async fn a_projector_killed_at_random_moments_ends_equal_to_a_fresh_rebuild(
                 let _ = running.await;
             }
         }
+        // Closing ends the sessions, so the server rolls back whatever they left open.
+        process.close().await;
     }
     assert!(
         kills > 5,
@@ -192,6 +203,11 @@ async fn a_projector_killed_at_random_moments_ends_equal_to_a_fresh_rebuild(
         expected.extend(handle.await.expect("writers succeed"));
     }
     listener.abort();
+    assert_eq!(
+        idle_in_transaction(&pool).await,
+        0,
+        "no session is left inside a transaction"
+    );
     settle(&pool, 7).await;
 
     let total = event_count(&pool).await;
@@ -267,6 +283,40 @@ async fn cancel_begin_in_flight(pool: &PgPool, observer: &PgPool) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     panic!("no BEGIN could be cancelled in flight");
+}
+
+/// The harness's kill: the projector's pool is closed, so a transaction abandoned by a
+/// cancelled `BEGIN` ends with its session, and appends on the writers' pool stay.
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn closing_a_killed_projectors_pool_ends_the_transaction_its_begin_left(
+    options: PgPoolOptions,
+    connect: PgConnectOptions,
+) {
+    let writers = options
+        .max_connections(1)
+        .connect_with(connect.clone())
+        .await
+        .unwrap();
+    let process = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(connect.clone())
+        .await
+        .unwrap();
+    let observer = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(connect)
+        .await
+        .unwrap();
+    cancel_begin_in_flight(&process, &observer).await;
+    process.close().await;
+    assert_eq!(idle_in_transaction(&observer).await, 0);
+
+    let id = Uuid::now_v7();
+    append(&writers, &[project_event(id, 1, &created("kept"))], None)
+        .await
+        .unwrap();
+    writers.begin().await.unwrap().rollback().await.unwrap();
+    assert_eq!(event_count(&observer).await, 1);
 }
 
 /// Why a projector "killed" by aborting its task must not share a pool with the writers.

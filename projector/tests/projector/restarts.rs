@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use event_store::append::{NewEvent, append, append_in};
@@ -15,7 +16,7 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use uuid::Uuid;
 
-use crate::helpers::{Lcg, checkpoint, event_count, project_event, project_rows, settle};
+use crate::helpers::{Lcg, checkpoint, created, event_count, project_event, project_rows, settle};
 
 const WRITERS: u64 = 4;
 const PROJECTS_PER_WRITER: usize = 6;
@@ -128,7 +129,7 @@ async fn a_projector_killed_at_random_moments_ends_equal_to_a_fresh_rebuild(
 ) {
     let pool = options
         .max_connections(12)
-        .connect_with(connect)
+        .connect_with(connect.clone())
         .await
         .unwrap();
     let notifier = AppendNotifier::spawn(pool.clone(), EVENTS_CHANNEL);
@@ -145,6 +146,15 @@ async fn a_projector_killed_at_random_moments_ends_equal_to_a_fresh_rebuild(
         let shutdown = Shutdown::new();
         // Now and then two copies run at once, as two misconfigured processes would.
         let copies = if rng.below(3) == 0 { 2 } else { 1 };
+        // The round's projector process: its connections are its own, and go when it is
+        // killed, as a killed process's do. Sharing the writers' pool would not model a kill:
+        // a copy aborted inside `pool.begin()` hands the writers a connection still inside
+        // a transaction, which swallows their next append (see the test below).
+        let process = PgPoolOptions::new()
+            .max_connections(4)
+            .connect_with(connect.clone())
+            .await
+            .unwrap();
         let loops: Vec<_> = (0..copies)
             .map(|_| {
                 let settings = LoopSettings {
@@ -153,7 +163,7 @@ async fn a_projector_killed_at_random_moments_ends_equal_to_a_fresh_rebuild(
                     max_bytes: event_store::log::DEFAULT_MAX_BYTES,
                 };
                 tokio::spawn(projector::run_projection(
-                    pool.clone(),
+                    process.clone(),
                     Arc::clone(&projection),
                     settings,
                     Arc::clone(&wake),
@@ -180,6 +190,8 @@ async fn a_projector_killed_at_random_moments_ends_equal_to_a_fresh_rebuild(
                 let _ = running.await;
             }
         }
+        // Closing ends the sessions, so the server rolls back whatever they left open.
+        process.close().await;
     }
     assert!(
         kills > 5,
@@ -191,6 +203,11 @@ async fn a_projector_killed_at_random_moments_ends_equal_to_a_fresh_rebuild(
         expected.extend(handle.await.expect("writers succeed"));
     }
     listener.abort();
+    assert_eq!(
+        idle_in_transaction(&pool).await,
+        0,
+        "no session is left inside a transaction"
+    );
     settle(&pool, 7).await;
 
     let total = event_count(&pool).await;
@@ -228,4 +245,114 @@ async fn a_projector_killed_at_random_moments_ends_equal_to_a_fresh_rebuild(
     let rebuilt_checkpoint = checkpoint(&pool).await;
     assert_eq!(rebuilt_checkpoint, live_checkpoint);
     assert_eq!(project_rows(&pool).await, live);
+}
+
+/// How many sessions of this test's database sit inside a transaction between statements.
+async fn idle_in_transaction(observer: &PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity \
+          WHERE datname = current_database() AND pid <> pg_backend_pid() \
+            AND state LIKE 'idle in transaction%'",
+    )
+    .fetch_one(observer)
+    .await
+    .unwrap()
+}
+
+/// Starts `pool.begin()` and drops it once the server has run its `BEGIN` but before the
+/// client read the answer: what aborting a task at that await does. sqlx 0.8.6 raises its
+/// transaction depth only after the answer, so its rollback guard queues nothing, and the
+/// connection goes back to the pool inside a transaction no one will end
+/// (transact-rs/sqlx#4393).
+async fn cancel_begin_in_flight(pool: &PgPool, observer: &PgPool) {
+    for _ in 0..50 {
+        let mut begin = Box::pin(pool.begin());
+        for _ in 0..200 {
+            let polled = std::future::poll_fn(|cx| Poll::Ready(begin.as_mut().poll(cx))).await;
+            if let Poll::Ready(answered) = polled {
+                // The answer came first: no window this time.
+                drop(answered);
+                break;
+            }
+            if idle_in_transaction(observer).await > 0 {
+                drop(begin);
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("no BEGIN could be cancelled in flight");
+}
+
+/// The harness's kill: the projector's pool is closed, so a transaction abandoned by a
+/// cancelled `BEGIN` ends with its session, and appends on the writers' pool stay.
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn closing_a_killed_projectors_pool_ends_the_transaction_its_begin_left(
+    options: PgPoolOptions,
+    connect: PgConnectOptions,
+) {
+    let writers = options
+        .max_connections(1)
+        .connect_with(connect.clone())
+        .await
+        .unwrap();
+    let process = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(connect.clone())
+        .await
+        .unwrap();
+    let observer = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(connect)
+        .await
+        .unwrap();
+    cancel_begin_in_flight(&process, &observer).await;
+    process.close().await;
+    assert_eq!(idle_in_transaction(&observer).await, 0);
+
+    let id = Uuid::now_v7();
+    append(&writers, &[project_event(id, 1, &created("kept"))], None)
+        .await
+        .unwrap();
+    writers.begin().await.unwrap().rollback().await.unwrap();
+    assert_eq!(event_count(&observer).await, 1);
+}
+
+/// Why a projector "killed" by aborting its task must not share a pool with the writers.
+/// A task aborted inside `pool.begin()` leaves its pooled connection inside a transaction;
+/// the next borrower's statements run in it: an append that returned `Ok` is rolled back by
+/// the next rollback on that connection (a projector batch that finds its checkpoint moved),
+/// and the writer's next revision lands on top of the gap. That is the flake's wrong row: the
+/// right version, an older field, and `events_applied` equal to the (shorter) log.
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn an_append_on_a_pool_whose_begin_was_cancelled_can_vanish(
+    options: PgPoolOptions,
+    connect: PgConnectOptions,
+) {
+    let shared = options
+        .max_connections(1)
+        .connect_with(connect.clone())
+        .await
+        .unwrap();
+    let observer = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(connect)
+        .await
+        .unwrap();
+    cancel_begin_in_flight(&shared, &observer).await;
+
+    let id = Uuid::now_v7();
+    append(&shared, &[project_event(id, 1, &created("lost"))], None)
+        .await
+        .expect("the append reports success");
+    // Any later rollback on that connection, as a batch whose checkpoint moved does.
+    shared.begin().await.unwrap().rollback().await.unwrap();
+
+    assert_eq!(
+        event_count(&observer).await,
+        0,
+        "the append ran inside the abandoned transaction and was rolled back with it; if \
+         sqlx now rolls back a cancelled BEGIN, this hazard is gone upstream"
+    );
 }

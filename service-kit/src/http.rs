@@ -237,10 +237,15 @@ mod tests {
     use super::*;
 
     fn app(routes: Router) -> Router {
+        bounded_app(routes, &AdmissionSettings::unbounded())
+    }
+
+    /// The plumbing around `routes`, on a pool that never connects.
+    fn bounded_app(routes: Router, admission: &AdmissionSettings) -> Router {
         let pool = sqlx::postgres::PgPoolOptions::new()
             .connect_lazy("postgres://nobody@127.0.0.1:1/none")
             .expect("a lazy pool never connects");
-        with_plumbing(routes, pool)
+        with_plumbing_bounded(routes, pool, admission)
     }
 
     async fn call(app: Router, request: Request<Body>) -> (Response, serde_json::Value) {
@@ -366,18 +371,11 @@ mod tests {
     async fn over_the_bound_a_request_is_refused_at_once_but_health_and_metrics_answer() {
         let entered = Arc::new(tokio::sync::Notify::new());
         let gate = Arc::new(tokio::sync::Semaphore::new(0));
-        let pool = sqlx::postgres::PgPoolOptions::new()
-            .connect_lazy("postgres://nobody@127.0.0.1:1/none")
-            .expect("a lazy pool never connects");
         let admission = AdmissionSettings {
             max_in_flight: Some(2),
             queue_wait: Duration::from_millis(5),
         };
-        let app = with_plumbing_bounded(
-            holding(Arc::clone(&entered), Arc::clone(&gate)),
-            pool,
-            &admission,
-        );
+        let app = bounded_app(holding(Arc::clone(&entered), Arc::clone(&gate)), &admission);
         let get = |uri: &str| Request::get(uri).body(Body::empty()).expect("request");
 
         // Two requests take both places and stay.
@@ -451,18 +449,11 @@ mod tests {
     async fn a_request_waits_for_a_place_freed_within_the_queue_wait() {
         let entered = Arc::new(tokio::sync::Notify::new());
         let gate = Arc::new(tokio::sync::Semaphore::new(0));
-        let pool = sqlx::postgres::PgPoolOptions::new()
-            .connect_lazy("postgres://nobody@127.0.0.1:1/none")
-            .expect("a lazy pool never connects");
         let admission = AdmissionSettings {
             max_in_flight: Some(1),
             queue_wait: Duration::from_secs(5),
         };
-        let app = with_plumbing_bounded(
-            holding(Arc::clone(&entered), Arc::clone(&gate)),
-            pool,
-            &admission,
-        );
+        let app = bounded_app(holding(Arc::clone(&entered), Arc::clone(&gate)), &admission);
         let get = |uri: &str| Request::get(uri).body(Body::empty()).expect("request");
         let first = tokio::spawn(app.clone().oneshot(get("/hold/1")));
         entered.notified().await;

@@ -73,6 +73,37 @@ pub fn children_seconds() -> Option<f64> {
     ticks(&stat_fields(std::process::id())?, 13, 14)
 }
 
+/// Runs a load generator to completion and returns its standard output with the CPU seconds
+/// it used (`None` where the platform cannot tell); fails with its output when it exits
+/// non-zero. `what` is its name; `BENCH_<WHAT>` is the variable that names another binary.
+pub async fn run_measured(
+    mut command: tokio::process::Command,
+    what: &str,
+) -> anyhow::Result<(String, Option<f64>)> {
+    use anyhow::Context as _;
+
+    let cpu_before = children_seconds();
+    let output = command.kill_on_drop(true).output().await.with_context(|| {
+        format!(
+            "running {what} (is it installed? BENCH_{} names another binary)",
+            what.to_uppercase()
+        )
+    })?;
+    let cpu = children_seconds()
+        .zip(cpu_before)
+        .map(|(after, before)| after - before);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    if !output.status.success() {
+        anyhow::bail!(
+            "{what} failed ({}): {}{}",
+            output.status,
+            stdout.trim(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok((stdout, cpu))
+}
+
 fn postgres_seconds() -> f64 {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return 0.0;

@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use sqlx::PgPool;
 
-use crate::cpu::children_seconds;
+use crate::cpu::run_measured;
 use crate::report::{Measurement, new_histogram, record};
 
 /// The pgbench binary (`BENCH_PGBENCH` overrides).
@@ -101,8 +101,8 @@ pub async fn insert(
     // Logs of an earlier, interrupted run would be read as this one's.
     remove_logs(work_dir, &prefix);
     let seconds = duration.as_secs_f64().round().max(1.0);
-    let cpu_before = children_seconds();
-    let output = tokio::process::Command::new(program())
+    let mut command = tokio::process::Command::new(program());
+    command
         .args(["-h", "127.0.0.1", "-p", "5432", "-U", "postgres"])
         // No vacuum of pgbench's own tables (there are none); prepared statements as sqlx uses.
         .args(["-n", "-M", "prepared"])
@@ -113,23 +113,8 @@ pub async fn insert(
         .arg(format!("--log-prefix={}", work_dir.join(&prefix).display()))
         .arg("--file")
         .arg(&script)
-        .arg(database)
-        .kill_on_drop(true)
-        .output()
-        .await
-        .context("running pgbench (is it installed? BENCH_PGBENCH names another binary)")?;
-    let cpu = children_seconds()
-        .zip(cpu_before)
-        .map(|(after, before)| after - before);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    if !output.status.success() {
-        anyhow::bail!(
-            "pgbench failed ({}): {}{}",
-            output.status,
-            stdout.trim(),
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
+        .arg(database);
+    let (stdout, cpu) = run_measured(command, "pgbench").await?;
     let summary = parse_summary(&stdout);
     let mut histogram = new_histogram()?;
     for entry in std::fs::read_dir(work_dir)

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use crate::cpu::children_seconds;
+use crate::cpu::run_measured;
 use crate::report::Measurement;
 
 /// The wrk binary (`BENCH_WRK` overrides).
@@ -90,8 +90,8 @@ pub async fn creates(
     let script = work_dir.join("wrk-create.lua");
     std::fs::write(&script, SCRIPT).with_context(|| format!("writing {}", script.display()))?;
     let seconds = duration.as_secs_f64().round().max(1.0);
-    let cpu_before = children_seconds();
-    let output = tokio::process::Command::new(program())
+    let mut command = tokio::process::Command::new(program());
+    command
         .arg(format!("--threads={}", connections.min(2)))
         .arg(format!("--connections={connections}"))
         .arg(format!("--duration={seconds:.0}s"))
@@ -99,23 +99,8 @@ pub async fn creates(
         .arg("--latency")
         .arg("--script")
         .arg(&script)
-        .arg(url)
-        .kill_on_drop(true)
-        .output()
-        .await
-        .context("running wrk (is it installed? BENCH_WRK names another binary)")?;
-    let cpu = children_seconds()
-        .zip(cpu_before)
-        .map(|(after, before)| after - before);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    if !output.status.success() {
-        anyhow::bail!(
-            "wrk failed ({}): {}{}",
-            output.status,
-            stdout.trim(),
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
+        .arg(url);
+    let (stdout, cpu) = run_measured(command, "wrk").await?;
     let summary = parse_summary(&stdout);
     let failed = summary.non_2xx + summary.errors;
     let ok = summary.requests.saturating_sub(summary.non_2xx);

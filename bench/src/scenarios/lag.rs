@@ -9,14 +9,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::Method;
-use uuid::Uuid;
-
 use crate::client::OpError;
 use crate::load::fixed_rate;
 use crate::report::{Measurement, Row, new_histogram, record};
-use crate::scenarios::{Context, scrape};
+use crate::scenarios::{Context, create_probe, poll_visible, scrape};
 
 /// Polling interval of the cross-check.
 const POLL_EVERY: Duration = Duration::from_millis(2);
@@ -47,34 +43,13 @@ pub async fn lag(context: &Context, rate: f64) -> anyhow::Result<Vec<Row>> {
     let outcome = fixed_rate(rate, context.plan.fixed_budget(), move |i| {
         let (context, token_lag, poll_lag) = shared.clone();
         async move {
-            let id = Uuid::now_v7();
-            let body = format!(r#"{{"id":"{id}","name":"lag probe {i}"}}"#);
-            let answer = context
-                .http
-                .send(
-                    Method::POST,
-                    &format!("{}/api/v1/projects", context.command),
-                    &[],
-                    Some(Bytes::from(body)),
-                )
-                .await?
-                .expect(&[201])?;
-            let acknowledged = Instant::now();
+            let (id, answer, acknowledged) =
+                create_probe(&context, &format!("lag probe {i}")).await?;
             let url = format!("{}/api/v1/projects/{id}", context.query);
             if i % 10 == 0 {
-                loop {
-                    let answer = context.http.get(&url, &[]).await?;
-                    if answer.status.as_u16() == 200 {
-                        break;
-                    }
-                    answer.expect(&[404])?;
-                    if acknowledged.elapsed() > POLL_LIMIT {
-                        return Err(OpError::Invalid("not visible after 6 s of polling".into()));
-                    }
-                    tokio::time::sleep(POLL_EVERY).await;
-                }
+                let lag = poll_visible(&context, id, acknowledged, POLL_EVERY, POLL_LIMIT).await?;
                 if let Ok(mut histogram) = poll_lag.lock() {
-                    record(&mut histogram, acknowledged.elapsed());
+                    record(&mut histogram, lag);
                 }
             } else {
                 let token = answer

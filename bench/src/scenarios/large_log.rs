@@ -25,7 +25,7 @@ use crate::client::OpError;
 use crate::cpu::Meter;
 use crate::load::{Outcome, closed_loop};
 use crate::report::{Measurement, Row, new_histogram, record};
-use crate::scenarios::Context;
+use crate::scenarios::{Context, create_probe, poll_visible};
 
 /// The aggregate type of the filler events: no projection reads it (`AnalyticsBatch`, which
 /// the issue names as an example, is read by `analytics_daily` and would be applied).
@@ -72,31 +72,8 @@ pub async fn seed(context: &Context, events: i64) -> anyhow::Result<Duration> {
 
 /// One probe: a create, then the item polled until visible; the lag from the 201.
 async fn probe(context: &Context, i: u64) -> Result<Duration, OpError> {
-    let id = Uuid::now_v7();
-    let body = format!(r#"{{"id":"{id}","name":"wake probe {i}"}}"#);
-    context
-        .http
-        .send(
-            Method::POST,
-            &format!("{}/api/v1/projects", context.command),
-            &[],
-            Some(Bytes::from(body)),
-        )
-        .await?
-        .expect(&[201])?;
-    let acknowledged = Instant::now();
-    let url = format!("{}/api/v1/projects/{id}", context.query);
-    loop {
-        let answer = context.http.get(&url, &[]).await?;
-        if answer.status.as_u16() == 200 {
-            return Ok(acknowledged.elapsed());
-        }
-        answer.expect(&[404])?;
-        if acknowledged.elapsed() > POLL_LIMIT {
-            return Err(OpError::Invalid("not visible after 10 s of polling".into()));
-        }
-        tokio::time::sleep(POLL_EVERY).await;
-    }
+    let (id, _, acknowledged) = create_probe(context, &format!("wake probe {i}")).await?;
+    poll_visible(context, id, acknowledged, POLL_EVERY, POLL_LIMIT).await
 }
 
 /// `count` probes one after the other, fewer if they take longer than `limit` in all;

@@ -156,3 +156,50 @@ pub fn sample_metadata() -> String {
     })
     .to_string()
 }
+
+/// Creates a project named `name` with a client-chosen id; returns the id, the 201 and when
+/// it was acknowledged (the start of its projection lag).
+pub async fn create_probe(
+    context: &Context,
+    name: &str,
+) -> Result<(Uuid, crate::client::Answer, std::time::Instant), crate::client::OpError> {
+    let id = Uuid::now_v7();
+    let body = serde_json::json!({"id": id, "name": name}).to_string();
+    let answer = context
+        .http
+        .send(
+            http::Method::POST,
+            &format!("{}/api/v1/projects", context.command),
+            &[],
+            Some(bytes::Bytes::from(body)),
+        )
+        .await?
+        .expect(&[201])?;
+    Ok((id, answer, std::time::Instant::now()))
+}
+
+/// Polls project `id` every `every` until the query API serves it; returns the lag from
+/// `acknowledged`, or fails once `limit` has passed.
+pub async fn poll_visible(
+    context: &Context,
+    id: Uuid,
+    acknowledged: std::time::Instant,
+    every: Duration,
+    limit: Duration,
+) -> Result<Duration, crate::client::OpError> {
+    let url = format!("{}/api/v1/projects/{id}", context.query);
+    loop {
+        let answer = context.http.get(&url, &[]).await?;
+        if answer.status.as_u16() == 200 {
+            return Ok(acknowledged.elapsed());
+        }
+        answer.expect(&[404])?;
+        if acknowledged.elapsed() > limit {
+            return Err(crate::client::OpError::Invalid(format!(
+                "not visible after {} s of polling",
+                limit.as_secs()
+            )));
+        }
+        tokio::time::sleep(every).await;
+    }
+}

@@ -12,12 +12,7 @@ fn post() -> Value {
 }
 
 async fn publish(app: &axum::Router) -> String {
-    let answer = Call::post("/api/v1/community/posts")
-        .json(&post())
-        .send(app)
-        .await;
-    assert_eq!(answer.status, StatusCode::CREATED, "{:?}", answer.value());
-    answer.value()["id"].as_str().unwrap().to_owned()
+    create(app, "/api/v1/community/posts", &post()).await
 }
 
 fn delete(id: &str) -> Call {

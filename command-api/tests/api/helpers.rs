@@ -39,10 +39,17 @@ pub fn app_with(pool: &PgPool, settings: Settings, hooks: Hooks) -> Router {
 
 /// Creates a project and returns its id.
 pub async fn create_project(app: &Router, name: &str) -> String {
-    let answer = Call::post("/api/v1/projects")
-        .json(&serde_json::json!({ "name": name }))
-        .send(app)
-        .await;
+    create(
+        app,
+        "/api/v1/projects",
+        &serde_json::json!({ "name": name }),
+    )
+    .await
+}
+
+/// Posts `body` to the collection at `path`, asserts 201 and returns the new id.
+pub async fn create(app: &Router, path: &str, body: &serde_json::Value) -> String {
+    let answer = Call::post(path).json(body).send(app).await;
     assert_eq!(answer.status, StatusCode::CREATED, "{:?}", answer.value());
     answer.value()["id"].as_str().unwrap().to_owned()
 }

@@ -12,12 +12,7 @@ fn ticket() -> Value {
 }
 
 async fn open(app: &axum::Router) -> String {
-    let answer = Call::post("/api/v1/support/tickets")
-        .json(&ticket())
-        .send(app)
-        .await;
-    assert_eq!(answer.status, StatusCode::CREATED, "{:?}", answer.value());
-    answer.value()["id"].as_str().unwrap().to_owned()
+    create(app, "/api/v1/support/tickets", &ticket()).await
 }
 
 async fn move_to(app: &axum::Router, id: &str, status: &str) -> Answer {

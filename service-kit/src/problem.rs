@@ -10,6 +10,42 @@ use serde_json::{Map, Value};
 /// the pages live in `docs/problems/`.
 pub const PAGES: &[(&str, &str)] = &[
     (
+        "account-disabled",
+        include_str!("../../docs/problems/account-disabled.md"),
+    ),
+    (
+        "email-not-verified",
+        include_str!("../../docs/problems/email-not-verified.md"),
+    ),
+    (
+        "invalid-credentials",
+        include_str!("../../docs/problems/invalid-credentials.md"),
+    ),
+    (
+        "invalid-refresh-token",
+        include_str!("../../docs/problems/invalid-refresh-token.md"),
+    ),
+    (
+        "invalid-token",
+        include_str!("../../docs/problems/invalid-token.md"),
+    ),
+    (
+        "rate-limited",
+        include_str!("../../docs/problems/rate-limited.md"),
+    ),
+    (
+        "refresh-raced",
+        include_str!("../../docs/problems/refresh-raced.md"),
+    ),
+    (
+        "step-up-failed",
+        include_str!("../../docs/problems/step-up-failed.md"),
+    ),
+    (
+        "unauthenticated",
+        include_str!("../../docs/problems/unauthenticated.md"),
+    ),
+    (
         "bad-request",
         include_str!("../../docs/problems/bad-request.md"),
     ),

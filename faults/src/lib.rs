@@ -24,6 +24,15 @@ use hyper_util::rt::TokioExecutor;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions as _, Connection as _, PgPool};
 
+/// The signing key (PKCS#8 PEM) and secret key (base64) every service this process starts
+/// shares: the command API refuses to start without them, and replicas must agree on them.
+static AUTH_KEYS: std::sync::LazyLock<(String, String)> = std::sync::LazyLock::new(|| {
+    (
+        auth::generate_signing_key_pem(),
+        auth::secret::SecretKey::generate().to_base64(),
+    )
+});
+
 /// The machine's shared PostgreSQL server (each test makes a database of its own on it).
 pub const SHARED_PG: &str = "postgres://postgres@127.0.0.1:5432";
 /// The PostgreSQL server for tests that do not restart it: `FAULTS_PG_URL` (the second cluster,
@@ -136,6 +145,8 @@ impl Service {
             .env("DATABASE_URL", &database_url)
             .env(bin.addr_var(), addr.to_string())
             .env("RUST_LOG", "warn")
+            .env("AUTH_SIGNING_KEYS", &AUTH_KEYS.0)
+            .env("AUTH_SECRET_KEY", &AUTH_KEYS.1)
             .env("RELAY_ENABLED", "false")
             .env("PROJECTOR_POLL_MS", "50")
             .env("PROJECTOR_LEADER_POLL_MS", "100")

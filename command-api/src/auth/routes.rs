@@ -1036,10 +1036,9 @@ async fn reset_password(
 #[utoipa::path(
     post, path = "/api/v1/auth/password/change", tag = "auth",
     request_body = ChangePassword,
-    security(("bearer" = [])),
     responses(
         (status = 200, description = "Changed; every other session ended", body = AccountAnswer),
-        (status = 401, description = "No valid access token", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "No valid access token (`Authorization: Bearer`)", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 403, description = "`step-up-failed`: the current password is wrong", body = ProblemDoc, content_type = "application/problem+json"),
         AuthErrors,
     )

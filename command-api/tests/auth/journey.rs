@@ -251,3 +251,29 @@ async fn logout_with_only_the_refresh_cookie_ends_its_session(pool: PgPool) {
     );
     relay.stop().await;
 }
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn two_tabs_refreshing_at_once_get_one_rotation_and_one_race(pool: PgPool) {
+    let mut mailbox = Mailbox::open().await;
+    let relay = MailRelay::start(&pool);
+    let api = instance(&pool, auth_settings());
+    let email = address("tabs");
+    registered(&api, &mut mailbox, &email).await;
+    let session = api.login(&email, PASSWORD).await;
+    let (one, two) = tokio::join!(api.refresh(&session.refresh), api.refresh(&session.refresh));
+    let mut statuses = [one.status, two.status];
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [StatusCode::OK, StatusCode::CONFLICT],
+        "{one:?} {two:?}"
+    );
+    let winner = if one.status == StatusCode::OK {
+        one
+    } else {
+        two
+    };
+    let next = Session::of(&winner);
+    assert_eq!(api.refresh(&next.refresh).await.status, StatusCode::OK);
+    relay.stop().await;
+}

@@ -27,6 +27,10 @@ async fn every_command_operation_documents_its_error_answers(pool: PgPool) {
     let paths = document["paths"].as_object().unwrap();
     let mut operations = 0;
     for (path, methods) in paths {
+        // Not a command: no aggregate, no `If-Match` (its answers: tests/csp_reports.rs).
+        if path == "/api/v1/csp-reports" {
+            continue;
+        }
         for (method, operation) in methods.as_object().unwrap() {
             let responses = &operation["responses"];
             let name = format!("{method} {path}");

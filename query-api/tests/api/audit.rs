@@ -239,6 +239,14 @@ async fn audit_filters_count_characters_not_bytes(pool: PgPool) {
         .await
         .problem(StatusCode::BAD_REQUEST);
     assert_eq!(problem["parameter"], "actor");
+    // The stream's path values too: 256 characters is an unknown stream, 257 an invalid one.
+    get(&app, &format!("/api/v1/audit/streams/{actor}/p1"))
+        .await
+        .problem(StatusCode::NOT_FOUND);
+    let problem = get(&app, &format!("/api/v1/audit/streams/{too_long}/p1"))
+        .await
+        .problem(StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(problem["errors"][0]["field"], "aggregate_type");
 }
 
 #[sqlx::test(migrator = "event_store::MIGRATOR")]

@@ -107,7 +107,28 @@ fn verify_blocking(password: &[u8], phc: &str) -> Result<bool, HashError> {
     }
 }
 
+/// The dummy hash an unknown address is checked against: computed once, with the same
+/// parameters as real hashes, so checking it costs exactly a real verification.
+fn dummy_hash(cell: &OnceLock<Result<String, String>>) -> Result<&str, HashError> {
+    cell.get_or_init(|| hash_blocking(b"chronicle dummy password").map_err(|e| e.to_string()))
+        .as_deref()
+        .map_err(|e| HashError::Hash(e.clone()))
+}
+
 impl PasswordHasher {
+    /// Computes the dummy hash now (call it at start-up), so that even the first unknown
+    /// address costs one verification and not a hash plus a verification.
+    pub async fn warm_up(&self) -> Result<(), HashError> {
+        let permit = self.permit().await?;
+        let dummy = Arc::clone(&self.dummy);
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            dummy_hash(&dummy).map(|_| ())
+        })
+        .await
+        .map_err(|e| HashError::Task(e.to_string()))?
+    }
+
     /// A hasher allowing `concurrency` hashes at once (at least one); a caller waits at most
     /// `max_wait` for a slot.
     pub fn new(concurrency: usize, max_wait: Duration) -> Self {
@@ -157,15 +178,7 @@ impl PasswordHasher {
             match stored {
                 Some(phc) => verify_blocking(password.as_bytes(), &phc),
                 None => {
-                    // Computed once, on the first unknown address, with the same parameters as
-                    // real hashes, so the comparison below costs exactly a real verification.
-                    let dummy = dummy
-                        .get_or_init(|| {
-                            hash_blocking(b"chronicle dummy password").map_err(|e| e.to_string())
-                        })
-                        .as_ref()
-                        .map_err(|e| HashError::Hash(e.clone()))?;
-                    verify_blocking(password.as_bytes(), dummy)?;
+                    verify_blocking(password.as_bytes(), dummy_hash(&dummy)?)?;
                     Ok(false)
                 }
             }
@@ -272,6 +285,20 @@ mod tests {
         assert!(
             !hasher
                 .verify("chronicle dummy password", None)
+                .await
+                .expect("verify")
+        );
+    }
+
+    #[tokio::test]
+    async fn warm_up_computes_the_dummy_before_any_unknown_address() {
+        let hasher = PasswordHasher::new(1, Duration::from_secs(30));
+        assert!(hasher.dummy.get().is_none());
+        hasher.warm_up().await.expect("warm up");
+        assert!(matches!(hasher.dummy.get(), Some(Ok(phc)) if phc.starts_with("$argon2id$")));
+        assert!(
+            !hasher
+                .verify("correct horse battery", None)
                 .await
                 .expect("verify")
         );

@@ -9,10 +9,10 @@
 //!   bootstrap admin (`admin@chronicle.test` / `chronicle-dev-admin` unless
 //!   `AUTH_BOOTSTRAP_ADMIN_EMAIL`/`_PASSWORD` say otherwise), and logs every mail
 //!   (`AUTH_MAIL_LOG`, on by default here).
-//! - `chronicle keygen [--secret-key]`: prints a new signing key for `AUTH_SIGNING_KEYS` (or a
-//!   new `AUTH_SECRET_KEY`); key rotation is described in ACCOUNTS.md, "Keys".
 //! - `chronicle export [filters]`: writes the event log (or a filtered part) to stdout as
 //!   NDJSON, one envelope per line (`DATABASE_URL` names the database).
+//! - `chronicle keygen`: prints a new Ed25519 signing key (PKCS#8 PEM) and an
+//!   `AUTH_SECRET_KEY=` line; touches no database.
 
 use std::io::Write as _;
 
@@ -39,13 +39,8 @@ enum Command {
     Serve,
     /// Write the event log (or part of it) to stdout as NDJSON, in commit-safe order.
     Export(ExportArgs),
-    /// Print a new Ed25519 signing key (PKCS#8 PEM) for `AUTH_SIGNING_KEYS`, or with
-    /// `--secret-key` a new `AUTH_SECRET_KEY` (32 bytes, base64).
-    Keygen {
-        /// Print a secret key instead of a signing key.
-        #[arg(long)]
-        secret_key: bool,
-    },
+    /// Print a new Ed25519 signing key (PKCS#8 PEM) and a new AUTH_SECRET_KEY line.
+    Keygen,
 }
 
 #[derive(Debug, Args)]
@@ -81,13 +76,11 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command.unwrap_or(Command::Serve) {
         Command::Serve => serve().await,
         Command::Export(args) => export(args).await,
-        Command::Keygen { secret_key } => {
-            if secret_key {
-                println!("{}", auth::secret::SecretKey::generate().to_base64());
-            } else {
-                print!("{}", auth::generate_signing_key_pem());
-            }
-            Ok(())
+        Command::Keygen => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(chronicle::keygen::keygen_text().as_bytes())
+                .context("writing to stdout")?;
+            out.flush().context("flushing stdout")
         }
     }
 }

@@ -1,11 +1,13 @@
 //! Plumbing shared by Chronicle's services: settings from the environment, telemetry,
 //! problem+json errors, request ids, health and metrics routes, admission control (load
-//! shedding), database start-up, the one start-up path of every binary, and graceful shutdown.
+//! shedding), the security-event counter, database start-up, the one start-up path of every
+//! binary, and graceful shutdown.
 
 pub mod db;
 pub mod env;
 pub mod http;
 pub mod problem;
+pub mod security;
 pub mod shed;
 pub mod shutdown;
 pub mod startup;

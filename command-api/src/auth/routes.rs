@@ -67,8 +67,11 @@ fn auth_of(state: &AppState) -> Result<Arc<AuthState>, Problem> {
 #[serde(deny_unknown_fields)]
 pub struct EmailPassword {
     /// The address: trimmed, lowercased, at most 254 characters, one `@`.
+    #[schema(format = Email, max_length = 254)]
     email: String,
-    /// 12 to 256 characters, compared exactly as sent.
+    /// 12 to 256 characters, compared exactly as sent (a new one must not be common or the
+    /// address).
+    #[schema(format = Password, min_length = 12, max_length = 256)]
     password: String,
 }
 
@@ -77,6 +80,7 @@ pub struct EmailPassword {
 #[serde(deny_unknown_fields)]
 pub struct EmailOnly {
     /// The address.
+    #[schema(format = Email, max_length = 254)]
     email: String,
 }
 
@@ -85,6 +89,7 @@ pub struct EmailOnly {
 #[serde(deny_unknown_fields)]
 pub struct MailedToken {
     /// The token from the mailed link's fragment.
+    #[schema(pattern = "^[A-Za-z0-9_-]{43}$")]
     token: String,
 }
 
@@ -93,8 +98,10 @@ pub struct MailedToken {
 #[serde(deny_unknown_fields)]
 pub struct ResetPassword {
     /// The token from the mailed link's fragment.
+    #[schema(pattern = "^[A-Za-z0-9_-]{43}$")]
     token: String,
-    /// The new password.
+    /// The new password: 12 to 256 characters, not common, not the address.
+    #[schema(format = Password, min_length = 12, max_length = 256)]
     new_password: String,
 }
 
@@ -103,8 +110,10 @@ pub struct ResetPassword {
 #[serde(deny_unknown_fields)]
 pub struct ChangePassword {
     /// The password now, re-entered.
+    #[schema(format = Password, max_length = 256)]
     current_password: String,
-    /// The new password.
+    /// The new password: 12 to 256 characters, not common, not the address.
+    #[schema(format = Password, min_length = 12, max_length = 256)]
     new_password: String,
 }
 

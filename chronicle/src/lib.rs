@@ -1,3 +1,4 @@
 //! The `chronicle` command's library: what its subcommands do, callable from tests.
 
 pub mod export;
+pub mod keygen;

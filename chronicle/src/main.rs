@@ -7,6 +7,8 @@
 //!   the runner's database.
 //! - `chronicle export [filters]`: writes the event log (or a filtered part) to stdout as
 //!   NDJSON, one envelope per line (`DATABASE_URL` names the database).
+//! - `chronicle keygen`: prints a new Ed25519 signing key (PKCS#8 PEM) and an
+//!   `AUTH_SECRET_KEY=` line; touches no database.
 
 use std::io::Write as _;
 
@@ -33,6 +35,8 @@ enum Command {
     Serve,
     /// Write the event log (or part of it) to stdout as NDJSON, in commit-safe order.
     Export(ExportArgs),
+    /// Print a new Ed25519 signing key (PKCS#8 PEM) and a new AUTH_SECRET_KEY line.
+    Keygen,
 }
 
 #[derive(Debug, Args)]
@@ -68,6 +72,12 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command.unwrap_or(Command::Serve) {
         Command::Serve => serve().await,
         Command::Export(args) => export(args).await,
+        Command::Keygen => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(chronicle::keygen::keygen_text().as_bytes())
+                .context("writing to stdout")?;
+            out.flush().context("flushing stdout")
+        }
     }
 }
 

@@ -60,6 +60,10 @@ pub struct FieldErrorDetails {
     pub message: String,
 }
 
+/// The shape of a consistency token (and of an audit cursor): URL-safe base64 of at most 64
+/// characters. Necessary, not sufficient: the value must also be one this system issued.
+pub const CONSISTENCY_TOKEN_PATTERN: &str = "^[A-Za-z0-9_-]{1,64}$";
+
 /// The request headers every read of a read model takes, described once: `If-None-Match` and
 /// `X-Consistency-Token` (`params(ListProjectsParams, ReadHeaders)`).
 pub struct ReadHeaders;
@@ -72,24 +76,31 @@ impl utoipa::IntoParams for ReadHeaders {
         use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
         use utoipa::openapi::schema::{ObjectBuilder, Type};
 
-        let header = |name: &str, description: &str| {
+        let header = |name: &str, description: &str, pattern: Option<&str>| {
             ParameterBuilder::new()
                 .name(name)
                 .parameter_in(ParameterIn::Header)
                 .required(Required::False)
                 .description(Some(description))
-                .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+                .schema(Some(
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .pattern(pattern),
+                ))
                 .build()
         };
         vec![
             header(
                 "If-None-Match",
                 "Tags of cached representations; a match answers 304",
+                None,
             ),
             header(
                 "X-Consistency-Token",
                 "Token from a command answer: wait until the projection covers it (at most \
-                 CONSISTENCY_WAIT_MS, else 503)",
+                 CONSISTENCY_WAIT_MS, else 503). Opaque and URL-safe; only a token this \
+                 system issued is taken, anything else is a 400",
+                Some(CONSISTENCY_TOKEN_PATTERN),
             ),
         ]
     }

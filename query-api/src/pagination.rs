@@ -27,20 +27,21 @@ impl Default for PageRequest {
 }
 
 impl PageRequest {
-    /// Parses the raw `page` and `page_size` parameters; absent or empty means the default.
+    /// Parses the raw `page` and `page_size` parameters; absent means the default.
     ///
     /// # Errors
     ///
-    /// [`ApiError::BadParameter`] naming the parameter that is not an integer or out of range.
+    /// [`ApiError::BadParameter`] naming the parameter that is empty, not an integer or out of
+    /// range.
     pub fn parse(page: Option<&str>, page_size: Option<&str>) -> Result<Self, ApiError> {
-        let page = match non_empty(page) {
+        let page = match given("page", page)? {
             None => 1,
             Some(raw) => match raw.parse::<i64>() {
                 Ok(n) if n >= 1 => n,
                 _ => return Err(ApiError::bad_parameter("page", "must be an integer >= 1")),
             },
         };
-        let page_size = match non_empty(page_size) {
+        let page_size = match given("page_size", page_size)? {
             None => DEFAULT_PAGE_SIZE,
             Some(raw) => match raw.parse::<i64>() {
                 Ok(n) if (1..=MAX_PAGE_SIZE).contains(&n) => n,
@@ -66,9 +67,17 @@ impl PageRequest {
     }
 }
 
-/// `raw` unless it is empty: an empty parameter (`?sort=`) means the parameter is absent.
-pub fn non_empty(raw: Option<&str>) -> Option<&str> {
-    raw.filter(|value| !value.is_empty())
+/// The value of parameter `name` as sent: an empty one (`?sort=`) is a 400 naming it, as the
+/// document gives every parameter at least one character (none is a value of any).
+///
+/// # Errors
+///
+/// [`ApiError::BadParameter`] naming `name` when the value is empty.
+pub fn given<'a>(name: &'static str, raw: Option<&'a str>) -> Result<Option<&'a str>, ApiError> {
+    match raw {
+        Some("") => Err(ApiError::bad_parameter(name, "must not be empty")),
+        other => Ok(other),
+    }
 }
 
 /// Builds the `Link` header value for page `page` of `pages`: `first` and `last` always
@@ -113,10 +122,6 @@ mod tests {
             PageRequest::parse(None, None).ok(),
             Some(PageRequest::default())
         );
-        assert_eq!(
-            PageRequest::parse(Some(""), Some("")).ok(),
-            Some(PageRequest::default())
-        );
     }
 
     #[test]
@@ -128,6 +133,8 @@ mod tests {
             (None, Some("0"), "page_size"),
             (None, Some("101"), "page_size"),
             (None, Some("abc"), "page_size"),
+            (Some(""), None, "page"),
+            (None, Some(""), "page_size"),
         ] {
             match PageRequest::parse(page, size) {
                 Err(ApiError::BadParameter { name: got, .. }) => assert_eq!(got, name),

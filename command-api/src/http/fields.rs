@@ -44,3 +44,14 @@ impl Fields {
         }
     }
 }
+
+/// Deserializes a field of a partial update that, when given, must hold a value: with
+/// `#[serde(default, deserialize_with = "present")]` an absent field is `None` and `null` is
+/// refused (422), so "leave it out" is the one way to keep a value, as the document says.
+pub fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
+}

@@ -61,36 +61,43 @@ fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers.get(name).and_then(|value| value.to_str().ok())
 }
 
-/// Parses `If-Match: "7"` (a bare `7` is taken too; `*` means "any version"). A weak tag
-/// `W/"7"` is well-formed but never matches (strong comparison), so it is kept as
-/// [`IfMatch::Weak`] to answer 412 with the current version rather than 400.
+/// Parses `If-Match: "7"` (a bare `7` is taken too; `*` means "any version"), exactly as
+/// the document's pattern states it (`openapi::IF_MATCH_PATTERN`). A weak tag `W/"7"` is
+/// well-formed but never matches (strong comparison), so it is kept as [`IfMatch::Weak`] to
+/// answer 412 with the current version rather than 400.
 fn parse_if_match(headers: &HeaderMap) -> Result<Option<IfMatch>, Problem> {
     let Some(raw) = headers.get(header::IF_MATCH) else {
         return Ok(None);
     };
-    let raw = raw
-        .to_str()
-        .map_err(|_| Problem::bad_request("If-Match must be a quoted version, e.g. \"3\""))?
-        .trim();
+    let malformed = || Problem::bad_request("If-Match must be a quoted version, e.g. \"3\"");
+    let raw = raw.to_str().map_err(|_| malformed())?.trim();
     if raw == "*" {
         return Ok(None);
     }
-    let (weak, tag) = match raw.strip_prefix("W/") {
-        Some(tag) => (true, tag),
-        None => (false, raw),
+    let (weak, digits) = match raw.strip_prefix("W/") {
+        Some(tag) => (true, unquote(tag)),
+        None => (false, Some(unquote(raw).unwrap_or(raw))),
     };
-    let version = tag
-        .trim_matches('"')
-        .parse::<i64>()
-        .ok()
-        .filter(|version| *version >= 0)
-        .ok_or_else(|| Problem::bad_request("If-Match must be a quoted version, e.g. \"3\""))?;
+    let version = digits
+        .filter(|digits| {
+            (1..=MAX_VERSION_DIGITS).contains(&digits.len())
+                && digits.bytes().all(|b| b.is_ascii_digit())
+        })
+        .and_then(|digits| digits.parse::<i64>().ok())
+        .ok_or_else(malformed)?;
     Ok(Some(if weak {
         IfMatch::Weak
     } else {
         IfMatch::Version(version)
     }))
 }
+
+fn unquote(tag: &str) -> Option<&str> {
+    tag.strip_prefix('"')?.strip_suffix('"')
+}
+
+/// The most digits a version in `If-Match` may have: every such number fits an `i64`.
+const MAX_VERSION_DIGITS: usize = 18;
 
 fn is_json(headers: &HeaderMap) -> bool {
     header_str(headers, header::CONTENT_TYPE.as_str()).is_some_and(|value| {
@@ -243,5 +250,24 @@ mod tests {
         assert!(if_match("\"abc\"").is_err());
         assert!(if_match("\"-1\"").is_err());
         assert!(if_match("W/\"abc\"").is_err());
+    }
+
+    #[test]
+    fn if_match_takes_exactly_what_the_document_states() {
+        for refused in [
+            "+7",
+            "\"+7\"",
+            "\"7",
+            "7\"",
+            "\"\"7\"\"",
+            "W/7",
+            "\"\"",
+            "",
+            "1234567890123456789",
+        ] {
+            assert!(if_match(refused).is_err(), "{refused:?}");
+        }
+        let longest = if_match("\"123456789012345678\"").ok().flatten();
+        assert_eq!(longest, Some(IfMatch::Version(123_456_789_012_345_678)));
     }
 }

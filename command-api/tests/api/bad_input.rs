@@ -181,6 +181,34 @@ async fn bad_changes_to_an_existing_project_write_nothing(pool: PgPool) {
                 .json(&json!({ "name": "x" })),
             StatusCode::BAD_REQUEST,
         ),
+        // The document's If-Match pattern, exactly: no sign, no half quotes, at most 18 digits.
+        (
+            Call::patch(&path)
+                .header("if-match", "+1")
+                .json(&json!({ "name": "x" })),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Call::patch(&path)
+                .header("if-match", "\"1")
+                .json(&json!({ "name": "x" })),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Call::patch(&path)
+                .header("if-match", "0000000000000000001")
+                .json(&json!({ "name": "x" })),
+            StatusCode::BAD_REQUEST,
+        ),
+        // A partial update leaves a field out to keep it: `null` is refused, not "absent".
+        (
+            Call::patch(&path).json(&json!({ "name": null })),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            Call::patch(&path).json(&json!({ "name": "x", "description": null })),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
         (
             Call::patch("/api/v1/projects/not-a-uuid").json(&json!({ "name": "x" })),
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -204,4 +232,30 @@ async fn bad_changes_to_an_existing_project_write_nothing(pool: PgPool) {
         assert_problem(&answer, status);
     }
     nothing_written(&pool, 1).await;
+}
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn a_post_edit_refuses_null_fields_as_its_schema_does(pool: PgPool) {
+    let app = app(&pool);
+    let id = create(
+        &app,
+        "/api/v1/community/posts",
+        &json!({ "title": "T", "content": "C", "author": "A" }),
+    )
+    .await;
+    let path = format!("/api/v1/community/posts/{id}");
+    for body in [
+        json!({ "title": null }),
+        json!({ "content": null }),
+        json!({ "title": "T2", "content": null }),
+    ] {
+        let answer = Call::patch(&path).json(&body).send(&app).await;
+        assert_problem(&answer, StatusCode::UNPROCESSABLE_ENTITY);
+    }
+    nothing_written(&pool, 1).await;
+    let answer = Call::patch(&path)
+        .json(&json!({ "title": "T2" }))
+        .send(&app)
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.value());
 }

@@ -1,10 +1,10 @@
 //! The `sort` parameter and the free-text filters every list shares.
 
 use crate::error::ApiError;
-use crate::pagination::non_empty;
+use crate::pagination::given;
 
 /// Checks a free-text filter: no NUL (PostgreSQL refuses it) and at most `max` characters
-/// (longer can match nothing, and bounds the work). Empty means absent.
+/// (longer can match nothing, and bounds the work). Empty is refused, as for every parameter.
 ///
 /// # Errors
 ///
@@ -14,7 +14,7 @@ pub fn text_filter(
     raw: Option<&str>,
     max: usize,
 ) -> Result<Option<String>, ApiError> {
-    match non_empty(raw) {
+    match given(name, raw)? {
         None => Ok(None),
         Some(value) if value.contains('\0') => Err(ApiError::bad_parameter(
             name,
@@ -63,13 +63,13 @@ impl<F: SortField> Default for Sort<F> {
 }
 
 impl<F: SortField> Sort<F> {
-    /// Parses `field` or `-field`; absent or empty means the default.
+    /// Parses `field` or `-field`; absent means the default.
     ///
     /// # Errors
     ///
-    /// [`ApiError::BadParameter`] for `sort` when the field is unknown.
+    /// [`ApiError::BadParameter`] for `sort` when it is empty or the field is unknown.
     pub fn parse(raw: Option<&str>) -> Result<Self, ApiError> {
-        let Some(raw) = non_empty(raw) else {
+        let Some(raw) = given("sort", raw)? else {
             return Ok(Self::default());
         };
         let (descending, name) = match raw.strip_prefix('-') {
@@ -154,7 +154,8 @@ mod tests {
 
     #[test]
     fn a_sort_is_a_known_field_either_way_and_defaults_to_newest_first() {
-        assert_eq!(Sort::<Field>::parse(Some("")).ok(), Some(Sort::default()));
+        assert_eq!(Sort::<Field>::parse(None).ok(), Some(Sort::default()));
+        assert!(Sort::<Field>::parse(Some("")).is_err());
         let name = Sort::<Field>::parse(Some("-name")).ok();
         assert_eq!(name.map(Sort::to_param).as_deref(), Some("-name"));
         assert_eq!(
@@ -171,7 +172,7 @@ mod tests {
 
     #[test]
     fn text_filters_refuse_nul_and_overlong_values() {
-        assert_eq!(text_filter("a", Some(""), 3).ok(), Some(None));
+        assert!(text_filter("a", Some(""), 3).is_err());
         assert_eq!(
             text_filter("a", Some("abc"), 3).ok(),
             Some(Some("abc".into()))

@@ -32,8 +32,8 @@ use crate::state::AppState;
 pub const DEFAULT_LIMIT: i64 = 100;
 /// The most events per page.
 pub const MAX_LIMIT: i64 = 1000;
-/// The longest text filter accepted, in bytes.
-pub const MAX_FILTER_BYTES: usize = 256;
+/// The longest text filter accepted, in characters (as the document's `maxLength` counts).
+pub const MAX_FILTER_CHARS: usize = 256;
 
 /// The routes of this resource, documented.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -111,18 +111,24 @@ pub struct StreamEvents {
 #[derive(Debug, Clone, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct AuditParams {
-    /// Opaque cursor: the `next` of the previous page (default: the start of the log).
+    /// Opaque cursor: the `next` of the previous page (default: the start of the log). Only
+    /// a cursor this API issued is taken; anything else is a 400.
+    #[param(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub after: Option<String>,
     /// Events per page, 1 to 1000 (default 100).
     #[param(value_type = Option<i64>, minimum = 1, maximum = 1000)]
     pub limit: Option<String>,
-    /// Only this aggregate type (e.g. `Project`).
+    /// Only this aggregate type (e.g. `Project`; 1 to 256 characters, no NUL).
+    #[param(min_length = 1, max_length = 256, pattern = r"^[^\x00]*$")]
     pub aggregate_type: Option<String>,
-    /// Only this aggregate id.
+    /// Only this aggregate id (1 to 256 characters, no NUL).
+    #[param(min_length = 1, max_length = 256, pattern = r"^[^\x00]*$")]
     pub aggregate_id: Option<String>,
-    /// Only this event type (e.g. `ProjectCreated`).
+    /// Only this event type (e.g. `ProjectCreated`; 1 to 256 characters, no NUL).
+    #[param(min_length = 1, max_length = 256, pattern = r"^[^\x00]*$")]
     pub event_type: Option<String>,
-    /// Only events whose metadata names this actor.
+    /// Only events whose metadata names this actor (1 to 256 characters, no NUL).
+    #[param(min_length = 1, max_length = 256, pattern = r"^[^\x00]*$")]
     pub actor: Option<String>,
     /// Recorded at or after (RFC 3339).
     #[param(value_type = Option<DateTime<Utc>>)]
@@ -143,14 +149,16 @@ pub struct AuditQuery {
     pub filter: LogFilter,
 }
 
-/// A text filter: at most [`MAX_FILTER_BYTES`], no NUL (which PostgreSQL text cannot hold).
+/// A text filter: 1 to [`MAX_FILTER_CHARS`], no NUL (which PostgreSQL text cannot hold).
 fn text_filter(name: &'static str, raw: Option<&String>) -> Result<Option<String>, ApiError> {
     match raw {
         None => Ok(None),
-        Some(raw) if raw.is_empty() || raw.len() > MAX_FILTER_BYTES || raw.contains('\0') => {
+        Some(raw)
+            if raw.is_empty() || raw.chars().count() > MAX_FILTER_CHARS || raw.contains('\0') =>
+        {
             Err(ApiError::bad_parameter(
                 name,
-                format!("must be 1 to {MAX_FILTER_BYTES} bytes without NUL"),
+                format!("must be 1 to {MAX_FILTER_CHARS} characters without NUL"),
             ))
         }
         Some(raw) => Ok(Some(raw.clone())),
@@ -264,8 +272,8 @@ pub struct StreamParams {
     tag = "audit",
     operation_id = "audit_stream",
     params(
-        ("aggregate_type" = String, Path, description = "e.g. `Project`"),
-        ("aggregate_id" = String, Path, description = "The stream's id"),
+        ("aggregate_type" = String, Path, description = "e.g. `Project`; 1 to 256 characters, no NUL", pattern = r"^[^\x00]{1,256}$"),
+        ("aggregate_id" = String, Path, description = "The stream's id; 1 to 256 characters, no NUL", pattern = r"^[^\x00]{1,256}$"),
         StreamParams,
     ),
     responses(
@@ -280,10 +288,12 @@ pub async fn audit_stream(
 ) -> Result<Response, ApiError> {
     let invalid = |field| ApiError::InvalidPath {
         field,
-        message: "must be 1 to 256 bytes without NUL",
+        message: "must be 1 to 256 characters without NUL",
     };
     let Path((aggregate_type, aggregate_id)) = path.map_err(|_| invalid("aggregate_type"))?;
-    let valid = |raw: &str| !raw.is_empty() && raw.len() <= MAX_FILTER_BYTES && !raw.contains('\0');
+    let valid = |raw: &str| {
+        !raw.is_empty() && raw.chars().count() <= MAX_FILTER_CHARS && !raw.contains('\0')
+    };
     if !valid(&aggregate_type) {
         return Err(invalid("aggregate_type"));
     }

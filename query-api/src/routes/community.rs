@@ -72,8 +72,8 @@ pub struct ListPostsParams {
     /// Items per page, 1 to 100 (default 20).
     #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
     pub page_size: Option<String>,
-    /// Only posts by this author (exact match; at most 80 characters).
-    #[param(max_length = 80)]
+    /// Only posts by this author (exact match; 1 to 80 characters, no NUL).
+    #[param(min_length = 1, max_length = 80, pattern = r"^[^\x00]*$")]
     pub author: Option<String>,
     /// Sort order: `created_at` or `updated_at`, prefixed with `-` for descending (default
     /// `-created_at`). Ties are broken by id.

@@ -19,7 +19,7 @@ use uuid::Uuid;
 use crate::error::ApiError;
 use crate::openapi::ReadHeaders;
 use crate::openapi::answers::{ItemAnswers, ListAnswers};
-use crate::pagination::non_empty;
+use crate::pagination::given;
 use crate::pagination::{self, PageRequest};
 use crate::read::item::{self, Item};
 use crate::read::page::{self, ListRequest, Page, ReadModel};
@@ -81,9 +81,9 @@ pub struct ListProjectsParams {
     /// Only archived (`true`) or only active (`false`) projects.
     #[param(value_type = Option<bool>)]
     pub archived: Option<String>,
-    /// Only projects whose name contains this text, case-insensitively (at most 200
-    /// characters; `%` and `_` match themselves).
-    #[param(max_length = 200)]
+    /// Only projects whose name contains this text, case-insensitively (1 to 200
+    /// characters, no NUL; `%` and `_` match themselves).
+    #[param(min_length = 1, max_length = 200, pattern = r"^[^\x00]*$")]
     pub q: Option<String>,
     /// Sort order: `created_at`, `updated_at` or `name`, prefixed with `-` for descending
     /// (default `-created_at`). Ties are broken by id.
@@ -150,13 +150,13 @@ impl ListProjects {
     /// [`ApiError::BadParameter`] naming the first parameter that is invalid.
     pub fn parse(params: &ListProjectsParams) -> Result<Self, ApiError> {
         let page = PageRequest::parse(params.page.as_deref(), params.page_size.as_deref())?;
-        let owner_id = non_empty(params.owner_id.as_deref())
+        let owner_id = given("owner_id", params.owner_id.as_deref())?
             .map(|raw| {
                 Uuid::try_parse(raw)
                     .map_err(|_| ApiError::bad_parameter("owner_id", "must be a UUID"))
             })
             .transpose()?;
-        let archived = non_empty(params.archived.as_deref())
+        let archived = given("archived", params.archived.as_deref())?
             .map(|raw| match raw {
                 "true" => Ok(true),
                 "false" => Ok(false),

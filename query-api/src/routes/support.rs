@@ -20,7 +20,7 @@ use uuid::Uuid;
 use crate::error::ApiError;
 use crate::openapi::ReadHeaders;
 use crate::openapi::answers::{ItemAnswers, ListAnswers};
-use crate::pagination::non_empty;
+use crate::pagination::given;
 use crate::pagination::{self, PageRequest};
 use crate::read::item::{self, Item};
 use crate::read::page::{self, ListRequest, Page, ReadModel};
@@ -80,8 +80,9 @@ pub struct ListTicketsParams {
     /// Only tickets in this status.
     #[param(pattern = "^(open|in_progress|resolved|closed)$")]
     pub status: Option<String>,
-    /// Only tickets from this address (compared case-insensitively; at most 254 characters).
-    #[param(max_length = 254)]
+    /// Only tickets from this address (compared case-insensitively; 1 to 254 characters, no
+    /// NUL).
+    #[param(min_length = 1, max_length = 254, pattern = r"^[^\x00]*$")]
     pub email: Option<String>,
     /// Sort order: `created_at` or `updated_at`, prefixed with `-` for descending (default
     /// `-created_at`). Ties are broken by id.
@@ -110,7 +111,7 @@ impl ListTickets {
     /// [`ApiError::BadParameter`] naming the first parameter that is invalid.
     pub fn parse(params: &ListTicketsParams) -> Result<Self, ApiError> {
         let page = PageRequest::parse(params.page.as_deref(), params.page_size.as_deref())?;
-        let status = non_empty(params.status.as_deref())
+        let status = given("status", params.status.as_deref())?
             .map(|raw| {
                 raw.parse::<TicketStatus>()
                     .map_err(|error| ApiError::bad_parameter("status", error.to_string()))

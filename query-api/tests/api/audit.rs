@@ -217,11 +217,36 @@ async fn bad_audit_parameters_are_400_naming_the_parameter(pool: PgPool) {
         ("from=2026-02-01T00:00:00Z&to=2026-01-01T00:00:00Z", "from"),
         ("actor=a%00b", "actor"),
         ("aggregate_type=", "aggregate_type"),
+        ("after=", "after"),
+        // 257 characters: the limit counts characters, as the document's maxLength does.
+        (&*format!("event_type={}", "e".repeat(257)), "event_type"),
     ] {
         let answer = get(&app, &format!("/api/v1/audit/events?{query}")).await;
         let problem = answer.problem(StatusCode::BAD_REQUEST);
         assert_eq!(problem["parameter"], parameter, "{query}");
     }
+}
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn audit_filters_count_characters_not_bytes(pool: PgPool) {
+    let app = app(&pool).await;
+    // 256 two-byte characters: 512 bytes, within the documented maxLength of 256.
+    let actor = "%C3%A9".repeat(256);
+    let answer = get(&app, &format!("/api/v1/audit/events?actor={actor}")).await;
+    assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.json());
+    let too_long = "%C3%A9".repeat(257);
+    let problem = get(&app, &format!("/api/v1/audit/events?actor={too_long}"))
+        .await
+        .problem(StatusCode::BAD_REQUEST);
+    assert_eq!(problem["parameter"], "actor");
+    // The stream's path values too: 256 characters is an unknown stream, 257 an invalid one.
+    get(&app, &format!("/api/v1/audit/streams/{actor}/p1"))
+        .await
+        .problem(StatusCode::NOT_FOUND);
+    let problem = get(&app, &format!("/api/v1/audit/streams/{too_long}/p1"))
+        .await
+        .problem(StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(problem["errors"][0]["field"], "aggregate_type");
 }
 
 #[sqlx::test(migrator = "event_store::MIGRATOR")]

@@ -109,6 +109,9 @@ async fn bad_post_requests_are_answered_without_500(pool: PgPool) {
         (&*format!("author={long}"), "author"),
         ("sort=title", "sort"),
         ("page=-1", "page"),
+        ("author=", "author"),
+        ("sort=", "sort"),
+        ("page=", "page"),
     ] {
         let body = get(&app, &format!("/api/v1/community/posts?{query}"))
             .await

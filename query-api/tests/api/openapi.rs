@@ -140,3 +140,53 @@ async fn every_error_answer_is_documented_as_problem_json(pool: PgPool) {
         }
     }
 }
+
+/// `path` with each `{name}` replaced by a value its schema takes (`{id}` by a UUID).
+fn concrete(path: &str) -> String {
+    let mut out = String::new();
+    let mut rest = path;
+    while let Some(start) = rest.find('{') {
+        let Some(end) = rest[start..].find('}') else {
+            break;
+        };
+        out.push_str(&rest[..start]);
+        let name = &rest[start + 1..start + end];
+        if name == "id" {
+            out.push_str("01a229d7-c52f-75b1-8a3a-c6a06785bb9f");
+        } else {
+            out.push_str("a1");
+        }
+        rest = &rest[start + end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+// Generic over the document, so it holds for every operation added later: an empty value is
+// no value of any query parameter the document describes (each is an integer, a boolean, or a
+// string of at least one character), so the server refuses it with a 400 naming it.
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn every_query_parameter_refuses_an_empty_value_as_its_schema_does(pool: PgPool) {
+    let app = app(&pool).await;
+    let document = get(&app, "/api/v1/openapi.json").await.json();
+    let mut checked = 0;
+    for (path, operations) in document["paths"].as_object().expect("paths") {
+        let Some(parameters) = operations["get"]["parameters"].as_array() else {
+            continue;
+        };
+        for parameter in parameters.iter().filter(|p| p["in"] == "query") {
+            let name = parameter["name"].as_str().expect("name");
+            let schema = &parameter["schema"];
+            let admits_empty = schema["type"] == "string"
+                && schema["minLength"].as_u64().unwrap_or(0) == 0
+                && schema["pattern"].is_null()
+                && schema["format"].is_null();
+            assert!(!admits_empty, "{path} {name}: the schema admits \"\"");
+            let uri = format!("{}?{name}=", concrete(path));
+            let problem = get(&app, &uri).await.problem(StatusCode::BAD_REQUEST);
+            assert_eq!(problem["parameter"], name, "{uri}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 20, "only {checked} query parameters found");
+}

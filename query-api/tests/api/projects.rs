@@ -336,6 +336,14 @@ async fn bad_query_parameters_are_400_naming_the_parameter(pool: PgPool) {
         ("q=a%00b", Some("q")),
         (&format!("q={long_q}"), Some("q")),
         ("page=1&page=2", None),
+        // Empty is no value of any parameter (the document gives each at least one
+        // character): refused, not taken as absent.
+        ("page=", Some("page")),
+        ("page_size=", Some("page_size")),
+        ("sort=", Some("sort")),
+        ("archived=", Some("archived")),
+        ("owner_id=", Some("owner_id")),
+        ("q=", Some("q")),
     ] {
         let answer = get(&app, &format!("/api/v1/projects?{query}")).await;
         let body = answer.problem(StatusCode::BAD_REQUEST);

@@ -26,7 +26,7 @@ use crate::domain::analytics::{
 use crate::execute::{Kind, Reads};
 use crate::http::fields::Fields;
 use crate::http::input::CommandInput;
-use crate::http::openapi::CommandErrors;
+use crate::http::openapi::{CommandErrors, CreateHeaders, text};
 use crate::http::{Accepted, Target, run_command};
 use crate::state::AppState;
 
@@ -46,6 +46,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct IngestEvents {
     /// 1 to 1000 events.
+    #[schema(min_items = 1, max_items = 1000)]
     events: Vec<TrackEvent>,
 }
 
@@ -59,11 +60,14 @@ pub struct TrackEvent {
     /// A JSON object of at most 8 KiB serialized, nested at most 16 levels deep.
     #[schema(value_type = Option<Object>)]
     properties: Option<Value>,
-    /// 1 to 128 characters, no control characters.
+    /// 1 to 128 characters after trimming, no control characters.
+    #[schema(schema_with = text::client_id)]
     session_id: Option<String>,
-    /// 1 to 128 characters, no control characters.
+    /// 1 to 128 characters after trimming, no control characters.
+    #[schema(schema_with = text::client_id)]
     user_id: Option<String>,
     /// RFC 3339; at most 5 minutes ahead of the server (default: now).
+    #[schema(value_type = Option<chrono::DateTime<chrono::Utc>>)]
     occurred_at: Option<String>,
 }
 
@@ -130,9 +134,7 @@ fn validate(body: IngestEvents) -> Result<Batch, Problem> {
 #[utoipa::path(
     post, path = "/api/v1/analytics/events", tag = "analytics",
     request_body = IngestEvents,
-    params(
-        ("Idempotency-Key" = Option<String>, Header, description = "1-255 visible ASCII characters"),
-    ),
+    params(CreateHeaders),
     responses(
         (status = 202, description = "Accepted", body = Accepted),
         CommandErrors,

@@ -10,9 +10,9 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::domain::post::{Author, Content, PostCommand, Title};
-use crate::http::fields::Fields;
+use crate::http::fields::{Fields, present};
 use crate::http::input::{CommandInput, parse_id};
-use crate::http::openapi::{CommandErrors, UnknownId};
+use crate::http::openapi::{ChangeHeaders, CommandErrors, CreateHeaders, UnknownId, text};
 use crate::http::{ChangeAnswer, change, create};
 use crate::state::AppState;
 
@@ -30,20 +30,29 @@ pub struct PublishPost {
     /// Client-generated id (UUID) for offline clients; generated when absent.
     id: Option<Uuid>,
     /// 1 to 200 characters after trimming.
+    #[schema(schema_with = text::subject)]
     title: String,
     /// 1 to 20000 characters after trimming.
+    #[schema(schema_with = text::content)]
     content: String,
     /// 1 to 80 characters after trimming.
+    #[schema(schema_with = text::author)]
     author: String,
 }
 
-/// `PATCH /community/posts/{id}` body: at least one field.
+/// `PATCH /community/posts/{id}` body: at least one field; `null` is refused (leave a field
+/// out to keep it).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(min_properties = 1)]
 pub struct EditPost {
     /// 1 to 200 characters after trimming.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = text::title_patch)]
     title: Option<String>,
     /// 1 to 20000 characters after trimming.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = text::content_patch)]
     content: Option<String>,
 }
 
@@ -55,9 +64,7 @@ fn location(id: &str) -> String {
 #[utoipa::path(
     post, path = "/api/v1/community/posts", tag = "community",
     request_body = PublishPost,
-    params(
-        ("Idempotency-Key" = Option<String>, Header, description = "1-255 visible ASCII characters"),
-    ),
+    params(CreateHeaders),
     responses(
         (status = 201, description = "Published", body = ChangeAnswer),
         CommandErrors,
@@ -98,8 +105,7 @@ async fn publish_post(
     request_body = EditPost,
     params(
         ("id" = Uuid, Path, description = "Post id"),
-        ("If-Match" = Option<String>, Header, description = "Quoted version, e.g. \"3\""),
-        ("Idempotency-Key" = Option<String>, Header, description = "1-255 visible ASCII characters"),
+        ChangeHeaders,
     ),
     responses(
         (status = 200, description = "Edited", body = ChangeAnswer),
@@ -136,8 +142,7 @@ async fn edit_post(
     delete, path = "/api/v1/community/posts/{id}", tag = "community",
     params(
         ("id" = Uuid, Path, description = "Post id"),
-        ("If-Match" = Option<String>, Header, description = "Quoted version"),
-        ("Idempotency-Key" = Option<String>, Header, description = "1-255 visible ASCII characters"),
+        ChangeHeaders,
     ),
     responses(
         (status = 200, description = "Deleted", body = ChangeAnswer),

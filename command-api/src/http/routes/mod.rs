@@ -2,6 +2,7 @@
 
 pub mod analytics;
 pub mod community;
+pub mod csp;
 pub mod projects;
 pub mod status;
 pub mod support;
@@ -18,4 +19,5 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(support::router())
         .merge(community::router())
         .merge(status::router())
+        .merge(csp::router())
 }

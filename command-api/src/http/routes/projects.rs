@@ -10,9 +10,9 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::domain::project::{Description, ProjectCommand, ProjectName};
-use crate::http::fields::Fields;
+use crate::http::fields::{Fields, present};
 use crate::http::input::{CommandInput, parse_id};
-use crate::http::openapi::{CommandErrors, UnknownId};
+use crate::http::openapi::{ChangeHeaders, CommandErrors, CreateHeaders, UnknownId, text};
 use crate::http::{ChangeAnswer, change, create};
 use crate::state::AppState;
 
@@ -32,20 +32,28 @@ pub struct CreateProject {
     /// Client-generated id (UUID) for offline clients; generated when absent.
     id: Option<Uuid>,
     /// 1 to 120 characters after trimming.
+    #[schema(schema_with = text::project_name)]
     name: String,
-    /// At most 2000 characters.
+    /// At most 2000 characters after trimming.
+    #[schema(schema_with = text::description)]
     description: Option<String>,
     /// The owning user.
     owner_id: Option<Uuid>,
 }
 
-/// `PATCH /projects/{id}` body: at least one field.
+/// `PATCH /projects/{id}` body: at least one field; `null` is refused (leave a field out to
+/// keep it).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(min_properties = 1)]
 pub struct UpdateProject {
     /// 1 to 120 characters after trimming.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = text::project_name_patch)]
     name: Option<String>,
-    /// At most 2000 characters.
+    /// At most 2000 characters after trimming.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = text::description_patch)]
     description: Option<String>,
 }
 
@@ -57,9 +65,7 @@ fn location(id: &str) -> String {
 #[utoipa::path(
     post, path = "/api/v1/projects", tag = "projects",
     request_body = CreateProject,
-    params(
-        ("Idempotency-Key" = Option<String>, Header, description = "1-255 visible ASCII characters"),
-    ),
+    params(CreateHeaders),
     responses(
         (status = 201, description = "Created", body = ChangeAnswer),
         CommandErrors,
@@ -104,8 +110,7 @@ async fn create_project(
     request_body = UpdateProject,
     params(
         ("id" = Uuid, Path, description = "Project id"),
-        ("If-Match" = Option<String>, Header, description = "Quoted version, e.g. \"3\""),
-        ("Idempotency-Key" = Option<String>, Header, description = "1-255 visible ASCII characters"),
+        ChangeHeaders,
     ),
     responses(
         (status = 200, description = "Updated", body = ChangeAnswer),
@@ -142,8 +147,7 @@ async fn update_project(
     post, path = "/api/v1/projects/{id}/archive", tag = "projects",
     params(
         ("id" = Uuid, Path, description = "Project id"),
-        ("If-Match" = Option<String>, Header, description = "Quoted version"),
-        ("Idempotency-Key" = Option<String>, Header, description = "1-255 visible ASCII characters"),
+        ChangeHeaders,
     ),
     responses(
         (status = 200, description = "Archived", body = ChangeAnswer),
@@ -172,8 +176,7 @@ async fn archive_project(
     post, path = "/api/v1/projects/{id}/restore", tag = "projects",
     params(
         ("id" = Uuid, Path, description = "Project id"),
-        ("If-Match" = Option<String>, Header, description = "Quoted version"),
-        ("Idempotency-Key" = Option<String>, Header, description = "1-255 visible ASCII characters"),
+        ChangeHeaders,
     ),
     responses(
         (status = 200, description = "Restored", body = ChangeAnswer),

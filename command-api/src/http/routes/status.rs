@@ -18,7 +18,7 @@ use crate::domain::service_status::{
 use crate::execute::{Kind, Reads};
 use crate::http::fields::Fields;
 use crate::http::input::CommandInput;
-use crate::http::openapi::CommandErrors;
+use crate::http::openapi::{ChangeHeaders, CommandErrors, text};
 use crate::http::{ChangeAnswer, Target, run_command};
 use crate::state::AppState;
 
@@ -37,7 +37,8 @@ pub struct ReportStatus {
         pattern = "^(operational|degraded_performance|partial_outage|major_outage|under_maintenance)$"
     )]
     status: String,
-    /// What is going on, at most 2000 characters.
+    /// What is going on, at most 2000 characters after trimming.
+    #[schema(schema_with = text::description)]
     description: Option<String>,
 }
 
@@ -47,8 +48,7 @@ pub struct ReportStatus {
     request_body = ReportStatus,
     params(
         ("service_id" = String, Path, description = "The service's slug, `[a-z0-9-]{1,64}`", pattern = "^[a-z0-9-]{1,64}$"),
-        ("If-Match" = Option<String>, Header, description = "Quoted version of the service's stream"),
-        ("Idempotency-Key" = Option<String>, Header, description = "1-255 visible ASCII characters"),
+        ChangeHeaders,
     ),
     responses(
         (status = 201, description = "Recorded; `Location` is the service's history", body = ChangeAnswer),

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use crate::domain::ticket::{Email, Message, Subject, TicketCommand};
 use crate::http::fields::Fields;
 use crate::http::input::{CommandInput, parse_id};
-use crate::http::openapi::{CommandErrors, UnknownId};
+use crate::http::openapi::{ChangeHeaders, CommandErrors, CreateHeaders, UnknownId, text};
 use crate::http::{ChangeAnswer, change, create};
 use crate::state::AppState;
 
@@ -31,10 +31,13 @@ pub struct OpenTicket {
     /// Client-generated id (UUID) for offline clients; generated when absent.
     id: Option<Uuid>,
     /// The customer's email address, at most 254 characters.
+    #[schema(schema_with = text::email)]
     email: String,
     /// 1 to 200 characters after trimming.
+    #[schema(schema_with = text::subject)]
     subject: String,
     /// 1 to 10000 characters after trimming.
+    #[schema(schema_with = text::message)]
     message: String,
 }
 
@@ -56,9 +59,7 @@ fn location(id: &str) -> String {
 #[utoipa::path(
     post, path = "/api/v1/support/tickets", tag = "support",
     request_body = OpenTicket,
-    params(
-        ("Idempotency-Key" = Option<String>, Header, description = "1-255 visible ASCII characters"),
-    ),
+    params(CreateHeaders),
     responses(
         (status = 201, description = "Opened", body = ChangeAnswer),
         CommandErrors,
@@ -99,8 +100,7 @@ async fn open_ticket(
     request_body = ChangeTicketStatus,
     params(
         ("id" = Uuid, Path, description = "Ticket id"),
-        ("If-Match" = Option<String>, Header, description = "Quoted version, e.g. \"3\""),
-        ("Idempotency-Key" = Option<String>, Header, description = "1-255 visible ASCII characters"),
+        ChangeHeaders,
     ),
     responses(
         (status = 200, description = "Status changed", body = ChangeAnswer),

@@ -44,6 +44,8 @@ pub struct ProblemDetails {
     /// The invalid fields, for validation problems.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldErrorDetails>,
+    /// Whole seconds to wait before retrying, equal to `Retry-After`; on every 429 and 503.
+    pub retry_after: Option<u64>,
     /// The offending query parameter, for 400s about one.
     pub parameter: Option<String>,
     /// The offending header, for 400s about one (`X-Consistency-Token`).

@@ -9,8 +9,13 @@ use serde::{Deserialize, Serialize};
 /// of strings.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventMetadata {
-    /// The authenticated user id, or `anonymous`.
+    /// The authenticated account id, `anonymous`, or `system` for start-up and background
+    /// work.
     pub actor: String,
+    /// The session of the access token the request carried; absent for anonymous requests
+    /// and in events written before accounts existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<uuid::Uuid>,
     /// The client's IP address as the service saw it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<String>,
@@ -50,6 +55,9 @@ impl EventMetadata {
             if let Some(value) = value {
                 map.insert(name.to_owned(), value.clone());
             }
+        }
+        if let Some(session_id) = self.session_id {
+            map.insert("session_id".to_owned(), session_id.to_string());
         }
         map
     }

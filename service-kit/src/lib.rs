@@ -2,13 +2,16 @@
 //! problem+json errors, request ids, health and metrics routes, admission control (load
 //! shedding), database start-up, the one start-up path of every binary, and graceful shutdown.
 
+pub mod caller;
 pub mod db;
 pub mod env;
 pub mod http;
 pub mod problem;
+pub mod revocation;
 pub mod shed;
 pub mod shutdown;
 pub mod startup;
 pub mod telemetry;
 
+pub use caller::{AccountCaller, Authenticator, Caller};
 pub use problem::Problem;

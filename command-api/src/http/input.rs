@@ -130,6 +130,8 @@ impl FromRequest<AppState> for CommandInput {
             .map(|agent| agent.chars().take(512).collect::<String>());
         let metadata = EventMetadata {
             actor: ANONYMOUS.to_owned(),
+            // Set from the caller once authentication is wired in.
+            session_id: None,
             ip: if state.settings.trust_forwarded_for {
                 forwarded_client(headers).or_else(|| client_ip(&parts.extensions))
             } else {

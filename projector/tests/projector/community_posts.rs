@@ -17,6 +17,7 @@ async fn posts_are_projected_and_a_deleted_post_is_marked_not_removed(pool: PgPo
         title: title.into(),
         content: "c".into(),
         author: "ada".into(),
+        author_id: None,
     };
     append(
         &pool,

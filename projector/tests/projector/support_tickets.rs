@@ -26,6 +26,7 @@ async fn tickets_are_projected_with_their_latest_status_and_version(pool: PgPool
                 email: "ada@example.com".into(),
                 subject: "Login".into(),
                 message: "Fails".into(),
+                submitter_id: None,
             },
         ),
         event(
@@ -59,6 +60,7 @@ async fn tickets_are_projected_with_their_latest_status_and_version(pool: PgPool
                 title: "t".into(),
                 content: "c".into(),
                 author: "a".into(),
+                author_id: None,
             },
         )],
         None,

@@ -263,3 +263,38 @@ async fn the_document_names_bearer_auth_where_a_token_is_needed(pool: PgPool) {
         serde_json::json!([{}, { "bearerAuth": [] }])
     );
 }
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn a_list_narrowed_to_the_caller_reads_the_owner_index(pool: PgPool) {
+    // Many rows of other accounts, a few of the caller's: the narrowed page must come from the
+    // owner index, not a scan of everyone's rows.
+    sqlx::query(
+        "INSERT INTO support_tickets \
+             (id, email, subject, message, status, created_at, updated_at, version, submitter_id) \
+         SELECT gen_random_uuid(), 'a@example.com', 's', 'm', 'open', \
+                now() - n * interval '1 minute', now(), 1, gen_random_uuid() \
+           FROM generate_series(1, 20000) AS n",
+    )
+    .execute(&pool)
+    .await
+    .expect("rows inserted");
+    let caller = Uuid::now_v7();
+    for minutes in 0..3 {
+        insert_ticket(&pool, Some(caller), minutes).await;
+    }
+    sqlx::query("ANALYZE support_tickets")
+        .execute(&pool)
+        .await
+        .expect("analyzed");
+    let plan: Vec<String> = sqlx::query_scalar(
+        "EXPLAIN SELECT id FROM support_tickets WHERE TRUE AND submitter_id = $1 \
+          ORDER BY created_at DESC, id DESC LIMIT 20",
+    )
+    .bind(caller)
+    .fetch_all(&pool)
+    .await
+    .expect("explained");
+    let plan = plan.join("\n");
+    assert!(plan.contains("support_tickets_submitter_idx"), "{plan}");
+    assert!(!plan.contains("Seq Scan"), "{plan}");
+}

@@ -38,7 +38,7 @@ declare -A allowed=(
     [chronicle]="events event-store service-kit auth command-api projector query-api"
     [bench]="events event-store service-kit auth command-api projector query-api"
     [test-support]="events service-kit auth"
-    [faults]="events event-store"
+    [faults]="events event-store auth"
 )
 members=$(tree --workspace -e normal --depth 0 --prefix none | awk '{print $1}' | sort -u)
 for member in $members; do

@@ -290,7 +290,7 @@ impl Authenticator {
     /// last clone is dropped.
     pub fn with_feed(verifier: TokenVerifier, primary: sqlx::PgPool) -> Self {
         let revocations = RevocationView::new();
-        let feed = revocations.spawn_feed(primary);
+        let feed = revocations.spawn_feed(&primary);
         Self {
             verifier,
             revocations,

@@ -31,6 +31,9 @@ pub const REVOCATION_WINDOW: Duration = Duration::from_secs(15 * 60 + 30 + 60);
 /// notification (or a hot standby that refuses `LISTEN`) then costs at most this much.
 pub const POLL_FALLBACK: Duration = Duration::from_millis(500);
 
+/// Connections of the feed's own pool: the listener's and one to read the log with.
+pub const FEED_CONNECTIONS: u32 = 2;
+
 /// How many events one read of the log takes.
 const PAGE: i64 = 500;
 
@@ -235,9 +238,18 @@ impl RevocationView {
         }
     }
 
-    /// Starts feeding the view from the log on `pool` (the primary), listening for appends
-    /// on the events channel. The returned guard stops both tasks when dropped.
-    pub fn spawn_feed(&self, pool: PgPool) -> FeedGuard {
+    /// Starts feeding the view from the log of the database `primary` connects to, listening
+    /// for appends on the events channel. The returned guard stops both tasks when dropped.
+    ///
+    /// The feed has a pool of its own, of [`FEED_CONNECTIONS`], made with `primary`'s
+    /// options: its `LISTEN` holds a connection for good, which would otherwise be one fewer
+    /// for requests (a service run with `DATABASE_MAX_CONNECTIONS=2` would have none left).
+    pub fn spawn_feed(&self, primary: &PgPool) -> FeedGuard {
+        let options = (*primary.connect_options()).clone();
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(FEED_CONNECTIONS)
+            .min_connections(0)
+            .connect_lazy_with(options);
         let (wake, listener) = listen_with_handle(pool.clone(), EVENTS_CHANNEL);
         let feed = tokio::spawn(run_feed(self.clone(), pool, wake));
         FeedGuard {

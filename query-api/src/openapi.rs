@@ -22,6 +22,7 @@ use utoipa::{OpenApi, ToSchema};
         (name = "status", description = "The public status page and each service's history"),
         (name = "analytics", description = "The daily analytics summary"),
         (name = "audit", description = "The event log, for auditors: global order and single streams"),
+        (name = "auth", description = "The public keys access tokens are verified with"),
     )
 )]
 pub struct ApiDoc;

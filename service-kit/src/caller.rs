@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use crate::problem::Problem;
 use crate::revocation::{FeedGuard, RevocationView};
+use crate::token_cache::TokenCache;
 
 /// `WWW-Authenticate` of a 401 for a missing token.
 pub const CHALLENGE: &str = r#"Bearer realm="chronicle""#;
@@ -268,34 +269,56 @@ impl AuthSettings {
     }
 }
 
-/// Verifies bearer tokens and consults the revocation view; clones share both.
+/// Verifies bearer tokens (once per token, then from the [`TokenCache`]) and consults the
+/// revocation view on every request; clones share all three.
 #[derive(Debug, Clone)]
 pub struct Authenticator {
     verifier: TokenVerifier,
+    verified: TokenCache,
     revocations: RevocationView,
     _feed: Option<std::sync::Arc<FeedGuard>>,
 }
 
 impl Authenticator {
-    /// An authenticator over `verifier` and a view that the caller feeds.
+    /// An authenticator over `verifier` and a view that the caller feeds, with a cache of
+    /// [`crate::token_cache::DEFAULT_CAPACITY`] tokens.
     pub fn new(verifier: TokenVerifier, revocations: RevocationView) -> Self {
         Self {
             verifier,
+            verified: TokenCache::new(crate::token_cache::DEFAULT_CAPACITY),
             revocations,
             _feed: None,
         }
     }
 
     /// An authenticator whose view is fed from the log on `primary`; the feed stops when the
-    /// last clone is dropped.
+    /// last clone is dropped. The token cache's size comes from `AUTH_TOKEN_CACHE` (`0`: off).
     pub fn with_feed(verifier: TokenVerifier, primary: sqlx::PgPool) -> Self {
         let revocations = RevocationView::new();
         let feed = revocations.spawn_feed(&primary);
+        // A bad value must not stop a service over a tuning knob; the default is always safe.
+        let verified = TokenCache::from_env().unwrap_or_else(|error| {
+            tracing::warn!(%error, "ignoring it; caching verified tokens with the default size");
+            TokenCache::new(crate::token_cache::DEFAULT_CAPACITY)
+        });
         Self {
             verifier,
+            verified,
             revocations,
             _feed: Some(std::sync::Arc::new(feed)),
         }
+    }
+
+    /// The same authenticator with a token cache of `capacity` tokens (`0`: none).
+    #[must_use]
+    pub fn with_token_cache(mut self, capacity: usize) -> Self {
+        self.verified = TokenCache::new(capacity);
+        self
+    }
+
+    /// The verified-token cache.
+    pub fn token_cache(&self) -> &TokenCache {
+        &self.verified
     }
 
     /// The token verifier (for the JWKS).
@@ -330,19 +353,27 @@ impl Authenticator {
             })
             .filter(|token| !token.is_empty())
             .ok_or_else(|| invalid("the Authorization header is not `Bearer <token>`"))?;
-        let claims = self.verifier.verify(token, now).map_err(|error| {
-            tracing::debug!(reason = error.label(), "access token refused");
-            metrics::counter!("chronicle_security_events_total", "kind" => "invalid_token")
-                .increment(1);
-            invalid("the access token is invalid or expired")
-        })?;
+        let claims = self
+            .verified
+            .verify(&self.verifier, token, now)
+            .map_err(|error| {
+                tracing::debug!(reason = error.label(), "access token refused");
+                metrics::counter!("chronicle_security_events_total", "kind" => "invalid_token")
+                    .increment(1);
+                invalid("the access token is invalid or expired")
+            })?;
         self.revocations.check(&claims).map_err(|reason| {
             tracing::debug!(reason = reason.label(), "access token revoked");
             metrics::counter!("chronicle_security_events_total", "kind" => "invalid_token")
                 .increment(1);
             invalid("the access token was revoked")
         })?;
-        Ok(Caller::Account(claims.into()))
+        Ok(Caller::Account(AccountCaller {
+            account_id: claims.sub,
+            session_id: claims.sid,
+            roles: claims.roles.clone(),
+            amr: claims.amr.clone(),
+        }))
     }
 }
 
@@ -535,6 +566,87 @@ mod tests {
             user.account_id()
                 .map(|id| id.to_string())
                 .unwrap_or_default()
+        );
+    }
+
+    fn bearer(token: &str) -> HeaderValue {
+        HeaderValue::from_str(&format!("Bearer {token}")).expect("test setup")
+    }
+
+    fn signed(now: DateTime<Utc>) -> (auth::SigningKeys, auth::IssuedToken) {
+        let keys = auth::SigningKeys::from_pem(
+            &auth::generate_signing_key_pem(),
+            auth::TokenSettings::default(),
+        )
+        .expect("test setup");
+        let issued = keys
+            .issue(
+                Uuid::now_v7(),
+                Uuid::now_v7(),
+                &[Role::User],
+                &["pwd"],
+                now,
+                now,
+            )
+            .expect("test setup");
+        (keys, issued)
+    }
+
+    #[test]
+    fn a_cached_token_of_a_revoked_session_is_refused_at_once() {
+        let now = Utc::now();
+        let (keys, issued) = signed(now);
+        let authenticator = Authenticator::new(keys.verifier(), RevocationView::new());
+        let header = bearer(&issued.token);
+        let caller = authenticator
+            .authenticate(Some(&header), now)
+            .expect("test setup");
+        assert_eq!(caller.session_id(), Some(issued.claims.sid));
+        assert_eq!(authenticator.token_cache().len(), 1);
+        authenticator
+            .revocations()
+            .note_revoked_session(issued.claims.sid, now);
+        let refused = authenticator
+            .authenticate(Some(&header), now + chrono::TimeDelta::seconds(1))
+            .map(|_| ())
+            .map_err(|problem| problem.status);
+        assert_eq!(refused, Err(StatusCode::UNAUTHORIZED));
+    }
+
+    #[test]
+    fn a_cached_token_is_refused_once_it_expires() {
+        let now = Utc::now();
+        let (keys, issued) = signed(now);
+        let authenticator = Authenticator::new(keys.verifier(), RevocationView::new());
+        let header = bearer(&issued.token);
+        assert!(authenticator.authenticate(Some(&header), now).is_ok());
+        assert_eq!(authenticator.token_cache().len(), 1);
+        let settings = auth::TokenSettings::default();
+        let past = chrono::TimeDelta::from_std(settings.access_ttl + settings.leeway)
+            .expect("test setup")
+            + chrono::TimeDelta::seconds(1);
+        let refused = authenticator
+            .authenticate(Some(&header), now + past)
+            .map(|_| ())
+            .map_err(|problem| problem.status);
+        assert_eq!(refused, Err(StatusCode::UNAUTHORIZED));
+    }
+
+    #[test]
+    fn without_a_cache_every_token_is_still_verified() {
+        let now = Utc::now();
+        let (keys, issued) = signed(now);
+        let authenticator =
+            Authenticator::new(keys.verifier(), RevocationView::new()).with_token_cache(0);
+        let header = bearer(&issued.token);
+        assert!(authenticator.authenticate(Some(&header), now).is_ok());
+        assert!(authenticator.token_cache().is_empty());
+        let mut forged = issued.token.clone();
+        forged.push('x');
+        assert!(
+            authenticator
+                .authenticate(Some(&bearer(&forged)), now)
+                .is_err()
         );
     }
 }

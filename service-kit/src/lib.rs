@@ -15,6 +15,7 @@ pub mod shed;
 pub mod shutdown;
 pub mod startup;
 pub mod telemetry;
+pub mod token_cache;
 
 pub use caller::{AccountCaller, Authenticator, Caller};
 pub use problem::Problem;

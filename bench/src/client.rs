@@ -68,10 +68,12 @@ impl Answer {
     }
 }
 
-/// A cloneable HTTP client with a connection pool per host.
+/// A cloneable HTTP client with a connection pool per host, and the `Authorization` header it
+/// adds to every request, if any.
 #[derive(Clone)]
 pub struct Http {
     client: Client<HttpConnector, Full<Bytes>>,
+    authorization: Option<HeaderValue>,
 }
 
 impl Http {
@@ -83,7 +85,24 @@ impl Http {
             .pool_max_idle_per_host(usize::MAX)
             .pool_idle_timeout(Duration::from_secs(60))
             .build(connector);
-        Self { client }
+        Self {
+            client,
+            authorization: None,
+        }
+    }
+
+    /// The same client (and pool) sending `Authorization: Bearer <token>` with every request.
+    ///
+    /// # Errors
+    ///
+    /// The token is not a valid header value.
+    pub fn with_bearer(&self, token: &str) -> anyhow::Result<Self> {
+        let mut value = HeaderValue::from_str(&format!("Bearer {token}"))?;
+        value.set_sensitive(true);
+        Ok(Self {
+            client: self.client.clone(),
+            authorization: Some(value),
+        })
     }
 
     /// Sends one request and reads the whole answer.
@@ -102,6 +121,9 @@ impl Http {
         let mut builder = Request::builder().method(method).uri(url);
         if body.is_some() {
             builder = builder.header(http::header::CONTENT_TYPE, "application/json");
+        }
+        if let Some(value) = &self.authorization {
+            builder = builder.header(http::header::AUTHORIZATION, value.clone());
         }
         for (name, value) in headers {
             let value = HeaderValue::from_str(value)

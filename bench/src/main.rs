@@ -9,6 +9,7 @@
 //! ```sh
 //! cargo build --release --workspace --bins
 //! cargo run --release -p bench -- [--quick] [--out bench-results/<file>.json]
+//! cargo run --release -p bench -- --token-ab   # access tokens: cache on vs off, and nothing else
 //! ```
 //!
 //! Environment: `BENCH_BIN_DIR` (where the service binaries are; default the workspace's
@@ -24,6 +25,7 @@ mod pgbench;
 mod report;
 mod scenarios;
 mod system;
+mod token_ab;
 mod wrk;
 
 use std::path::PathBuf;
@@ -55,6 +57,7 @@ const RELAY_EXCHANGE: &str = "chronicle_bench.events";
 struct Options {
     quick: bool,
     no_relay: bool,
+    token_ab: bool,
     out: Option<PathBuf>,
 }
 
@@ -62,6 +65,7 @@ fn parse_args() -> anyhow::Result<Options> {
     let mut options = Options {
         quick: false,
         no_relay: false,
+        token_ab: false,
         out: None,
     };
     let mut args = std::env::args().skip(1);
@@ -69,13 +73,17 @@ fn parse_args() -> anyhow::Result<Options> {
         match arg.as_str() {
             "--quick" => options.quick = true,
             "--no-relay" => options.no_relay = true,
+            "--token-ab" => options.token_ab = true,
             "--out" => {
                 options.out = Some(PathBuf::from(
                     args.next().context("--out needs a file name")?,
                 ));
             }
             "-h" | "--help" => {
-                println!("usage: bench [--quick] [--no-relay] [--out bench-results/<file>.json]");
+                println!(
+                    "usage: bench [--quick] [--no-relay] [--out bench-results/<file>.json]\n       \
+                     bench --token-ab [--quick]"
+                );
                 std::process::exit(0);
             }
             other => anyhow::bail!("unknown argument {other:?} (try --help)"),
@@ -94,6 +102,18 @@ async fn main() -> anyhow::Result<()> {
     system::check_binaries(&binaries)?;
     let log_dir = binaries.join("..").join("bench-logs");
     let http = Http::new();
+    if options.token_ab {
+        let (rounds, step) = if options.quick { (1, 3) } else { (3, 6) };
+        eprintln!("access tokens, cache on and off ({rounds} rounds of {step} s per load)");
+        return token_ab::run(
+            &binaries,
+            &log_dir,
+            &http,
+            rounds,
+            std::time::Duration::from_secs(step),
+        )
+        .await;
+    }
     let relay = if options.no_relay {
         eprintln!("relay off (--no-relay)");
         Relay::Off
@@ -117,8 +137,12 @@ async fn main() -> anyhow::Result<()> {
     // are the ones that must match (the bench's own copy may be newer or older). Small: the
     // raw-INSERT baseline is pgbench, with connections of its own.
     let pool = system::pool(DATABASE, 4).await?;
+    // Every request to the services carries an access token, as a real client's would.
+    let bearer = system::access_token()?;
     let context = Context {
-        http: http.clone(),
+        http: http.with_bearer(&bearer)?,
+        plain: http.clone(),
+        bearer,
         command: running.base("command-api")?.to_owned(),
         query: running.base("query-api")?.to_owned(),
         projector: running.base("projector")?.to_owned(),

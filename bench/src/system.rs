@@ -26,6 +26,36 @@ static AUTH_KEYS: std::sync::LazyLock<(String, String)> = std::sync::LazyLock::n
     )
 });
 
+/// The lifetime of the bench's access token: longer than any run, so no figure is cut short by
+/// an expired token (the services check `exp`, not the lifetime).
+const TOKEN_TTL: Duration = Duration::from_secs(6 * 3600);
+
+/// An access token for the services this process starts: an admin's, signed with the key they
+/// were given, as `POST /api/v1/auth/login` would issue it but without its 15-minute lifetime.
+///
+/// # Errors
+///
+/// The key does not load or the token cannot be signed.
+pub fn access_token() -> anyhow::Result<String> {
+    let settings = auth::TokenSettings {
+        access_ttl: TOKEN_TTL,
+        ..auth::TokenSettings::default()
+    };
+    let keys = auth::SigningKeys::from_pem(&AUTH_KEYS.0, settings).context("loading the key")?;
+    let now = chrono::Utc::now();
+    let issued = keys
+        .issue(
+            uuid::Uuid::now_v7(),
+            uuid::Uuid::now_v7(),
+            &[auth::Role::Admin],
+            &["pwd"],
+            now,
+            now,
+        )
+        .context("signing the bench's access token")?;
+    Ok(issued.token)
+}
+
 /// The server every run uses: this machine's PostgreSQL, trust auth.
 pub const SERVER_URL: &str = "postgres://postgres@127.0.0.1:5432";
 
@@ -178,6 +208,8 @@ pub struct System {
     label: &'static str,
     dir: PathBuf,
     log_dir: PathBuf,
+    /// Extra environment of every service started from now on.
+    env: Vec<(&'static str, String)>,
 }
 
 impl System {
@@ -190,6 +222,7 @@ impl System {
             label,
             dir: dir.to_owned(),
             log_dir: log_dir.to_owned(),
+            env: Vec::new(),
         })
     }
 
@@ -203,7 +236,21 @@ impl System {
         http: &Http,
         relay: &Relay,
     ) -> anyhow::Result<Self> {
+        Self::start_with(label, dir, database, log_dir, http, relay, Vec::new()).await
+    }
+
+    /// [`System::start`] with extra environment for every service (`AUTH_TOKEN_CACHE=0`).
+    pub async fn start_with(
+        label: &'static str,
+        dir: &Path,
+        database: &str,
+        log_dir: &Path,
+        http: &Http,
+        relay: &Relay,
+        env: Vec<(&'static str, String)>,
+    ) -> anyhow::Result<Self> {
         let mut system = Self::new(label, dir, log_dir)?;
+        system.env = env;
         for name in SERVICES {
             system.spawn(name, database, relay, http).await?;
         }
@@ -243,6 +290,7 @@ impl System {
             )
             .env("AUTH_SIGNING_KEYS", &AUTH_KEYS.0)
             .env("AUTH_SECRET_KEY", &AUTH_KEYS.1)
+            .envs(self.env.iter().map(|(name, value)| (name, value)))
             .stdin(Stdio::null())
             .stdout(file)
             .stderr(err);

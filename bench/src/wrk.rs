@@ -77,18 +77,29 @@ fn parse_summary(stdout: &str) -> Summary {
     summary
 }
 
+/// The script, sending `Authorization: Bearer <token>` too when there is a token.
+fn script(token: Option<&str>) -> String {
+    match token {
+        // A token is base64url and dots: nothing in it needs escaping in a Lua string.
+        Some(token) => format!("{SCRIPT}wrk.headers[\"Authorization\"] = \"Bearer {token}\"\n"),
+        None => SCRIPT.to_owned(),
+    }
+}
+
 /// Runs creates against `url` from `connections` connections on two threads for `duration`
-/// (whole seconds, at least one).
+/// (whole seconds, at least one), with the access token `token` when there is one.
 pub async fn creates(
     url: &str,
     connections: usize,
     duration: Duration,
     work_dir: &Path,
+    token: Option<&str>,
 ) -> anyhow::Result<Measurement> {
     std::fs::create_dir_all(work_dir)
         .with_context(|| format!("creating {}", work_dir.display()))?;
-    let script = work_dir.join("wrk-create.lua");
-    std::fs::write(&script, SCRIPT).with_context(|| format!("writing {}", script.display()))?;
+    let script_path = work_dir.join("wrk-create.lua");
+    std::fs::write(&script_path, script(token))
+        .with_context(|| format!("writing {}", script_path.display()))?;
     let seconds = duration.as_secs_f64().round().max(1.0);
     let mut command = tokio::process::Command::new(program());
     command
@@ -98,7 +109,7 @@ pub async fn creates(
         .arg("--timeout=30s")
         .arg("--latency")
         .arg("--script")
-        .arg(&script)
+        .arg(&script_path)
         .arg(url);
     let (stdout, cpu) = run_measured(command, "wrk").await?;
     let summary = parse_summary(&stdout);
@@ -128,6 +139,12 @@ pub async fn creates(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_script_sends_the_token_only_when_there_is_one() {
+        assert!(script(Some("a.b.c")).contains(r#"wrk.headers["Authorization"] = "Bearer a.b.c""#));
+        assert!(!script(None).contains("Authorization"));
+    }
 
     #[test]
     fn the_summary_gives_rate_percentiles_and_failures() {

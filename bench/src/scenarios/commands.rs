@@ -99,7 +99,7 @@ async fn run_reference(context: &Context, concurrency: usize) -> anyhow::Result<
     let Some(base) = context.reference.clone() else {
         return Ok(None);
     };
-    let (http, url) = (context.http.clone(), format!("{base}/api/v1/projects"));
+    let (http, url) = (context.plain.clone(), format!("{base}/api/v1/projects"));
     let outcome = closed_loop(concurrency, context.plan.step_budget(), move |i| {
         let (http, url) = (http.clone(), url.clone());
         async move {
@@ -201,7 +201,14 @@ pub async fn throughput(context: &Context) -> anyhow::Result<Throughput> {
         let command_url = format!("{}/api/v1/projects", context.command);
         let create_wrk = external(
             "wrk",
-            wrk::creates(&command_url, concurrency, step, &context.work_dir).await,
+            wrk::creates(
+                &command_url,
+                concurrency,
+                step,
+                &context.work_dir,
+                Some(&context.bearer),
+            )
+            .await,
         );
         let reference_wrk = match &context.reference {
             Some(base) => Some(external(
@@ -211,6 +218,7 @@ pub async fn throughput(context: &Context) -> anyhow::Result<Throughput> {
                     concurrency,
                     step,
                     &context.work_dir,
+                    None,
                 )
                 .await,
             )),

@@ -93,8 +93,12 @@ impl Plan {
 /// What every scenario needs.
 #[derive(Clone)]
 pub struct Context {
-    /// The load client.
+    /// The load client of Chronicle's services: it sends an access token with every request.
     pub http: Http,
+    /// The same client without a token, for the baselines (reference service, bare axum).
+    pub plain: Http,
+    /// The access token `http` sends (wrk sends it too).
+    pub bearer: String,
     /// `http://127.0.0.1:<port>` of the command API.
     pub command: String,
     /// Same for the query API.

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::client::OpError;
+use crate::client::{Http, OpError};
 use crate::load::closed_loop;
 use crate::report::{Measurement, Row};
 use crate::scenarios::{Context, commands};
@@ -180,9 +180,9 @@ struct Target {
     status: u16,
 }
 
-async fn measure(context: &Context, target: Target) -> anyhow::Result<Measurement> {
+async fn measure(context: &Context, http: &Http, target: Target) -> anyhow::Result<Measurement> {
     let target = Arc::new(target);
-    let http = context.http.clone();
+    let http = http.clone();
     let outcome = closed_loop(CONCURRENCY, context.plan.step_budget(), move |i| {
         let (http, target) = (http.clone(), Arc::clone(&target));
         async move {
@@ -329,8 +329,8 @@ pub async fn queries(context: &Context) -> anyhow::Result<Vec<Row>> {
     let mut ok_rates = Vec::new();
     for (index, (figure, target, base_target, base_name)) in specs.into_iter().enumerate() {
         eprintln!("  {figure}");
-        let base = measure(context, base_target).await?;
-        let measured = measure(context, target).await?;
+        let base = measure(context, &context.plain, base_target).await?;
+        let measured = measure(context, &context.http, target).await?;
         let rate = measured.rate;
         let mut row = Row::new("queries", figure, load.clone())
             .measured(measured)

@@ -889,6 +889,9 @@ async fn live_bearer(
     Ok(Ok(bearer))
 }
 
+/// Logout's path: the router lets refused bearer tokens through to it (see `logout`).
+pub const LOGOUT_PATH: &str = "/api/v1/auth/logout";
+
 #[utoipa::path(
     post, path = "/api/v1/auth/logout", tag = "auth",
     request_body = Empty,

@@ -29,7 +29,9 @@ use utoipa::{IntoResponses, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::auth::limits;
 use crate::http::fields::Fields;
+use crate::http::input::request_ip;
 use crate::http::openapi::ProblemDoc;
 use crate::state::AppState;
 
@@ -50,13 +52,6 @@ pub const CSP_REPORT: &str = "application/csp-report";
 
 /// `Content-Type` of a Reporting API batch.
 pub const REPORTS_JSON: &str = "application/reports+json";
-
-/// The rate limit's name, as in its setting `RATE_LIMIT_CSP_REPORTS` (lowercased, the
-/// `limit` label of `chronicle_rate_limited_total`).
-pub const RATE_LIMIT_NAME: &str = "csp_reports";
-
-/// The limit's default: 120 requests per client IP per minute (ACCOUNTS.md, "Rate limits").
-pub const RATE_LIMIT_DEFAULT: (u32, Duration) = (120, Duration::from_secs(60));
 
 /// The directives a report's directive is counted under; any other is counted as `other`, so
 /// the `directive` label stays a bounded set whatever a client sends.
@@ -141,16 +136,21 @@ async fn allowed_methods() -> impl IntoResponse {
     )
 }
 
-/// The rate-limit hook: where the per-IP limit [`RATE_LIMIT_NAME`] (default
-/// [`RATE_LIMIT_DEFAULT`], `RATE_LIMIT_CSP_REPORTS`) is to be enforced, before the body is
-/// read, answering `429 /problems/rate-limited` with `Retry-After`.
-///
-/// Not enforced yet: the counters live in PostgreSQL (`event_store::rate_limits`, on branch
-/// `accounts`) so that every replica shares them, and this route takes no limit of its own.
-/// Wiring it is one call here: `rate_limits::hit` on the client IP (as event metadata records
-/// it, honouring `TRUST_FORWARDED_FOR`), mapping a verdict over the limit to the 429.
-async fn enforce_rate_limit(_state: &AppState, _request: &Parts) -> Result<(), Problem> {
-    Ok(())
+/// The per-IP limit `RATE_LIMIT_CSP_REPORTS` (ACCOUNTS.md, "Rate limits"), counted in
+/// PostgreSQL so every replica shares it, before the body is read: over it, 429
+/// `/problems/rate-limited` with `Retry-After`. A router built without accounts (some tests)
+/// has no limits to apply.
+async fn enforce_rate_limit(state: &AppState, request: &Parts) -> Result<(), Problem> {
+    let Some(auth) = &state.auth else {
+        return Ok(());
+    };
+    let ip = request_ip(state.settings.trust_forwarded_for, request);
+    limits::csp_report(
+        &state.pool,
+        &auth.settings.rate_limits,
+        limits::ip_of(ip.as_deref()),
+    )
+    .await?
 }
 
 /// Receives CSP violation reports: counts and logs each, stores nothing.
@@ -162,7 +162,7 @@ async fn enforce_rate_limit(_state: &AppState, _request: &Parts) -> Result<(), P
                        at least one must be a `csp-violation`). At most 64 KiB.",
         content(
             (CspReportDoc = "application/csp-report"),
-            (Vec<ReportDoc> = "application/reports+json"),
+            (ReportBatchDoc = "application/reports+json"),
         )
     ),
     responses(
@@ -509,6 +509,35 @@ pub struct CspReportBodyDoc {
     pub blocked_uri: Option<String>,
     /// `enforce` (default) or `report`.
     pub disposition: Option<DispositionDoc>,
+}
+
+/// An `application/reports+json` body: 1 to 100 Reporting API reports. Documentation only.
+/// (Written by hand: utoipa's derive takes no item bounds on a newtype's field.)
+pub struct ReportBatchDoc;
+
+impl utoipa::PartialSchema for ReportBatchDoc {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ArrayBuilder::new()
+            .items(utoipa::openapi::Ref::from_schema_name("Report"))
+            .min_items(Some(1))
+            .max_items(Some(MAX_REPORTS))
+            .into()
+    }
+}
+
+impl ToSchema for ReportBatchDoc {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        schemas.push((
+            ReportDoc::name().into_owned(),
+            <ReportDoc as utoipa::PartialSchema>::schema(),
+        ));
+        ReportDoc::schemas(schemas);
+    }
 }
 
 /// One Reporting API report (`application/reports+json` holds an array of them).

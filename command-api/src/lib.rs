@@ -54,7 +54,12 @@ pub fn router(state: AppState) -> Router {
         // append (execute.rs); here only a client too slow to send its body is cut off.
         .layer(RequestBodyTimeoutLayer::new(state.settings.request_timeout))
         .with_state(state.clone());
-    service_kit::http::with_plumbing_bounded(routes, state.pool, &state.settings.admission)
+    service_kit::http::with_plumbing_bounded(
+        "command-api",
+        routes,
+        state.pool,
+        &state.settings.admission,
+    )
 }
 
 /// Serves the command API on `settings.addr` until `shutdown` fires.

@@ -269,12 +269,12 @@ async fn overload(target: Target) {
     {
         Ok(answer) => String::from_utf8_lossy(&answer.body)
             .lines()
-            .filter(|line| line.starts_with("http_requests_shed_total"))
+            .filter(|line| line.starts_with("chronicle_http_requests_shed_total"))
             .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
             .sum::<f64>(),
         Err(_) => f64::NAN,
     };
-    eprintln!("{name} shed at admission (http_requests_shed_total): {shed}");
+    eprintln!("{name} shed at admission (chronicle_http_requests_shed_total): {shed}");
 
     // Recovery: the knee's load again, served as before.
     let recovery_started = Instant::now();

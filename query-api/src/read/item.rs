@@ -69,7 +69,7 @@ pub async fn item_response<T: Item>(
         if let Some(version) = announced_version::<T>(state, id, token.map(|t| t.0), waited) {
             let etag = ETag::strong(version);
             if etag.listed_in_if_none_match(headers) {
-                metrics::counter!("query_item_revalidations_total", "answered_by" => "announcements")
+                metrics::counter!(service_kit::metric_names::QUERY_ITEM_REVALIDATIONS_TOTAL, "answered_by" => "announcements")
                     .increment(1);
                 return Ok(etag.not_modified(audience));
             }
@@ -85,7 +85,7 @@ pub async fn item_response<T: Item>(
         .await?;
         let etag = ETag::strong(version.ok_or_else(not_found)?);
         if etag.matches_if_none_match(headers) {
-            metrics::counter!("query_item_revalidations_total", "answered_by" => "database")
+            metrics::counter!(service_kit::metric_names::QUERY_ITEM_REVALIDATIONS_TOTAL, "answered_by" => "database")
                 .increment(1);
             return Ok(etag.not_modified(audience));
         }

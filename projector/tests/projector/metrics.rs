@@ -54,12 +54,14 @@ async fn metrics_match_the_catalogue_once_a_projection_ran(pool: PgPool) {
             .is_some_and(|v| v >= 1.0)
             && value(text, "chronicle_projection_lag_events", &projects).is_some()
             && value(text, "chronicle_projection_lag_seconds", &projects).is_some()
-            && value(
-                text,
-                "chronicle_projection_state",
-                &[("projection", "projects"), ("state", "running")],
-            )
-            .is_some()
+            && projector::projections().iter().all(|projection| {
+                value(
+                    text,
+                    "chronicle_projection_state",
+                    &[("projection", projection.name()), ("state", "running")],
+                )
+                .is_some()
+            })
     };
     eventually(
         Duration::from_secs(20),

@@ -17,6 +17,15 @@ use sqlx::{ConnectOptions as _, PgPool};
 use crate::client::Http;
 use crate::report::Memory;
 
+/// The signing key (PKCS#8 PEM) and secret key (base64) every service this process starts
+/// shares: the command API refuses to start without them, and replicas must agree on them.
+static AUTH_KEYS: std::sync::LazyLock<(String, String)> = std::sync::LazyLock::new(|| {
+    (
+        auth::generate_signing_key_pem(),
+        auth::secret::SecretKey::generate().to_base64(),
+    )
+});
+
 /// The server every run uses: this machine's PostgreSQL, trust auth.
 pub const SERVER_URL: &str = "postgres://postgres@127.0.0.1:5432";
 
@@ -232,6 +241,8 @@ impl System {
                 "RUST_LOG",
                 std::env::var("BENCH_SERVICE_LOG").unwrap_or_else(|_| "warn".into()),
             )
+            .env("AUTH_SIGNING_KEYS", &AUTH_KEYS.0)
+            .env("AUTH_SECRET_KEY", &AUTH_KEYS.1)
             .stdin(Stdio::null())
             .stdout(file)
             .stderr(err);

@@ -4,7 +4,11 @@
 //!   creates and migrates the database, then serves the command API, the query API and the
 //!   projector side by side until SIGINT/SIGTERM. Each part reads the same environment
 //!   variables as its own binary, except `QUERY_DATABASE_URL`: the runner's query API reads
-//!   the runner's database.
+//!   the runner's database. Accounts need no setup here: without configured keys the runner
+//!   generates dev keys once into `.chronicle/dev-secrets/` (and warns), creates the
+//!   bootstrap admin (`admin@chronicle.test` / `chronicle-dev-admin` unless
+//!   `AUTH_BOOTSTRAP_ADMIN_EMAIL`/`_PASSWORD` say otherwise), and logs every mail
+//!   (`AUTH_MAIL_LOG`, on by default here).
 //! - `chronicle export [filters]`: writes the event log (or a filtered part) to stdout as
 //!   NDJSON, one envelope per line (`DATABASE_URL` names the database).
 //! - `chronicle keygen`: prints a new Ed25519 signing key (PKCS#8 PEM) and an
@@ -117,11 +121,16 @@ async fn serve() -> anyhow::Result<()> {
         let database = Database::from_env()?
             .create_if_missing()
             .migrate(&event_store::MIGRATOR);
+        let mut projector_settings = projector::Settings::from_env()?;
+        projector_settings.mail.log = chronicle::dev::mail_log();
         let settings = (
             database.settings().url.clone(),
-            command_api::Settings::from_env()?,
+            (
+                command_api::Settings::from_env()?,
+                chronicle::dev::auth_settings()?,
+            ),
             query_api::Settings::from_env()?,
-            projector::Settings::from_env()?,
+            projector_settings,
         );
         Ok((settings, database))
     })

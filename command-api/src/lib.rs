@@ -1,6 +1,7 @@
 //! The write side: HTTP commands validated into aggregates whose events are appended to the
 //! event store, with optimistic concurrency, idempotency and audit metadata.
 
+pub mod auth;
 pub mod domain;
 pub mod execute;
 pub mod http;
@@ -38,6 +39,7 @@ struct ApiDoc;
 pub fn router(state: AppState) -> Router {
     let (routes, api) = utoipa_axum::router::OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(http::routes::router())
+        .merge(auth::routes::router())
         .split_for_parts();
     let api = Arc::new(api);
     let routes = routes
@@ -54,16 +56,30 @@ pub fn router(state: AppState) -> Router {
         // append (execute.rs); here only a client too slow to send its body is cut off.
         .layer(RequestBodyTimeoutLayer::new(state.settings.request_timeout))
         .with_state(state.clone());
-    service_kit::http::with_plumbing_bounded(
-        "command-api",
-        routes,
-        state.pool,
-        &state.settings.admission,
-    )
+    let admission = service_kit::shed::AdmissionSettings {
+        // Commands check their own deadline up to the append (see above): no cut-off.
+        request_timeout: None,
+        ..state.settings.admission
+    };
+    service_kit::http::with_plumbing_bounded("command-api", routes, state.pool, &admission)
 }
 
-/// Serves the command API on `settings.addr` until `shutdown` fires.
-pub async fn run(settings: Settings, pool: PgPool, shutdown: Shutdown) -> anyhow::Result<()> {
+/// Serves the command API on `settings.addr` until `shutdown` fires, with the accounts'
+/// routes and their background worker; creates the bootstrap admin first when configured.
+///
+/// # Errors
+///
+/// The signing keys are unusable, the address cannot be bound, or the bootstrap admin
+/// cannot be created.
+pub async fn run(
+    (settings, auth_settings): (Settings, auth::AuthSettings),
+    pool: PgPool,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let auth = auth::AuthState::new(pool.clone(), auth_settings).context("loading signing keys")?;
+    auth::ensure_bootstrap_admin(&auth)
+        .await
+        .context("creating the bootstrap admin")?;
     let listener = tokio::net::TcpListener::bind(settings.addr)
         .await
         .with_context(|| format!("binding command API to {}", settings.addr))?;
@@ -75,7 +91,8 @@ pub async fn run(settings: Settings, pool: PgPool, shutdown: Shutdown) -> anyhow
         Duration::from_secs(3600),
         shutdown.clone(),
     );
-    let app = router(AppState::new(pool, settings, Hooks::default()));
+    tokio::spawn(auth::worker::run(Arc::clone(&auth), shutdown.clone()));
+    let app = router(AppState::new(pool, settings, Hooks::default()).with_auth(auth));
     service_kit::http::serve(listener, app, shutdown).await?;
     Ok(())
 }

@@ -7,7 +7,10 @@ use service_kit::startup::{Database, serve};
 async fn main() -> anyhow::Result<()> {
     serve(
         || {
-            let settings = command_api::Settings::from_env()?;
+            let settings = (
+                command_api::Settings::from_env()?,
+                command_api::auth::AuthSettings::from_env()?,
+            );
             Ok((
                 settings,
                 Database::from_env()?.migrate(&event_store::MIGRATOR),

@@ -92,6 +92,9 @@ pub struct AppState {
     pub analytics: Arc<CommandBus<AnalyticsBatch>>,
     /// Test seams.
     pub hooks: Hooks,
+    /// Accounts (keys, hasher, worker wake-up); absent in a router built without them, whose
+    /// `/auth` routes then answer 503.
+    pub auth: Option<Arc<crate::auth::AuthState>>,
 }
 
 impl AppState {
@@ -113,6 +116,15 @@ impl AppState {
             pool,
             settings: Arc::new(settings),
             hooks,
+            auth: None,
+        }
+    }
+
+    /// The state with accounts.
+    pub fn with_auth(self, auth: Arc<crate::auth::AuthState>) -> Self {
+        Self {
+            auth: Some(auth),
+            ..self
         }
     }
 }

@@ -126,6 +126,38 @@ pub async fn append(
     }
 }
 
+/// Appends `events` inside the caller's transaction, completing `completion`'s claim in the
+/// same statement as [`append`] does: for commands that write rows of their own beside the
+/// log (credentials, refresh tokens, the mail outbox) which must commit with their events or
+/// not at all (docs/decisions/0009-transactional-side-rows.md). The caller begins the
+/// transaction, runs its statements before or after this one, and commits; a failure here
+/// leaves the transaction to be rolled back.
+///
+/// # Errors
+///
+/// As [`append`]; after [`AppendError::Conflict`] the transaction is aborted (PostgreSQL
+/// refuses further statements), so the caller must roll back.
+pub async fn append_with(
+    tx: &mut Transaction<'_, Postgres>,
+    events: &[NewEvent],
+    completion: Option<&Completion<'_>>,
+) -> Result<AppendReceipt, AppendError> {
+    match completion {
+        Some(completion) if events.is_empty() => {
+            idempotency::complete(tx, completion).await?;
+            Ok(AppendReceipt {
+                last: LogPosition::START,
+                count: 0,
+            })
+        }
+        _ if events.is_empty() => Ok(AppendReceipt {
+            last: LogPosition::START,
+            count: 0,
+        }),
+        _ => insert(tx, events, completion).await,
+    }
+}
+
 /// Appends `events` inside the caller's transaction (for batch writers that add rows of their
 /// own to the same commit).
 pub async fn append_in(

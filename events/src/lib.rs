@@ -5,12 +5,15 @@
 //! Pure data and pure functions: no database driver, so a consumer links only this. Storing
 //! and reading events is the `event-store` crate's work.
 
+pub mod account;
 pub mod analytics;
 pub mod envelope;
+pub mod login_attempt;
 pub mod metadata;
 pub mod position;
 pub mod post;
 pub mod project;
+pub mod session;
 pub mod status;
 pub mod ticket;
 pub mod upcast;

@@ -9,8 +9,12 @@ use serde::{Deserialize, Serialize};
 /// of strings.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventMetadata {
-    /// The authenticated user id, or `anonymous`.
+    /// The authenticated account id, `anonymous`, or `system` for start-up and background
+    /// work.
     pub actor: String,
+    /// The session the caller's access token belongs to, when it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
     /// The client's IP address as the service saw it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<String>,
@@ -41,6 +45,7 @@ impl EventMetadata {
             ("causation_id".to_owned(), self.causation_id.clone()),
         ]);
         let optional = [
+            ("session_id", &self.session_id),
             ("ip", &self.ip),
             ("user_agent", &self.user_agent),
             ("idempotency_key", &self.idempotency_key),

@@ -24,6 +24,15 @@ use hyper_util::rt::TokioExecutor;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions as _, Connection as _, PgPool};
 
+/// The signing key (PKCS#8 PEM) and secret key (base64) every service this process starts
+/// shares: the command API refuses to start without them, and replicas must agree on them.
+static AUTH_KEYS: std::sync::LazyLock<(String, String)> = std::sync::LazyLock::new(|| {
+    (
+        auth::generate_signing_key_pem(),
+        auth::secret::SecretKey::generate().to_base64(),
+    )
+});
+
 /// The machine's shared PostgreSQL server (each test makes a database of its own on it).
 pub const SHARED_PG: &str = "postgres://postgres@127.0.0.1:5432";
 /// The PostgreSQL server for tests that do not restart it: `FAULTS_PG_URL` (the second cluster,
@@ -136,6 +145,8 @@ impl Service {
             .env("DATABASE_URL", &database_url)
             .env(bin.addr_var(), addr.to_string())
             .env("RUST_LOG", "warn")
+            .env("AUTH_SIGNING_KEYS", &AUTH_KEYS.0)
+            .env("AUTH_SECRET_KEY", &AUTH_KEYS.1)
             .env("RELAY_ENABLED", "false")
             .env("PROJECTOR_POLL_MS", "50")
             .env("PROJECTOR_LEADER_POLL_MS", "100")
@@ -220,6 +231,11 @@ impl Service {
         status_field(self.pid(), "VmRSS:")
     }
 
+    /// The CPU time (user + system) the process has used so far.
+    pub fn cpu_time(&self) -> Option<Duration> {
+        cpu_time(self.pid())
+    }
+
     /// The local ports of the process's TCP connections (to match `pg_stat_activity`'s
     /// `client_port` with this process's database sessions).
     pub fn tcp_local_ports(&self) -> Vec<u16> {
@@ -237,6 +253,16 @@ fn status_field(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|line| line.starts_with(field))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The CPU time (user + system) process `pid` has used so far, from `/proc/<pid>/stat`
+/// (`utime` and `stime`, in clock ticks of 10 ms on Linux).
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces: count fields after its closing parenthesis.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
 }
 
 fn tcp_local_ports(pid: u32) -> Vec<u16> {
@@ -395,8 +421,24 @@ pub struct Outcome {
     pub latency: Duration,
     /// The status, or why there was none.
     pub status: Result<u16, HttpError>,
-    /// Whether the answer carried `Retry-After`.
+    /// Whether the answer said when to retry, consistently: a `Retry-After` header of whole
+    /// seconds, and for a problem+json body the same number as its `retry_after` member.
     pub retry_after: bool,
+}
+
+/// Whether `answer` carries `Retry-After` in whole seconds, equal to its problem body's
+/// `retry_after` when the body is problem+json.
+pub fn says_when_to_retry(answer: &Answer) -> bool {
+    let Some(header) = answer
+        .header("retry-after")
+        .and_then(|value| value.parse::<u64>().ok())
+    else {
+        return false;
+    };
+    let is_problem = answer
+        .header("content-type")
+        .is_some_and(|kind| kind.starts_with("application/problem+json"));
+    !is_problem || answer.json()["retry_after"].as_u64() == Some(header)
 }
 
 impl Outcome {
@@ -411,7 +453,7 @@ impl Outcome {
         let (status, retry_after, answer) = match result {
             Ok(answer) => (
                 Ok(answer.status.as_u16()),
-                answer.header("retry-after").is_some(),
+                says_when_to_retry(&answer),
                 Some(answer),
             ),
             Err(error) => (Err(error), false, None),

@@ -20,9 +20,11 @@
 //! - `PROJECTOR_LEADER_POLL_MS` (default 1000): how often a standby replica tries to take over
 //!   a projection and a leader checks its lock connection ([`leader`]).
 //! - the relay's `RABBITMQ_URL`, `RELAY_EXCHANGE`, `RELAY_ENABLED` ([`relay`]).
+//! - the mail relay's `MAIL_EXCHANGE`, `MAIL_RELAY_ENABLED`, `AUTH_MAIL_LOG` ([`mail`]).
 //! - the database variables of [`service_kit::db::DatabaseSettings`].
 
 pub mod leader;
+pub mod mail;
 pub mod projections;
 pub mod rebuild;
 pub mod relay;
@@ -65,6 +67,8 @@ pub struct Settings {
     pub leader_poll: Duration,
     /// The RabbitMQ relay's settings.
     pub relay: relay::RelaySettings,
+    /// The mail relay's settings.
+    pub mail: mail::MailSettings,
 }
 
 /// Which projections park poison events instead of stopping (`PROJECTOR_DEAD_LETTER`).
@@ -143,7 +147,9 @@ impl Settings {
             })
         };
         let poll_interval = Duration::from_millis(poll_ms);
+        let relay = relay::RelaySettings::from_env(batch_size, batch_bytes, poll_interval)?;
         Ok(Self {
+            mail: mail::MailSettings::from_env(relay.enabled, poll_interval)?,
             addr,
             batch_size,
             batch_bytes,
@@ -154,7 +160,7 @@ impl Settings {
                 "false",
             )),
             leader_poll: Duration::from_millis(leader_poll_ms),
-            relay: relay::RelaySettings::from_env(batch_size, batch_bytes, poll_interval)?,
+            relay,
         })
     }
 
@@ -170,6 +176,7 @@ impl Settings {
             dead_letter: DeadLetter::Off,
             leader_poll: Duration::from_secs(1),
             relay: relay::RelaySettings::disabled(),
+            mail: mail::MailSettings::disabled(),
         }
     }
 
@@ -286,6 +293,26 @@ pub async fn run(settings: Settings, pool: PgPool, shutdown: Shutdown) -> anyhow
                         pool.clone(),
                         read_pool.clone(),
                         relay.clone(),
+                        Arc::clone(&wake),
+                        own_shutdown,
+                    )
+                },
+            ),
+        ));
+    }
+    if settings.mail.enabled {
+        let (pool, wake, mail) = (pool.clone(), Arc::clone(&wake), settings.mail.clone());
+        loops.spawn(service_kit::sql_metrics::in_service(
+            "projector",
+            leader::lead(
+                pool.clone(),
+                mail::MAIL_RELAY.to_owned(),
+                settings.leader_poll,
+                shutdown.clone(),
+                move |own_shutdown| {
+                    mail::run_mail_relay(
+                        pool.clone(),
+                        mail.clone(),
                         Arc::clone(&wake),
                         own_shutdown,
                     )

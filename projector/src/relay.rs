@@ -147,8 +147,8 @@ pub enum RelayError {
     /// the batch is published again from the checkpoint.
     #[error("broker: {0}")]
     Broker(#[from] lapin::Error),
-    /// The broker nacked a message: publish again from the checkpoint.
-    #[error("the broker nacked event {0}")]
+    /// The broker nacked a message: publish again from the checkpoint (or the outbox).
+    #[error("the broker nacked message {0}")]
     Nacked(uuid::Uuid),
     /// Connecting or confirming took too long.
     #[error("the broker did not answer within {0:?}")]
@@ -169,24 +169,34 @@ pub enum RelayError {
     },
 }
 
-/// A confirm-mode channel to the broker, with the exchange declared.
-struct Link {
-    connection: Connection,
+/// A confirm-mode channel to the broker, with the exchange declared: the relay's and the mail
+/// relay's (crate::mail) alike.
+pub(crate) struct Link {
+    pub(crate) connection: Connection,
     channel: Channel,
 }
 
 async fn connect(settings: &RelaySettings) -> Result<Link, RelayError> {
+    connect_to(&settings.url, &settings.connection_name, &settings.exchange).await
+}
+
+/// Opens a confirm-mode channel to `url` and declares the durable topic `exchange`.
+pub(crate) async fn connect_to(
+    url: &BrokerUrl,
+    connection_name: &str,
+    exchange: &str,
+) -> Result<Link, RelayError> {
     let properties = ConnectionProperties::default()
-        .with_connection_name(LongString::from(settings.connection_name.clone()));
+        .with_connection_name(LongString::from(connection_name.to_owned()));
     let open = async {
-        let connection = Connection::connect(settings.url.expose(), properties).await?;
+        let connection = Connection::connect(url.expose(), properties).await?;
         let channel = connection.create_channel().await?;
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
         channel
             .exchange_declare(
-                short(&settings.exchange)?,
+                short(exchange)?,
                 ExchangeKind::Topic,
                 ExchangeDeclareOptions {
                     durable: true,
@@ -238,23 +248,56 @@ pub fn properties(event: &RecordedEvent) -> BasicProperties {
         .with_headers(headers)
 }
 
+/// One message to publish with confirms.
+pub(crate) struct Outgoing {
+    /// Its message id, named in a nack.
+    pub(crate) id: uuid::Uuid,
+    /// Its routing key.
+    pub(crate) routing_key: String,
+    /// Its body.
+    pub(crate) body: Vec<u8>,
+    /// Its AMQP properties.
+    pub(crate) properties: BasicProperties,
+}
+
 /// Publishes `batch` on `link` and waits for every confirm: returns only when the broker has
 /// taken responsibility for all of it.
 async fn publish(link: &Link, exchange: &str, batch: &[RecordedEvent]) -> Result<(), RelayError> {
-    let exchange = short(exchange)?;
-    let mut confirms = Vec::with_capacity(batch.len());
-    // Pipelined: every message is sent before the first confirm is awaited, so a batch costs
-    // one round trip rather than one per event.
-    for event in batch {
-        let key = ShortString::try_new(routing_key(event)).map_err(|error| {
-            RelayError::Unpublishable {
+    let messages = batch
+        .iter()
+        .map(|event| {
+            let body = serde_json::to_vec(event).map_err(|error| RelayError::Unpublishable {
                 event_id: event.event_id,
                 reason: error.to_string(),
+            })?;
+            Ok(Outgoing {
+                id: event.event_id,
+                routing_key: routing_key(event),
+                body,
+                properties: properties(event),
+            })
+        })
+        .collect::<Result<Vec<_>, RelayError>>()?;
+    publish_confirmed(link, exchange, messages).await
+}
+
+/// Publishes `messages` on `link` and waits for every confirm (the one publisher-confirm path
+/// of the projector, used by the event relay and the mail relay).
+pub(crate) async fn publish_confirmed(
+    link: &Link,
+    exchange: &str,
+    messages: Vec<Outgoing>,
+) -> Result<(), RelayError> {
+    let exchange = short(exchange)?;
+    let mut confirms = Vec::with_capacity(messages.len());
+    // Pipelined: every message is sent before the first confirm is awaited, so a batch costs
+    // one round trip rather than one per message.
+    for message in messages {
+        let key = ShortString::try_new(message.routing_key).map_err(|error| {
+            RelayError::Unpublishable {
+                event_id: message.id,
+                reason: error.to_string(),
             }
-        })?;
-        let body = serde_json::to_vec(event).map_err(|error| RelayError::Unpublishable {
-            event_id: event.event_id,
-            reason: error.to_string(),
         })?;
         let confirm = link
             .channel
@@ -262,17 +305,17 @@ async fn publish(link: &Link, exchange: &str, batch: &[RecordedEvent]) -> Result
                 exchange.clone(),
                 key,
                 BasicPublishOptions::default(),
-                &body,
-                properties(event),
+                &message.body,
+                message.properties,
             )
             .await?;
-        confirms.push((event.event_id, confirm));
+        confirms.push((message.id, confirm));
     }
     let all = async {
-        for (event_id, confirm) in confirms {
+        for (id, confirm) in confirms {
             let confirmation = confirm.await?;
             if !confirmation.is_ack() {
-                return Err(RelayError::Nacked(event_id));
+                return Err(RelayError::Nacked(id));
             }
         }
         Ok(())

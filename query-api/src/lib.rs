@@ -11,6 +11,7 @@
 //! |---|---|---|
 //! | `QUERY_API_ADDR` | `0.0.0.0:8081` | address to listen on |
 //! | `CONSISTENCY_WAIT_MS` | `5000` | longest wait for a projection to reach an `X-Consistency-Token` |
+//! | `REQUEST_TIMEOUT_MS` | `15000` | a read not answered this long after its arrival gets 503 ([`service_kit::deadline`]) |
 //!
 //! The database is configured by [`service_kit::db::DatabaseSettings`]; `QUERY_DATABASE_URL`
 //! (default: unset) points the query API at another server instead, such as a streaming

@@ -66,14 +66,23 @@ pub async fn request_id(mut request: Request, next: Next) -> Response {
             response.extensions_mut().insert(problem);
         }
     }
-    if let Some(problem) = response.extensions_mut().remove::<Problem>() {
+    if let Some(mut problem) = response.extensions_mut().remove::<Problem>() {
         let extensions = std::mem::take(response.extensions_mut());
         let headers = std::mem::take(response.headers_mut());
+        // A `Retry-After` a layer set on a bare status becomes the problem's, so the body's
+        // `retry_after` says the same.
+        if let Some(seconds) = headers
+            .get(axum::http::header::RETRY_AFTER)
+            .and_then(|value| value.to_str().ok()?.parse::<u64>().ok())
+        {
+            problem = problem.retry_after(seconds);
+        }
         response = problem.render(Some(&id));
-        // Keep headers the handler set (ETag, Retry-After, ...); the body is new.
+        // Keep headers the handler set (ETag, ...); the body and its `Retry-After` are new.
         for (name, value) in &headers {
             if name != axum::http::header::CONTENT_LENGTH
                 && name != axum::http::header::CONTENT_TYPE
+                && name != axum::http::header::RETRY_AFTER
             {
                 response.headers_mut().insert(name.clone(), value.clone());
             }
@@ -150,8 +159,10 @@ pub fn with_plumbing(service: &'static str, routes: Router, pool: PgPool) -> Rou
 
 /// [`with_plumbing`], with `admission` bounding the requests `routes` work on at once (by
 /// default two per connection of `pool`): a request over the bound is refused at once with 503
-/// and `Retry-After` (see [`crate::shed`]). Health, readiness, metrics and problem pages are
-/// outside the bound, so they answer under overload.
+/// and `Retry-After` (see [`crate::shed`]); and, with `admission.request_timeout`, cutting off
+/// with 503 a request of `routes` not answered that long after it arrived
+/// ([`crate::deadline`]). Health, readiness, metrics and problem pages are outside both, so
+/// they answer under overload.
 pub fn with_plumbing_bounded(
     service: &'static str,
     routes: Router,
@@ -176,6 +187,13 @@ pub fn with_plumbing_bounded(
         )
         .route("/problems/{name}", get(problem_page))
         .with_state(pool);
+    let routes = match admission.request_timeout {
+        Some(timeout) => routes.layer(middleware::from_fn_with_state(
+            timeout,
+            crate::deadline::cut_off,
+        )),
+        None => routes,
+    };
     let router = routes
         .merge(ops)
         .fallback(not_found)
@@ -183,14 +201,16 @@ pub fn with_plumbing_bounded(
         .layer(middleware::from_fn_with_state(service, track_metrics))
         .layer(CatchPanicLayer::custom(panic_to_problem))
         .layer(middleware::from_fn(request_id));
-    // Outermost, so that a refusal costs as little as can be: no other layer runs for it.
-    match admission.limit(pool_size) {
+    // Outermost but for the arrival stamp, so that a refusal costs as little as can be: no
+    // other layer runs for it.
+    let router = match admission.limit(pool_size) {
         Some(limit) => router.layer(middleware::from_fn_with_state(
             Admission::new(limit, admission.queue_wait).serving(service),
             crate::shed::admit,
         )),
         None => router,
-    }
+    };
+    router.layer(middleware::from_fn(crate::deadline::stamp_arrival))
 }
 
 /// The routes [`with_plumbing`] adds, which answer whatever the load: never refused by the
@@ -231,12 +251,19 @@ async fn readyz(State(pool): State<PgPool>) -> Response {
     }
 }
 
-/// Serves `router` on `listener` until `shutdown` fires, then drains in-flight requests.
+/// Serves `router` on `listener` until `shutdown` fires, then drains in-flight requests. At
+/// most [`crate::shed::MAX_CONNECTIONS`] connections are open at once.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: Shutdown,
 ) -> std::io::Result<()> {
+    use axum::serve::ListenerExt as _;
+
+    // `tap_io` only so that axum gives the client's address (`ConnectInfo<SocketAddr>`) for
+    // a listener of its own.
+    let listener =
+        crate::shed::CappedListener::new(listener, crate::shed::MAX_CONNECTIONS).tap_io(|_| {});
     axum::serve(
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),
@@ -394,6 +421,7 @@ mod tests {
         let admission = AdmissionSettings {
             max_in_flight: Some(2),
             queue_wait: Duration::from_millis(5),
+            ..AdmissionSettings::default()
         };
         let app = bounded_app(holding(Arc::clone(&entered), Arc::clone(&gate)), &admission);
         let get = |uri: &str| Request::get(uri).body(Body::empty()).expect("request");
@@ -415,7 +443,7 @@ mod tests {
             .expect("request");
         let (refused, body) = call(app.clone(), request).await;
         let waited = started.elapsed();
-        assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_retry_after_agrees(&refused, &body);
         assert!(
             waited < Duration::from_millis(500),
             "refused after {waited:?}"
@@ -473,6 +501,7 @@ mod tests {
         let admission = AdmissionSettings {
             max_in_flight: Some(1),
             queue_wait: Duration::from_secs(5),
+            ..AdmissionSettings::default()
         };
         let app = bounded_app(holding(Arc::clone(&entered), Arc::clone(&gate)), &admission);
         let get = |uri: &str| Request::get(uri).body(Body::empty()).expect("request");
@@ -485,6 +514,62 @@ mod tests {
             let response = request.await.expect("joins").expect("infallible");
             assert_eq!(response.status(), StatusCode::OK);
         }
+    }
+
+    /// Asserts a 503 problem says when to retry, in the header and the body alike.
+    fn assert_retry_after_agrees(response: &Response, body: &serde_json::Value) {
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        let header = response.headers()["retry-after"]
+            .to_str()
+            .ok()
+            .and_then(|value| value.parse::<u64>().ok());
+        assert!(header.is_some(), "Retry-After in whole seconds");
+        assert_eq!(body["retry_after"].as_u64(), header, "{body}");
+    }
+
+    #[tokio::test]
+    async fn a_request_past_its_deadline_is_answered_503_with_retry_after_in_header_and_body() {
+        let routes = Router::new().route("/stuck", get(std::future::pending::<&'static str>));
+        let admission = AdmissionSettings {
+            request_timeout: Some(Duration::from_millis(50)),
+            ..AdmissionSettings::default()
+        };
+        let request = Request::get("/stuck")
+            .header("x-request-id", "late-1")
+            .body(Body::empty())
+            .expect("request");
+        let (response, body) = call(bounded_app(routes, &admission), request).await;
+        assert_retry_after_agrees(&response, &body);
+        assert_eq!(body["type"], "/problems/unavailable");
+        assert_eq!(body["request_id"], "late-1");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_database_is_answered_503_with_retry_after_in_header_and_body() {
+        // The plumbing's pool points at a port nothing listens on.
+        let request = Request::get("/readyz")
+            .body(Body::empty())
+            .expect("request");
+        let (response, body) = call(app(Router::new()), request).await;
+        assert_retry_after_agrees(&response, &body);
+        assert_eq!(body["type"], "/problems/unavailable");
+    }
+
+    #[tokio::test]
+    async fn a_layer_retry_after_on_a_bare_503_is_the_bodys_too() {
+        let routes = Router::new().route(
+            "/busy",
+            get(|| async {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [(axum::http::header::RETRY_AFTER, "7")],
+                )
+            }),
+        );
+        let request = Request::get("/busy").body(Body::empty()).expect("request");
+        let (response, body) = call(app(routes), request).await;
+        assert_retry_after_agrees(&response, &body);
+        assert_eq!(body["retry_after"], 7);
     }
 
     #[test]

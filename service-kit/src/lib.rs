@@ -1,9 +1,10 @@
 //! Plumbing shared by Chronicle's services: settings from the environment, telemetry,
 //! problem+json errors, request ids, health and metrics routes, admission control (load
-//! shedding), the security-event counter, database start-up, the one start-up path of every
-//! binary, and graceful shutdown.
+//! shedding), request deadlines, the security-event counter, database start-up, the one
+//! start-up path of every binary, and graceful shutdown.
 
 pub mod db;
+pub mod deadline;
 pub mod env;
 pub mod http;
 pub mod metric_names;

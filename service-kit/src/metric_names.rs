@@ -65,6 +65,10 @@ pub const HTTP_REQUEST_DURATION_SECONDS: &str = "chronicle_http_request_duration
 pub const HTTP_REQUESTS_IN_FLIGHT: &str = "chronicle_http_requests_in_flight";
 /// `chronicle_http_requests_shed_total{service, method, route}`.
 pub const HTTP_REQUESTS_SHED_TOTAL: &str = "chronicle_http_requests_shed_total";
+/// `chronicle_http_requests_timed_out_total{method, route}`.
+pub const HTTP_REQUESTS_TIMED_OUT_TOTAL: &str = "chronicle_http_requests_timed_out_total";
+/// `chronicle_mail_published_total`.
+pub const MAIL_PUBLISHED_TOTAL: &str = "chronicle_mail_published_total";
 /// `chronicle_commands_total{aggregate_type, outcome}`.
 pub const COMMANDS_TOTAL: &str = "chronicle_commands_total";
 /// `chronicle_command_retries_total{aggregate_type}`.
@@ -198,6 +202,11 @@ pub const FAMILIES: &[Family] = &[
         "Requests refused with 503 at once because the bound on requests in flight was reached.",
     ),
     counter(
+        HTTP_REQUESTS_TIMED_OUT_TOTAL,
+        &["method", "route"],
+        "Reads cut off with 503 because they were not answered within REQUEST_TIMEOUT_MS of arriving.",
+    ),
+    counter(
         COMMANDS_TOTAL,
         &["aggregate_type", "outcome"],
         "Commands handled, by aggregate type and outcome.",
@@ -305,6 +314,11 @@ pub const FAMILIES: &[Family] = &[
         &[],
         "Time to publish one batch with confirms and move the relay's checkpoint, in seconds.",
         LATENCY_BUCKETS,
+    ),
+    counter(
+        MAIL_PUBLISHED_TOTAL,
+        &[],
+        "Mails of the accounts' outbox the mail relay published to RabbitMQ with a confirm.",
     ),
     histogram(
         CONSISTENCY_WAIT_SECONDS,

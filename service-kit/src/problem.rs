@@ -10,6 +10,42 @@ use serde_json::{Map, Value};
 /// the pages live in `docs/problems/`.
 pub const PAGES: &[(&str, &str)] = &[
     (
+        "account-disabled",
+        include_str!("../../docs/problems/account-disabled.md"),
+    ),
+    (
+        "email-not-verified",
+        include_str!("../../docs/problems/email-not-verified.md"),
+    ),
+    (
+        "invalid-credentials",
+        include_str!("../../docs/problems/invalid-credentials.md"),
+    ),
+    (
+        "invalid-refresh-token",
+        include_str!("../../docs/problems/invalid-refresh-token.md"),
+    ),
+    (
+        "invalid-token",
+        include_str!("../../docs/problems/invalid-token.md"),
+    ),
+    (
+        "rate-limited",
+        include_str!("../../docs/problems/rate-limited.md"),
+    ),
+    (
+        "refresh-raced",
+        include_str!("../../docs/problems/refresh-raced.md"),
+    ),
+    (
+        "step-up-failed",
+        include_str!("../../docs/problems/step-up-failed.md"),
+    ),
+    (
+        "unauthenticated",
+        include_str!("../../docs/problems/unauthenticated.md"),
+    ),
+    (
         "bad-request",
         include_str!("../../docs/problems/bad-request.md"),
     ),
@@ -102,12 +138,23 @@ pub struct Problem {
     pub errors: Vec<FieldError>,
     /// Further members, such as `current_version` on a 412.
     pub extensions: Map<String, Value>,
-    /// `Retry-After` seconds, for 429 and 503.
-    pub retry_after: Option<u64>,
+    /// `Retry-After` seconds: rendered both as the header and as the body's `retry_after`, so
+    /// the two always agree. Private so that no 429 or 503 goes without it ([`Self::new`]
+    /// gives those [`DEFAULT_RETRY_AFTER_SECS`]); set it with [`Self::retry_after`].
+    retry_after: Option<u64>,
+}
+
+/// The `Retry-After` of a 429 or 503 whose maker named none, in seconds.
+pub const DEFAULT_RETRY_AFTER_SECS: u64 = 1;
+
+/// Whether answers of `status` must say when to retry (429 and 503).
+pub fn needs_retry_after(status: StatusCode) -> bool {
+    status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE
 }
 
 impl Problem {
-    /// A problem of the given status and type.
+    /// A problem of the given status and type; a 429 or 503 says to retry after
+    /// [`DEFAULT_RETRY_AFTER_SECS`] until [`Self::retry_after`] says otherwise.
     pub fn new(status: StatusCode, kind: &'static str, title: &'static str) -> Self {
         Self {
             status,
@@ -116,7 +163,7 @@ impl Problem {
             detail: None,
             errors: Vec::new(),
             extensions: Map::new(),
-            retry_after: None,
+            retry_after: needs_retry_after(status).then_some(DEFAULT_RETRY_AFTER_SECS),
         }
     }
 
@@ -132,10 +179,15 @@ impl Problem {
         self
     }
 
-    /// Adds `Retry-After`.
+    /// Sets `Retry-After` (header and body member `retry_after`), in whole seconds.
     pub fn retry_after(mut self, seconds: u64) -> Self {
         self.retry_after = Some(seconds);
         self
+    }
+
+    /// The `Retry-After` seconds this problem is rendered with, if any.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        self.retry_after
     }
 
     /// 400: the request could not be read (malformed JSON, bad query parameters).
@@ -224,6 +276,17 @@ impl Problem {
         .detail(detail)
     }
 
+    /// 503: the request could not be answered before its deadline ([`crate::deadline`]).
+    pub fn deadline_exceeded(timeout: std::time::Duration) -> Self {
+        Self::unavailable(
+            format!(
+                "the request was not answered within its deadline ({} ms); retry later",
+                timeout.as_millis()
+            ),
+            DEFAULT_RETRY_AFTER_SECS,
+        )
+    }
+
     /// 503: a dependency is down or a wait timed out; retry later.
     pub fn unavailable(detail: impl Into<String>, retry_after: u64) -> Self {
         Self::new(
@@ -249,11 +312,7 @@ impl Problem {
     /// limit layer, an extractor's default rejection): the status's reason is its title.
     pub fn from_status(status: StatusCode) -> Self {
         let title = status.canonical_reason().unwrap_or("Error");
-        let mut problem = Self::new(status, "about:blank", title);
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            problem.retry_after = Some(1);
-        }
-        problem
+        Self::new(status, "about:blank", title)
     }
 
     /// The JSON body, with `request_id` when known.
@@ -277,10 +336,15 @@ impl Problem {
         for (name, value) in &self.extensions {
             body.insert(name.clone(), value.clone());
         }
+        // After the extensions: the header's value, whatever a caller put there.
+        if let Some(seconds) = self.retry_after {
+            body.insert("retry_after".into(), seconds.into());
+        }
         Value::Object(body)
     }
 
-    /// Renders the answer, with `request_id` in the body when known.
+    /// Renders the answer, with `request_id` in the body when known; `Retry-After` and the
+    /// body's `retry_after` come from the one field, so they agree.
     pub fn render(&self, request_id: Option<&str>) -> Response {
         let mut response = (self.status, Json(self.body(request_id))).into_response();
         let headers = response.headers_mut();
@@ -341,5 +405,40 @@ mod tests {
         assert!(page("idempotency-key-reused").is_some());
         assert!(page("idempotency-key-in-flight").is_some());
         assert!(page("nonsense").is_none());
+    }
+
+    #[test]
+    fn every_429_and_503_says_when_to_retry_in_header_and_body_alike() {
+        let problems = [
+            Problem::unavailable("x", 3),
+            Problem::deadline_exceeded(std::time::Duration::from_secs(2)),
+            crate::shed::refusal(4),
+            Problem::from_status(StatusCode::SERVICE_UNAVAILABLE),
+            Problem::from_status(StatusCode::TOO_MANY_REQUESTS),
+            Problem::new(StatusCode::TOO_MANY_REQUESTS, "about:blank", "Too many"),
+            Problem::conflict("x").retry_after(5),
+        ];
+        for problem in problems {
+            let response = problem.render(None);
+            let header = response
+                .headers()
+                .get(header::RETRY_AFTER)
+                .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+            assert!(header.is_some(), "{problem}: Retry-After");
+            assert_eq!(
+                problem.body(None)["retry_after"].as_u64(),
+                header,
+                "{problem}"
+            );
+        }
+        let plain = Problem::not_found("x");
+        assert!(
+            plain
+                .render(None)
+                .headers()
+                .get(header::RETRY_AFTER)
+                .is_none()
+        );
+        assert!(plain.body(None).get("retry_after").is_none());
     }
 }

@@ -8,13 +8,18 @@
 //! costs as little as can be, and around a service's own routes only: `/healthz`, `/readyz`,
 //! `/metrics` and the problem pages stay answerable under overload.
 
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 use crate::env::{EnvError, string_or, var_or};
@@ -39,6 +44,10 @@ pub struct AdmissionSettings {
     /// `ADMISSION_WAIT_MS` (default 0): how long a request that finds the bound reached waits
     /// for a place before it is refused.
     pub queue_wait: Duration,
+    /// `REQUEST_TIMEOUT_MS` (default 15000; 0 for none): the deadline of a request from its
+    /// arrival, after which [`crate::deadline::cut_off`] answers 503 in its place. `None`
+    /// where the handlers keep their own deadline (the command API's appends).
+    pub request_timeout: Option<Duration>,
 }
 
 impl Default for AdmissionSettings {
@@ -46,6 +55,9 @@ impl Default for AdmissionSettings {
         Self {
             max_in_flight: None,
             queue_wait: Duration::from_millis(DEFAULT_QUEUE_WAIT_MS),
+            request_timeout: Some(Duration::from_millis(
+                crate::deadline::DEFAULT_REQUEST_TIMEOUT_MS,
+            )),
         }
     }
 }
@@ -60,8 +72,8 @@ impl AdmissionSettings {
         }
     }
 
-    /// Reads `MAX_IN_FLIGHT` and `ADMISSION_WAIT_MS`; unset or empty variables take their
-    /// defaults.
+    /// Reads `MAX_IN_FLIGHT`, `ADMISSION_WAIT_MS` and `REQUEST_TIMEOUT_MS`; unset or empty
+    /// variables take their defaults.
     ///
     /// # Errors
     ///
@@ -72,9 +84,14 @@ impl AdmissionSettings {
         } else {
             Some(var_or("MAX_IN_FLIGHT", 0)?)
         };
+        let request_timeout = var_or(
+            "REQUEST_TIMEOUT_MS",
+            crate::deadline::DEFAULT_REQUEST_TIMEOUT_MS,
+        )?;
         Ok(Self {
             max_in_flight,
             queue_wait: Duration::from_millis(var_or("ADMISSION_WAIT_MS", DEFAULT_QUEUE_WAIT_MS)?),
+            request_timeout: (request_timeout > 0).then(|| Duration::from_millis(request_timeout)),
         })
     }
 
@@ -214,7 +231,100 @@ pub fn refusal(limit: usize) -> Problem {
         format!("the service is working on as many requests as it admits ({limit}); retry later"),
         RETRY_AFTER_SECS,
     )
-    .with("retry_after", RETRY_AFTER_SECS)
+}
+
+/// Connections a service holds open at once; more wait in the kernel's accept queue.
+pub const MAX_CONNECTIONS: usize = 4096;
+
+/// A listener holding at most a fixed number of connections open: past it, it accepts no more
+/// until one closes. What a connection costs (buffers, a task) is so bounded whatever the
+/// clients do; the bound is well above what [`admit`] lets in, so it does not decide who is
+/// served, only how much memory the waiting can take.
+#[derive(Debug)]
+pub struct CappedListener {
+    listener: TcpListener,
+    places: Arc<Semaphore>,
+}
+
+impl CappedListener {
+    /// `listener`, holding at most `limit` connections open.
+    pub fn new(listener: TcpListener, limit: usize) -> Self {
+        Self {
+            listener,
+            places: Arc::new(Semaphore::new(limit.clamp(1, Semaphore::MAX_PERMITS))),
+        }
+    }
+}
+
+impl axum::serve::Listener for CappedListener {
+    type Io = CappedStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        // The semaphore is never closed, so this waits for a place and always gets one.
+        let place = Arc::clone(&self.places).acquire_owned().await.ok();
+        let (stream, addr) = axum::serve::Listener::accept(&mut self.listener).await;
+        // Answers are written whole: nothing to gain from Nagle's algorithm, only delay.
+        let _ = stream.set_nodelay(true);
+        (
+            CappedStream {
+                stream,
+                _place: place,
+            },
+            addr,
+        )
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.listener.local_addr()
+    }
+}
+
+/// A connection of a [`CappedListener`]; gives its place back when closed.
+#[derive(Debug)]
+pub struct CappedStream {
+    stream: TcpStream,
+    _place: Option<OwnedSemaphorePermit>,
+}
+
+impl AsyncRead for CappedStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for CappedStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
 }
 
 #[cfg(test)]
@@ -253,5 +363,36 @@ mod tests {
         let hurried = Admission::new(1, Duration::ZERO);
         let _held = hurried.enter().await.expect("a free place");
         assert!(hurried.enter().await.is_none(), "no wait: refused at once");
+    }
+
+    #[tokio::test]
+    async fn a_capped_listener_accepts_no_more_connections_than_its_places() {
+        use axum::serve::Listener as _;
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("binds");
+        let addr = listener.local_addr().expect("an address");
+        let mut capped = CappedListener::new(listener, 1);
+        let _first_client = TcpStream::connect(addr).await.expect("connects");
+        let (first, _) = capped.accept().await;
+        // The second client connects (the kernel queues it) but is not accepted while the
+        // first connection is open.
+        let _second_client = TcpStream::connect(addr).await.expect("connects");
+        let mut second = Box::pin(capped.accept());
+        assert!(
+            futures_poll_once(second.as_mut()).await.is_none(),
+            "accepted past the cap"
+        );
+        drop(first);
+        let (_second, _) = second.await;
+    }
+
+    /// Polls `future` once: its output if it was ready.
+    async fn futures_poll_once<F: std::future::Future + Unpin>(future: F) -> Option<F::Output> {
+        let mut future = future;
+        std::future::poll_fn(|cx| match Pin::new(&mut future).poll(cx) {
+            Poll::Ready(output) => Poll::Ready(Some(output)),
+            Poll::Pending => Poll::Ready(None),
+        })
+        .await
     }
 }

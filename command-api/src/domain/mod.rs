@@ -58,9 +58,11 @@ macro_rules! impl_aggregate {
     };
 }
 
+pub mod account;
 pub mod analytics;
 pub mod post;
 pub mod project;
 pub mod service_status;
+pub mod session;
 pub mod text;
 pub mod ticket;

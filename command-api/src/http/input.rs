@@ -137,6 +137,7 @@ impl FromRequest<AppState> for CommandInput {
             .map(|agent| agent.chars().take(512).collect::<String>());
         let metadata = EventMetadata {
             actor: ANONYMOUS.to_owned(),
+            session_id: None,
             ip: if state.settings.trust_forwarded_for {
                 forwarded_client(headers).or_else(|| client_ip(&parts.extensions))
             } else {

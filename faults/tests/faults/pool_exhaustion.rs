@@ -135,7 +135,10 @@ async fn starve(bin: Bin) {
             Ok(503),
             "{name}: a request on an exhausted pool is 503: {body}"
         );
-        assert!(outcome.retry_after, "{name}: the 503 carries Retry-After");
+        assert!(
+            outcome.retry_after,
+            "{name}: the 503 carries Retry-After, equal to its body's retry_after"
+        );
         assert!(
             outcome.latency <= contract,
             "{name}: answered after {:?}, past the acquire timeout + 1 s",

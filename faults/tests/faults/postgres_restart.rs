@@ -254,7 +254,10 @@ async fn restart_under_load() {
     for outcome in outcomes.iter().chain(&reads) {
         match outcome.status {
             Ok(200..=299) => {}
-            Ok(503) => assert!(outcome.retry_after, "a 503 without Retry-After"),
+            Ok(503) => assert!(
+                outcome.retry_after,
+                "a 503 without Retry-After equal to its body's retry_after"
+            ),
             ref other => panic!(
                 "an answer other than 2xx or 503 (sent at {:?}): {other:?}; all: {}",
                 outcome.sent_at,

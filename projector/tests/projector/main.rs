@@ -12,6 +12,7 @@ mod dead_letters;
 mod deep_payloads;
 mod helpers;
 mod late_commit;
+mod mail;
 mod metrics;
 mod poison;
 mod processes;

@@ -1,0 +1,209 @@
+//! The one place the write side calls the `auth` crate: signing keys, password hashing and
+//! policy, opaque tokens, address normalization. Handlers see plain types, and the count of
+//! hashing work done (a test seam for "an unknown address costs the same hash").
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use auth::password::{HashError, PasswordHasher};
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::settings::AuthSettings;
+
+/// Why the crypto could not be set up from the settings.
+#[derive(Debug, thiserror::Error)]
+#[error("AUTH_SIGNING_KEYS: {0}")]
+pub struct KeyError(String);
+
+/// A freshly made opaque token: the value to hand out once and the hash to store.
+#[derive(Debug)]
+pub struct FreshToken {
+    /// The token itself: goes to the client (cookie, mail) and nowhere else.
+    pub value: String,
+    /// SHA-256 of it: what is stored.
+    pub hash: Vec<u8>,
+}
+
+/// An issued access token.
+#[derive(Debug)]
+pub struct AccessToken {
+    /// The JWT.
+    pub token: String,
+    /// Seconds until it expires.
+    pub expires_in: u64,
+}
+
+/// What an access token proved.
+#[derive(Debug, Clone)]
+pub struct Bearer {
+    /// The account.
+    pub account_id: Uuid,
+    /// The session.
+    pub session_id: Uuid,
+}
+
+/// Signing keys, verifier and hasher.
+pub struct Crypto {
+    keys: auth::SigningKeys,
+    verifier: auth::TokenVerifier,
+    hasher: PasswordHasher,
+    hash_work: Arc<AtomicU64>,
+}
+
+/// Why a password could not be hashed or checked.
+#[derive(Debug, thiserror::Error)]
+pub enum HashFailure {
+    /// Every hashing slot stayed busy past the wait: 503.
+    #[error("password hashing is saturated")]
+    Busy,
+    /// Anything else.
+    #[error("password hashing failed: {0}")]
+    Failed(String),
+}
+
+impl From<HashError> for HashFailure {
+    fn from(error: HashError) -> Self {
+        match error {
+            HashError::Busy => Self::Busy,
+            other => Self::Failed(other.to_string()),
+        }
+    }
+}
+
+impl Crypto {
+    /// Loads the keys and builds the hasher from `settings`.
+    ///
+    /// # Errors
+    ///
+    /// The PEM holds no usable Ed25519 key.
+    pub fn new(settings: &AuthSettings) -> Result<Self, KeyError> {
+        let token_settings = auth::TokenSettings {
+            issuer: settings.issuer.clone(),
+            ..auth::TokenSettings::default()
+        };
+        let keys = auth::SigningKeys::from_pem(settings.signing_keys.expose(), token_settings)
+            .map_err(|error| KeyError(error.to_string()))?;
+        let verifier = keys.verifier();
+        Ok(Self {
+            keys,
+            verifier,
+            hasher: PasswordHasher::new(settings.hash_concurrency, settings.hash_max_wait),
+            hash_work: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// How many password hashes and verifications this instance ran.
+    pub fn hash_work(&self) -> u64 {
+        self.hash_work.load(Ordering::Relaxed)
+    }
+
+    /// Hashes a new password (Argon2id, on the blocking pool).
+    ///
+    /// # Errors
+    ///
+    /// [`HashFailure::Busy`] when saturated.
+    pub async fn hash_password(&self, password: &str) -> Result<String, HashFailure> {
+        self.hash_work.fetch_add(1, Ordering::Relaxed);
+        Ok(self.hasher.hash(password).await?.as_str().to_owned())
+    }
+
+    /// Checks `password` against `stored`, or against a dummy hash of the same cost when there
+    /// is none, so an unknown address costs what a wrong password costs.
+    ///
+    /// # Errors
+    ///
+    /// [`HashFailure::Busy`] when saturated.
+    pub async fn verify_password(
+        &self,
+        password: &str,
+        stored: Option<&str>,
+    ) -> Result<bool, HashFailure> {
+        self.hash_work.fetch_add(1, Ordering::Relaxed);
+        let stored = stored.map(auth::password::PasswordHash::from_phc);
+        Ok(self.hasher.verify(password, stored.as_ref()).await?)
+    }
+
+    /// Issues an access token for a session.
+    ///
+    /// # Errors
+    ///
+    /// Signing failed.
+    pub fn issue(
+        &self,
+        account_id: Uuid,
+        session_id: Uuid,
+        roles: &[String],
+        amr: &[String],
+        auth_time: DateTime<Utc>,
+    ) -> Result<AccessToken, KeyError> {
+        let roles: Vec<auth::Role> = roles.iter().filter_map(|role| parse_role(role)).collect();
+        let amr: Vec<&str> = amr.iter().map(String::as_str).collect();
+        let issued = self
+            .keys
+            .issue(account_id, session_id, &roles, &amr, auth_time, Utc::now())
+            .map_err(|error| KeyError(error.to_string()))?;
+        Ok(AccessToken {
+            token: issued.token,
+            expires_in: issued.expires_in,
+        })
+    }
+
+    /// The account and session a valid access token names; `None` for any refused token.
+    pub fn verify_access(&self, token: &str) -> Option<Bearer> {
+        let claims = self.verifier.verify(token, Utc::now()).ok()?;
+        Some(Bearer {
+            account_id: claims.sub,
+            session_id: claims.sid,
+        })
+    }
+}
+
+fn parse_role(role: &str) -> Option<auth::Role> {
+    match role {
+        "user" => Some(auth::Role::User),
+        "admin" => Some(auth::Role::Admin),
+        "auditor" => Some(auth::Role::Auditor),
+        _ => None,
+    }
+}
+
+/// A new refresh token (`crt_` + 256 random bits).
+pub fn refresh_token() -> FreshToken {
+    fresh(auth::secret::refresh_token())
+}
+
+/// A new mail token (256 random bits).
+pub fn mail_token() -> FreshToken {
+    fresh(auth::secret::opaque_token())
+}
+
+fn fresh(token: auth::secret::OpaqueToken) -> FreshToken {
+    FreshToken {
+        hash: token.hash.to_vec(),
+        value: token.value,
+    }
+}
+
+/// SHA-256 of a presented token, to look it up.
+pub fn hash_token(token: &str) -> Vec<u8> {
+    auth::secret::hash_token(token).to_vec()
+}
+
+/// The address as stored: trimmed, lowercased, checked.
+///
+/// # Errors
+///
+/// What is wrong with it.
+pub fn normalize_email(raw: &str) -> Result<String, String> {
+    auth::normalize_email(raw).map_err(|error| error.to_string())
+}
+
+/// The password policy: length, common passwords, not the address.
+///
+/// # Errors
+///
+/// What is wrong with it.
+pub fn check_password(password: &str, email: &str) -> Result<(), String> {
+    auth::password::check_password(password, email).map_err(|error| error.to_string())
+}

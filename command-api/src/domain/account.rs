@@ -1,0 +1,244 @@
+//! The Account aggregate: registration, verification, password resets and changes. Its state
+//! holds no secret: the password hash and mailed tokens live beside the log
+//! (event_store::accounts), written in the transaction that appends these events.
+
+use chrono::{DateTime, Utc};
+use events::account::{AGGREGATE_TYPE, AccountEvent, ResetRequestedBy};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::Decide;
+
+/// What can be asked of an account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccountCommand {
+    /// A new address registers.
+    Register {
+        /// The new account's id.
+        account_id: Uuid,
+        /// The normalized address.
+        email: String,
+    },
+    /// An unverified account registers again (its pending password was replaced).
+    RepeatRegistration,
+    /// A verification link is mailed.
+    RequestVerification {
+        /// When the link stops working.
+        expires_at: DateTime<Utc>,
+    },
+    /// The owner followed the verification link.
+    VerifyEmail,
+    /// A reset link is mailed.
+    RequestPasswordReset {
+        /// When the link stops working.
+        expires_at: DateTime<Utc>,
+        /// Who asked.
+        by: ResetRequestedBy,
+    },
+    /// The password was reset through a mailed link.
+    ResetPassword {
+        /// How many sessions the reset ended.
+        sessions_revoked: u32,
+    },
+    /// The owner changed the password.
+    ChangePassword {
+        /// How many other sessions the change ended.
+        sessions_revoked: u32,
+    },
+    /// The bootstrap admin is created, verified, with `admin` granted.
+    Bootstrap {
+        /// The new account's id.
+        account_id: Uuid,
+        /// The normalized address.
+        email: String,
+    },
+}
+
+/// An account rule a command broke.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AccountError {
+    /// The account does not exist.
+    #[error("account not found")]
+    NotFound,
+    /// A registration named an id that is taken.
+    #[error("an account with this id already exists")]
+    AlreadyExists,
+    /// The address was already verified.
+    #[error("the address is already verified")]
+    AlreadyVerified,
+}
+
+/// An account's state, as far as its rules need it.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    /// Whether the stream exists.
+    pub registered: bool,
+    /// The account's id.
+    pub account_id: Option<Uuid>,
+    /// Whether the address was proven.
+    pub verified: bool,
+    /// Granted roles besides `user`.
+    pub roles: Vec<String>,
+}
+
+impl Account {
+    fn id(&self) -> Result<Uuid, AccountError> {
+        match (self.registered, self.account_id) {
+            (true, Some(id)) => Ok(id),
+            _ => Err(AccountError::NotFound),
+        }
+    }
+}
+
+impl Decide for Account {
+    const TYPE: &'static str = AGGREGATE_TYPE;
+    type Command = AccountCommand;
+    type Event = AccountEvent;
+    type Error = AccountError;
+
+    fn decide(&self, command: AccountCommand) -> Result<Vec<AccountEvent>, AccountError> {
+        match command {
+            AccountCommand::Register { account_id, email } => {
+                if self.registered {
+                    return Err(AccountError::AlreadyExists);
+                }
+                Ok(vec![AccountEvent::AccountRegistered { account_id, email }])
+            }
+            AccountCommand::Bootstrap { account_id, email } => {
+                if self.registered {
+                    return Err(AccountError::AlreadyExists);
+                }
+                Ok(vec![
+                    AccountEvent::AccountRegistered { account_id, email },
+                    AccountEvent::EmailVerified { account_id },
+                    AccountEvent::RolesChanged {
+                        account_id,
+                        roles: vec!["admin".to_owned()],
+                        previous: Vec::new(),
+                    },
+                ])
+            }
+            AccountCommand::RepeatRegistration => {
+                let account_id = self.id()?;
+                if self.verified {
+                    return Err(AccountError::AlreadyVerified);
+                }
+                Ok(vec![AccountEvent::RegistrationRepeated { account_id }])
+            }
+            AccountCommand::RequestVerification { expires_at } => {
+                let account_id = self.id()?;
+                if self.verified {
+                    return Err(AccountError::AlreadyVerified);
+                }
+                Ok(vec![AccountEvent::VerificationRequested {
+                    account_id,
+                    expires_at,
+                }])
+            }
+            AccountCommand::VerifyEmail => {
+                let account_id = self.id()?;
+                if self.verified {
+                    return Ok(Vec::new());
+                }
+                Ok(vec![AccountEvent::EmailVerified { account_id }])
+            }
+            AccountCommand::RequestPasswordReset { expires_at, by } => {
+                Ok(vec![AccountEvent::PasswordResetRequested {
+                    account_id: self.id()?,
+                    expires_at,
+                    by,
+                }])
+            }
+            AccountCommand::ResetPassword { sessions_revoked } => {
+                Ok(vec![AccountEvent::PasswordReset {
+                    account_id: self.id()?,
+                    sessions_revoked,
+                }])
+            }
+            AccountCommand::ChangePassword { sessions_revoked } => {
+                Ok(vec![AccountEvent::PasswordChanged {
+                    account_id: self.id()?,
+                    sessions_revoked,
+                }])
+            }
+        }
+    }
+
+    fn evolve(&mut self, event: AccountEvent) {
+        match event {
+            AccountEvent::AccountRegistered { account_id, .. } => {
+                self.registered = true;
+                self.account_id = Some(account_id);
+            }
+            AccountEvent::EmailVerified { .. } => self.verified = true,
+            AccountEvent::RolesChanged { roles, .. } => self.roles = roles,
+            _ => {}
+        }
+    }
+}
+
+impl_aggregate!(Account);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registered() -> (Account, Uuid) {
+        let id = Uuid::now_v7();
+        let mut account = Account::default();
+        for event in account
+            .decide(AccountCommand::Register {
+                account_id: id,
+                email: "ada@example.com".into(),
+            })
+            .expect("registers")
+        {
+            account.evolve(event);
+        }
+        (account, id)
+    }
+
+    #[test]
+    fn a_verified_account_cannot_register_again_or_ask_for_another_link() {
+        let (mut account, id) = registered();
+        account.evolve(AccountEvent::EmailVerified { account_id: id });
+        assert_eq!(
+            account.decide(AccountCommand::RepeatRegistration),
+            Err(AccountError::AlreadyVerified)
+        );
+        assert_eq!(
+            account.decide(AccountCommand::RequestVerification {
+                expires_at: Utc::now()
+            }),
+            Err(AccountError::AlreadyVerified)
+        );
+        assert_eq!(account.decide(AccountCommand::VerifyEmail), Ok(Vec::new()));
+    }
+
+    #[test]
+    fn an_unknown_account_takes_no_reset() {
+        assert_eq!(
+            Account::default().decide(AccountCommand::ResetPassword {
+                sessions_revoked: 0
+            }),
+            Err(AccountError::NotFound)
+        );
+    }
+
+    #[test]
+    fn the_bootstrap_admin_is_verified_with_admin_granted() {
+        let id = Uuid::now_v7();
+        let events = Account::default()
+            .decide(AccountCommand::Bootstrap {
+                account_id: id,
+                email: "admin@chronicle.test".into(),
+            })
+            .expect("bootstraps");
+        let mut account = Account::default();
+        for event in events {
+            account.evolve(event);
+        }
+        assert!(account.verified);
+        assert_eq!(account.roles, vec!["admin".to_owned()]);
+    }
+}

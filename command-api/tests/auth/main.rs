@@ -1,0 +1,11 @@
+//! Accounts' write side against the real PostgreSQL and RabbitMQ: one database per test, mail
+//! read from `chronicle.mail` as an outside mail service would.
+
+#![expect(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
+
+mod enumeration;
+mod helpers;
+mod journey;
+mod rate_limits;
+mod reset;
+mod secrets;

@@ -1,0 +1,74 @@
+//! Rate limits live in PostgreSQL: two command-API instances on one database share them.
+
+use axum::http::StatusCode;
+use serde_json::json;
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+
+use command_api::auth::settings::Limit;
+
+use crate::helpers::*;
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn failed_logins_are_limited_across_two_instances_before_any_hash(pool: PgPool) {
+    let mut mailbox = Mailbox::open().await;
+    let relay = MailRelay::start(&pool);
+    let other_pool = PgPoolOptions::new()
+        .max_connections(8)
+        .connect_with(pool.connect_options().as_ref().clone())
+        .await
+        .unwrap();
+    let mut settings = auth_settings();
+    settings.rate_limits.login_address_ip = Limit::per(3, 900);
+    let instances = [
+        instance(&pool, settings.clone()),
+        instance(&other_pool, settings),
+    ];
+    let email = address("limited");
+    registered(&instances[0], &mut mailbox, &email).await;
+    let wrong = json!({ "email": email, "password": "not the password at all" });
+    for n in 0..3 {
+        let answer = instances[n % 2].post("login", &wrong).await;
+        answer.problem(StatusCode::UNAUTHORIZED);
+    }
+    let events_before: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let work_before = instances[1].auth.crypto.hash_work();
+    // Even the right password is refused now, on either instance, without hashing.
+    let right = json!({ "email": email, "password": PASSWORD });
+    for api in &instances {
+        let limited = api.post("login", &right).await;
+        let problem = limited.problem(StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(problem["type"], "/problems/rate-limited");
+        let retry_after: u64 = limited.header("retry-after").unwrap().parse().unwrap();
+        assert!((1..=900).contains(&retry_after), "{retry_after}");
+        assert_eq!(problem["retry_after"], retry_after);
+    }
+    assert_eq!(instances[1].auth.crypto.hash_work(), work_before);
+    let events_after: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(events_after, events_before, "a 429 appends nothing");
+    relay.stop().await;
+}
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn registrations_per_address_are_limited_whether_or_not_it_exists(pool: PgPool) {
+    let mut settings = auth_settings();
+    settings.rate_limits.mail_address = Limit::per(2, 3600);
+    let instances = [instance(&pool, settings.clone()), instance(&pool, settings)];
+    let email = address("nobody");
+    for n in 0..2 {
+        let answer = instances[n % 2]
+            .post("password/forgot", &json!({ "email": email }))
+            .await;
+        assert_eq!(answer.status, StatusCode::ACCEPTED);
+    }
+    let limited = instances[0]
+        .post("resend-verification", &json!({ "email": email }))
+        .await;
+    limited.problem(StatusCode::TOO_MANY_REQUESTS);
+}

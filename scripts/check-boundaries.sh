@@ -30,15 +30,15 @@ fi
 declare -A allowed=(
     [events]=""
     [event-store]="events"
-    [service-kit]=""
+    [service-kit]="auth events event-store"
     [auth]=""
     [command-api]="events event-store service-kit auth"
     [projector]="events event-store service-kit"
     [query-api]="events event-store service-kit auth"
     [chronicle]="events event-store service-kit auth command-api projector query-api"
     [bench]="events event-store service-kit auth command-api projector query-api"
-    [test-support]="events service-kit"
-    [faults]="events event-store"
+    [test-support]="events service-kit auth"
+    [faults]="events event-store auth"
 )
 members=$(tree --workspace -e normal --depth 0 --prefix none | awk '{print $1}' | sort -u)
 for member in $members; do

@@ -135,14 +135,26 @@ async fn serve() -> anyhow::Result<()> {
         Ok((settings, database))
     })
     .await?;
-    let (url, command_settings, query_settings, projector_settings) = settings;
+    let (url, (mut command_settings, account_settings), mut query_settings, projector_settings) =
+        settings;
+    if command_settings.auth.signing_keys_pem.trim().is_empty() {
+        // The dev runner alone may run without configured keys: it keeps its own, git-ignored.
+        let dev = auth::dev::load_or_generate(std::path::Path::new(".chronicle/dev-secrets"))?;
+        tracing::warn!("no AUTH_SIGNING_KEYS: using the dev key in .chronicle/dev-secrets");
+        command_settings.auth.signing_keys_pem = dev.signing_pem.clone();
+        query_settings.auth.signing_keys_pem = dev.signing_pem;
+    }
     tracing::info!(database = ?url, "database ready");
 
     let shutdown = Shutdown::on_signals();
     let mut parts = tokio::task::JoinSet::new();
     parts.spawn(named(
         "command-api",
-        command_api::run(command_settings, pool.clone(), shutdown.clone()),
+        command_api::run(
+            (command_settings, account_settings),
+            pool.clone(),
+            shutdown.clone(),
+        ),
     ));
     parts.spawn(named(
         "query-api",

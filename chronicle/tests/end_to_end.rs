@@ -31,18 +31,25 @@ impl System {
             request_timeout: Duration::from_secs(30),
             trust_forwarded_for: false,
             admission: service_kit::shed::AdmissionSettings::unbounded(),
+            auth: test_support::auth::settings(),
         };
-        let commands = command_api::router(command_api::AppState::new(
-            pool.clone(),
-            settings,
-            command_api::Hooks::default(),
-        ));
+        let commands = command_api::router(
+            command_api::AppState::new(pool.clone(), settings, command_api::Hooks::default())
+                .expect("test keys load"),
+        );
+        let commands = test_support::acting_as(commands, test_support::auth::tester());
         let query_settings = query_api::Settings {
             // Generous: other tests' open transactions hold the cluster-wide horizon back.
             consistency_wait: Duration::from_secs(20),
+            auth: test_support::auth::settings(),
             ..query_api::Settings::default()
         };
-        let queries = query_api::router(query_api::app_state(pool.clone(), query_settings).await);
+        let queries = query_api::router(
+            query_api::app_state(pool.clone(), query_settings)
+                .await
+                .expect("test keys load"),
+        );
+        let queries = test_support::acting_as(queries, test_support::auth::tester());
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()

@@ -34,7 +34,9 @@ async fn send(addr: SocketAddr, method: &str, path: &str, body: &str) -> Option<
     let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
     let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: chronicle\r\nConnection: close\r\n\
+         Authorization: {}\r\n\
          Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        test_support::auth::tester().bearer(),
         body.len()
     );
     stream.write_all(request.as_bytes()).await.ok()?;
@@ -64,6 +66,12 @@ async fn one_registry_serves_every_service_apart_and_catalogued(pool: PgPool) {
             .env("QUERY_API_ADDR", queries.to_string())
             .env("PROJECTOR_ADDR", projector.to_string())
             .env("RELAY_ENABLED", "false")
+            // Keys the test signs its access tokens with.
+            .env("AUTH_SIGNING_KEYS", test_support::auth::keys_pem())
+            .env(
+                "AUTH_SECRET_KEY",
+                auth::secret::SecretKey::generate().to_base64(),
+            )
             .env("DATABASE_MAX_CONNECTIONS", "6")
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())

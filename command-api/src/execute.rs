@@ -242,12 +242,29 @@ where
         request: &Request<'_>,
         command: A::Command,
     ) -> Result<Committed, ExecuteError<A::Error>> {
+        self.execute_guarded(request, command, &|_: &A| Ok(()))
+            .await
+    }
+
+    /// [`CommandBus::execute`], first asking `guard` whether the caller may act on the
+    /// loaded state: its refusal (404 for what the caller may not see, 403 for what it may
+    /// see but not change) answers before `If-Match` is compared, so neither a version nor
+    /// a conflict leaks about another account's resource.
+    pub async fn execute_guarded(
+        &self,
+        request: &Request<'_>,
+        command: A::Command,
+        guard: &(dyn Fn(&A) -> Result<(), A::Error> + Sync),
+    ) -> Result<Committed, ExecuteError<A::Error>> {
         let span = tracing::info_span!(
             "command",
             aggregate.r#type = A::TYPE,
             aggregate.id = %request.aggregate_id,
         );
-        let result = self.execute_inner(request, command).instrument(span).await;
+        let result = self
+            .execute_inner(request, command, guard)
+            .instrument(span)
+            .await;
         count_command(A::TYPE, outcome_label(&result));
         result
     }
@@ -256,6 +273,7 @@ where
         &self,
         request: &Request<'_>,
         command: A::Command,
+        guard: &(dyn Fn(&A) -> Result<(), A::Error> + Sync),
     ) -> Result<Committed, ExecuteError<A::Error>> {
         let mut attempt = 0;
         let timed_out = || ExecuteError::Unavailable("the request timed out".to_owned());
@@ -268,6 +286,7 @@ where
             let loaded = tokio::time::timeout_at(request.deadline, self.read(request, reads))
                 .await
                 .map_err(|_| timed_out())??;
+            guard(&loaded.aggregate).map_err(ExecuteError::Rejected)?;
             if let Some(expected) = request.expected_version
                 && !expected.matches(loaded.version)
             {

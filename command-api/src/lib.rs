@@ -35,12 +35,19 @@ use utoipa::OpenApi as _;
 )]
 struct ApiDoc;
 
+/// The commands anyone may send; a token they carry must still be valid.
+pub const PUBLIC_OPERATIONS: &[(&str, &str)] = &[
+    ("post", "/api/v1/support/tickets"),
+    ("post", "/api/v1/analytics/events"),
+];
+
 /// The whole application: command routes, OpenAPI document, plumbing.
 pub fn router(state: AppState) -> Router {
-    let (routes, api) = utoipa_axum::router::OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (routes, mut api) = utoipa_axum::router::OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(http::routes::router())
         .merge(auth::routes::router())
         .split_for_parts();
+    service_kit::caller::document_bearer_auth(&mut api, PUBLIC_OPERATIONS);
     let api = Arc::new(api);
     let routes = routes
         .route(
@@ -55,6 +62,11 @@ pub fn router(state: AppState) -> Router {
         // which may still commit behind a 503. Commands check their deadline up to the
         // append (execute.rs); here only a client too slow to send its body is cut off.
         .layer(RequestBodyTimeoutLayer::new(state.settings.request_timeout))
+        // Outermost of the routes: a bad token is a 401 before anything else is looked at.
+        .layer(axum::middleware::from_fn_with_state(
+            state.authenticator.clone(),
+            service_kit::caller::authenticate,
+        ))
         .with_state(state.clone());
     let admission = service_kit::shed::AdmissionSettings {
         // Commands check their own deadline up to the append (see above): no cut-off.
@@ -92,7 +104,7 @@ pub async fn run(
         shutdown.clone(),
     );
     tokio::spawn(auth::worker::run(Arc::clone(&auth), shutdown.clone()));
-    let app = router(AppState::new(pool, settings, Hooks::default()).with_auth(auth));
+    let app = router(AppState::new(pool, settings, Hooks::default())?.with_auth(auth));
     service_kit::http::serve(listener, app, shutdown).await?;
     Ok(())
 }

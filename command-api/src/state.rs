@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use event_store::wake::{AppendNotifier, EVENTS_CHANNEL};
+use service_kit::Authenticator;
+use service_kit::caller::{AuthSettings, AuthSetupError};
 use service_kit::env::{EnvError, var_or};
 use sqlx::PgPool;
 
@@ -38,6 +40,9 @@ pub struct Settings {
     pub trust_forwarded_for: bool,
     /// `MAX_IN_FLIGHT`, `ADMISSION_WAIT_MS`: the bound on requests worked on at once.
     pub admission: service_kit::shed::AdmissionSettings,
+    /// `AUTH_SIGNING_KEYS_FILE` or `AUTH_SIGNING_KEYS`, `AUTH_ISSUER`, `AUTH_AUDIENCE`: how
+    /// access tokens are verified. The service refuses to start without keys.
+    pub auth: AuthSettings,
 }
 
 impl Settings {
@@ -52,6 +57,7 @@ impl Settings {
             request_timeout: Duration::from_millis(var_or("REQUEST_TIMEOUT_MS", 15_000)?),
             trust_forwarded_for: var_or("TRUST_FORWARDED_FOR", false)?,
             admission: service_kit::shed::AdmissionSettings::from_env()?,
+            auth: AuthSettings::from_env()?,
         })
     }
 }
@@ -90,6 +96,8 @@ pub struct AppState {
     pub service_status: Arc<CommandBus<ServiceStatus>>,
     /// Analytics batches.
     pub analytics: Arc<CommandBus<AnalyticsBatch>>,
+    /// Verifies access tokens and knows revocations.
+    pub authenticator: Authenticator,
     /// Test seams.
     pub hooks: Hooks,
     /// Accounts (keys, hasher, worker wake-up); absent in a router built without them, whose
@@ -97,16 +105,30 @@ pub struct AppState {
     pub auth: Option<Arc<crate::auth::AuthState>>,
 }
 
+impl axum::extract::FromRef<AppState> for Authenticator {
+    fn from_ref(state: &AppState) -> Self {
+        state.authenticator.clone()
+    }
+}
+
 impl AppState {
-    /// Builds the state; starts the task that announces appends to projectors.
-    pub fn new(pool: PgPool, settings: Settings, hooks: Hooks) -> Self {
+    /// Builds the state; starts the task that announces appends to projectors and the one
+    /// that feeds the revocation view from the log.
+    ///
+    /// # Errors
+    ///
+    /// No token signing keys are configured, or they do not load.
+    pub fn new(pool: PgPool, settings: Settings, hooks: Hooks) -> Result<Self, AuthSetupError> {
+        let authenticator =
+            Authenticator::with_feed(settings.auth.signing_keys()?.verifier(), pool.clone());
         let notifier = AppendNotifier::spawn(pool.clone(), EVENTS_CHANNEL);
         let bus = Bus {
             pool: &pool,
             notifier: &notifier,
             max_retries: settings.max_retries,
         };
-        Self {
+        Ok(Self {
+            authenticator,
             claims: claims_pool(&pool),
             projects: bus.build(),
             tickets: bus.build(),
@@ -117,7 +139,7 @@ impl AppState {
             settings: Arc::new(settings),
             hooks,
             auth: None,
-        }
+        })
     }
 
     /// The state with accounts.

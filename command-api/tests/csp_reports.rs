@@ -21,9 +21,12 @@ const REPORTS_JSON: &str = "application/reports+json";
 
 fn app(pool: &PgPool) -> Router {
     test_support::init_logging();
-    // The defaults: this route reads none of the settings.
-    let settings = Settings::from_env().unwrap();
-    command_api::router(AppState::new(pool.clone(), settings, Hooks::default()))
+    // The defaults and the test keys: this route reads none of the settings.
+    let settings = Settings {
+        auth: test_support::auth::settings(),
+        ..Settings::from_env().unwrap()
+    };
+    command_api::router(AppState::new(pool.clone(), settings, Hooks::default()).unwrap())
 }
 
 async fn post(app: &Router, content_type: &str, body: impl Into<String>) -> Answer {

@@ -12,9 +12,10 @@ pub struct EventMetadata {
     /// The authenticated account id, `anonymous`, or `system` for start-up and background
     /// work.
     pub actor: String,
-    /// The session the caller's access token belongs to, when it had one.
+    /// The session of the access token the request carried; absent for anonymous requests
+    /// and in events written before accounts existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub session_id: Option<String>,
+    pub session_id: Option<uuid::Uuid>,
     /// The client's IP address as the service saw it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<String>,
@@ -45,7 +46,6 @@ impl EventMetadata {
             ("causation_id".to_owned(), self.causation_id.clone()),
         ]);
         let optional = [
-            ("session_id", &self.session_id),
             ("ip", &self.ip),
             ("user_agent", &self.user_agent),
             ("idempotency_key", &self.idempotency_key),
@@ -55,6 +55,9 @@ impl EventMetadata {
             if let Some(value) = value {
                 map.insert(name.to_owned(), value.clone());
             }
+        }
+        if let Some(session_id) = self.session_id {
+            map.insert("session_id".to_owned(), session_id.to_string());
         }
         map
     }

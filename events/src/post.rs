@@ -21,6 +21,9 @@ pub enum PostEvent {
         content: String,
         /// Trimmed, 1 to 80 characters.
         author: String,
+        /// The account that published it; absent in posts published before accounts.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        author_id: Option<uuid::Uuid>,
     },
     /// A post's title or content changed; absent fields stayed as they were.
     PostEdited {

@@ -75,6 +75,9 @@ pub enum TicketEvent {
         subject: String,
         /// Trimmed, 1 to 10000 characters, may span lines.
         message: String,
+        /// The account that opened it; absent when opened anonymously (or before accounts).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        submitter_id: Option<uuid::Uuid>,
     },
     /// The ticket moved along its lifecycle.
     TicketStatusChanged {

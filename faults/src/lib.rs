@@ -4,7 +4,8 @@
 //! - [`Service`]: a `command-api`, `query-api` or `projector` process on a free loopback port,
 //!   SIGKILLed when dropped (also when a test panics).
 //! - [`TestDb`]: a fresh, migrated database on a given server, dropped at the end of a test.
-//! - [`Http`]: a small HTTP/1 client with a deadline per request.
+//! - [`Http`]: a small HTTP/1 client with a deadline per request, acting as an admin and
+//!   auditor account with a token signed by the key the services are started with.
 //! - [`Instances`]: the second PostgreSQL cluster and RabbitMQ node `scripts/faults.sh` starts,
 //!   which the tests that restart a database or a broker use (never the shared ones).
 //! - [`eventually`]: bounded polling that names what it waited for when it gives up.
@@ -143,6 +144,7 @@ impl Service {
         let mut command = Command::new(binary(bin.name()));
         command
             .env("DATABASE_URL", &database_url)
+            .env("AUTH_SIGNING_KEYS", signing_key_pem())
             .env(bin.addr_var(), addr.to_string())
             .env("RUST_LOG", "warn")
             .env("AUTH_SIGNING_KEYS", &AUTH_KEYS.0)
@@ -334,6 +336,33 @@ pub enum HttpError {
     Timeout,
 }
 
+/// The signing key every service of the suite is started with, made once per process.
+fn signing_key_pem() -> &'static str {
+    static PEM: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PEM.get_or_init(auth::generate_signing_key_pem)
+}
+
+/// `Bearer <token>` of the suite's account (admin and auditor, so every route answers), fresh
+/// for each request so a long test never outlives its token.
+fn bearer() -> Result<String, HttpError> {
+    static ACCOUNT: std::sync::OnceLock<(uuid::Uuid, uuid::Uuid)> = std::sync::OnceLock::new();
+    let (account, session) = *ACCOUNT.get_or_init(|| (uuid::Uuid::now_v7(), uuid::Uuid::now_v7()));
+    let keys = auth::SigningKeys::from_pem(signing_key_pem(), auth::TokenSettings::default())
+        .map_err(|error| HttpError::Transport(format!("signing key: {error}")))?;
+    let now = chrono::Utc::now();
+    let issued = keys
+        .issue(
+            account,
+            session,
+            &[auth::Role::Admin, auth::Role::Auditor],
+            &["pwd"],
+            now,
+            now,
+        )
+        .map_err(|error| HttpError::Transport(format!("signing a token: {error}")))?;
+    Ok(format!("Bearer {}", issued.token))
+}
+
 /// A cloneable HTTP/1 client with keep-alive connections.
 #[derive(Clone)]
 pub struct Http {
@@ -358,7 +387,8 @@ impl Http {
     }
 
     /// Sends one request with a JSON body (if any) and reads the whole answer within
-    /// `deadline`.
+    /// `deadline`; without an `Authorization` header of its own it carries a fresh token of
+    /// the suite's admin and auditor account.
     ///
     /// # Errors
     ///
@@ -375,6 +405,12 @@ impl Http {
         let mut builder = Request::builder().method(method).uri(url);
         if body.is_some() {
             builder = builder.header(http::header::CONTENT_TYPE, "application/json");
+        }
+        if !headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("authorization"))
+        {
+            builder = builder.header(http::header::AUTHORIZATION, bearer()?);
         }
         for (name, value) in headers {
             let name = HeaderName::try_from(*name)

@@ -45,6 +45,9 @@ pub enum ApiError {
         /// How long the request waited.
         waited_ms: u128,
     },
+    /// 401: the route needs an account and the request has none.
+    #[error("this route needs an access token")]
+    Unauthenticated,
     /// 503 with `Retry-After: 1` when the pool is exhausted or closed; 500 otherwise.
     #[error(transparent)]
     Database(#[from] sqlx::Error),
@@ -73,6 +76,7 @@ impl ApiError {
                 Problem::validation(vec![FieldError::new(*field, *message)])
             }
             Self::NotFound(detail) => Problem::not_found(detail.clone()),
+            Self::Unauthenticated => service_kit::caller::unauthenticated(self.to_string()),
             Self::ConsistencyTimeout { .. } => Problem::unavailable(self.to_string(), 1),
             Self::Database(error) if service_kit::db::is_unavailable(error) => {
                 tracing::warn!(%error, "database unavailable");

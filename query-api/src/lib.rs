@@ -36,7 +36,7 @@ use tokio::net::TcpListener;
 
 pub use error::ApiError;
 pub use settings::{DEFAULT_ADDR, DEFAULT_CONSISTENCY_WAIT_MS, Settings, read_database_settings};
-pub use state::{AppState, app_state};
+pub use state::{AppState, app_state, app_state_with_primary};
 
 /// The whole application: the `/api/v1` routes, the OpenAPI document, and the shared plumbing
 /// (`/healthz`, `/readyz`, `/metrics`, request ids, problem+json fallbacks, panic catching).
@@ -79,7 +79,15 @@ pub async fn run(settings: Settings, pool: PgPool, shutdown: Shutdown) -> anyhow
         .with_context(|| format!("binding {}", settings.addr))?;
     let local = listener.local_addr().context("reading the bound address")?;
     tracing::info!(addr = %local, "query-api listening");
-    let state = app_state(pool, settings).await;
+    // Revocations are read from the primary even when reads come from a replica.
+    let primary = match read_database_settings()? {
+        Some(_) => service_kit::db::DatabaseSettings::from_env()?
+            .connect()
+            .await
+            .context("connecting to the primary for revocations")?,
+        None => pool.clone(),
+    };
+    let state = app_state_with_primary(pool, primary, settings).await?;
     service_kit::http::serve(listener, router(state), shutdown)
         .await
         .context("serving the query API")
@@ -88,5 +96,7 @@ pub async fn run(settings: Settings, pool: PgPool, shutdown: Shutdown) -> anyhow
 /// The complete OpenAPI document, without a database or running server (for generating client
 /// types).
 pub fn document() -> utoipa::openapi::OpenApi {
-    routes::api().into_openapi()
+    let mut document = routes::api().into_openapi();
+    service_kit::caller::document_bearer_auth(&mut document, routes::PUBLIC_OPERATIONS);
+    document
 }

@@ -22,6 +22,7 @@ use utoipa::{OpenApi, ToSchema};
         (name = "status", description = "The public status page and each service's history"),
         (name = "analytics", description = "The daily analytics summary"),
         (name = "audit", description = "The event log, for auditors: global order and single streams"),
+        (name = "auth", description = "The public keys access tokens are verified with"),
     )
 )]
 pub struct ApiDoc;
@@ -44,6 +45,8 @@ pub struct ProblemDetails {
     /// The invalid fields, for validation problems.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldErrorDetails>,
+    /// Whole seconds to wait before retrying, equal to `Retry-After`; on every 429 and 503.
+    pub retry_after: Option<u64>,
     /// The offending query parameter, for 400s about one.
     pub parameter: Option<String>,
     /// The offending header, for 400s about one (`X-Consistency-Token`).

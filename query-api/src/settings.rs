@@ -16,6 +16,9 @@ pub struct Settings {
     pub consistency_wait: Duration,
     /// `MAX_IN_FLIGHT`, `ADMISSION_WAIT_MS`: the bound on requests worked on at once.
     pub admission: service_kit::shed::AdmissionSettings,
+    /// `AUTH_SIGNING_KEYS_FILE` or `AUTH_SIGNING_KEYS`, `AUTH_ISSUER`, `AUTH_AUDIENCE`: how
+    /// access tokens are verified. The service refuses to start without keys.
+    pub auth: service_kit::caller::AuthSettings,
 }
 
 /// `QUERY_API_ADDR` when unset: every interface, port 8081.
@@ -31,6 +34,7 @@ impl Default for Settings {
             addr: DEFAULT_ADDR,
             consistency_wait: Duration::from_millis(DEFAULT_CONSISTENCY_WAIT_MS),
             admission: service_kit::shed::AdmissionSettings::default(),
+            auth: service_kit::caller::AuthSettings::default(),
         }
     }
 }
@@ -49,6 +53,7 @@ impl Settings {
                 DEFAULT_CONSISTENCY_WAIT_MS,
             )?),
             admission: service_kit::shed::AdmissionSettings::from_env()?,
+            auth: service_kit::caller::AuthSettings::from_env()?,
         })
     }
 }

@@ -8,6 +8,9 @@ use sqlx::PgPool;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
 
+use service_kit::Authenticator;
+use service_kit::caller::AuthSetupError;
+
 use crate::announced::Announced;
 use crate::settings::Settings;
 
@@ -20,6 +23,7 @@ pub struct AppState {
 
 struct Inner {
     pool: PgPool,
+    authenticator: Authenticator,
     settings: Settings,
     announced: Arc<Announced>,
     wait_queries: AtomicU64,
@@ -40,6 +44,11 @@ impl AppState {
     /// The database pool.
     pub fn pool(&self) -> &PgPool {
         &self.inner.pool
+    }
+
+    /// Verifies access tokens and knows revocations.
+    pub fn authenticator(&self) -> &Authenticator {
+        &self.inner.authenticator
     }
 
     /// The settings the state was made with.
@@ -64,9 +73,37 @@ impl AppState {
     }
 }
 
-/// Makes the shared state and starts listening for checkpoint announcements on `pool`. The
-/// listener stops when the last clone of the state is dropped.
-pub async fn app_state(pool: PgPool, settings: Settings) -> AppState {
+impl axum::extract::FromRef<AppState> for Authenticator {
+    fn from_ref(state: &AppState) -> Self {
+        state.inner.authenticator.clone()
+    }
+}
+
+/// Makes the shared state and starts listening for checkpoint announcements on `pool`, which
+/// is also the primary that revocations are read from. The listener stops when the last clone
+/// of the state is dropped.
+///
+/// # Errors
+///
+/// No token signing keys are configured, or they do not load.
+pub async fn app_state(pool: PgPool, settings: Settings) -> Result<AppState, AuthSetupError> {
+    let primary = pool.clone();
+    app_state_with_primary(pool, primary, settings).await
+}
+
+/// [`app_state`] reading from `pool` (a replica, say) and revocations from `primary`:
+/// a revocation must reach every replica within two seconds, which a lagging replica would not
+/// promise.
+///
+/// # Errors
+///
+/// No token signing keys are configured, or they do not load.
+pub async fn app_state_with_primary(
+    pool: PgPool,
+    primary: PgPool,
+    settings: Settings,
+) -> Result<AppState, AuthSetupError> {
+    let authenticator = Authenticator::with_feed(settings.auth.signing_keys()?.verifier(), primary);
     let listener = spawn_listener(pool.clone(), CHECKPOINTS_CHANNEL);
     let announced = Arc::new(Announced::default());
     let mut deliveries = listener.subscribe();
@@ -85,14 +122,15 @@ pub async fn app_state(pool: PgPool, settings: Settings) -> AppState {
             }
         }
     });
-    AppState {
+    Ok(AppState {
         inner: Arc::new(Inner {
             pool,
+            authenticator,
             settings,
             announced,
             wait_queries: AtomicU64::new(0),
             listener: listener.task,
             follower,
         }),
-    }
+    })
 }

@@ -3,12 +3,14 @@
 //! shedding), request deadlines, the security-event counter, database start-up, the one
 //! start-up path of every binary, and graceful shutdown.
 
+pub mod caller;
 pub mod db;
 pub mod deadline;
 pub mod env;
 pub mod http;
 pub mod metric_names;
 pub mod problem;
+pub mod revocation;
 pub mod security;
 pub mod shed;
 pub mod shutdown;
@@ -16,4 +18,5 @@ pub mod sql_metrics;
 pub mod startup;
 pub mod telemetry;
 
+pub use caller::{AccountCaller, Authenticator, Caller};
 pub use problem::Problem;

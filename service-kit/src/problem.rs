@@ -51,6 +51,10 @@ pub const PAGES: &[(&str, &str)] = &[
     ),
     ("conflict", include_str!("../../docs/problems/conflict.md")),
     (
+        "forbidden",
+        include_str!("../../docs/problems/forbidden.md"),
+    ),
+    (
         "idempotency-key-in-flight",
         include_str!("../../docs/problems/idempotency-key-in-flight.md"),
     ),
@@ -78,6 +82,10 @@ pub const PAGES: &[(&str, &str)] = &[
     (
         "precondition-failed",
         include_str!("../../docs/problems/precondition-failed.md"),
+    ),
+    (
+        "unauthenticated",
+        include_str!("../../docs/problems/unauthenticated.md"),
     ),
     (
         "unavailable",

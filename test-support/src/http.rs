@@ -126,6 +126,16 @@ impl Call {
         self
     }
 
+    /// Sends `Authorization: Bearer` with the account's token.
+    pub fn as_account(self, account: &crate::auth::TestAccount) -> Self {
+        self.header("authorization", &account.bearer())
+    }
+
+    /// Sends no token, even through a router made by [`acting_as`].
+    pub fn anonymous(self) -> Self {
+        self.header(ANONYMOUS_MARK, "1")
+    }
+
     /// Adds the header when there is a value.
     pub fn header_opt(self, name: &str, value: Option<&str>) -> Self {
         match value {
@@ -155,6 +165,29 @@ impl Call {
         let request = self.request.body(self.body).expect("a well-formed request");
         send(app, request).await
     }
+}
+
+/// The header by which [`Call::anonymous`] asks [`acting_as`] to add no token.
+const ANONYMOUS_MARK: &str = "x-test-anonymous";
+
+/// `app`, with every request that has no `Authorization` header sent as `account` (unless
+/// it was built with [`Call::anonymous`]): existing tests run as an account unchanged.
+pub fn acting_as(app: Router, account: &crate::auth::TestAccount) -> Router {
+    let bearer = axum::http::HeaderValue::from_str(&account.bearer()).expect("a token is ASCII");
+    app.layer(axum::middleware::from_fn(
+        move |mut request: axum::extract::Request, next: axum::middleware::Next| {
+            let bearer = bearer.clone();
+            async move {
+                let headers = request.headers_mut();
+                if headers.remove(ANONYMOUS_MARK).is_none()
+                    && !headers.contains_key(axum::http::header::AUTHORIZATION)
+                {
+                    headers.insert(axum::http::header::AUTHORIZATION, bearer);
+                }
+                next.run(request).await
+            }
+        },
+    ))
 }
 
 /// Sends `request` through a clone of `app` and reads the answer whole.

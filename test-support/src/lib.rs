@@ -5,16 +5,19 @@
 //!   [`Answer`]);
 //! - [`poll`]: wait, bounded, until a condition holds ([`eventually`]);
 //! - [`metadata`]: the audit metadata test events carry ([`metadata::json`]);
+//! - [`auth`]: a signing key per process and access tokens for any account ([`TestAccount`]);
 //! - [`init_logging`]: `TEST_LOG=1` shows the system's logs in tests.
 //!
 //! A dev-dependency only (`publish = false`); it never reaches a release build.
 
+pub mod auth;
 pub mod exposition;
 pub mod http;
 pub mod metadata;
 pub mod poll;
 
-pub use http::{Answer, Call, send};
+pub use auth::TestAccount;
+pub use http::{Answer, Call, acting_as, send};
 pub use poll::eventually;
 
 /// Turns on log output in tests when `TEST_LOG` is set (`TEST_LOG=1 cargo test`; `RUST_LOG`

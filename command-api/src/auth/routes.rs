@@ -421,7 +421,7 @@ async fn verify_email(
 fn session_metadata(metadata: &EventMetadata, account_id: Uuid, session_id: Uuid) -> EventMetadata {
     EventMetadata {
         actor: account_id.to_string(),
-        session_id: Some(session_id.to_string()),
+        session_id: Some(session_id),
         ..metadata.clone()
     }
 }
@@ -958,7 +958,7 @@ async fn revoke_all(
     let mut count = 0u32;
     for session_id in live.into_iter().filter(|id| Some(*id) != keep) {
         let metadata = EventMetadata {
-            session_id: Some(session_id.to_string()),
+            session_id: Some(session_id),
             ..metadata.clone()
         };
         events.extend(revoke_in(auth, tx, session_id, reason, &metadata).await?);

@@ -48,8 +48,10 @@ pub enum PostCommand {
         title: Title,
         /// Its content.
         content: Content,
-        /// Who wrote it.
+        /// Who wrote it (the display name).
         author: Author,
+        /// The publishing account.
+        author_id: Option<uuid::Uuid>,
     },
     /// Change its title and/or content.
     Edit {
@@ -74,6 +76,9 @@ pub enum PostError {
     /// The post was deleted; it takes no further commands.
     #[error("the post was deleted")]
     Deleted,
+    /// Only its author (or an admin) may edit or delete a post (403).
+    #[error("only the post's author may change it")]
+    NotAuthor,
 }
 
 /// A post's state, as far as its rules need it.
@@ -83,6 +88,25 @@ pub struct CommunityPost {
     deleted: bool,
     title: String,
     content: String,
+    /// The publishing account, if known.
+    #[serde(default)]
+    author_id: Option<uuid::Uuid>,
+}
+
+impl CommunityPost {
+    /// Whether `account` may edit or delete this post: its author or an admin. Posts are
+    /// public, so anyone else is refused with 403, not 404.
+    ///
+    /// # Errors
+    ///
+    /// [`PostError::NotAuthor`] for anyone else.
+    pub fn changeable_by(&self, account: uuid::Uuid, admin: bool) -> Result<(), PostError> {
+        if !self.published || admin || self.author_id == Some(account) {
+            Ok(())
+        } else {
+            Err(PostError::NotAuthor)
+        }
+    }
 }
 
 impl Decide for CommunityPost {
@@ -99,10 +123,12 @@ impl Decide for CommunityPost {
                 title,
                 content,
                 author,
+                author_id,
             } => Ok(vec![PostEvent::PostPublished {
                 title: title.0,
                 content: content.0,
                 author: author.0,
+                author_id,
             }]),
             _ if !self.published => Err(PostError::NotFound),
             _ if self.deleted => Err(PostError::Deleted),
@@ -121,8 +147,14 @@ impl Decide for CommunityPost {
 
     fn evolve(&mut self, event: PostEvent) {
         match event {
-            PostEvent::PostPublished { title, content, .. } => {
+            PostEvent::PostPublished {
+                title,
+                content,
+                author_id,
+                ..
+            } => {
                 self.published = true;
+                self.author_id = author_id;
                 self.title = title;
                 self.content = content;
             }
@@ -154,6 +186,7 @@ mod tests {
             title: "Hello".into(),
             content: "First post".into(),
             author: "ada".into(),
+            author_id: None,
         }
     }
 
@@ -166,6 +199,7 @@ mod tests {
             title: title(" Hello "),
             content: Content::parse("First post\n").expect("valid"),
             author: Author::parse(" ada").expect("valid"),
+            author_id: None,
         }
     }
 

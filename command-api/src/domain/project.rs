@@ -83,6 +83,27 @@ pub struct Project {
     name: String,
     description: String,
     archived: bool,
+    /// The owning account: `owner_id` of the creation, else its creator when that was an
+    /// account. Projects made before accounts have none and only admins see them.
+    #[serde(default)]
+    owner: Option<Uuid>,
+}
+
+impl Project {
+    /// Whether `account` may see this project: its owner, or any admin. A project the caller
+    /// may not see answers exactly like one that does not exist (404), checked before
+    /// `If-Match` so a version never leaks either.
+    ///
+    /// # Errors
+    ///
+    /// [`ProjectError::NotFound`] for anyone else.
+    pub fn visible_to(&self, account: Uuid, admin: bool) -> Result<(), ProjectError> {
+        if !self.created || admin || self.owner == Some(account) {
+            Ok(())
+        } else {
+            Err(ProjectError::NotFound)
+        }
+    }
 }
 
 impl Decide for Project {
@@ -127,9 +148,13 @@ impl Decide for Project {
     fn evolve(&mut self, event: ProjectEvent) {
         match event {
             ProjectEvent::ProjectCreated {
-                name, description, ..
+                name,
+                description,
+                owner_id,
+                created_by,
             } => {
                 self.created = true;
+                self.owner = owner_id.or_else(|| created_by.parse().ok());
                 self.name = name;
                 self.description = description;
             }

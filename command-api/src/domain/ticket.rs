@@ -99,12 +99,14 @@ impl Message {
 pub enum TicketCommand {
     /// Open the ticket.
     Open {
-        /// Who to answer.
-        email: Email,
+        /// Who to answer; an account may leave it out.
+        email: Option<Email>,
         /// What it is about.
         subject: Subject,
         /// The customer's message.
         message: Message,
+        /// The account opening it, when not anonymous.
+        submitter_id: Option<uuid::Uuid>,
     },
     /// Move the ticket to another status.
     ChangeStatus {
@@ -130,12 +132,52 @@ pub enum TicketError {
         /// Where the command wanted it.
         to: TicketStatus,
     },
+    /// A submitter may only reopen or close a resolved ticket (403).
+    #[error("a submitter may only reopen or close a resolved ticket")]
+    SubmitterMove,
 }
 
-/// A ticket's state, as far as its rules need it: only its status (`None` before it opens).
+/// A ticket's state, as far as its rules need it: its status (`None` before it opens) and
+/// who opened it.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SupportTicket {
     status: Option<TicketStatus>,
+    /// The account that opened it, if any.
+    #[serde(default)]
+    submitter: Option<uuid::Uuid>,
+}
+
+impl SupportTicket {
+    /// Whether `account` may act on this ticket: admins may make any allowed move; its
+    /// submitter may see it and move a resolved ticket to `open` or `closed` only (403
+    /// otherwise); anyone else is told it does not exist (404). `to` is the move asked for.
+    ///
+    /// # Errors
+    ///
+    /// [`TicketError::NotFound`] or [`TicketError::SubmitterMove`].
+    pub fn allows(
+        &self,
+        account: uuid::Uuid,
+        admin: bool,
+        to: Option<TicketStatus>,
+    ) -> Result<(), TicketError> {
+        let Some(status) = self.status else {
+            return Ok(());
+        };
+        if admin {
+            return Ok(());
+        }
+        if self.submitter != Some(account) {
+            return Err(TicketError::NotFound);
+        }
+        match to {
+            None => Ok(()),
+            Some(TicketStatus::Open | TicketStatus::Closed) if status == TicketStatus::Resolved => {
+                Ok(())
+            }
+            Some(_) => Err(TicketError::SubmitterMove),
+        }
+    }
 }
 
 /// Whether the lifecycle allows moving from `from` to `to`.
@@ -164,12 +206,14 @@ impl Decide for SupportTicket {
                     email,
                     subject,
                     message,
+                    submitter_id,
                 },
                 None,
             ) => Ok(vec![TicketEvent::TicketOpened {
-                email: email.0,
+                email: email.map(|email| email.0).unwrap_or_default(),
                 subject: subject.0,
                 message: message.0,
+                submitter_id,
             }]),
             (TicketCommand::ChangeStatus { .. }, None) => Err(TicketError::NotFound),
             (TicketCommand::ChangeStatus { to }, Some(from)) if can_move(from, to) => {
@@ -183,7 +227,10 @@ impl Decide for SupportTicket {
 
     fn evolve(&mut self, event: TicketEvent) {
         match event {
-            TicketEvent::TicketOpened { .. } => self.status = Some(TicketStatus::Open),
+            TicketEvent::TicketOpened { submitter_id, .. } => {
+                self.status = Some(TicketStatus::Open);
+                self.submitter = submitter_id;
+            }
             TicketEvent::TicketStatusChanged { to, .. } => self.status = Some(to),
         }
     }
@@ -205,6 +252,7 @@ mod tests {
             email: "ada@example.com".into(),
             subject: "Login fails".into(),
             message: "Since this morning".into(),
+            submitter_id: None,
         }
     }
 
@@ -234,9 +282,10 @@ mod tests {
         Given::with(())
             .given_no_previous_events()
             .when(TicketCommand::Open {
-                email: Email::parse(" ada@example.com ").expect("valid"),
+                email: Some(Email::parse(" ada@example.com ").expect("valid")),
                 subject: Subject::parse("  Login fails ").expect("valid"),
                 message: Message::parse("Since this morning\n").expect("valid"),
+                submitter_id: None,
             })
             .then_expect_events(vec![opened()]);
     }
@@ -246,9 +295,10 @@ mod tests {
         Given::with(())
             .given(vec![opened()])
             .when(TicketCommand::Open {
-                email: Email::parse("b@example.com").expect("valid"),
+                email: Some(Email::parse("b@example.com").expect("valid")),
                 subject: Subject::parse("again").expect("valid"),
                 message: Message::parse("again").expect("valid"),
+                submitter_id: None,
             })
             .then_expect_error(TicketError::AlreadyExists);
     }

@@ -46,6 +46,8 @@ impl RuleProblem for TicketError {
             Self::NotFound => Problem::not_found(self.to_string()),
             // 409: the id is taken, or the lifecycle has no such move from the current status.
             Self::AlreadyExists | Self::ForbiddenMove { .. } => Problem::conflict(self.to_string()),
+            // 403: the submitter may see the ticket but not make this move.
+            Self::SubmitterMove => service_kit::caller::forbidden(self.to_string()),
         }
     }
 }
@@ -57,6 +59,8 @@ impl RuleProblem for PostError {
             Self::NotFound => Problem::not_found(self.to_string()),
             // 409: the id is taken, or the post was deleted and takes nothing more.
             Self::AlreadyExists | Self::Deleted => Problem::conflict(self.to_string()),
+            // 403: posts are public, so another's post is visible but not changeable.
+            Self::NotAuthor => service_kit::caller::forbidden(self.to_string()),
         }
     }
 }

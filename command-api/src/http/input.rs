@@ -7,17 +7,17 @@ use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderMap, header};
 use events::EventMetadata;
 use serde::de::DeserializeOwned;
-use service_kit::Problem;
 use service_kit::http::{RequestId, client_ip, is_safe_id};
 use service_kit::problem::FieldError;
+use service_kit::{Caller, Problem};
 use uuid::Uuid;
 
 use crate::execute::IfMatch;
 use crate::idempotency;
 use crate::state::AppState;
 
-/// The principal every request acts as until accounts exist.
-pub const ANONYMOUS: &str = "anonymous";
+/// The principal of a request without a token.
+pub use service_kit::caller::ANONYMOUS;
 
 /// Everything a command handler needs from the request besides its path.
 #[derive(Debug)]
@@ -33,8 +33,10 @@ pub struct CommandInput {
     pub if_match: Option<IfMatch>,
     /// Audit metadata for the events this command appends.
     pub metadata: EventMetadata,
-    /// Who is asking; scopes idempotency keys.
+    /// Who is asking; scopes idempotency keys (the account id, or `anonymous`).
     pub principal: String,
+    /// Who is asking, as the authentication layer found it.
+    pub caller: Caller,
     /// When the request gives up (`REQUEST_TIMEOUT_MS` after it arrived), short of an append
     /// already under way.
     pub deadline: tokio::time::Instant,
@@ -113,6 +115,13 @@ impl FromRequest<AppState> for CommandInput {
     async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let deadline = tokio::time::Instant::now() + state.settings.request_timeout;
         let (parts, body) = request.into_parts();
+        // The authentication layer put it there (a bad token never gets this far); a router
+        // without that layer has only anonymous callers.
+        let caller = parts
+            .extensions
+            .get::<Caller>()
+            .cloned()
+            .unwrap_or(Caller::Anonymous);
         let headers = &parts.headers;
         let idempotency_key = match header_str(headers, "idempotency-key") {
             None if headers.contains_key("idempotency-key") => {
@@ -136,8 +145,8 @@ impl FromRequest<AppState> for CommandInput {
         let user_agent = header_str(headers, header::USER_AGENT.as_str())
             .map(|agent| agent.chars().take(512).collect::<String>());
         let metadata = EventMetadata {
-            actor: ANONYMOUS.to_owned(),
-            session_id: None,
+            actor: caller.actor(),
+            session_id: caller.session_id(),
             ip: if state.settings.trust_forwarded_for {
                 forwarded_client(headers).or_else(|| client_ip(&parts.extensions))
             } else {
@@ -174,7 +183,8 @@ impl FromRequest<AppState> for CommandInput {
             idempotency_key,
             if_match,
             metadata,
-            principal: ANONYMOUS.to_owned(),
+            principal: caller.actor(),
+            caller,
             deadline,
         })
     }

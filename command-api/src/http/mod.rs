@@ -54,6 +54,23 @@ where
     A::Command: Clone,
     A::Error: RuleProblem,
 {
+    run_guarded(state, bus, input, target, command, &|_: &A| Ok(())).await
+}
+
+/// [`run_command`] with a guard on the loaded state ([`CommandBus::execute_guarded`]).
+pub async fn run_guarded<A>(
+    state: &AppState,
+    bus: &CommandBus<A>,
+    input: &CommandInput,
+    target: Target<'_>,
+    command: A::Command,
+    guard: &(dyn Fn(&A) -> Result<(), A::Error> + Sync),
+) -> Result<Response, Problem>
+where
+    A: Aggregate,
+    A::Command: Clone,
+    A::Error: RuleProblem,
+{
     let claim = match (&input.idempotency_key, &input.fingerprint) {
         (Some(key), Some(fingerprint)) => match idempotency::claim::<Outcome>(
             &state.claims,
@@ -96,7 +113,7 @@ where
         reads: target.reads,
         deadline: input.deadline,
     };
-    match bus.execute(&request, command).await {
+    match bus.execute_guarded(&request, command, guard).await {
         Ok(committed) => {
             (state.hooks.after_commit)();
             Ok(respond(&committed, target.location, false))
@@ -153,13 +170,30 @@ where
     A::Command: Clone,
     A::Error: RuleProblem,
 {
+    change_guarded(state, bus, input, id, command, &|_: &A| Ok(())).await
+}
+
+/// [`change`], refused by `guard` when the caller may not act on the loaded state.
+pub async fn change_guarded<A>(
+    state: &AppState,
+    bus: &CommandBus<A>,
+    input: &CommandInput,
+    id: &str,
+    command: A::Command,
+    guard: &(dyn Fn(&A) -> Result<(), A::Error> + Sync),
+) -> Result<Response, Problem>
+where
+    A: Aggregate,
+    A::Command: Clone,
+    A::Error: RuleProblem,
+{
     let target = Target {
         id,
         kind: Kind::Changed,
         reads: Reads::State,
         location: None,
     };
-    run_command(state, bus, input, target, command).await
+    run_guarded(state, bus, input, target, command, guard).await
 }
 
 /// The answer to a create or change.

@@ -21,6 +21,8 @@ pub struct ProblemDoc {
     pub request_id: Option<String>,
     /// The invalid fields, for validation problems.
     pub errors: Option<Vec<FieldErrorDoc>>,
+    /// Whole seconds to wait before retrying, equal to `Retry-After`; on every 429 and 503.
+    pub retry_after: Option<u64>,
 }
 
 /// One invalid field of a request, e.g. `events[3].properties`.

@@ -43,7 +43,12 @@ async fn publishing_a_post_answers_201_with_location_and_records_trimmed_values(
     assert_eq!(events[0].1, "PostPublished");
     assert_eq!(
         events[0].2["PostPublished"],
-        json!({ "title": "Hello", "content": "First\npost", "author": "ada" })
+        json!({
+            "title": "Hello",
+            "content": "First\npost",
+            "author": "ada",
+            "author_id": tester().id,
+        })
     );
 }
 

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use command_api::{AppState, Hooks, Settings};
 use serde_json::Value;
 use sqlx::PgPool;
-pub use test_support::{Answer, Call};
+pub use test_support::{Answer, Call, TestAccount};
 
 /// Settings for tests: small limits where a test needs them.
 pub fn settings() -> Settings {
@@ -23,18 +23,32 @@ pub fn settings() -> Settings {
         // Tests fire up to 16 commands at once at a 5-connection pool; the bound has its own
         // tests (service-kit, faults).
         admission: service_kit::shed::AdmissionSettings::unbounded(),
+        auth: test_support::auth::settings(),
     }
 }
+
+/// The account every call of [`app`] acts as unless it names another or is anonymous.
+pub use test_support::auth::tester;
 
 /// The app on `pool` with default settings.
 pub fn app(pool: &PgPool) -> Router {
     app_with(pool, settings(), Hooks::default())
 }
 
-/// The app on `pool` with the given settings and hooks.
+/// The app on `pool` with the given settings and hooks, acting as [`tester`].
 pub fn app_with(pool: &PgPool, settings: Settings, hooks: Hooks) -> Router {
+    test_support::acting_as(bare_app_with(pool, settings, hooks), tester())
+}
+
+/// The app on `pool` as a client sees it: each call sends its own token, or none.
+pub fn bare_app(pool: &PgPool) -> Router {
+    bare_app_with(pool, settings(), Hooks::default())
+}
+
+/// [`bare_app`] with the given settings and hooks.
+pub fn bare_app_with(pool: &PgPool, settings: Settings, hooks: Hooks) -> Router {
     test_support::init_logging();
-    command_api::router(AppState::new(pool.clone(), settings, hooks))
+    command_api::router(AppState::new(pool.clone(), settings, hooks).expect("test keys load"))
 }
 
 /// Creates a project and returns its id.

@@ -57,9 +57,11 @@ async fn a_key_still_in_flight_is_409(pool: PgPool) {
     let body = json!({ "name": "Apollo" });
     // Another attempt holds the claim: it is running right now.
     let fingerprint = fingerprint("POST", "/api/v1/projects", body.to_string().as_bytes());
+    // Keys are scoped to the account that sent them.
+    let principal = tester().id.to_string();
     let held = idempotency::claim::<Outcome>(
         &pool,
-        "anonymous",
+        &principal,
         "key-3",
         &fingerprint,
         Duration::from_secs(30),

@@ -3,6 +3,7 @@
 #![expect(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
 
 mod analytics;
+mod authz;
 mod bad_input;
 mod community_posts;
 mod helpers;

@@ -5,7 +5,7 @@ use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::helpers::{Call, app, stream_versions};
+use crate::helpers::{Call, app, stream_versions, tester};
 
 #[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_project_created_at_version_1_still_takes_commands(pool: PgPool) {
@@ -56,5 +56,8 @@ async fn a_new_project_is_created_at_version_2_with_its_creator(pool: PgPool) {
             .await
             .unwrap();
     assert_eq!(version, "2");
-    assert_eq!(payload["ProjectCreated"]["created_by"], "anonymous");
+    assert_eq!(
+        payload["ProjectCreated"]["created_by"],
+        tester().id.to_string()
+    );
 }

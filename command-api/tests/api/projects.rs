@@ -38,7 +38,8 @@ async fn creating_a_project_answers_201_with_location_etag_and_token(pool: PgPoo
     .unwrap();
     assert_eq!(event_type, "ProjectCreated");
     assert_eq!(payload["ProjectCreated"]["name"], "Apollo");
-    assert_eq!(metadata["actor"], "anonymous");
+    assert_eq!(metadata["actor"], tester().id.to_string());
+    assert_eq!(metadata["session_id"], tester().session.to_string());
     assert_eq!(metadata["request_id"], "req-123");
     assert_eq!(metadata["correlation_id"], "req-123");
     assert_eq!(metadata["user_agent"], "tests/1.0");

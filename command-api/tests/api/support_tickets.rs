@@ -46,7 +46,12 @@ async fn opening_a_ticket_answers_201_and_records_it_with_metadata(pool: PgPool)
     assert_eq!(events[0].1, "TicketOpened");
     assert_eq!(
         events[0].2["TicketOpened"],
-        json!({ "email": "ada@example.com", "subject": "Login fails", "message": "Since\nmorning" })
+        json!({
+            "email": "ada@example.com",
+            "subject": "Login fails",
+            "message": "Since\nmorning",
+            "submitter_id": tester().id,
+        })
     );
     let metadata: Value =
         sqlx::query_scalar("SELECT metadata::jsonb FROM events WHERE aggregate_id = $1")
@@ -55,7 +60,7 @@ async fn opening_a_ticket_answers_201_and_records_it_with_metadata(pool: PgPool)
             .await
             .unwrap();
     assert_eq!(metadata["request_id"], "req-ticket");
-    assert_eq!(metadata["actor"], "anonymous");
+    assert_eq!(metadata["actor"], tester().id.to_string());
 }
 
 #[sqlx::test(migrator = "event_store::MIGRATOR")]

@@ -27,10 +27,11 @@ const RABBITMQ_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 /// A password no policy refuses.
 pub const PASSWORD: &str = "correct horse battery staple";
 
-/// Accounts' settings for tests: fresh keys, default limits unless a test changes them.
+/// Accounts' settings for tests: the test keys every router verifies with, default limits
+/// unless a test changes them.
 pub fn auth_settings() -> AuthSettings {
     AuthSettings {
-        signing_keys: Secret::new(auth::generate_signing_key_pem()),
+        signing_keys: Secret::new(test_support::auth::keys_pem().to_owned()),
         secret_key: Secret::new(auth::secret::SecretKey::generate().to_base64()),
         issuer: "chronicle".to_owned(),
         public_url: "https://app.example".to_owned(),
@@ -59,6 +60,7 @@ pub fn settings() -> Settings {
         request_timeout: Duration::from_secs(60),
         trust_forwarded_for: true,
         admission: service_kit::shed::AdmissionSettings::unbounded(),
+        auth: test_support::auth::settings(),
     }
 }
 
@@ -75,7 +77,9 @@ pub fn instance(pool: &PgPool, auth_settings: AuthSettings) -> Instance {
     test_support::init_logging();
     let auth = AuthState::new(pool.clone(), auth_settings).unwrap();
     let app = command_api::router(
-        AppState::new(pool.clone(), settings(), Hooks::default()).with_auth(Arc::clone(&auth)),
+        AppState::new(pool.clone(), settings(), Hooks::default())
+            .unwrap()
+            .with_auth(Arc::clone(&auth)),
     );
     Instance { app, auth }
 }

@@ -45,12 +45,14 @@ impl Projection for CommunityPostsProjection {
                 title,
                 content,
                 author,
+                author_id,
             } => {
                 // A publish is revision 1 of its stream; a conflict can only be a replay.
                 sqlx::query(
                     "INSERT INTO community_posts \
-                         (id, title, content, author, created_at, updated_at, version) \
-                     VALUES ($1, $2, $3, $4, $5, $5, $6) \
+                         (id, title, content, author, created_at, updated_at, version, \
+                          author_id) \
+                     VALUES ($1, $2, $3, $4, $5, $5, $6, $7) \
                      ON CONFLICT (id) DO NOTHING",
                 )
                 .bind(id)
@@ -59,6 +61,7 @@ impl Projection for CommunityPostsProjection {
                 .bind(author)
                 .bind(at)
                 .bind(version)
+                .bind(author_id)
                 .execute(&mut **tx)
                 .await?;
                 Ok(())

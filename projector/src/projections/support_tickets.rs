@@ -47,12 +47,14 @@ impl Projection for SupportTicketsProjection {
                 email,
                 subject,
                 message,
+                submitter_id,
             } => {
                 // An open is revision 1 of its stream; a conflict can only be a replay.
                 sqlx::query(
                     "INSERT INTO support_tickets \
-                         (id, email, subject, message, status, created_at, updated_at, version) \
-                     VALUES ($1, $2, $3, $4, 'open', $5, $5, $6) \
+                         (id, email, subject, message, status, created_at, updated_at, version, \
+                          submitter_id) \
+                     VALUES ($1, $2, $3, $4, 'open', $5, $5, $6, $7) \
                      ON CONFLICT (id) DO NOTHING",
                 )
                 .bind(id)
@@ -61,6 +63,7 @@ impl Projection for SupportTicketsProjection {
                 .bind(message)
                 .bind(at)
                 .bind(version)
+                .bind(submitter_id)
                 .execute(&mut **tx)
                 .await?;
                 Ok(())

@@ -13,10 +13,12 @@ async fn posts_are_projected_and_a_deleted_post_is_marked_not_removed(pool: PgPo
     let kept = Uuid::now_v7().to_string();
     let gone = Uuid::now_v7().to_string();
     let p = post::AGGREGATE_TYPE;
+    let author = Uuid::now_v7();
     let published = |title: &str| PostEvent::PostPublished {
         title: title.into(),
         content: "c".into(),
         author: "ada".into(),
+        author_id: Some(author),
     };
     append(
         &pool,
@@ -55,4 +57,10 @@ async fn posts_are_projected_and_a_deleted_post_is_marked_not_removed(pool: PgPo
             (gone.clone(), "Gone".into(), "c".into(), 2, true),
         ]
     );
+    let authors: Vec<Option<Uuid>> =
+        sqlx::query_scalar("SELECT author_id FROM community_posts ORDER BY title DESC")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(authors, vec![Some(author), Some(author)]);
 }

@@ -17,6 +17,7 @@ use crate::helpers::{checkpoint_position, domain_event as event, settle_projecti
 async fn tickets_are_projected_with_their_latest_status_and_version(pool: PgPool) {
     let id = Uuid::now_v7().to_string();
     let t = ticket::AGGREGATE_TYPE;
+    let submitter = Uuid::now_v7();
     let history = [
         event(
             t,
@@ -26,6 +27,7 @@ async fn tickets_are_projected_with_their_latest_status_and_version(pool: PgPool
                 email: "ada@example.com".into(),
                 subject: "Login".into(),
                 message: "Fails".into(),
+                submitter_id: Some(submitter),
             },
         ),
         event(
@@ -59,6 +61,7 @@ async fn tickets_are_projected_with_their_latest_status_and_version(pool: PgPool
                 title: "t".into(),
                 content: "c".into(),
                 author: "a".into(),
+                author_id: None,
             },
         )],
         None,
@@ -68,21 +71,23 @@ async fn tickets_are_projected_with_their_latest_status_and_version(pool: PgPool
 
     assert_eq!(settle(&pool, &SupportTicketsProjection).await, 3);
 
-    let (email, status, version, created, updated): (
+    let (email, status, version, created, updated, submitted_by): (
         String,
         String,
         i64,
         chrono::DateTime<chrono::Utc>,
         chrono::DateTime<chrono::Utc>,
+        Option<Uuid>,
     ) = sqlx::query_as(
-        "SELECT email, status, version, created_at, updated_at FROM support_tickets \
-          WHERE id = $1::uuid",
+        "SELECT email, status, version, created_at, updated_at, submitter_id \
+           FROM support_tickets WHERE id = $1::uuid",
     )
     .bind(&id)
     .fetch_one(&pool)
     .await
     .unwrap();
     assert_eq!(email, "ada@example.com");
+    assert_eq!(submitted_by, Some(submitter));
     assert_eq!(status, "resolved");
     assert_eq!(version, 3);
     assert!(updated >= created);

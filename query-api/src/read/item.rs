@@ -15,6 +15,7 @@ use crate::consistency;
 use crate::error::ApiError;
 use crate::etag::{Audience, ETag};
 use crate::read::page::ReadModel;
+use crate::read::scope::Scope;
 use crate::state::AppState;
 
 /// A read model of an aggregate, served by id and tagged with the aggregate version.
@@ -40,6 +41,26 @@ pub async fn item_response<T: Item>(
     headers: &HeaderMap,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
+    item_response_scoped::<T>(state, headers, id, None).await
+}
+
+/// [`item_response`] for a model accounts own: a row outside `scope` answers 404, exactly
+/// like a missing one, and is never revalidated from the announcements (which say nothing
+/// about owners).
+///
+/// # Errors
+///
+/// As [`item_response`].
+pub async fn item_response_scoped<T: Item>(
+    state: &AppState,
+    headers: &HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+    scope: Option<Scope>,
+) -> Result<Response, ApiError> {
+    let restricted = scope.and_then(|scope| scope.owner.map(|owner| (scope.column, owner)));
+    let owner_clause = restricted
+        .map(|(column, _)| format!(" AND {column} = $2"))
+        .unwrap_or_default();
     let invalid_id = || ApiError::InvalidPath {
         field: "id",
         message: "must be a UUID",
@@ -66,7 +87,9 @@ pub async fn item_response<T: Item>(
         // First from what the projector announced, without a query (see `crate::announced`
         // for why an announced version is current). Only an exact tag: `*` claims the row is
         // visible, which a version does not say (a deleted post has one too).
-        if let Some(version) = announced_version::<T>(state, id, token.map(|t| t.0), waited) {
+        if restricted.is_none()
+            && let Some(version) = announced_version::<T>(state, id, token.map(|t| t.0), waited)
+        {
             let etag = ETag::strong(version);
             if etag.listed_in_if_none_match(headers) {
                 metrics::counter!(service_kit::metric_names::QUERY_ITEM_REVALIDATIONS_TOTAL, "answered_by" => "announcements")
@@ -75,14 +98,16 @@ pub async fn item_response<T: Item>(
             }
         }
         // Else from the version alone, without reading the whole row.
-        let version: Option<i64> = sqlx::query_scalar(&format!(
-            "SELECT version FROM {} WHERE id = $1 AND {}",
+        let sql = format!(
+            "SELECT version FROM {} WHERE id = $1 AND {}{owner_clause}",
             T::TABLE,
             T::VISIBLE
-        ))
-        .bind(id)
-        .fetch_optional(state.pool())
-        .await?;
+        );
+        let mut query = sqlx::query_scalar(&sql).bind(id);
+        if let Some((_, owner)) = restricted {
+            query = query.bind(owner);
+        }
+        let version: Option<i64> = query.fetch_optional(state.pool()).await?;
         let etag = ETag::strong(version.ok_or_else(not_found)?);
         if etag.matches_if_none_match(headers) {
             metrics::counter!(service_kit::metric_names::QUERY_ITEM_REVALIDATIONS_TOTAL, "answered_by" => "database")
@@ -91,16 +116,20 @@ pub async fn item_response<T: Item>(
         }
     }
 
-    let item: T = sqlx::query_as(&format!(
-        "SELECT {} FROM {} WHERE id = $1 AND {}",
+    let sql = format!(
+        "SELECT {} FROM {} WHERE id = $1 AND {}{owner_clause}",
         T::COLUMNS,
         T::TABLE,
         T::VISIBLE
-    ))
-    .bind(id)
-    .fetch_optional(state.pool())
-    .await?
-    .ok_or_else(not_found)?;
+    );
+    let mut query = sqlx::query_as(&sql).bind(id);
+    if let Some((_, owner)) = restricted {
+        query = query.bind(owner);
+    }
+    let item: T = query
+        .fetch_optional(state.pool())
+        .await?
+        .ok_or_else(not_found)?;
     Ok(ETag::strong(item.version()).decorate(audience, Json(item).into_response()))
 }
 

@@ -31,7 +31,10 @@ pub const DEFAULT_RANGE_DAYS: i64 = 30;
 
 /// The routes of this resource, documented.
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(analytics_summary))
+    // The summary is an admin's (ACCOUNTS.md, "Who may call what").
+    OpenApiRouter::new()
+        .routes(routes!(analytics_summary))
+        .route_layer(axum::middleware::from_fn(service_kit::caller::needs_admin))
 }
 
 /// The query parameters of `GET /analytics/summary`, as sent (checked in [`SummaryQuery::parse`]).

@@ -40,6 +40,10 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(audit_events))
         .routes(routes!(audit_stream))
+        // The log is an auditor's; admin is not auditor (ACCOUNTS.md, "Who may call what").
+        .route_layer(axum::middleware::from_fn(
+            service_kit::caller::needs_auditor,
+        ))
 }
 
 /// An event as auditors see it.

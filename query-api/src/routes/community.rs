@@ -59,6 +59,8 @@ pub struct Post {
     pub updated_at: DateTime<Utc>,
     /// The aggregate version this row reflects; the item's ETag.
     pub version: i64,
+    /// The account that published it; null for posts from before accounts.
+    pub author_id: Option<Uuid>,
 }
 
 /// The query parameters of `GET /community/posts`, as sent; checked in [`ListPosts::parse`].
@@ -146,7 +148,8 @@ impl ListRequest for ListPosts {
 impl ReadModel for Post {
     const PROJECTION: &'static str = PROJECTION;
     const TABLE: &'static str = "community_posts";
-    const COLUMNS: &'static str = "id, title, content, author, created_at, updated_at, version";
+    const COLUMNS: &'static str =
+        "id, title, content, author, created_at, updated_at, version, author_id";
     // Deleted posts keep their rows for the projector, but are never read.
     const VISIBLE: &'static str = "deleted_at IS NULL";
     const PUBLIC: bool = true;

@@ -3,6 +3,7 @@
 
 pub mod analytics;
 pub mod audit;
+pub mod auth;
 pub mod community;
 pub mod projections;
 pub mod projects;
@@ -34,14 +35,26 @@ pub fn api() -> OpenApiRouter<AppState> {
             .merge(status::router())
             .merge(analytics::router())
             .merge(audit::router())
-            .merge(projections::router()),
+            .merge(projections::router())
+            .merge(auth::router()),
     )
 }
+
+/// The operations anyone may call; a token they carry must still be valid.
+pub const PUBLIC_OPERATIONS: &[(&str, &str)] = &[
+    ("get", "/api/v1/community/posts"),
+    ("get", "/api/v1/community/posts/{id}"),
+    ("get", "/api/v1/status"),
+    ("get", "/api/v1/status/services/{service_id}/history"),
+    ("get", "/api/v1/auth/jwks.json"),
+];
 
 /// The API routes plus `GET /api/v1/openapi.json`, bound to `state` (without the shared
 /// plumbing; see [`crate::router`]).
 pub fn router(state: AppState) -> axum::Router {
-    let (routes, document) = api().split_for_parts();
+    let (routes, mut document) = api().split_for_parts();
+    service_kit::caller::document_bearer_auth(&mut document, PUBLIC_OPERATIONS);
+    let authenticator = state.authenticator().clone();
     // Built once: the document cannot change while the process runs.
     let document = Arc::new(document);
     routes
@@ -52,5 +65,10 @@ pub fn router(state: AppState) -> axum::Router {
                 async move { Json(document.as_ref()).into_response() }
             }),
         )
+        // Outermost of the routes: a bad token is a 401 before anything else is looked at.
+        .layer(axum::middleware::from_fn_with_state(
+            authenticator,
+            service_kit::caller::authenticate,
+        ))
         .with_state(state)
 }

@@ -15,7 +15,12 @@ use crate::state::AppState;
 
 /// The routes of this resource, documented.
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(list_projections))
+    // Projection progress is for admins and auditors (ACCOUNTS.md, "Who may call what").
+    OpenApiRouter::new()
+        .routes(routes!(list_projections))
+        .route_layer(axum::middleware::from_fn(
+            service_kit::caller::needs_admin_or_auditor,
+        ))
 }
 
 /// One projection's progress.

@@ -23,8 +23,13 @@ use crate::pagination::given;
 use crate::pagination::{self, PageRequest};
 use crate::read::item::{self, Item};
 use crate::read::page::{self, ListRequest, Page, ReadModel};
+use crate::read::scope::{Scope, Scoped};
 use crate::read::sort::{self, text_filter};
 use crate::state::AppState;
+use service_kit::Caller;
+
+/// The column naming the account a project belongs to.
+const OWNER_COLUMN: &str = "owner_id";
 
 /// The name of the projection (its `projection_checkpoints` row) that fills `projects`.
 pub const PROJECTION: &str = event_store::catalogue::PROJECTS.name;
@@ -40,6 +45,10 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_projects))
         .routes(routes!(get_project))
+        // Accounts see their own only (ACCOUNTS.md, "Who may call what").
+        .route_layer(axum::middleware::from_fn(
+            service_kit::caller::needs_account,
+        ))
 }
 
 /// A project as the read model holds it.
@@ -282,11 +291,22 @@ impl Item for Project {
 )]
 pub async fn list_projects(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     query: Result<Query<ListProjectsParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let scope = Scope::of(&caller, OWNER_COLUMN)?;
     let Query(params) = query?;
-    page::list_response(&state, &headers, &ListProjects::parse(&params)?).await
+    let request = ListProjects::parse(&params)?;
+    page::list_response(
+        &state,
+        &headers,
+        &Scoped {
+            request: &request,
+            scope,
+        },
+    )
+    .await
 }
 
 /// Reads one project.
@@ -310,10 +330,12 @@ pub async fn list_projects(
 )]
 pub async fn get_project(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    item::item_response::<Project>(&state, &headers, id).await
+    let scope = Scope::of(&caller, OWNER_COLUMN)?;
+    item::item_response_scoped::<Project>(&state, &headers, id, Some(scope)).await
 }
 
 #[cfg(test)]

@@ -24,8 +24,13 @@ use crate::pagination::given;
 use crate::pagination::{self, PageRequest};
 use crate::read::item::{self, Item};
 use crate::read::page::{self, ListRequest, Page, ReadModel};
+use crate::read::scope::{Scope, Scoped};
 use crate::read::sort::{TimestampSort, text_filter};
 use crate::state::AppState;
+use service_kit::Caller;
+
+/// The column naming the account a ticket belongs to.
+const OWNER_COLUMN: &str = "submitter_id";
 
 /// The name of the projection (its `projection_checkpoints` row) that fills `support_tickets`.
 pub const PROJECTION: &str = event_store::catalogue::SUPPORT_TICKETS.name;
@@ -41,6 +46,10 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_tickets))
         .routes(routes!(get_ticket))
+        // Accounts see their own only (ACCOUNTS.md, "Who may call what").
+        .route_layer(axum::middleware::from_fn(
+            service_kit::caller::needs_account,
+        ))
 }
 
 /// A support ticket as the read model holds it.
@@ -63,6 +72,8 @@ pub struct Ticket {
     pub updated_at: DateTime<Utc>,
     /// The aggregate version this row reflects; the item's ETag.
     pub version: i64,
+    /// The account that opened it; null when opened anonymously.
+    pub submitter_id: Option<Uuid>,
 }
 
 /// The query parameters of `GET /support/tickets`, as sent; checked in
@@ -177,7 +188,7 @@ impl ReadModel for Ticket {
     const PROJECTION: &'static str = PROJECTION;
     const TABLE: &'static str = "support_tickets";
     const COLUMNS: &'static str =
-        "id, email, subject, message, status, created_at, updated_at, version";
+        "id, email, subject, message, status, created_at, updated_at, version, submitter_id";
 }
 
 impl Item for Ticket {
@@ -210,11 +221,22 @@ impl Item for Ticket {
 )]
 pub async fn list_tickets(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     query: Result<Query<ListTicketsParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let scope = Scope::of(&caller, OWNER_COLUMN)?;
     let Query(params) = query?;
-    page::list_response(&state, &headers, &ListTickets::parse(&params)?).await
+    let request = ListTickets::parse(&params)?;
+    page::list_response(
+        &state,
+        &headers,
+        &Scoped {
+            request: &request,
+            scope,
+        },
+    )
+    .await
 }
 
 /// Reads one support ticket.
@@ -238,10 +260,12 @@ pub async fn list_tickets(
 )]
 pub async fn get_ticket(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    item::item_response::<Ticket>(&state, &headers, id).await
+    let scope = Scope::of(&caller, OWNER_COLUMN)?;
+    item::item_response_scoped::<Ticket>(&state, &headers, id, Some(scope)).await
 }
 
 #[cfg(test)]

@@ -153,6 +153,7 @@ async fn filters_narrow_the_log_and_items_are_full_envelopes(pool: PgPool) {
                 email: "ada@example.com".to_owned(),
                 subject: "Help".to_owned(),
                 message: "Please".to_owned(),
+                submitter_id: None,
             },
             "ada",
         ),

@@ -9,7 +9,8 @@ use events::{ConsistencyToken, LogPosition};
 use sqlx::PgPool;
 
 use crate::helpers::{
-    Answer, app, app_with, get, get_with, insert_project, project, set_checkpoint, waiting,
+    Answer, app, app_with, bare_app, get, get_with, insert_project, project, set_checkpoint,
+    waiting,
 };
 
 const PUBLIC: &str = "public, max-age=5, stale-while-revalidate=30";
@@ -47,8 +48,10 @@ fn assert_caching(answer: &Answer, expected: &str, what: &str) {
 #[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn public_reads_are_shared_cacheable_only_when_asked_anonymously(pool: PgPool) {
     let id = post(&pool).await;
-    let app = app(&pool).await;
+    // As a client sends them: anonymous unless a call names its token.
+    let app = bare_app(&pool).await;
     let token = token();
+    let bearer = test_support::TestAccount::user().bearer();
     let item = format!("/api/v1/community/posts/{id}");
     for uri in [
         "/api/v1/status",
@@ -72,7 +75,7 @@ async fn public_reads_are_shared_cacheable_only_when_asked_anonymously(pool: PgP
         assert_caching(&revalidated, PUBLIC, uri);
 
         for header in [
-            ("authorization", "Bearer someone"),
+            ("authorization", bearer.as_str()),
             ("x-consistency-token", token.as_str()),
         ] {
             let personal = get_with(&app, uri, &[header]).await;

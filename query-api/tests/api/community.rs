@@ -36,7 +36,7 @@ async fn a_post_is_served_with_its_version_as_etag(pool: PgPool) {
     assert_eq!(
         answer.json(),
         serde_json::json!({
-            "id": id, "title": "Title", "content": "Content", "author": "ada",
+            "id": id, "title": "Title", "content": "Content", "author": "ada", "author_id": null,
             "created_at": "2026-01-01T12:01:00Z", "updated_at": "2026-01-01T13:39:00Z",
             "version": 3,
         })

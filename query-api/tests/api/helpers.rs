@@ -26,7 +26,26 @@ pub async fn app_with(pool: &PgPool, settings: Settings) -> Router {
 
 /// The app with `settings`, and its state, to look into.
 pub async fn app_and_state(pool: &PgPool, settings: Settings) -> (Router, AppState) {
-    let state = query_api::app_state(pool.clone(), settings).await;
+    let (app, state) = bare_app_and_state(pool, settings).await;
+    (test_support::acting_as(app, tester()), state)
+}
+
+/// The account every call of [`app`] acts as unless it names another or is anonymous.
+pub use test_support::auth::tester;
+
+/// The app on `pool` as a client sees it: each call sends its own token, or none.
+pub async fn bare_app(pool: &PgPool) -> Router {
+    bare_app_and_state(pool, Settings::default()).await.0
+}
+
+/// [`bare_app`] with `settings`, and its state; the test keys when `settings` names none.
+pub async fn bare_app_and_state(pool: &PgPool, mut settings: Settings) -> (Router, AppState) {
+    if settings.auth.signing_keys_pem.is_empty() {
+        settings.auth = test_support::auth::settings();
+    }
+    let state = query_api::app_state(pool.clone(), settings)
+        .await
+        .expect("test keys load");
     // The listener reports a gap once its LISTEN is in place; announcements sent before that
     // would be lost, so tests that announce start after it.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);

@@ -4,6 +4,7 @@
 mod analytics;
 mod announced_versions;
 mod audit;
+mod authz;
 mod caching;
 mod community;
 mod consistency;

@@ -5,7 +5,8 @@ use axum::http::StatusCode;
 use events::LogPosition;
 use sqlx::PgPool;
 
-use crate::helpers::{app, at, get, get_with, set_checkpoint};
+// The status page is public: it is read as an anonymous client reads it.
+use crate::helpers::{at, bare_app as app, get, get_with, set_checkpoint};
 
 const CACHE: &str = "public, max-age=5, stale-while-revalidate=30";
 

@@ -40,7 +40,7 @@ async fn a_ticket_is_served_with_its_version_as_etag_and_304_on_a_match(pool: Pg
         serde_json::json!({
             "id": id, "email": "ada@example.com", "subject": "Subject", "message": "Message",
             "status": "in_progress", "created_at": "2026-01-01T12:01:00Z",
-            "updated_at": "2026-01-01T13:39:00Z", "version": 2,
+            "updated_at": "2026-01-01T13:39:00Z", "version": 2, "submitter_id": null,
         })
     );
     let cached = get_with(&app, &uri, &[("if-none-match", "\"2\"")]).await;

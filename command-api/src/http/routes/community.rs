@@ -9,18 +9,23 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use crate::domain::post::CommunityPost;
 use crate::domain::post::{Author, Content, PostCommand, Title};
 use crate::http::fields::{Fields, present};
 use crate::http::input::{CommandInput, parse_id};
 use crate::http::openapi::{ChangeHeaders, CommandErrors, CreateHeaders, UnknownId, text};
-use crate::http::{ChangeAnswer, change, create};
+use crate::http::{ChangeAnswer, change_guarded, create};
 use crate::state::AppState;
 
 /// Routes of the community post commands.
 pub fn router() -> OpenApiRouter<AppState> {
+    // Every post command needs an account (ACCOUNTS.md, "Who may call what").
     OpenApiRouter::new()
         .routes(routes!(publish_post))
         .routes(routes!(edit_post, delete_post))
+        .route_layer(axum::middleware::from_fn(
+            service_kit::caller::needs_account,
+        ))
 }
 
 /// `POST /community/posts` body.
@@ -87,6 +92,7 @@ async fn publish_post(
         title,
         content,
         author,
+        author_id: input.caller.account_id(),
     };
     create(
         &state,
@@ -134,7 +140,16 @@ async fn edit_post(
     }
     fields.finish()?;
     let command = PostCommand::Edit { title, content };
-    change(&state, &state.posts, &input, &id.to_string(), command).await
+    let guard = author_guard(&input)?;
+    change_guarded(
+        &state,
+        &state.posts,
+        &input,
+        &id.to_string(),
+        command,
+        &guard,
+    )
+    .await
 }
 
 /// Deletes a post: it vanishes from reads and takes no further commands.
@@ -156,5 +171,23 @@ async fn delete_post(
     input: CommandInput,
 ) -> Result<Response, Problem> {
     let id = parse_id(&id)?.to_string();
-    change(&state, &state.posts, &input, &id, PostCommand::Delete).await
+    let guard = author_guard(&input)?;
+    change_guarded(
+        &state,
+        &state.posts,
+        &input,
+        &id,
+        PostCommand::Delete,
+        &guard,
+    )
+    .await
+}
+
+/// Only the author or an admin may change a post.
+fn author_guard(
+    input: &CommandInput,
+) -> Result<impl Fn(&CommunityPost) -> Result<(), crate::domain::post::PostError> + Sync, Problem> {
+    let account = input.caller.require_account()?;
+    let (account_id, admin) = (account.account_id, account.is_admin());
+    Ok(move |post: &CommunityPost| post.changeable_by(account_id, admin))
 }

@@ -10,10 +10,11 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::domain::project::{Description, ProjectCommand, ProjectName};
+use crate::domain::project::{Project, ProjectError};
 use crate::http::fields::{Fields, present};
 use crate::http::input::{CommandInput, parse_id};
 use crate::http::openapi::{ChangeHeaders, CommandErrors, CreateHeaders, UnknownId, text};
-use crate::http::{ChangeAnswer, change, create};
+use crate::http::{ChangeAnswer, change_guarded, create};
 use crate::state::AppState;
 
 /// Routes of the project commands.
@@ -23,6 +24,10 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(update_project))
         .routes(routes!(archive_project))
         .routes(routes!(restore_project))
+        // Projects belong to accounts (ACCOUNTS.md, "Who may call what").
+        .route_layer(axum::middleware::from_fn(
+            service_kit::caller::needs_account,
+        ))
 }
 
 /// `POST /projects` body.
@@ -86,11 +91,22 @@ async fn create_project(
         return Err(fields.problem());
     };
     fields.finish()?;
+    let account = input.caller.require_account()?;
+    // Only an admin may make a project for someone else.
+    let owner = match body.owner_id {
+        Some(owner) if owner != account.account_id && !account.is_admin() => {
+            return Err(service_kit::caller::forbidden(
+                "only an admin may create a project for another owner",
+            ));
+        }
+        Some(owner) => owner,
+        None => account.account_id,
+    };
     let id = body.id.unwrap_or_else(Uuid::now_v7);
     let command = ProjectCommand::Create {
         name,
         description,
-        owner_id: body.owner_id,
+        owner_id: Some(owner),
         created_by: input.metadata.actor.clone(),
     };
     create(
@@ -139,7 +155,16 @@ async fn update_project(
     }
     fields.finish()?;
     let command = ProjectCommand::Update { name, description };
-    change(&state, &state.projects, &input, &id.to_string(), command).await
+    let guard = owner_guard(&input)?;
+    change_guarded(
+        &state,
+        &state.projects,
+        &input,
+        &id.to_string(),
+        command,
+        &guard,
+    )
+    .await
 }
 
 /// Archives a project.
@@ -161,12 +186,14 @@ async fn archive_project(
     input: CommandInput,
 ) -> Result<Response, Problem> {
     let id = parse_id(&id)?.to_string();
-    change(
+    let guard = owner_guard(&input)?;
+    change_guarded(
         &state,
         &state.projects,
         &input,
         &id,
         ProjectCommand::Archive,
+        &guard,
     )
     .await
 }
@@ -190,12 +217,23 @@ async fn restore_project(
     input: CommandInput,
 ) -> Result<Response, Problem> {
     let id = parse_id(&id)?.to_string();
-    change(
+    let guard = owner_guard(&input)?;
+    change_guarded(
         &state,
         &state.projects,
         &input,
         &id,
         ProjectCommand::Restore,
+        &guard,
     )
     .await
+}
+
+/// Only the owner or an admin may see or change a project; anyone else gets 404.
+fn owner_guard(
+    input: &CommandInput,
+) -> Result<impl Fn(&Project) -> Result<(), ProjectError> + Sync, Problem> {
+    let account = input.caller.require_account()?;
+    let (account_id, admin) = (account.account_id, account.is_admin());
+    Ok(move |project: &Project| project.visible_to(account_id, admin))
 }

@@ -24,7 +24,10 @@ use crate::state::AppState;
 
 /// Routes of the service status commands.
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(report_status))
+    // Status reports are an admin's (ACCOUNTS.md, "Who may call what").
+    OpenApiRouter::new()
+        .routes(routes!(report_status))
+        .route_layer(axum::middleware::from_fn(service_kit::caller::needs_admin))
 }
 
 /// `POST /status/services/{service_id}/reports` body.

@@ -10,18 +10,23 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use crate::domain::ticket::SupportTicket;
 use crate::domain::ticket::{Email, Message, Subject, TicketCommand};
 use crate::http::fields::Fields;
 use crate::http::input::{CommandInput, parse_id};
 use crate::http::openapi::{ChangeHeaders, CommandErrors, CreateHeaders, UnknownId, text};
-use crate::http::{ChangeAnswer, change, create};
+use crate::http::{ChangeAnswer, change_guarded, create};
 use crate::state::AppState;
 
 /// Routes of the support ticket commands.
 pub fn router() -> OpenApiRouter<AppState> {
+    // Anyone may open a ticket; only accounts move one (ACCOUNTS.md, "Who may call what").
     OpenApiRouter::new()
-        .routes(routes!(open_ticket))
         .routes(routes!(change_ticket_status))
+        .route_layer(axum::middleware::from_fn(
+            service_kit::caller::needs_account,
+        ))
+        .routes(routes!(open_ticket))
 }
 
 /// `POST /support/tickets` body.
@@ -30,9 +35,9 @@ pub fn router() -> OpenApiRouter<AppState> {
 pub struct OpenTicket {
     /// Client-generated id (UUID) for offline clients; generated when absent.
     id: Option<Uuid>,
-    /// The customer's email address, at most 254 characters.
+    /// The customer's email address, at most 254 characters; required without an account.
     #[schema(schema_with = text::email)]
-    email: String,
+    email: Option<String>,
     /// 1 to 200 characters after trimming.
     #[schema(schema_with = text::subject)]
     subject: String,
@@ -71,7 +76,16 @@ async fn open_ticket(
 ) -> Result<Response, Problem> {
     let body: OpenTicket = input.json()?;
     let mut fields = Fields::default();
-    let email = fields.check("email", Email::parse(&body.email));
+    let submitter_id = input.caller.account_id();
+    // An account is answered through its account; an anonymous customer needs an address.
+    let email = match (&body.email, submitter_id) {
+        (Some(raw), _) => fields.check("email", Email::parse(raw)).map(Some),
+        (None, Some(_)) => Some(None),
+        (None, None) => {
+            fields.refuse("email", "required when opening a ticket without an account");
+            None
+        }
+    };
     let subject = fields.check("subject", Subject::parse(&body.subject));
     let message = fields.check("message", Message::parse(&body.message));
     let (Some(email), Some(subject), Some(message)) = (email, subject, message) else {
@@ -82,6 +96,7 @@ async fn open_ticket(
         email,
         subject,
         message,
+        submitter_id,
     };
     create(
         &state,
@@ -120,5 +135,8 @@ async fn change_ticket_status(
         return Err(fields.problem());
     };
     let command = TicketCommand::ChangeStatus { to };
-    change(&state, &state.tickets, &input, &id, command).await
+    let account = input.caller.require_account()?;
+    let (account_id, admin) = (account.account_id, account.is_admin());
+    let guard = move |ticket: &SupportTicket| ticket.allows(account_id, admin, Some(to));
+    change_guarded(&state, &state.tickets, &input, &id, command, &guard).await
 }

@@ -73,7 +73,7 @@ pub fn router(state: AppState) -> Router {
         request_timeout: None,
         ..state.settings.admission
     };
-    service_kit::http::with_plumbing_bounded(routes, state.pool, &admission)
+    service_kit::http::with_plumbing_bounded("command-api", routes, state.pool, &admission)
 }
 
 /// The bearer-token check of every route but logout, which authenticates itself: its access

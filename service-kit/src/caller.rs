@@ -332,13 +332,13 @@ impl Authenticator {
             .ok_or_else(|| invalid("the Authorization header is not `Bearer <token>`"))?;
         let claims = self.verifier.verify(token, now).map_err(|error| {
             tracing::debug!(reason = error.label(), "access token refused");
-            metrics::counter!("chronicle_security_events_total", "kind" => "invalid_token")
+            metrics::counter!(crate::metric_names::SECURITY_EVENTS_TOTAL, "kind" => "invalid_token")
                 .increment(1);
             invalid("the access token is invalid or expired")
         })?;
         self.revocations.check(&claims).map_err(|reason| {
             tracing::debug!(reason = reason.label(), "access token revoked");
-            metrics::counter!("chronicle_security_events_total", "kind" => "invalid_token")
+            metrics::counter!(crate::metric_names::SECURITY_EVENTS_TOTAL, "kind" => "invalid_token")
                 .increment(1);
             invalid("the access token was revoked")
         })?;

@@ -8,11 +8,13 @@ pub mod db;
 pub mod deadline;
 pub mod env;
 pub mod http;
+pub mod metric_names;
 pub mod problem;
 pub mod revocation;
 pub mod security;
 pub mod shed;
 pub mod shutdown;
+pub mod sql_metrics;
 pub mod startup;
 pub mod telemetry;
 

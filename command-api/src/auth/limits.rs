@@ -41,7 +41,7 @@ async fn hit_all(
         let verdict = rate_limits::hit(pool, counter).await?;
         if verdict.over {
             // The label is the limit's name: a bounded set, never the counted subject.
-            metrics::counter!("chronicle_rate_limited_total", "limit" => counter.name.to_owned())
+            metrics::counter!(service_kit::metric_names::RATE_LIMITED_TOTAL, "limit" => counter.name.to_owned())
                 .increment(1);
             wait = Some(wait.unwrap_or(0).max(verdict.retry_after));
         }
@@ -132,7 +132,8 @@ pub async fn login_allowed(
     }
     Ok(match wait {
         Some(seconds) => {
-            metrics::counter!("chronicle_rate_limited_total", "limit" => "login").increment(1);
+            metrics::counter!(service_kit::metric_names::RATE_LIMITED_TOTAL, "limit" => "login")
+                .increment(1);
             Err(rate_limited(seconds))
         }
         None => Ok(()),

@@ -185,8 +185,13 @@ impl AuthState {
         self.note_revocations(events);
         if count > 0 {
             self.notifier.notify();
-            metrics::counter!("events_appended_total", "aggregate_type" => "Account|Session")
-                .increment(count as u64);
+            for event in events {
+                metrics::counter!(
+                    service_kit::metric_names::EVENTS_APPENDED_TOTAL,
+                    "aggregate_type" => event.aggregate_type.clone(),
+                )
+                .increment(1);
+            }
         }
         Ok(last)
     }

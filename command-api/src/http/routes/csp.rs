@@ -11,7 +11,6 @@
 //! whatever page the browser was showing), without credentials; the CORS layer is on this
 //! route only.
 
-use std::sync::Once;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -45,7 +44,7 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 pub const MAX_REPORTS: usize = 100;
 
 /// The counter of reports received, as exposed and catalogued in docs/metrics.md.
-pub const CSP_REPORTS_TOTAL: &str = "chronicle_csp_reports_total";
+pub const CSP_REPORTS_TOTAL: &str = service_kit::metric_names::CSP_REPORTS_TOTAL;
 
 /// `Content-Type` of a `report-uri` report.
 pub const CSP_REPORT: &str = "application/csp-report";
@@ -260,13 +259,7 @@ struct Violation {
 impl Violation {
     /// Counts and logs the report.
     fn record(&self) {
-        static DESCRIBED: Once = Once::new();
-        DESCRIBED.call_once(|| {
-            metrics::describe_counter!(
-                CSP_REPORTS_TOTAL,
-                "Content Security Policy violation reports received, by directive and disposition."
-            );
-        });
+        // Described with every other family when the recorder is installed (metric_names).
         metrics::counter!(
             CSP_REPORTS_TOTAL,
             "directive" => self.directive,

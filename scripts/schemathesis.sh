@@ -25,7 +25,8 @@ MAX_EXAMPLES=${SCHEMATHESIS_MAX_EXAMPLES:-25}
 SEED=${SCHEMATHESIS_SEED:-1}
 PG_SERVER=${SCHEMATHESIS_PG_SERVER:-postgres://postgres@127.0.0.1:5432}
 VENV=$ROOT/.venv-schemathesis
-OUT=$ROOT/target/schemathesis
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+OUT=$TARGET/schemathesis
 
 if [ ! -x "$VENV/bin/schemathesis" ]; then
     echo "== creating $VENV with schemathesis 4.x"
@@ -74,7 +75,7 @@ echo "== starting chronicle: commands $COMMAND, queries $QUERY, database $DATABA
 DATABASE_URL=$PG_SERVER/$DATABASE COMMAND_API_ADDR=127.0.0.1:$COMMAND_PORT \
     QUERY_API_ADDR=127.0.0.1:$QUERY_PORT PROJECTOR_ADDR=127.0.0.1:$PROJECTOR_PORT \
     RELAY_ENABLED=false RUST_LOG=${RUST_LOG:-warn} \
-    "$ROOT/target/debug/chronicle" >"$OUT/chronicle.log" 2>&1 &
+    "$TARGET/debug/chronicle" >"$OUT/chronicle.log" 2>&1 &
 RUNNER_PID=$!
 for service in "$COMMAND" "$QUERY"; do
     ready=

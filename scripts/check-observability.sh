@@ -5,7 +5,9 @@
 #   - every dashboard panel's PromQL, and that rules and panels only read catalogued series
 #     (scripts/check-dashboard-queries.py, promtool again),
 #   - every dashboard against Grafana's published schema (@grafana/schema types, tsc),
-#   - every alert's severity, annotations and runbook page (scripts/check-runbooks.py).
+#   - every alert's severity, annotations and runbook page (scripts/check-runbooks.py),
+#   - when CHECK_METRICS_URLS names running services' /metrics (space-separated), each scrape
+#     against the metric catalogue and promtool check metrics (scripts/check-metrics-scrape.py).
 # Runs every check even after a failure, so one run lists every problem; exits 1 if any failed.
 # Needs promtool (Debian's prometheus package), python3, and Node 20 with npm; `npm ci` runs
 # once, when deploy/grafana/check/node_modules is missing (npm registry needed then).
@@ -50,6 +52,10 @@ run "rule tests" promtool test rules deploy/prometheus/rules_test.yml
 run "dashboard PromQL" python3 scripts/check-dashboard-queries.py
 run "dashboard schema" grafana_check
 run "runbooks" python3 scripts/check-runbooks.py
+if [[ -n "${CHECK_METRICS_URLS:-}" ]]; then
+    # shellcheck disable=SC2086 # one argument per URL
+    run "metrics scrapes" python3 scripts/check-metrics-scrape.py $CHECK_METRICS_URLS
+fi
 
 if ((${#failed[@]})); then
     echo "check-observability: ${#failed[@]} check(s) failed: ${failed[*]}" >&2

@@ -25,7 +25,8 @@ MAX_EXAMPLES=${SCHEMATHESIS_MAX_EXAMPLES:-25}
 SEED=${SCHEMATHESIS_SEED:-1}
 PG_SERVER=${SCHEMATHESIS_PG_SERVER:-postgres://postgres@127.0.0.1:5432}
 VENV=$ROOT/.venv-schemathesis
-OUT=$ROOT/target/schemathesis
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+OUT=$TARGET/schemathesis
 
 if [ ! -x "$VENV/bin/schemathesis" ]; then
     echo "== creating $VENV with schemathesis 4.x"
@@ -74,7 +75,7 @@ echo "== starting chronicle: commands $COMMAND, queries $QUERY, database $DATABA
 DATABASE_URL=$PG_SERVER/$DATABASE COMMAND_API_ADDR=127.0.0.1:$COMMAND_PORT \
     QUERY_API_ADDR=127.0.0.1:$QUERY_PORT PROJECTOR_ADDR=127.0.0.1:$PROJECTOR_PORT \
     RELAY_ENABLED=false RUST_LOG=${RUST_LOG:-warn} \
-    "$ROOT/target/debug/chronicle" >"$OUT/chronicle.log" 2>&1 &
+    "$TARGET/debug/chronicle" >"$OUT/chronicle.log" 2>&1 &
 RUNNER_PID=$!
 for service in "$COMMAND" "$QUERY"; do
     ready=
@@ -86,9 +87,26 @@ for service in "$COMMAND" "$QUERY"; do
     [ -n "$ready" ] || { echo "$service/readyz did not answer 200 within 30 s" >&2; exit 1; }
 done
 
-echo "== seeding"
+echo "== signing in as the dev runner's bootstrap admin, and seeding"
 json_field() { "$VENV/bin/python" -c "import json, sys; print(json.load(sys.stdin)['$1'])"; }
-post() { curl -sf -X POST "$COMMAND$1" -H 'content-type: application/json' -d "$2"; }
+# One session per API run, both opened now: the command API's run may log its own out (it
+# exercises POST /auth/logout with the token it is given), and its many anonymous auth requests
+# may meet the per-IP limit before the query API's run would sign in.
+sign_in() {
+    curl -sf -X POST "$COMMAND/api/v1/auth/login" -H 'content-type: application/json' \
+        -d '{"email":"admin@chronicle.test","password":"chronicle-dev-admin"}' | json_field access_token
+}
+COMMAND_ACCESS=$(sign_in)
+# The query API's audit routes need `auditor`. No admin endpoint grants roles yet (issue 11
+# leaves PUT /admin/accounts/{id}/roles to come), so this scratch database grants it directly;
+# login reads roles from here.
+psql "$PG_SERVER/$DATABASE" -qc \
+    "UPDATE auth_credentials SET roles = '{admin,auditor}' WHERE email = 'admin@chronicle.test'" >/dev/null
+QUERY_ACCESS=$(sign_in)
+post() {
+    curl -sf -X POST "$COMMAND$1" -H "authorization: Bearer $QUERY_ACCESS" \
+        -H 'content-type: application/json' -d "$2"
+}
 PROJECT_ID=$(post /api/v1/projects '{"name":"Schemathesis seed","description":"a real project"}' | json_field id)
 TICKET_ID=$(post /api/v1/support/tickets '{"email":"seed@example.com","subject":"Seed","message":"a real ticket"}' | json_field id)
 POST_ID=$(post /api/v1/community/posts '{"title":"Seed","content":"a real post","author":"seed"}' | json_field id)
@@ -99,7 +117,7 @@ TOKEN=$(post "/api/v1/status/services/$SERVICE_ID/reports" '{"status":"operation
 post /api/v1/analytics/events '{"events":[{"name":"seed.event","session_id":"s1"}]}' >/dev/null
 # Wait until the read side has everything seeded (the last command's token covers the others).
 curl -sf --max-time 10 "$QUERY/api/v1/status/services/$SERVICE_ID/history" -H "x-consistency-token: $TOKEN" >/dev/null
-CURSOR=$(curl -sf "$QUERY/api/v1/audit/events?limit=1" | json_field next)
+CURSOR=$(curl -sf "$QUERY/api/v1/audit/events?limit=1" -H "authorization: Bearer $QUERY_ACCESS" | json_field next)
 echo "project $PROJECT_ID, ticket $TICKET_ID, posts $POST_ID $QUERY_POST_ID, service $SERVICE_ID, cursor $CURSOR"
 
 # Path parameters of each operation pinned to the seeded ids, and the opaque token and cursor
@@ -205,7 +223,7 @@ PY
 
 status=0
 for api in command query; do
-    if [ "$api" = command ]; then base=$COMMAND; else base=$QUERY; fi
+    if [ "$api" = command ]; then base=$COMMAND access=$COMMAND_ACCESS; else base=$QUERY access=$QUERY_ACCESS; fi
     echo "== schemathesis: the $api API ($base/api/v1/openapi.json), at most ${MAX_TIME}s"
     # From $OUT, so that schemathesis' own .schemathesis/ cache stays out of the work tree. One
     # worker: with two, CPython 3.11's ast module (which hypothesis uses to describe its
@@ -214,6 +232,7 @@ for api in command query; do
     # request and answer, with the generation mode and phase of each.
     if (cd "$OUT" && SCHEMATHESIS_HOOKS=chronicle_hooks "$VENV/bin/schemathesis" \
         --config-file "$OUT/$api.toml" run "$base/api/v1/openapi.json" --url "$base" \
+        --header "Authorization: Bearer $access" \
         --checks all --exclude-checks positive_data_acceptance \
         --max-examples "$MAX_EXAMPLES" --max-time "$MAX_TIME" --workers 1 --seed "$SEED" --no-color \
         --output-sanitize false --report junit,vcr --report-junit-path "$OUT/$api.junit.xml" \

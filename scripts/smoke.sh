@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Starts the whole system with the README's run command on a scratch database, sends one
-# command through the command API and reads it back, consistently, from the query API.
+# Starts the whole system with the README's run command on a scratch database, signs in as the
+# dev runner's bootstrap admin, sends one command through the command API and reads it back,
+# consistently, from the query API.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,14 +28,24 @@ for port in 18080 18081 18082; do
     curl -fs "http://127.0.0.1:$port/readyz" >/dev/null || { cat "$log"; exit 1; }
 done
 
-created=$(curl -fsS -X POST http://127.0.0.1:18080/api/v1/projects \
+anonymous=$(curl -s -o /dev/null -w '%{http_code}' -X POST http://127.0.0.1:18080/api/v1/projects \
+    -H 'content-type: application/json' -d '{"name":"Smoke test"}')
+[ "$anonymous" = 401 ] || { echo "a command without a token got $anonymous, not 401" >&2; exit 1; }
+
+login=$(curl -fsS -X POST http://127.0.0.1:18080/api/v1/auth/login -H 'content-type: application/json' \
+    -d '{"email":"admin@chronicle.test","password":"chronicle-dev-admin"}')
+access=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])' <<<"$login")
+bearer="authorization: Bearer $access"
+
+created=$(curl -fsS -X POST http://127.0.0.1:18080/api/v1/projects -H "$bearer" \
     -H 'content-type: application/json' -H 'idempotency-key: smoke-1' \
     -d '{"name":"Smoke test","description":"created by scripts/smoke.sh"}')
 echo "created: $created"
 id=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])' <<<"$created")
 token=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["consistency_token"])' <<<"$created")
 
-read=$(curl -fsS "http://127.0.0.1:18081/api/v1/projects/$id" -H "x-consistency-token: $token")
+read=$(curl -fsS "http://127.0.0.1:18081/api/v1/projects/$id" -H "$bearer" \
+    -H "x-consistency-token: $token")
 echo "read:    $read"
 python3 - "$read" <<'PY'
 import json, sys
@@ -43,11 +54,11 @@ assert project["name"] == "Smoke test", project
 assert project["version"] == 1, project
 PY
 
-replay=$(curl -fsS -D - -o /dev/null -X POST http://127.0.0.1:18080/api/v1/projects \
+replay=$(curl -fsS -D - -o /dev/null -X POST http://127.0.0.1:18080/api/v1/projects -H "$bearer" \
     -H 'content-type: application/json' -H 'idempotency-key: smoke-1' \
     -d '{"name":"Smoke test","description":"created by scripts/smoke.sh"}')
 grep -qi '^idempotent-replayed: true' <<<"$replay" || { echo "no replay: $replay" >&2; exit 1; }
 
 kill -TERM "$runner"
-wait "$runner" && echo "smoke test passed: command -> consistent read, replay, graceful shutdown"
+wait "$runner" && echo "smoke test passed: 401 without a token, sign-in, command -> consistent read, replay, graceful shutdown"
 trap - EXIT

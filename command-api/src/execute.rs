@@ -97,6 +97,31 @@ pub enum ExecuteError<E: std::error::Error> {
     Unavailable(String),
 }
 
+/// The `outcome` label of `chronicle_commands_total` for a command's result.
+fn outcome_label<E: std::error::Error>(
+    result: &Result<Committed, ExecuteError<E>>,
+) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(ExecuteError::Rejected(_)) => "rejected",
+        Err(ExecuteError::PreconditionFailed { .. }) => "precondition_failed",
+        Err(ExecuteError::Contention | ExecuteError::ClaimLost) => "conflict",
+        // The catalogue's outcomes have no separate "error": a store failure is a 5xx as
+        // unavailability is.
+        Err(ExecuteError::Store(_) | ExecuteError::Unavailable(_)) => "unavailable",
+    }
+}
+
+/// Counts one command in `chronicle_commands_total{aggregate_type, outcome}`.
+pub(crate) fn count_command(aggregate_type: &'static str, outcome: &'static str) {
+    metrics::counter!(
+        service_kit::metric_names::COMMANDS_TOTAL,
+        "aggregate_type" => aggregate_type,
+        "outcome" => outcome,
+    )
+    .increment(1);
+}
+
 impl<E: std::error::Error> From<AppendError> for ExecuteError<E> {
     fn from(error: AppendError) -> Self {
         match error {
@@ -236,9 +261,12 @@ where
             aggregate.r#type = A::TYPE,
             aggregate.id = %request.aggregate_id,
         );
-        self.execute_inner(request, command, guard)
+        let result = self
+            .execute_inner(request, command, guard)
             .instrument(span)
-            .await
+            .await;
+        count_command(A::TYPE, outcome_label(&result));
+        result
     }
 
     async fn execute_inner(
@@ -298,7 +326,7 @@ where
                 Ok(receipt) => {
                     if receipt.count > 0 {
                         self.notifier.notify();
-                        metrics::counter!("events_appended_total", "aggregate_type" => A::TYPE)
+                        metrics::counter!(service_kit::metric_names::EVENTS_APPENDED_TOTAL, "aggregate_type" => A::TYPE)
                             .increment(receipt.count as u64);
                     }
                     // Only a full state is worth keeping, and only once its replay got long.
@@ -329,7 +357,7 @@ where
                 }
                 Err(AppendError::Conflict) if attempt < self.max_retries => {
                     attempt += 1;
-                    metrics::counter!("command_retries_total", "aggregate_type" => A::TYPE)
+                    metrics::counter!(service_kit::metric_names::COMMAND_RETRIES_TOTAL, "aggregate_type" => A::TYPE)
                         .increment(1);
                     tracing::debug!(attempt, "lost a concurrency race; retrying on fresh state");
                     // Spread retrying writers apart so they do not collide again in lockstep.

@@ -65,7 +65,7 @@ pub fn router(state: AppState) -> Router {
         // Outermost of the routes: a bad token is a 401 before anything else is looked at.
         .layer(axum::middleware::from_fn_with_state(
             state.authenticator.clone(),
-            service_kit::caller::authenticate,
+            authenticate_unless_logout,
         ))
         .with_state(state.clone());
     let admission = service_kit::shed::AdmissionSettings {
@@ -73,7 +73,21 @@ pub fn router(state: AppState) -> Router {
         request_timeout: None,
         ..state.settings.admission
     };
-    service_kit::http::with_plumbing_bounded(routes, state.pool, &admission)
+    service_kit::http::with_plumbing_bounded("command-api", routes, state.pool, &admission)
+}
+
+/// The bearer-token check of every route but logout, which authenticates itself: its access
+/// token may have expired while the refresh cookie still names the session (ACCOUNTS.md,
+/// "Sessions"), so a refused token must still reach it.
+async fn authenticate_unless_logout(
+    state: axum::extract::State<service_kit::Authenticator>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if request.uri().path() == auth::routes::LOGOUT_PATH {
+        return next.run(request).await;
+    }
+    service_kit::caller::authenticate(state, request, next).await
 }
 
 /// Serves the command API on `settings.addr` until `shutdown` fires, with the accounts'

@@ -144,6 +144,7 @@ impl AppState {
 
     /// The state with accounts.
     pub fn with_auth(self, auth: Arc<crate::auth::AuthState>) -> Self {
+        auth.attach_revocations(self.authenticator.revocations().clone());
         Self {
             auth: Some(auth),
             ..self

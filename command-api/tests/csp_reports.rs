@@ -435,10 +435,13 @@ async fn the_openapi_document_describes_both_formats_and_every_answer(pool: PgPo
         content[CSP_REPORT]["schema"]["$ref"],
         "#/components/schemas/CspReport"
     );
-    assert_eq!(
-        content[REPORTS_JSON]["schema"]["items"]["$ref"],
-        "#/components/schemas/Report"
-    );
+    // A batch is 1 to 100 reports, stated in the schema (an empty or oversized one is a 422).
+    let batch_ref = content[REPORTS_JSON]["schema"]["$ref"].as_str().unwrap();
+    let batch_name = batch_ref.rsplit('/').next().unwrap();
+    let batch = &document["components"]["schemas"][batch_name];
+    assert_eq!(batch["items"]["$ref"], "#/components/schemas/Report");
+    assert_eq!(batch["minItems"], 1);
+    assert_eq!(batch["maxItems"], 100);
     let responses = &operation["responses"];
     assert!(responses["204"].is_object(), "{responses}");
     for status in ["400", "413", "415", "422", "429", "503"] {

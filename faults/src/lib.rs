@@ -144,10 +144,9 @@ impl Service {
         let mut command = Command::new(binary(bin.name()));
         command
             .env("DATABASE_URL", &database_url)
-            .env("AUTH_SIGNING_KEYS", signing_key_pem())
             .env(bin.addr_var(), addr.to_string())
             .env("RUST_LOG", "warn")
-            .env("AUTH_SIGNING_KEYS", &AUTH_KEYS.0)
+            .env("AUTH_SIGNING_KEYS", signing_key_pem())
             .env("AUTH_SECRET_KEY", &AUTH_KEYS.1)
             .env("RELAY_ENABLED", "false")
             .env("PROJECTOR_POLL_MS", "50")
@@ -336,10 +335,10 @@ pub enum HttpError {
     Timeout,
 }
 
-/// The signing key every service of the suite is started with, made once per process.
+/// The signing key every service of the suite is started with, made once per process: the
+/// suite's tokens are signed with it.
 fn signing_key_pem() -> &'static str {
-    static PEM: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    PEM.get_or_init(auth::generate_signing_key_pem)
+    &AUTH_KEYS.0
 }
 
 /// `Bearer <token>` of the suite's account (admin and auditor, so every route answers), fresh

@@ -136,9 +136,9 @@ where
 
         tracing::info!(task, "leading");
         announced_standby = false;
-        metrics::gauge!("projector_leader", "task" => label.clone()).set(1.0);
+        metrics::gauge!(service_kit::metric_names::PROJECTION_LEADER, "projection" => label.clone()).set(1.0);
         let outcome = hold(&mut connection, poll, &shutdown, &work, &task).await;
-        metrics::gauge!("projector_leader", "task" => label.clone()).set(0.0);
+        metrics::gauge!(service_kit::metric_names::PROJECTION_LEADER, "projection" => label.clone()).set(0.0);
         match outcome {
             Held::ShutDown => {
                 // Closing the session frees the lock at once for a standby.
@@ -183,7 +183,10 @@ where
     let outcome = loop {
         if running.is_none() && tokio::time::Instant::now() >= restart_at {
             let own = Shutdown::new();
-            running = Some((own.clone(), tokio::spawn(work(own))));
+            running = Some((
+                own.clone(),
+                tokio::spawn(service_kit::sql_metrics::inherit(work(own))),
+            ));
         }
         let ended = async {
             match running.as_mut() {

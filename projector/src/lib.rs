@@ -247,28 +247,31 @@ pub async fn run(settings: Settings, pool: PgPool, shutdown: Shutdown) -> anyhow
         let (pool, wake, loop_settings) =
             (pool.clone(), Arc::clone(&wake), settings.loop_settings());
         // Each projection runs in exactly one replica at a time (see `leader`).
-        loops.spawn(leader::lead(
-            pool.clone(),
-            name.to_owned(),
-            settings.leader_poll,
-            shutdown.clone(),
-            move |own_shutdown| {
-                let running = run_projection_with(
-                    pool.clone(),
-                    Arc::clone(&projection),
-                    loop_settings,
-                    options.clone(),
-                    Arc::clone(&wake),
-                    own_shutdown,
-                );
-                async move {
-                    match running.await {
-                        // Failures were logged and recorded where they happened.
-                        Ok(()) | Err(EngineError::Failed { .. }) => {}
-                        Err(error) => tracing::error!(%error, "projection loop ended"),
+        loops.spawn(service_kit::sql_metrics::in_service(
+            "projector",
+            leader::lead(
+                pool.clone(),
+                name.to_owned(),
+                settings.leader_poll,
+                shutdown.clone(),
+                move |own_shutdown| {
+                    let running = run_projection_with(
+                        pool.clone(),
+                        Arc::clone(&projection),
+                        loop_settings,
+                        options.clone(),
+                        Arc::clone(&wake),
+                        own_shutdown,
+                    );
+                    async move {
+                        match running.await {
+                            // Failures were logged and recorded where they happened.
+                            Ok(()) | Err(EngineError::Failed { .. }) => {}
+                            Err(error) => tracing::error!(%error, "projection loop ended"),
+                        }
                     }
-                }
-            },
+                },
+            ),
         ));
     }
     if settings.relay.enabled {
@@ -278,37 +281,51 @@ pub async fn run(settings: Settings, pool: PgPool, shutdown: Shutdown) -> anyhow
             Arc::clone(&wake),
             settings.relay.clone(),
         );
-        loops.spawn(leader::lead(
-            pool.clone(),
-            relay::RELAY_CHECKPOINT.to_owned(),
-            settings.leader_poll,
-            shutdown.clone(),
-            move |own_shutdown| {
-                relay::run_relay(
-                    pool.clone(),
-                    read_pool.clone(),
-                    relay.clone(),
-                    Arc::clone(&wake),
-                    own_shutdown,
-                )
-            },
+        loops.spawn(service_kit::sql_metrics::in_service(
+            "projector",
+            leader::lead(
+                pool.clone(),
+                relay::RELAY_CHECKPOINT.to_owned(),
+                settings.leader_poll,
+                shutdown.clone(),
+                move |own_shutdown| {
+                    relay::run_relay(
+                        pool.clone(),
+                        read_pool.clone(),
+                        relay.clone(),
+                        Arc::clone(&wake),
+                        own_shutdown,
+                    )
+                },
+            ),
         ));
     }
     if settings.mail.enabled {
         let (pool, wake, mail) = (pool.clone(), Arc::clone(&wake), settings.mail.clone());
-        loops.spawn(leader::lead(
-            pool.clone(),
-            mail::MAIL_RELAY.to_owned(),
-            settings.leader_poll,
-            shutdown.clone(),
-            move |own_shutdown| {
-                mail::run_mail_relay(pool.clone(), mail.clone(), Arc::clone(&wake), own_shutdown)
-            },
+        loops.spawn(service_kit::sql_metrics::in_service(
+            "projector",
+            leader::lead(
+                pool.clone(),
+                mail::MAIL_RELAY.to_owned(),
+                settings.leader_poll,
+                shutdown.clone(),
+                move |own_shutdown| {
+                    mail::run_mail_relay(
+                        pool.clone(),
+                        mail.clone(),
+                        Arc::clone(&wake),
+                        own_shutdown,
+                    )
+                },
+            ),
         ));
     }
-    loops.spawn(report_failures(pool.clone(), shutdown.clone()));
+    loops.spawn(service_kit::sql_metrics::in_service(
+        "projector",
+        report_projections(pool.clone(), shutdown.clone()),
+    ));
 
-    let router = service_kit::http::with_plumbing(Router::new(), pool);
+    let router = service_kit::http::with_plumbing("projector", Router::new(), pool);
     let served = service_kit::http::serve(listener, router, shutdown.clone()).await;
     if served.is_err() {
         shutdown.trigger();
@@ -323,42 +340,67 @@ pub async fn run(settings: Settings, pool: PgPool, shutdown: Shutdown) -> anyhow
     served.context("serving HTTP")
 }
 
-/// How often [`report_failures`] reads the projections' states.
-const FAILURE_GAUGE_INTERVAL: Duration = Duration::from_secs(5);
+/// How often [`report_projections`] reads the projections' checkpoints.
+const GAUGE_INTERVAL: Duration = Duration::from_secs(5);
 
-/// Sets the failure gauges from `projection_checkpoints`: `projector_failed_projections` (how
-/// many projections, relay included, are in state `failed`) and
-/// `projector_projection_failed{projection}` (1 when failed). Read from the database, so every
-/// replica reports the same figures whichever of them runs the projection; returns the count.
+/// Sets the projection gauges from `projection_checkpoints` and the head of the log, for every
+/// projection and the relay (docs/metrics.md): `chronicle_projection_lag_events`,
+/// `chronicle_projection_lag_seconds`, `chronicle_projection_state` (one series per state, 1
+/// for the current one) and `chronicle_relay_backlog_events`. Read from the database, so every
+/// replica reports the same figures whichever of them runs the projection; returns how many
+/// are in state `failed`. Shadow checkpoints of a rebuild are left out: the label's values stay
+/// the catalogue's names.
 ///
 /// # Errors
 ///
 /// The database fails.
-pub async fn refresh_failure_gauges(pool: &PgPool) -> Result<usize, sqlx::Error> {
-    let states = event_store::checkpoints::states(pool).await?;
+pub async fn refresh_projection_gauges(pool: &PgPool) -> Result<usize, sqlx::Error> {
+    use service_kit::metric_names::{
+        PROJECTION_LAG_EVENTS, PROJECTION_LAG_SECONDS, PROJECTION_STATE, PROJECTION_STATES,
+        RELAY_BACKLOG_EVENTS,
+    };
+    let projections = projections();
+    let sources: Vec<(&str, &str)> = projections
+        .iter()
+        .flat_map(|projection| {
+            let name = projection.name();
+            projection.aggregate_types().iter().map(move |t| (name, *t))
+        })
+        .collect();
+    let statuses = event_store::checkpoints::statuses(pool, &sources).await?;
     let mut failed = 0;
-    for (name, state) in states {
-        let is_failed = state == "failed";
-        failed += usize::from(is_failed);
-        metrics::gauge!("projector_projection_failed", "projection" => name).set(if is_failed {
-            1.0
-        } else {
-            0.0
-        });
+    for status in statuses {
+        let Some(name) = projections
+            .iter()
+            .map(|projection| projection.name())
+            .chain([relay::RELAY_CHECKPOINT])
+            .find(|name| *name == status.name)
+        else {
+            continue;
+        };
+        failed += usize::from(status.state == "failed");
+        metrics::gauge!(PROJECTION_LAG_EVENTS, "projection" => name).set(status.lag_events as f64);
+        metrics::gauge!(PROJECTION_LAG_SECONDS, "projection" => name).set(status.lag_seconds);
+        for state in PROJECTION_STATES {
+            let current = f64::from(u8::from(status.state == *state));
+            metrics::gauge!(PROJECTION_STATE, "projection" => name, "state" => *state).set(current);
+        }
+        if name == relay::RELAY_CHECKPOINT {
+            metrics::gauge!(RELAY_BACKLOG_EVENTS).set(status.lag_events as f64);
+        }
     }
-    metrics::gauge!("projector_failed_projections").set(failed as f64);
     Ok(failed)
 }
 
-/// Refreshes the failure gauges every few seconds until `shutdown`.
-async fn report_failures(pool: PgPool, shutdown: Shutdown) {
+/// Refreshes the projection gauges every few seconds until `shutdown`.
+async fn report_projections(pool: PgPool, shutdown: Shutdown) {
     loop {
-        if let Err(error) = refresh_failure_gauges(&pool).await {
-            tracing::warn!(%error, "cannot read the projections' states for /metrics");
+        if let Err(error) = refresh_projection_gauges(&pool).await {
+            tracing::warn!(%error, "cannot read the projections' checkpoints for /metrics");
         }
         tokio::select! {
             () = shutdown.wait() => return,
-            () = tokio::time::sleep(FAILURE_GAUGE_INTERVAL) => {}
+            () = tokio::time::sleep(GAUGE_INTERVAL) => {}
         }
     }
 }

@@ -160,7 +160,8 @@ async fn round(pool: &PgPool, link: &Link, settings: &MailSettings) -> Result<us
             );
         }
     }
-    metrics::counter!("mail_published_total").increment(mails.len() as u64);
+    metrics::counter!(service_kit::metric_names::MAIL_PUBLISHED_TOTAL)
+        .increment(mails.len() as u64);
     Ok(mails.len())
 }
 

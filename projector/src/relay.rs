@@ -29,6 +29,7 @@ use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareO
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use service_kit::env::{EnvError, string_or, var_or};
+use service_kit::metric_names;
 use service_kit::shutdown::Shutdown;
 use sqlx::PgPool;
 use tokio::sync::Notify;
@@ -337,7 +338,7 @@ struct RelaySink<'a> {
 impl RelaySink<'_> {
     async fn disconnect(&mut self) {
         if let Some(link) = self.link.take() {
-            metrics::gauge!("relay_connected").set(0.0);
+            metrics::gauge!(metric_names::RELAY_CONNECTED).set(0.0);
             // Best effort: the broker may already be gone.
             let _ = tokio::time::timeout(
                 Duration::from_secs(2),
@@ -387,7 +388,7 @@ impl Sink for RelaySink<'_> {
         if self.link.is_none() {
             let link = connect(self.settings).await?;
             tracing::info!(url = ?self.settings.url, "relay connected");
-            metrics::gauge!("relay_connected").set(1.0);
+            metrics::gauge!(metric_names::RELAY_CONNECTED).set(1.0);
             self.link = Some(link);
             record_state(self.pool, "running", None).await;
         }
@@ -413,9 +414,9 @@ impl Sink for RelaySink<'_> {
             let now = checkpoints::ensure(self.pool, RELAY_CHECKPOINT).await?;
             return Ok(Delivered::Overtaken(now.position));
         };
-        metrics::counter!("relay_events_published_total").increment(batch.len() as u64);
-        metrics::histogram!("relay_batch_duration_seconds").record(started.elapsed().as_secs_f64());
-        metrics::gauge!("relay_checkpoint_position").set(last.position as f64);
+        metrics::counter!(metric_names::RELAY_PUBLISHED_TOTAL).increment(batch.len() as u64);
+        metrics::histogram!(metric_names::RELAY_BATCH_DURATION_SECONDS)
+            .record(started.elapsed().as_secs_f64());
         Ok(Delivered::Moved {
             count: batch.len(),
             // Nothing reads rows of the relay: only where it stands.
@@ -444,7 +445,7 @@ impl Sink for RelaySink<'_> {
             RelayError::Database(_) => "database_unavailable",
             _ => "waiting_for_broker",
         };
-        metrics::counter!("relay_interruptions_total").increment(1);
+        metrics::counter!(metric_names::RELAY_INTERRUPTIONS_TOTAL).increment(1);
         self.disconnect().await;
         record_state(self.pool, state, Some(&error.to_string())).await;
     }

@@ -101,12 +101,12 @@ pub async fn wait_for(
             () = tokio::time::sleep_until(fallback.min(deadline)) => ask_database = true,
         }
     };
-    let outcome_label = if outcome.is_ok() {
+    let result = if outcome.is_ok() {
         "reached"
     } else {
-        "timeout"
+        "timed_out"
     };
-    metrics::histogram!("query_consistency_wait_seconds", "projection" => projection, "outcome" => outcome_label)
+    metrics::histogram!(service_kit::metric_names::CONSISTENCY_WAIT_SECONDS, "result" => result)
         .record(started.elapsed().as_secs_f64());
     outcome
 }

@@ -43,7 +43,7 @@ pub use state::{AppState, app_state, app_state_with_primary};
 pub fn router(state: AppState) -> axum::Router {
     let pool = state.pool().clone();
     let admission = state.settings().admission;
-    service_kit::http::with_plumbing_bounded(routes::router(state), pool, &admission)
+    service_kit::http::with_plumbing_bounded("query-api", routes::router(state), pool, &admission)
         // Outside the plumbing, so its own problems (unknown route, 405, a caught panic) are
         // covered too.
         .layer(axum::middleware::map_response(no_store_problems))

@@ -358,13 +358,13 @@ impl Authenticator {
             .verify(&self.verifier, token, now)
             .map_err(|error| {
                 tracing::debug!(reason = error.label(), "access token refused");
-                metrics::counter!("chronicle_security_events_total", "kind" => "invalid_token")
+                metrics::counter!(crate::metric_names::SECURITY_EVENTS_TOTAL, "kind" => "invalid_token")
                     .increment(1);
                 invalid("the access token is invalid or expired")
             })?;
         self.revocations.check(&claims).map_err(|reason| {
             tracing::debug!(reason = reason.label(), "access token revoked");
-            metrics::counter!("chronicle_security_events_total", "kind" => "invalid_token")
+            metrics::counter!(crate::metric_names::SECURITY_EVENTS_TOTAL, "kind" => "invalid_token")
                 .increment(1);
             invalid("the access token was revoked")
         })?;

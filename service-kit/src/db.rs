@@ -77,6 +77,9 @@ impl DatabaseSettings {
             .options([("idle_in_transaction_session_timeout", "30s")])
             .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1));
         PgPoolOptions::new()
+            // Every acquire's wait as an event, for chronicle_db_pool_acquire_duration_seconds
+            // (sql_metrics); logged only where RUST_LOG asks for sqlx at debug.
+            .acquire_time_level(tracing::log::LevelFilter::Debug)
             .max_connections(self.max_connections)
             .acquire_timeout(self.acquire_timeout)
             .connect_with(options)

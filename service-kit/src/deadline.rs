@@ -38,7 +38,7 @@ pub async fn stamp_arrival(mut request: Request, next: Next) -> Response {
 
 /// Middleware with the timeout as state: runs the request until its [`Arrival`] (now, when
 /// unstamped) plus the timeout, then drops it and answers 503 with `Retry-After`, counted in
-/// `http_requests_timed_out_total{method, route}`.
+/// `chronicle_http_requests_timed_out_total{method, route}`.
 pub async fn cut_off(
     State(timeout): State<Duration>,
     mut request: Request,
@@ -63,7 +63,8 @@ pub async fn cut_off(
     match tokio::time::timeout_at(deadline, next.run(request)).await {
         Ok(response) => response,
         Err(_) => {
-            metrics::counter!("http_requests_timed_out_total", &labels).increment(1);
+            metrics::counter!(crate::metric_names::HTTP_REQUESTS_TIMED_OUT_TOTAL, &labels)
+                .increment(1);
             Problem::deadline_exceeded(timeout).into_response()
         }
     }

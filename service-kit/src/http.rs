@@ -15,10 +15,11 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
 
+use crate::metric_names;
 use crate::problem::Problem;
 use crate::shed::{Admission, AdmissionSettings};
 use crate::shutdown::Shutdown;
-use crate::telemetry::metrics_handle;
+use crate::telemetry::{metrics_handle, record_pool};
 
 /// `X-Request-ID`.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -102,19 +103,29 @@ pub fn is_safe_id(id: &str) -> bool {
         })
 }
 
-/// Counts requests and times them by route, method and status.
-pub async fn track_metrics(request: Request, next: Next) -> Response {
+/// Counts requests and times them by service, route, method and status.
+pub async fn track_metrics(
+    State(service): State<&'static str>,
+    request: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
     let method = request.method().to_string();
-    let response = next.run(request).await;
+    // The handler's statements are timed under this service (sql_metrics).
+    let response = crate::sql_metrics::in_service(service, next.run(request)).await;
     let status = response.status().as_u16().to_string();
-    let labels = [("method", method), ("route", route), ("status", status)];
-    metrics::counter!("http_requests_total", &labels).increment(1);
-    metrics::histogram!("http_request_duration_seconds", &labels)
+    let labels = [
+        ("service", service.to_owned()),
+        ("method", method),
+        ("route", route),
+        ("status", status),
+    ];
+    metrics::counter!(metric_names::HTTP_REQUESTS_TOTAL, &labels).increment(1);
+    metrics::histogram!(metric_names::HTTP_REQUEST_DURATION_SECONDS, &labels)
         .record(started.elapsed().as_secs_f64());
     response
 }
@@ -140,8 +151,10 @@ fn panic_to_problem(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response
 
 /// Wraps a service's routes with the shared layers and adds `/healthz`, `/readyz` and
 /// `/metrics`, with no bound on requests in flight (see [`with_plumbing_bounded`] for one).
-pub fn with_plumbing(routes: Router, pool: PgPool) -> Router {
-    with_plumbing_bounded(routes, pool, &AdmissionSettings::unbounded())
+/// `service` (`command-api`, `query-api`, `projector`) is the `service` label of the request
+/// and pool metrics.
+pub fn with_plumbing(service: &'static str, routes: Router, pool: PgPool) -> Router {
+    with_plumbing_bounded(service, routes, pool, &AdmissionSettings::unbounded())
 }
 
 /// [`with_plumbing`], with `admission` bounding the requests `routes` work on at once (by
@@ -151,6 +164,7 @@ pub fn with_plumbing(routes: Router, pool: PgPool) -> Router {
 /// ([`crate::deadline`]). Health, readiness, metrics and problem pages are outside both, so
 /// they answer under overload.
 pub fn with_plumbing_bounded(
+    service: &'static str,
     routes: Router,
     pool: PgPool,
     admission: &AdmissionSettings,
@@ -164,7 +178,13 @@ pub fn with_plumbing_bounded(
             get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
         )
         .route("/readyz", get(readyz))
-        .route("/metrics", get(|| async { metrics_handle().render() }))
+        .route(
+            "/metrics",
+            get(move |State(pool): State<PgPool>| async move {
+                record_pool(service, &pool);
+                metrics_handle().render()
+            }),
+        )
         .route("/problems/{name}", get(problem_page))
         .with_state(pool);
     let routes = match admission.request_timeout {
@@ -178,14 +198,14 @@ pub fn with_plumbing_bounded(
         .merge(ops)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn(track_metrics))
+        .layer(middleware::from_fn_with_state(service, track_metrics))
         .layer(CatchPanicLayer::custom(panic_to_problem))
         .layer(middleware::from_fn(request_id));
     // Outermost but for the arrival stamp, so that a refusal costs as little as can be: no
     // other layer runs for it.
     let router = match admission.limit(pool_size) {
         Some(limit) => router.layer(middleware::from_fn_with_state(
-            Admission::new(limit, admission.queue_wait),
+            Admission::new(limit, admission.queue_wait).serving(service),
             crate::shed::admit,
         )),
         None => router,
@@ -272,7 +292,7 @@ mod tests {
         let pool = sqlx::postgres::PgPoolOptions::new()
             .connect_lazy("postgres://nobody@127.0.0.1:1/none")
             .expect("a lazy pool never connects");
-        with_plumbing_bounded(routes, pool, admission)
+        with_plumbing_bounded("command-api", routes, pool, admission)
     }
 
     async fn call(app: Router, request: Request<Body>) -> (Response, serde_json::Value) {
@@ -456,9 +476,10 @@ mod tests {
             .to_bytes();
         let text = String::from_utf8_lossy(&text);
         assert!(
-            text.lines()
-                .any(|line| line.starts_with("http_requests_shed_total")
-                    && line.contains("route=\"/hold/{n}\"")),
+            text.lines().any(
+                |line| line.starts_with("chronicle_http_requests_shed_total")
+                    && line.contains("route=\"/hold/{n}\"")
+            ),
             "{text}"
         );
 

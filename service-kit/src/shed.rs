@@ -23,6 +23,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 use crate::env::{EnvError, string_or, var_or};
+use crate::metric_names::{HTTP_REQUESTS_IN_FLIGHT, HTTP_REQUESTS_SHED_TOTAL, HTTP_REQUESTS_TOTAL};
 use crate::problem::Problem;
 
 /// Requests in flight per pooled connection when `MAX_IN_FLIGHT` is unset.
@@ -114,6 +115,7 @@ pub struct Admission {
     permits: Arc<Semaphore>,
     limit: usize,
     queue_wait: Duration,
+    service: &'static str,
 }
 
 impl Admission {
@@ -124,7 +126,15 @@ impl Admission {
             permits: Arc::new(Semaphore::new(limit)),
             limit,
             queue_wait,
+            service: "unnamed",
         }
+    }
+
+    /// Names the service whose requests it bounds, for the `service` label of its metrics.
+    #[must_use]
+    pub fn serving(mut self, service: &'static str) -> Self {
+        self.service = service;
+        self
     }
 
     /// The bound.
@@ -153,7 +163,8 @@ impl Admission {
 
 /// Middleware, outside every other layer: runs the request when a place is free (or frees
 /// within the queue wait), else answers 503 `/problems/unavailable` with `Retry-After: 1` at
-/// once, counted in `http_requests_shed_total{method, route}` (and in `http_requests_total`).
+/// once, counted in `chronicle_http_requests_shed_total{service, method, route}` (and in
+/// `chronicle_http_requests_total`).
 /// Requests for [`crate::http::OPS_ROUTES`] and for no route at all are not bounded.
 pub async fn admit(State(admission): State<Admission>, request: Request, next: Next) -> Response {
     let route = match request.extensions().get::<MatchedPath>() {
@@ -163,22 +174,26 @@ pub async fn admit(State(admission): State<Admission>, request: Request, next: N
     let Some(permit) = admission.enter().await else {
         return refuse(&admission, &request, route.to_owned());
     };
-    let place = Place { _permit: permit };
-    metrics::gauge!("http_requests_in_flight").increment(1);
+    let place = Place {
+        _permit: permit,
+        service: admission.service,
+    };
+    metrics::gauge!(HTTP_REQUESTS_IN_FLIGHT, "service" => admission.service).increment(1);
     let response = next.run(request).await;
     drop(place);
     response
 }
 
-/// An admitted request's place; given back (and `http_requests_in_flight` decremented) when
+/// An admitted request's place; given back (and `chronicle_http_requests_in_flight` decremented) when
 /// the request is answered or dropped (the client went away).
 struct Place {
     _permit: OwnedSemaphorePermit,
+    service: &'static str,
 }
 
 impl Drop for Place {
     fn drop(&mut self) {
-        metrics::gauge!("http_requests_in_flight").decrement(1);
+        metrics::gauge!(HTTP_REQUESTS_IN_FLIGHT, "service" => self.service).decrement(1);
     }
 }
 
@@ -186,11 +201,15 @@ impl Drop for Place {
 /// id (the client's when safe, else a new one).
 fn refuse(admission: &Admission, request: &Request, route: String) -> Response {
     let method = request.method().to_string();
-    let labels = [("method", method), ("route", route)];
-    metrics::counter!("http_requests_shed_total", &labels).increment(1);
-    let [method, route] = labels;
-    let labels = [method, route, ("status", "503".to_owned())];
-    metrics::counter!("http_requests_total", &labels).increment(1);
+    let labels = [
+        ("service", admission.service.to_owned()),
+        ("method", method),
+        ("route", route),
+    ];
+    metrics::counter!(HTTP_REQUESTS_SHED_TOTAL, &labels).increment(1);
+    let [service, method, route] = labels;
+    let labels = [service, method, route, ("status", "503".to_owned())];
+    metrics::counter!(HTTP_REQUESTS_TOTAL, &labels).increment(1);
     let id = request
         .headers()
         .get(&crate::http::X_REQUEST_ID)

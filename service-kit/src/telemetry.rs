@@ -3,24 +3,32 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::{metric_names, sql_metrics};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer as _;
 use tracing_subscriber::fmt::format::FmtSpan;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 /// Installs the global tracing subscriber: `RUST_LOG` filter (default `info`), JSON lines when
-/// `LOG_FORMAT=json`, compact text otherwise. Safe to call more than once.
+/// `LOG_FORMAT=json`, compact text otherwise; and the SQL timing metrics
+/// ([`crate::sql_metrics`]), whose filter is their own. Safe to call more than once.
 pub fn init_tracing() {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
     let json = std::env::var("LOG_FORMAT").is_ok_and(|format| format == "json");
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_span_events(FmtSpan::NONE);
-    let _ = if json {
-        builder.json().flatten_event(true).try_init()
+    let logs = tracing_subscriber::fmt::layer().with_span_events(FmtSpan::NONE);
+    let logs = if json {
+        logs.json().flatten_event(true).boxed()
     } else {
-        builder.compact().try_init()
+        logs.compact().boxed()
     };
+    let _ = tracing_subscriber::registry()
+        .with(logs.with_filter(filter))
+        .with(sql_metrics::layer())
+        .try_init();
 }
 
 /// The environment variable that turns test logs on: `TEST_LOG=1 cargo test`.
@@ -35,6 +43,10 @@ pub const TEST_LOG: &str = "TEST_LOG";
 pub fn init_test_logging() {
     let wanted = std::env::var(TEST_LOG).is_ok_and(|value| !value.is_empty() && value != "0");
     if !wanted {
+        // No logs, but the SQL timings still reach the metrics the scrape tests read.
+        let _ = tracing_subscriber::registry()
+            .with(sql_metrics::layer())
+            .try_init();
         return;
     }
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
@@ -43,29 +55,31 @@ pub fn init_test_logging() {
              projector=debug,query_api=debug,chronicle=debug",
         )
     });
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let logs = tracing_subscriber::fmt::layer()
         .with_test_writer()
         .compact()
+        .with_filter(filter);
+    let _ = tracing_subscriber::registry()
+        .with(logs)
+        .with(sql_metrics::layer())
         .try_init();
 }
 
-/// The process-wide Prometheus recorder; installed on first use, with a task that runs its
-/// upkeep (histogram draining) since no exporter listener does it for us.
+/// The process-wide Prometheus recorder; installed on first use, with every family of
+/// [`crate::metric_names::FAMILIES`] described and given its buckets, and with a task that runs
+/// its upkeep (histogram draining) since no exporter listener does it for us.
 pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new()
-                .set_buckets(&[
-                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                ])
-                .map(PrometheusBuilder::build_recorder)
-                .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
+            let recorder = metrics_builder()
+                .unwrap_or_else(|_| PrometheusBuilder::new())
+                .build_recorder();
             let handle = recorder.handle();
             // Fails only when another recorder was installed first (tests installing twice);
             // the handle still renders this recorder's metrics.
             let _ = metrics::set_global_recorder(recorder);
+            metric_names::describe_all();
             let upkeep = handle.clone();
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 runtime.spawn(async move {
@@ -79,4 +93,35 @@ pub fn metrics_handle() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+/// The exporter's builder with the catalogue's buckets: each histogram family its own, any
+/// other histogram the latency buckets.
+///
+/// # Errors
+///
+/// A family with no buckets (ruled out by `metric_names`' test).
+pub fn metrics_builder() -> Result<PrometheusBuilder, BuildError> {
+    let mut builder = PrometheusBuilder::new().set_buckets(metric_names::LATENCY_BUCKETS)?;
+    for family in metric_names::FAMILIES {
+        if family.kind == metric_names::Kind::Histogram {
+            builder = builder
+                .set_buckets_for_metric(Matcher::Full(family.name.to_owned()), family.buckets)?;
+        }
+    }
+    Ok(builder)
+}
+
+/// Sets the pool gauges (`chronicle_db_pool_connections{service, state}`,
+/// `chronicle_db_pool_max_connections{service}`) from `pool` as it is now; called on each
+/// scrape, so the figures are as fresh as the scrape.
+pub fn record_pool(service: &'static str, pool: &sqlx::PgPool) {
+    let open = pool.size();
+    let idle = u32::try_from(pool.num_idle()).unwrap_or(u32::MAX).min(open);
+    metrics::gauge!(metric_names::DB_POOL_CONNECTIONS, "service" => service, "state" => "idle")
+        .set(f64::from(idle));
+    metrics::gauge!(metric_names::DB_POOL_CONNECTIONS, "service" => service, "state" => "used")
+        .set(f64::from(open - idle));
+    metrics::gauge!(metric_names::DB_POOL_MAX_CONNECTIONS, "service" => service)
+        .set(f64::from(pool.options().get_max_connections()));
 }

@@ -1,5 +1,6 @@
 //! Helpers shared by Chronicle's test binaries, written once instead of copied into each:
 //!
+//! - [`exposition`]: a `/metrics` answer checked against docs/metrics.md and promtool;
 //! - [`http`]: call a router in-process and read the whole answer ([`Call`], [`send`],
 //!   [`Answer`]);
 //! - [`poll`]: wait, bounded, until a condition holds ([`eventually`]);
@@ -10,6 +11,7 @@
 //! A dev-dependency only (`publish = false`); it never reaches a release build.
 
 pub mod auth;
+pub mod exposition;
 pub mod http;
 pub mod metadata;
 pub mod poll;

@@ -31,9 +31,9 @@ pub async fn lag(context: &Context, rate: f64) -> anyhow::Result<Vec<Row>> {
         Arc::clone(&poll_lag),
     );
     let metrics = [
-        "projector_events_applied_total",
-        "projector_batch_duration_seconds_count",
-        "projector_batch_duration_seconds_sum",
+        "chronicle_projection_events_applied_total",
+        "chronicle_projection_batch_duration_seconds_count",
+        "chronicle_projection_batch_duration_seconds_sum",
     ];
     let mut before = Vec::new();
     for name in metrics {

@@ -40,14 +40,14 @@ async fn hit_all(
     for counter in counters {
         let verdict = rate_limits::hit(pool, counter).await?;
         if verdict.over {
+            // The label is the limit's name: a bounded set, never the counted subject.
+            metrics::counter!(service_kit::metric_names::RATE_LIMITED_TOTAL, "limit" => counter.name.to_owned())
+                .increment(1);
             wait = Some(wait.unwrap_or(0).max(verdict.retry_after));
         }
     }
     Ok(match wait {
-        Some(seconds) => {
-            metrics::counter!("chronicle_rate_limited_total", "limit" => "auth").increment(1);
-            Err(rate_limited(seconds))
-        }
+        Some(seconds) => Err(rate_limited(seconds)),
         None => Ok(()),
     })
 }
@@ -68,6 +68,19 @@ pub async fn refresh(
     ip: &str,
 ) -> Result<Result<(), Problem>, AuthFailure> {
     hit_all(pool, &[counter("refresh_ip", ip, None, limits.refresh_ip)]).await
+}
+
+/// A CSP report request from `ip`.
+pub async fn csp_report(
+    pool: &PgPool,
+    limits: &RateLimits,
+    ip: &str,
+) -> Result<Result<(), Problem>, AuthFailure> {
+    hit_all(
+        pool,
+        &[counter("csp_reports", ip, None, limits.csp_reports)],
+    )
+    .await
 }
 
 /// A register, resend or forgot for `email` from `ip`.
@@ -119,7 +132,8 @@ pub async fn login_allowed(
     }
     Ok(match wait {
         Some(seconds) => {
-            metrics::counter!("chronicle_rate_limited_total", "limit" => "login").increment(1);
+            metrics::counter!(service_kit::metric_names::RATE_LIMITED_TOTAL, "limit" => "login")
+                .increment(1);
             Err(rate_limited(seconds))
         }
         None => Ok(()),

@@ -21,6 +21,7 @@ use event_store::append::{self, AppendReceipt, NewEvent};
 use event_store::load::AggregateLoader;
 use event_store::mail_outbox::{self, Mail};
 use event_store::wake::{AppendNotifier, EVENTS_CHANNEL};
+use events::session::SessionEvent;
 use events::{ConsistencyToken, EventMetadata, LogPosition};
 use sqlx::{PgPool, Postgres, Transaction};
 use tokio::sync::Notify;
@@ -50,6 +51,10 @@ pub struct AuthState {
     sessions: AggregateLoader<Session>,
     /// Wakes this process's worker when a request is queued here.
     queued: Notify,
+    /// This replica's revocation view, told of each revocation it commits so that the
+    /// session's access tokens stop working here at once (other replicas learn it from the
+    /// log); set when the accounts join a router.
+    revocations: std::sync::OnceLock<service_kit::revocation::RevocationView>,
 }
 
 impl AuthState {
@@ -65,6 +70,7 @@ impl AuthState {
             accounts: AggregateLoader::new(pool.clone(), events::upcast::for_aggregates()),
             sessions: AggregateLoader::new(pool.clone(), events::upcast::for_aggregates()),
             queued: Notify::new(),
+            revocations: std::sync::OnceLock::new(),
             pool,
             settings,
         }))
@@ -176,12 +182,42 @@ impl AuthState {
     ) -> Result<LogPosition, AuthFailure> {
         let AppendReceipt { last, count } = append::append_with(&mut tx, events, None).await?;
         tx.commit().await?;
+        self.note_revocations(events);
         if count > 0 {
             self.notifier.notify();
-            metrics::counter!("events_appended_total", "aggregate_type" => "Account|Session")
-                .increment(count as u64);
+            for event in events {
+                metrics::counter!(
+                    service_kit::metric_names::EVENTS_APPENDED_TOTAL,
+                    "aggregate_type" => event.aggregate_type.clone(),
+                )
+                .increment(1);
+            }
         }
         Ok(last)
+    }
+
+    /// Attaches this replica's revocation view (once; later calls are ignored).
+    pub fn attach_revocations(&self, view: service_kit::revocation::RevocationView) {
+        // A second router on the same state shares the first one's view: ignoring is right.
+        let _ = self.revocations.set(view);
+    }
+
+    /// Tells this replica's view of the sessions `events` revoked, once they are committed.
+    fn note_revocations(&self, events: &[NewEvent]) {
+        let Some(view) = self.revocations.get() else {
+            return;
+        };
+        let now = Utc::now();
+        for event in events
+            .iter()
+            .filter(|event| event.aggregate_type == "Session")
+        {
+            if let Ok(SessionEvent::SessionRevoked { session_id, .. }) =
+                serde_json::from_value(event.payload.clone())
+            {
+                view.note_revoked_session(session_id, now);
+            }
+        }
     }
 
     /// Writes a mail into the outbox inside `tx`.

@@ -609,7 +609,8 @@ pub(crate) async fn open_session(
     .await
     .map_err(|e| failure(e.into()))?;
     let position = auth.commit(tx, &events).await.map_err(failure)?;
-    metrics::counter!("chronicle_auth_logins_total", "result" => "success").increment(1);
+    metrics::counter!(service_kit::metric_names::AUTH_LOGINS_TOTAL, "result" => "success")
+        .increment(1);
     login_answer(
         auth,
         jar,
@@ -707,7 +708,8 @@ async fn refresh(
         .await
         .map_err(|e| failure(e.into()))?
     else {
-        metrics::counter!("chronicle_auth_refresh_total", "result" => "invalid").increment(1);
+        metrics::counter!(service_kit::metric_names::AUTH_REFRESH_TOTAL, "result" => "invalid")
+            .increment(1);
         return Ok(refused_refresh(jar, problems::invalid_refresh_token()));
     };
     let now = Utc::now();
@@ -782,7 +784,8 @@ async fn rotate(
     .await
     .map_err(|e| failure(e.into()))?;
     let position = auth.commit(tx, &staged.events).await.map_err(failure)?;
-    metrics::counter!("chronicle_auth_refresh_total", "result" => "rotated").increment(1);
+    metrics::counter!(service_kit::metric_names::AUTH_REFRESH_TOTAL, "result" => "rotated")
+        .increment(1);
     login_answer(
         auth,
         jar,
@@ -818,7 +821,8 @@ async fn spent(
         && current.spent_at.is_none()
         && now - spent_at <= grace
     {
-        metrics::counter!("chronicle_auth_refresh_total", "result" => "raced").increment(1);
+        metrics::counter!(service_kit::metric_names::AUTH_REFRESH_TOTAL, "result" => "raced")
+            .increment(1);
         return Err(problems::refresh_raced());
     }
     let metadata = session_metadata(metadata, row.account_id, row.session_id);
@@ -853,8 +857,10 @@ async fn spent(
         .map_err(failure)?;
     }
     auth.commit(tx, &events).await.map_err(failure)?;
-    metrics::counter!("chronicle_auth_refresh_total", "result" => "reused").increment(1);
-    metrics::counter!("chronicle_security_events_total", "kind" => "refresh_reuse").increment(1);
+    metrics::counter!(service_kit::metric_names::AUTH_REFRESH_TOTAL, "result" => "reused")
+        .increment(1);
+    metrics::counter!(service_kit::metric_names::SECURITY_EVENTS_TOTAL, "kind" => "refresh_reuse")
+        .increment(1);
     tracing::warn!(session.id = %row.session_id, "refresh token reuse: session revoked");
     Ok(refused_refresh(jar, problems::invalid_refresh_token()))
 }
@@ -888,6 +894,9 @@ async fn live_bearer(
     }
     Ok(Ok(bearer))
 }
+
+/// Logout's path: the router lets refused bearer tokens through to it (see `logout`).
+pub const LOGOUT_PATH: &str = "/api/v1/auth/logout";
 
 #[utoipa::path(
     post, path = "/api/v1/auth/logout", tag = "auth",

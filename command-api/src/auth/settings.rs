@@ -2,7 +2,7 @@
 //!
 //! - `AUTH_SIGNING_KEYS_FILE` or `AUTH_SIGNING_KEYS` (PEM text): one or more Ed25519 private
 //!   keys in PKCS#8 PEM; the first signs, all verify. Required.
-//! - `AUTH_SECRET_KEY`: 32 bytes, base64. Required.
+//! - `AUTH_SECRET_KEY_FILE` or `AUTH_SECRET_KEY`: 32 bytes, base64. Required.
 //! - `AUTH_ISSUER` (default `chronicle`): the access tokens' `iss`.
 //! - `AUTH_PUBLIC_URL` (default `http://localhost:8080`): where mailed links point.
 //! - `AUTH_HASH_CONCURRENCY` (default: CPU count): password hashes run at once; a request
@@ -85,6 +85,8 @@ pub struct RateLimits {
     pub auth_ip: Limit,
     /// `RATE_LIMIT_REFRESH_IP` (1000/600): refreshes per client IP.
     pub refresh_ip: Limit,
+    /// `RATE_LIMIT_CSP_REPORTS` (120/60): CSP report requests per client IP.
+    pub csp_reports: Limit,
 }
 
 impl Default for RateLimits {
@@ -96,6 +98,7 @@ impl Default for RateLimits {
             mail_address: Limit::per(10, 3600),
             auth_ip: Limit::per(1000, 600),
             refresh_ip: Limit::per(1000, 600),
+            csp_reports: Limit::per(120, 60),
         }
     }
 }
@@ -110,6 +113,7 @@ impl RateLimits {
             mail_address: Limit::from_env("MAIL_ADDRESS", default.mail_address)?,
             auth_ip: Limit::from_env("AUTH_IP", default.auth_ip)?,
             refresh_ip: Limit::from_env("REFRESH_IP", default.refresh_ip)?,
+            csp_reports: Limit::from_env("CSP_REPORTS", default.csp_reports)?,
         })
     }
 }
@@ -241,11 +245,11 @@ impl AuthSettings {
         };
         let secret_key = match secret_key {
             Some(key) => key,
-            None => Secret::new(
-                Some(string_or("AUTH_SECRET_KEY", ""))
-                    .filter(|key| !key.is_empty())
-                    .ok_or(AuthSettingsError::Missing("AUTH_SECRET_KEY"))?,
-            ),
+            None => value_or_file("AUTH_SECRET_KEY", "AUTH_SECRET_KEY_FILE")?
+                .map(Secret::new)
+                .ok_or(AuthSettingsError::Missing(
+                    "AUTH_SECRET_KEY_FILE or AUTH_SECRET_KEY",
+                ))?,
         };
         let bootstrap_admin = match (
             Some(string_or("AUTH_BOOTSTRAP_ADMIN_EMAIL", "")).filter(|email| !email.is_empty()),

@@ -147,11 +147,7 @@ impl FromRequest<AppState> for CommandInput {
         let metadata = EventMetadata {
             actor: caller.actor(),
             session_id: caller.session_id(),
-            ip: if state.settings.trust_forwarded_for {
-                forwarded_client(headers).or_else(|| client_ip(&parts.extensions))
-            } else {
-                client_ip(&parts.extensions)
-            },
+            ip: request_ip(state.settings.trust_forwarded_for, &parts),
             user_agent,
             request_id,
             correlation_id,
@@ -187,6 +183,16 @@ impl FromRequest<AppState> for CommandInput {
             caller,
             deadline,
         })
+    }
+}
+
+/// The client's IP as event metadata records it and per-IP rate limits count it: the address
+/// the trusted proxy appended when `TRUST_FORWARDED_FOR` is on, else the peer's.
+pub fn request_ip(trust_forwarded_for: bool, parts: &axum::http::request::Parts) -> Option<String> {
+    if trust_forwarded_for {
+        forwarded_client(&parts.headers).or_else(|| client_ip(&parts.extensions))
+    } else {
+        client_ip(&parts.extensions)
     }
 }
 

@@ -80,10 +80,21 @@ where
             state.settings.idempotency_lease,
         )
         .await
-        .map_err(idempotency_problem)?
-        {
-            Claimed::Owned(claim) => Some(claim),
+        .map_err(|error| {
+            match error {
+                idempotency::IdempotencyError::InFlight => count_idempotency("in_flight"),
+                idempotency::IdempotencyError::Mismatch => count_idempotency("mismatch"),
+                _ => {}
+            }
+            idempotency_problem(error)
+        })? {
+            Claimed::Owned(claim) => {
+                count_idempotency("first");
+                Some(claim)
+            }
             Claimed::Replay(stored) => {
+                count_idempotency("replayed");
+                crate::execute::count_command(A::TYPE, "replayed");
                 let committed = Committed {
                     outcome: stored.outcome,
                     position: stored.position,
@@ -114,6 +125,12 @@ where
             Err(error.into())
         }
     }
+}
+
+/// Counts one request carrying an `Idempotency-Key` in `chronicle_idempotency_requests_total`.
+fn count_idempotency(result: &'static str) {
+    metrics::counter!(service_kit::metric_names::IDEMPOTENCY_REQUESTS_TOTAL, "result" => result)
+        .increment(1);
 }
 
 /// Runs a command that creates its aggregate, starting a new stream (no read: an id already

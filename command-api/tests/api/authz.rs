@@ -7,6 +7,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use chrono::Utc;
 use event_store::append::NewEvent;
+use events::account::AccountEvent;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use test_support::eventually;
@@ -381,14 +382,18 @@ async fn a_revoked_session_is_refused_here_at_once_and_by_another_replica_soon(p
     assert_unauthenticated(&create().send(&here).await, true);
 
     // Every other replica learns it from the log.
-    let revoked = NewEvent::from_parts(
+    let revoked = NewEvent::of(
         "Session",
         &account.session.to_string(),
         1,
-        ("SessionRevoked", "1"),
-        json!({ "session_id": account.session, "account_id": account.id, "reason": "logout" }),
+        &events::session::SessionEvent::SessionRevoked {
+            session_id: account.session,
+            account_id: account.id,
+            reason: events::session::RevokeReason::Logout,
+        },
         test_support::metadata::json(&account.id.to_string()),
-    );
+    )
+    .unwrap();
     let appended = std::time::Instant::now();
     event_store::append(&pool, &[revoked], None).await.unwrap();
     event_store::wake::AppendNotifier::spawn(pool.clone(), event_store::wake::EVENTS_CHANNEL)
@@ -428,22 +433,29 @@ async fn a_disabled_account_and_a_removed_role_reach_other_replicas(pool: PgPool
     };
     assert_eq!(report().send(&app).await.status, StatusCode::CREATED);
     let events = [
-        NewEvent::from_parts(
+        NewEvent::of(
             "Account",
             &user.id.to_string(),
             1,
-            ("AccountDisabled", "1"),
-            json!({ "account_id": user.id, "reason": "test" }),
+            &AccountEvent::AccountDisabled {
+                account_id: user.id,
+                reason: Some("test".to_owned()),
+            },
             test_support::metadata::json("system"),
-        ),
-        NewEvent::from_parts(
+        )
+        .unwrap(),
+        NewEvent::of(
             "Account",
             &admin.id.to_string(),
             1,
-            ("RolesChanged", "1"),
-            json!({ "account_id": admin.id, "roles": [], "previous": ["admin"] }),
+            &AccountEvent::RolesChanged {
+                account_id: admin.id,
+                roles: vec![],
+                previous: vec!["admin".to_owned()],
+            },
             test_support::metadata::json("system"),
-        ),
+        )
+        .unwrap(),
     ];
     event_store::append(&pool, &events, None).await.unwrap();
     eventually(

@@ -8,6 +8,7 @@ mod bad_input;
 mod community_posts;
 mod helpers;
 mod idempotency;
+mod metrics;
 mod old_event_versions;
 mod openapi;
 mod optimistic_concurrency;

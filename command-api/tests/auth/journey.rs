@@ -140,6 +140,16 @@ async fn register_verify_login_refresh_reuse_and_logout(pool: PgPool) {
             .unwrap()
             .starts_with("Bearer realm=\"chronicle\"")
     );
+    // The revoking replica refuses the session's access token at once, on every route.
+    let create = test_support::Call::post("/api/v1/projects")
+        .header("authorization", &bearer)
+        .json(&json!({ "name": "After logout" }))
+        .send(&api.app)
+        .await;
+    assert_eq!(
+        create.problem(StatusCode::UNAUTHORIZED)["type"],
+        "/problems/unauthenticated"
+    );
     let events = stream(&pool, "Session", &other.id.to_string()).await;
     assert_eq!(events.last().map(String::as_str), Some("SessionRevoked"));
     relay.stop().await;

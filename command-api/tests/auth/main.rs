@@ -6,6 +6,7 @@
 mod enumeration;
 mod helpers;
 mod journey;
+mod metrics;
 mod rate_limits;
 mod reset;
 mod secrets;

@@ -72,3 +72,36 @@ async fn registrations_per_address_are_limited_whether_or_not_it_exists(pool: Pg
         .await;
     limited.problem(StatusCode::TOO_MANY_REQUESTS);
 }
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn csp_reports_are_limited_per_ip_across_two_instances(pool: PgPool) {
+    let other_pool = PgPoolOptions::new()
+        .max_connections(4)
+        .connect_with(pool.connect_options().as_ref().clone())
+        .await
+        .unwrap();
+    let mut settings = auth_settings();
+    settings.rate_limits.csp_reports = Limit::per(2, 60);
+    let instances = [
+        instance(&pool, settings.clone()),
+        instance(&other_pool, settings),
+    ];
+    let report = r#"{"csp-report":{"document-uri":"https://app.example/a","effective-directive":"script-src"}}"#;
+    let send = |n: usize, ip: &'static str| {
+        test_support::Call::post("/api/v1/csp-reports")
+            .header("x-forwarded-for", ip)
+            .raw("application/csp-report", report)
+            .send(&instances[n % 2].app)
+    };
+    for n in 0..2 {
+        assert_eq!(send(n, "192.0.2.7").await.status, StatusCode::NO_CONTENT);
+    }
+    // The third from that address is refused on either instance; another address is not.
+    let limited = send(2, "192.0.2.7").await;
+    let problem = limited.problem(StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(problem["type"], "/problems/rate-limited");
+    let retry_after: u64 = limited.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    assert_eq!(problem["retry_after"], retry_after);
+    assert_eq!(send(3, "192.0.2.8").await.status, StatusCode::NO_CONTENT);
+}

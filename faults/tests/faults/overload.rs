@@ -165,7 +165,7 @@ async fn overload(target: Target) {
 
     // Ten times the knee, open loop: a request every 1/offered s whatever the answers do.
     // The ramp past the bound is refused too: count only the overload's refusals.
-    let shed_before = metric_sum(&http, &base, "http_requests_shed_total").await;
+    let shed_before = metric_sum(&http, &base, "chronicle_http_requests_shed_total").await;
     let cpu_before = command.cpu_time().unwrap_or_default();
     let client_cpu_before = faults::cpu_time(std::process::id()).unwrap_or_default();
     let started = Instant::now();
@@ -284,11 +284,11 @@ async fn overload(target: Target) {
          overload (peak VmRSS sampled during it {peak_rss} KiB)"
     );
     // Which 503s the admission bound gave (the rest waited for the database or the deadline).
-    let shed = metric_sum(&http, &base, "http_requests_shed_total").await - shed_before;
-    let timed_out = metric_sum(&http, &base, "http_requests_timed_out_total").await;
+    let shed = metric_sum(&http, &base, "chronicle_http_requests_shed_total").await - shed_before;
+    let timed_out = metric_sum(&http, &base, "chronicle_http_requests_timed_out_total").await;
     eprintln!(
-        "{name} shed at admission (http_requests_shed_total): {shed}; cut off at the deadline \
-         (http_requests_timed_out_total): {timed_out}"
+        "{name} shed at admission (chronicle_http_requests_shed_total): {shed}; cut off at the deadline \
+         (chronicle_http_requests_timed_out_total): {timed_out}"
     );
 
     // Recovery: the knee's load again, served as before.

@@ -20,6 +20,7 @@ use event_store::LogFilter;
 use event_store::checkpoints;
 use event_store::wake::CheckpointMoved;
 use events::{LogPosition, RecordedEvent};
+use service_kit::metric_names;
 use sqlx::{PgPool, Postgres, Transaction};
 
 use super::{
@@ -411,7 +412,8 @@ async fn park(
         error = %error,
         "event parked as a dead letter; the projection goes on without it"
     );
-    metrics::counter!("projector_dead_letters_total", "projection" => name.to_owned()).increment(1);
+    metrics::counter!(metric_names::PROJECTION_DEAD_LETTERS_TOTAL, "projection" => name.to_owned())
+        .increment(1);
     Ok(Batch::Committed(generation))
 }
 
@@ -419,13 +421,10 @@ async fn park(
 fn committed(name: &str, batch: &[RecordedEvent], started: Instant) {
     let Some(last) = batch.last() else { return };
     let label = name.to_owned();
-    metrics::counter!("projector_events_applied_total", "projection" => label.clone())
+    metrics::counter!(metric_names::PROJECTION_EVENTS_APPLIED_TOTAL, "projection" => label.clone())
         .increment(batch.len() as u64);
-    metrics::histogram!("projector_batch_duration_seconds", "projection" => label.clone())
+    metrics::histogram!(metric_names::PROJECTION_BATCH_DURATION_SECONDS, "projection" => label)
         .record(started.elapsed().as_secs_f64());
-    metrics::gauge!("projector_checkpoint_position", "projection" => label.clone())
-        .set(last.position as f64);
-    metrics::gauge!("projector_projection_failed", "projection" => label).set(0.0);
     tracing::debug!(
         count = batch.len(),
         tx_id = last.log_position.tx_id,
@@ -469,8 +468,8 @@ async fn fail(
         error = %error,
         "projection failed; it stays stopped until the event can be applied"
     );
-    metrics::counter!("projector_failures_total", "projection" => name.to_owned()).increment(1);
-    metrics::gauge!("projector_projection_failed", "projection" => name.to_owned()).set(1.0);
+    metrics::counter!(metric_names::PROJECTION_FAILURES_TOTAL, "projection" => name.to_owned())
+        .increment(1);
     match checkpoints::fail_at(sink.pool, name, checkpoint, &message).await {
         Ok(true) => {}
         // Another process moved the checkpoint since: it applied or parked the event, and

@@ -117,8 +117,11 @@ async fn without_dead_lettering_a_poison_event_fails_the_projection_and_metrics_
             let projector = &projector;
             async move {
                 projector.get("/metrics").await.is_some_and(|body| {
-                    body.contains("projector_failed_projections 1")
-                        && body.contains("projector_projection_failed{projection=\"projects\"} 1")
+                    body.contains(
+                        "chronicle_projection_state{projection=\"projects\",state=\"failed\"} 1",
+                    ) && body.contains(
+                        "chronicle_projection_state{projection=\"projects\",state=\"running\"} 0",
+                    )
                 })
             }
         },

@@ -13,6 +13,7 @@ mod deep_payloads;
 mod helpers;
 mod late_commit;
 mod mail;
+mod metrics;
 mod poison;
 mod processes;
 mod rebuild;

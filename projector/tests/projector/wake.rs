@@ -82,7 +82,7 @@ async fn an_append_notification_wakes_the_projector_long_before_its_poll(pool: P
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
     let metrics = get(addr, "/metrics").await;
     assert!(
-        metrics.contains("projector_events_applied_total{projection=\"projects\"}"),
+        metrics.contains("chronicle_projection_events_applied_total{projection=\"projects\"}"),
         "{metrics}"
     );
 

@@ -92,7 +92,7 @@ pub async fn item_response_scoped<T: Item>(
         {
             let etag = ETag::strong(version);
             if etag.listed_in_if_none_match(headers) {
-                metrics::counter!("query_item_revalidations_total", "answered_by" => "announcements")
+                metrics::counter!(service_kit::metric_names::QUERY_ITEM_REVALIDATIONS_TOTAL, "answered_by" => "announcements")
                     .increment(1);
                 return Ok(etag.not_modified(audience));
             }
@@ -110,7 +110,7 @@ pub async fn item_response_scoped<T: Item>(
         let version: Option<i64> = query.fetch_optional(state.pool()).await?;
         let etag = ETag::strong(version.ok_or_else(not_found)?);
         if etag.matches_if_none_match(headers) {
-            metrics::counter!("query_item_revalidations_total", "answered_by" => "database")
+            metrics::counter!(service_kit::metric_names::QUERY_ITEM_REVALIDATIONS_TOTAL, "answered_by" => "database")
                 .increment(1);
             return Ok(etag.not_modified(audience));
         }

@@ -10,6 +10,7 @@ mod community;
 mod consistency;
 mod generation;
 mod helpers;
+mod metrics;
 mod openapi;
 mod plumbing;
 mod projections;

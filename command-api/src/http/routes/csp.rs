@@ -11,7 +11,6 @@
 //! whatever page the browser was showing), without credentials; the CORS layer is on this
 //! route only.
 
-use std::sync::Once;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -29,7 +28,9 @@ use utoipa::{IntoResponses, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::auth::limits;
 use crate::http::fields::Fields;
+use crate::http::input::request_ip;
 use crate::http::openapi::ProblemDoc;
 use crate::state::AppState;
 
@@ -43,20 +44,13 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 pub const MAX_REPORTS: usize = 100;
 
 /// The counter of reports received, as exposed and catalogued in docs/metrics.md.
-pub const CSP_REPORTS_TOTAL: &str = "chronicle_csp_reports_total";
+pub const CSP_REPORTS_TOTAL: &str = service_kit::metric_names::CSP_REPORTS_TOTAL;
 
 /// `Content-Type` of a `report-uri` report.
 pub const CSP_REPORT: &str = "application/csp-report";
 
 /// `Content-Type` of a Reporting API batch.
 pub const REPORTS_JSON: &str = "application/reports+json";
-
-/// The rate limit's name, as in its setting `RATE_LIMIT_CSP_REPORTS` (lowercased, the
-/// `limit` label of `chronicle_rate_limited_total`).
-pub const RATE_LIMIT_NAME: &str = "csp_reports";
-
-/// The limit's default: 120 requests per client IP per minute (ACCOUNTS.md, "Rate limits").
-pub const RATE_LIMIT_DEFAULT: (u32, Duration) = (120, Duration::from_secs(60));
 
 /// The directives a report's directive is counted under; any other is counted as `other`, so
 /// the `directive` label stays a bounded set whatever a client sends.
@@ -141,16 +135,21 @@ async fn allowed_methods() -> impl IntoResponse {
     )
 }
 
-/// The rate-limit hook: where the per-IP limit [`RATE_LIMIT_NAME`] (default
-/// [`RATE_LIMIT_DEFAULT`], `RATE_LIMIT_CSP_REPORTS`) is to be enforced, before the body is
-/// read, answering `429 /problems/rate-limited` with `Retry-After`.
-///
-/// Not enforced yet: the counters live in PostgreSQL (`event_store::rate_limits`, on branch
-/// `accounts`) so that every replica shares them, and this route takes no limit of its own.
-/// Wiring it is one call here: `rate_limits::hit` on the client IP (as event metadata records
-/// it, honouring `TRUST_FORWARDED_FOR`), mapping a verdict over the limit to the 429.
-async fn enforce_rate_limit(_state: &AppState, _request: &Parts) -> Result<(), Problem> {
-    Ok(())
+/// The per-IP limit `RATE_LIMIT_CSP_REPORTS` (ACCOUNTS.md, "Rate limits"), counted in
+/// PostgreSQL so every replica shares it, before the body is read: over it, 429
+/// `/problems/rate-limited` with `Retry-After`. A router built without accounts (some tests)
+/// has no limits to apply.
+async fn enforce_rate_limit(state: &AppState, request: &Parts) -> Result<(), Problem> {
+    let Some(auth) = &state.auth else {
+        return Ok(());
+    };
+    let ip = request_ip(state.settings.trust_forwarded_for, request);
+    limits::csp_report(
+        &state.pool,
+        &auth.settings.rate_limits,
+        limits::ip_of(ip.as_deref()),
+    )
+    .await?
 }
 
 /// Receives CSP violation reports: counts and logs each, stores nothing.
@@ -162,7 +161,7 @@ async fn enforce_rate_limit(_state: &AppState, _request: &Parts) -> Result<(), P
                        at least one must be a `csp-violation`). At most 64 KiB.",
         content(
             (CspReportDoc = "application/csp-report"),
-            (Vec<ReportDoc> = "application/reports+json"),
+            (ReportBatchDoc = "application/reports+json"),
         )
     ),
     responses(
@@ -260,13 +259,7 @@ struct Violation {
 impl Violation {
     /// Counts and logs the report.
     fn record(&self) {
-        static DESCRIBED: Once = Once::new();
-        DESCRIBED.call_once(|| {
-            metrics::describe_counter!(
-                CSP_REPORTS_TOTAL,
-                "Content Security Policy violation reports received, by directive and disposition."
-            );
-        });
+        // Described with every other family when the recorder is installed (metric_names).
         metrics::counter!(
             CSP_REPORTS_TOTAL,
             "directive" => self.directive,
@@ -509,6 +502,35 @@ pub struct CspReportBodyDoc {
     pub blocked_uri: Option<String>,
     /// `enforce` (default) or `report`.
     pub disposition: Option<DispositionDoc>,
+}
+
+/// An `application/reports+json` body: 1 to 100 Reporting API reports. Documentation only.
+/// (Written by hand: utoipa's derive takes no item bounds on a newtype's field.)
+pub struct ReportBatchDoc;
+
+impl utoipa::PartialSchema for ReportBatchDoc {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ArrayBuilder::new()
+            .items(utoipa::openapi::Ref::from_schema_name("Report"))
+            .min_items(Some(1))
+            .max_items(Some(MAX_REPORTS))
+            .into()
+    }
+}
+
+impl ToSchema for ReportBatchDoc {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        schemas.push((
+            ReportDoc::name().into_owned(),
+            <ReportDoc as utoipa::PartialSchema>::schema(),
+        ));
+        ReportDoc::schemas(schemas);
+    }
 }
 
 /// One Reporting API report (`application/reports+json` holds an array of them).

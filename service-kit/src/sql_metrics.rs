@@ -1,0 +1,151 @@
+//! `chronicle_db_query_duration_seconds{service, operation}` and
+//! `chronicle_db_pool_acquire_duration_seconds{service}`, from sqlx's own tracing events: one
+//! per statement (target `sqlx::query`, field `elapsed_secs`) and one per pool acquire (target
+//! `sqlx::pool::acquire`, field `aquired_after_secs`, sqlx's spelling). Built from events rather
+//! than by wrapping our calls, so statements run by postgres-es are timed too.
+//!
+//! The `service` label comes from the task-local set by [`in_service`]: around every request's
+//! handler ([`crate::http::track_metrics`]) and around the projector's loops. A statement run
+//! outside any (start-up migrations, a background purge) is not timed: its service is unknown,
+//! and `service` may only take the catalogue's values.
+
+use std::future::Future;
+
+use tracing::field::{Field, Visit};
+use tracing::{Event, Metadata, Subscriber};
+use tracing_subscriber::Layer;
+use tracing_subscriber::filter::{FilterFn, Filtered};
+use tracing_subscriber::layer::Context;
+
+use crate::metric_names::{DB_POOL_ACQUIRE_DURATION_SECONDS, DB_QUERY_DURATION_SECONDS};
+
+/// sqlx's statement events.
+const QUERY_TARGET: &str = "sqlx::query";
+/// sqlx's acquire events (enabled by [`crate::db::DatabaseSettings::connect`]).
+const ACQUIRE_TARGET: &str = "sqlx::pool::acquire";
+
+tokio::task_local! {
+    static SERVICE: &'static str;
+}
+
+/// Runs `work` as `service`'s: the statements it runs are timed under that `service` label.
+pub async fn in_service<F: Future>(service: &'static str, work: F) -> F::Output {
+    SERVICE.scope(service, work).await
+}
+
+/// `work`, made to run as the current task's service: for a task it spawns, since a task-local
+/// does not follow the work into a new task.
+pub fn inherit<F: Future>(work: F) -> impl Future<Output = F::Output> {
+    let service = current_service();
+    async move {
+        match service {
+            Some(service) => SERVICE.scope(service, work).await,
+            None => work.await,
+        }
+    }
+}
+
+/// The service the current task works for, if [`in_service`] said.
+pub fn current_service() -> Option<&'static str> {
+    SERVICE.try_with(|service| *service).ok()
+}
+
+/// The layer that turns sqlx's events into the two histograms, with its own filter (those two
+/// targets at every level), so the log filter (`sqlx=warn`) does not hide the events from it.
+pub fn layer<S>() -> Filtered<SqlMetrics, FilterFn<TargetFilter>, S>
+where
+    S: Subscriber,
+{
+    let wanted: TargetFilter =
+        |metadata| matches!(metadata.target(), QUERY_TARGET | ACQUIRE_TARGET);
+    SqlMetrics.with_filter(FilterFn::new(wanted))
+}
+
+/// The layer's filter: whether an event's target is one of sqlx's two.
+pub type TargetFilter = fn(&Metadata<'_>) -> bool;
+
+/// See [`layer`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SqlMetrics;
+
+impl<S: Subscriber> Layer<S> for SqlMetrics {
+    fn on_event(&self, event: &Event<'_>, _context: Context<'_, S>) {
+        let target = event.metadata().target();
+        if target != QUERY_TARGET && target != ACQUIRE_TARGET {
+            return;
+        }
+        let Some(service) = current_service() else {
+            return;
+        };
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        if target == QUERY_TARGET {
+            if let Some(seconds) = fields.elapsed_secs {
+                let operation = operation(fields.summary.as_deref().unwrap_or_default());
+                metrics::histogram!(
+                    DB_QUERY_DURATION_SECONDS,
+                    "service" => service,
+                    "operation" => operation,
+                )
+                .record(seconds);
+            }
+        } else if let Some(seconds) = fields.acquired_after_secs {
+            metrics::histogram!(DB_POOL_ACQUIRE_DURATION_SECONDS, "service" => service)
+                .record(seconds);
+        }
+    }
+}
+
+/// The `operation` label of a statement, from its first word (sqlx's summary is the first four
+/// words): `SELECT`, `INSERT`, `UPDATE`, `DELETE`, else `OTHER` (a `WITH` query, `BEGIN`,
+/// `SET`, ...).
+pub fn operation(summary: &str) -> &'static str {
+    let first = summary.split_whitespace().next().unwrap_or_default();
+    ["SELECT", "INSERT", "UPDATE", "DELETE"]
+        .into_iter()
+        .find(|keyword| first.eq_ignore_ascii_case(keyword))
+        .unwrap_or("OTHER")
+}
+
+/// The fields of sqlx's events the histograms read.
+#[derive(Debug, Default)]
+struct Fields {
+    summary: Option<String>,
+    elapsed_secs: Option<f64>,
+    acquired_after_secs: Option<f64>,
+}
+
+impl Visit for Fields {
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        match field.name() {
+            "elapsed_secs" => self.elapsed_secs = Some(value),
+            "aquired_after_secs" | "acquired_after_secs" => self.acquired_after_secs = Some(value),
+            _ => {}
+        }
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "summary" {
+            self.summary = Some(value.to_owned());
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "summary" {
+            self.summary = Some(format!("{value:?}").trim_matches('"').to_owned());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_operation_is_the_statements_first_word() {
+        assert_eq!(operation("SELECT name, state FROM"), "SELECT");
+        assert_eq!(operation("insert into events (aggregate_type,"), "INSERT");
+        assert_eq!(operation("WITH sources AS (SELECT"), "OTHER");
+        assert_eq!(operation(""), "OTHER");
+    }
+}

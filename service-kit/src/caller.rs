@@ -529,9 +529,38 @@ pub fn document_bearer_auth(doc: &mut utoipa::openapi::OpenApi, public: &[(&str,
                 } else {
                     vec![bearer()]
                 });
+                // Any route answers 401 to a refused token (public ones too), and a route that
+                // needs an account 403 to one without the role or the right: both documented
+                // on every operation they can reach, once, here.
+                let responses = &mut operation.responses.responses;
+                responses.entry("401".to_owned()).or_insert_with(|| {
+                    problem_response("No valid access token (`WWW-Authenticate` says why)")
+                });
+                if !open {
+                    responses.entry("403".to_owned()).or_insert_with(|| {
+                        problem_response("The account lacks the role or the right")
+                    });
+                }
             }
         }
     }
+}
+
+/// A documented problem answer (the `Problem` schema each API's document declares).
+fn problem_response(
+    description: &str,
+) -> utoipa::openapi::RefOr<utoipa::openapi::response::Response> {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/problem+json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Problem")))
+                .build(),
+        )
+        .build()
+        .into()
 }
 
 #[cfg(test)]

@@ -186,3 +186,28 @@ async fn every_header_and_body_string_states_what_the_server_takes(pool: PgPool)
     }
     assert!(strings >= 30, "only {strings} strings found");
 }
+
+// Any route answers 401 to a refused token (public ones too, ACCOUNTS.md), and a route that
+// needs an account may answer 403: both are documented on every operation they can reach.
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn every_operation_documents_the_answers_of_the_bearer_check(pool: PgPool) {
+    let document = Call::new(axum::http::Method::GET, "/api/v1/openapi.json")
+        .send(&app(&pool))
+        .await
+        .value();
+    let mut operations = 0;
+    for (path, methods) in document["paths"].as_object().unwrap() {
+        for (method, operation) in methods.as_object().unwrap() {
+            let public = command_api::PUBLIC_OPERATIONS
+                .iter()
+                .any(|(m, p)| m == method && p == path);
+            let responses = &operation["responses"];
+            assert!(responses["401"].is_object(), "{method} {path}: no 401");
+            if !public {
+                assert!(responses["403"].is_object(), "{method} {path}: no 403");
+            }
+            operations += 1;
+        }
+    }
+    assert!(operations > 20, "{operations}");
+}

@@ -35,10 +35,20 @@ use utoipa::OpenApi as _;
 )]
 struct ApiDoc;
 
-/// The commands anyone may send; a token they carry must still be valid.
+/// The commands anyone may send; a token they carry must still be valid. The accounts' own
+/// anonymous routes are here too (logout takes the refresh cookie when the token has expired).
 pub const PUBLIC_OPERATIONS: &[(&str, &str)] = &[
     ("post", "/api/v1/support/tickets"),
     ("post", "/api/v1/analytics/events"),
+    ("post", "/api/v1/csp-reports"),
+    ("post", "/api/v1/auth/register"),
+    ("post", "/api/v1/auth/resend-verification"),
+    ("post", "/api/v1/auth/verify-email"),
+    ("post", "/api/v1/auth/login"),
+    ("post", "/api/v1/auth/refresh"),
+    ("post", "/api/v1/auth/logout"),
+    ("post", "/api/v1/auth/password/forgot"),
+    ("post", "/api/v1/auth/password/reset"),
 ];
 
 /// The whole application: command routes, OpenAPI document, plumbing.

@@ -52,13 +52,23 @@ async fn hit_all(
     })
 }
 
+/// One hit of a per-IP limit `name` (a coarse brake: many users may share an address).
+async fn per_ip(
+    pool: &PgPool,
+    name: &str,
+    limit: Limit,
+    ip: &str,
+) -> Result<Result<(), Problem>, AuthFailure> {
+    hit_all(pool, &[counter(name, ip, None, limit)]).await
+}
+
 /// An anonymous auth request from `ip` (register, resend, verify, login, forgot, reset).
 pub async fn anonymous(
     pool: &PgPool,
     limits: &RateLimits,
     ip: &str,
 ) -> Result<Result<(), Problem>, AuthFailure> {
-    hit_all(pool, &[counter("auth_ip", ip, None, limits.auth_ip)]).await
+    per_ip(pool, "auth_ip", limits.auth_ip, ip).await
 }
 
 /// A refresh from `ip`.
@@ -67,7 +77,7 @@ pub async fn refresh(
     limits: &RateLimits,
     ip: &str,
 ) -> Result<Result<(), Problem>, AuthFailure> {
-    hit_all(pool, &[counter("refresh_ip", ip, None, limits.refresh_ip)]).await
+    per_ip(pool, "refresh_ip", limits.refresh_ip, ip).await
 }
 
 /// A CSP report request from `ip`.
@@ -76,11 +86,7 @@ pub async fn csp_report(
     limits: &RateLimits,
     ip: &str,
 ) -> Result<Result<(), Problem>, AuthFailure> {
-    hit_all(
-        pool,
-        &[counter("csp_reports", ip, None, limits.csp_reports)],
-    )
-    .await
+    per_ip(pool, "csp_reports", limits.csp_reports, ip).await
 }
 
 /// A register, resend or forgot for `email` from `ip`.

@@ -335,12 +335,21 @@ async fn resend_verification(
     State(state): State<AppState>,
     input: CommandInput,
 ) -> Result<Response, Problem> {
-    let auth = auth_of(&state)?;
+    queue_for_address(&state, &input, RequestKind::Resend).await
+}
+
+/// Resend and forgot: limit the address, queue the request, answer 202 whatever the address.
+async fn queue_for_address(
+    state: &AppState,
+    input: &CommandInput,
+    kind: RequestKind,
+) -> Result<Response, Problem> {
+    let auth = auth_of(state)?;
     let body: EmailOnly = input.json()?;
     let email = email_of(&body.email)?;
     let ip = ip_of(input.metadata.ip.as_deref()).to_owned();
     mail_limits(&auth, &email, &ip).await?;
-    queue(&auth, RequestKind::Resend, email, None, &input.metadata).await
+    queue(&auth, kind, email, None, &input.metadata).await
 }
 
 #[utoipa::path(
@@ -355,12 +364,7 @@ async fn forgot_password(
     State(state): State<AppState>,
     input: CommandInput,
 ) -> Result<Response, Problem> {
-    let auth = auth_of(&state)?;
-    let body: EmailOnly = input.json()?;
-    let email = email_of(&body.email)?;
-    let ip = ip_of(input.metadata.ip.as_deref()).to_owned();
-    mail_limits(&auth, &email, &ip).await?;
-    queue(&auth, RequestKind::Forgot, email, None, &input.metadata).await
+    queue_for_address(&state, &input, RequestKind::Forgot).await
 }
 
 fn account_answer(id: Uuid, version: i64, position: events::LogPosition) -> Response {

@@ -1,0 +1,99 @@
+// The page's side of the outbox: queue commands, ask the service worker to replay them (or
+// replay in the page where there is no service worker), and tell the views what happened.
+
+import { Outbox, type Command, type OutboxEntry, type Resolution } from "@chronicle/client";
+import { CHANNEL, report, type DrainReport, type DrainRequest } from "./messages.ts";
+import { client, refresh, token } from "./session.ts";
+
+let outboxPromise: Promise<Outbox> | undefined;
+let worker: ServiceWorker | undefined;
+let retryTimer: ReturnType<typeof setTimeout> | undefined;
+const listeners = new Set<(report: DrainReport) => void>();
+
+/** The outbox, opened once per page. */
+export function outbox(): Promise<Outbox> {
+  outboxPromise ??= Outbox.open();
+  return outboxPromise;
+}
+
+/** Calls `listener` after each drain and each change to the queue. */
+export function onSync(listener: (report: DrainReport) => void): void {
+  listeners.add(listener);
+}
+
+function tell(report: DrainReport): void {
+  client.consistency.observe(report.consistencyToken);
+  if (retryTimer !== undefined) clearTimeout(retryTimer);
+  retryTimer = undefined;
+  if (report.state === "waiting" && report.retryAt !== undefined) {
+    retryTimer = setTimeout(() => void requestDrain(), Math.max(0, report.retryAt - Date.now()));
+  }
+  if (report.state === "unauthenticated") {
+    void refresh().then((ok) => {
+      if (ok) void requestDrain();
+    });
+  }
+  for (const listener of listeners) listener(report);
+}
+
+/** Registers the service worker (production builds; the dev server replays in the page). */
+export async function startSync(): Promise<void> {
+  new BroadcastChannel(CHANNEL).addEventListener("message", (event: MessageEvent<DrainReport>) => {
+    if (event.data.type === "drained") tell(event.data);
+  });
+  if (!import.meta.env.DEV && "serviceWorker" in navigator) {
+    try {
+      const registration = await navigator.serviceWorker.register("/sw.js", { type: "module", scope: "/" });
+      const ready = await navigator.serviceWorker.ready;
+      worker = ready.active ?? registration.active ?? undefined;
+    } catch (error) {
+      // No service worker (private mode, an old browser): the page replays the queue itself.
+      console.warn("service worker unavailable, replaying in the page", error);
+    }
+  }
+  window.addEventListener("online", () => void requestDrain());
+  window.addEventListener("offline", () => void announce());
+  await requestDrain();
+}
+
+/** Queues a command and, when online, starts sending at once. */
+export async function enqueue(command: Command): Promise<OutboxEntry> {
+  const entry = await (await outbox()).enqueue(command);
+  await requestDrain();
+  return entry;
+}
+
+/** Settles the entry that stopped the queue, then goes on. */
+export async function resolve(entryId: string, resolution: Resolution): Promise<void> {
+  await (await outbox()).resolve(entryId, resolution);
+  await requestDrain();
+}
+
+/** What is queued, oldest first. */
+export async function queued(): Promise<OutboxEntry[]> {
+  return (await outbox()).entries();
+}
+
+async function announce(): Promise<void> {
+  const entries = await queued();
+  const first = entries[0];
+  const state: DrainReport["state"] = !first ? "empty" : first.state === "pending" ? "waiting" : "blocked";
+  tell({ type: "drained", state, applied: 0, consistencyToken: undefined });
+}
+
+/** Replays the queue unless the browser says it is offline (then it waits for `online`). */
+export async function requestDrain(): Promise<void> {
+  if (!navigator.onLine) return announce();
+  if (worker) {
+    const request: DrainRequest = { type: "drain", token: token() };
+    worker.postMessage(request);
+    return;
+  }
+  try {
+    const result = await (await outbox()).drain({ getToken: async ({ refresh: again }) => (again && (await refresh()) ? token() : again ? undefined : token()) });
+    tell(report(result));
+  } catch (error) {
+    console.error("replaying the outbox failed", error);
+    tell({ type: "drained", state: "error", applied: 0, consistencyToken: undefined });
+  }
+}

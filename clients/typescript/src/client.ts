@@ -2,7 +2,7 @@
 // read-your-writes (the newest consistency token goes with every read) added in one place.
 
 import createClient, { type Client, type Middleware } from "openapi-fetch";
-import type { paths } from "./schema";
+import type { components, paths } from "./schema";
 
 /** Options of [`createChronicleClient`]. */
 export interface ClientOptions {
@@ -60,3 +60,11 @@ export function createChronicleClient(options: ClientOptions = {}): ChronicleCli
   api.use(middleware);
   return { api, consistency };
 }
+
+
+/** A project as the query API serves it. */
+export type Project = components["schemas"]["Project"];
+/** The public status page. */
+export type StatusPage = components["schemas"]["StatusPage"];
+/** The answer to a change command: `{id, version, consistency_token}`. */
+export type ChangeAnswer = components["schemas"]["ChangeAnswer"];

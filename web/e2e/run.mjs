@@ -130,6 +130,19 @@ const browser = await chromium.launch({
 const context = await browser.newContext();
 const page = await context.newPage();
 page.on("pageerror", (error) => console.log(`  page error: ${error.message}`));
+// Who sent each project command: the service worker replays the outbox, the page never does.
+const senders = [];
+context.on("requestfailed", (request) => {
+  if (process.env.E2E_DEBUG) console.log(`  failed: ${request.method()} ${request.url()} ${request.failure()?.errorText}`);
+});
+context.on("request", (request) => {
+  if (request.method() !== "GET" && request.url().includes("/api/v1/projects")) senders.push(request.serviceWorker() ? "service-worker" : "page");
+  if (process.env.E2E_DEBUG && request.method() !== "GET") console.log(`  ${new Date().toISOString()} ${request.method()} ${request.url()} ${request.serviceWorker() ? "sw" : "page"}`);
+});
+const SCREENSHOTS = process.env.E2E_SCREENSHOTS;
+async function snap(target, file) {
+  if (SCREENSHOTS) await target.screenshot({ path: `${SCREENSHOTS}/${file}.png`, fullPage: true });
+}
 const name = `E2E ${new Date().toISOString()}`;
 let id;
 let other;
@@ -178,6 +191,7 @@ try {
       await waitOutbox(page, n);
       offlineEdits.push(`Offline edit ${n}`);
     }
+    await snap(page, "offline-queue");
     const stored = await project(other, id);
     assert(stored.version === 1 && stored.name === name, `server moved while offline: ${JSON.stringify(stored)}`);
     const proxied = proxiedCommands(id);
@@ -199,6 +213,9 @@ try {
       assert(proxied.every((p) => p.status === 200), `not all PATCHes answered 200: ${JSON.stringify(proxied)}`);
     }
     await page.locator("#project-version", { hasText: "Version 4 " }).waitFor();
+    // Attempts that die on the way (the page may hear `online` before the worker's network
+    // is back) are retried with backoff; only what reached the proxy counts as sent.
+    assert(senders.length >= 4 && senders.every((s) => s === "service-worker"), `commands sent by ${JSON.stringify(senders)}`);
   });
 
   await step("a concurrent edit from another client makes the next save a 412 and opens the dialog", async () => {
@@ -217,6 +234,7 @@ try {
     assert(await page.evaluate(() => document.getElementById("conflict-dialog").contains(document.activeElement)), "focus is not in the dialog");
     assert((await dialog.textContent()).includes("their description"), "the dialog does not show their value");
     await axeCheck(page, "conflict dialog");
+    await snap(page, "conflict-dialog");
   });
 
   await step("merging with the keyboard (my name, their description) resolves it", async () => {
@@ -263,6 +281,7 @@ try {
     await visitor.getByRole("heading", { name: "Service status" }).waitFor();
     await visitor.locator("#overall").waitFor();
     await axeCheck(visitor, "status");
+    await snap(visitor, "status");
     await anonymous.close();
   });
 } catch {

@@ -309,6 +309,12 @@ async function openConflict(entry: OutboxEntry): Promise<void> {
       else await new Promise((wake) => setTimeout(wake, 300));
     }
   }
+  const mine = (entry.body ?? {}) as Record<string, unknown>;
+  if (theirs && Object.entries(mine).every(([field, value]) => theirs[field] === value)) {
+    // The server already holds exactly this change (applied before its key expired): nothing to decide.
+    await resolve(entry.id, { action: "discard", version: currentVersion });
+    return;
+  }
   const resolution = await askConflict({ entry, currentVersion, theirs: theirs ?? {} });
   if (resolution) await resolve(entry.id, resolution);
 }
@@ -343,7 +349,12 @@ byId("skip-link").addEventListener("click", (event) => {
 byId("sign-out").addEventListener("click", () => {
   void signOut().then(() => (location.hash = "#/signin"));
 });
-onSessionChange(showAccount);
+onSessionChange(() => {
+  showAccount();
+  // Each account has its own queue: show it, and send what it holds.
+  void showOutbox();
+  if (token()) void requestDrain();
+});
 onSync((report) => {
   void showOutbox();
   // Fresh data after commands were applied, unless it would overwrite what the user is typing.
@@ -358,5 +369,3 @@ void (async () => {
   await startSync();
   await showOutbox();
 })();
-
-export { requestDrain };

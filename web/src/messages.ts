@@ -5,7 +5,14 @@ import type { DrainResult } from "@chronicle/client";
 /** Page → service worker: send what is queued, with this access token. */
 export interface DrainRequest {
   type: "drain";
+  /** The signed-in account's queue (an IndexedDB database name). */
+  queue: string;
   token: string | undefined;
+}
+
+/** The IndexedDB database of an account's queue. */
+export function queueName(accountId: string): string {
+  return `chronicle-outbox-${accountId}`;
 }
 
 /** Service worker → every page (BroadcastChannel `chronicle-outbox`): how a drain ended. */

@@ -5,6 +5,7 @@ import { createChronicleClient, type Problem } from "@chronicle/client";
 
 let accessToken: string | undefined;
 let email: string | undefined;
+let accountId: string | undefined;
 let refreshing: Promise<boolean> | undefined;
 const listeners = new Set<() => void>();
 
@@ -14,6 +15,11 @@ export const client = createChronicleClient({ getToken: () => accessToken });
 /** The access token, if signed in. */
 export function token(): string | undefined {
   return accessToken;
+}
+
+/** The signed-in account's id: each account has its own outbox on a shared device. */
+export function account(): string | undefined {
+  return accountId;
 }
 
 /** The signed-in address, if known. */
@@ -38,6 +44,7 @@ export async function signIn(address: string, password: string): Promise<Problem
     return { ...problem, type: problem.type ?? "about:blank", title: problem.title ?? "Sign-in failed", status: response.status };
   }
   accessToken = data.access_token;
+  accountId = data.account_id;
   email = address;
   client.consistency.observe(data.consistency_token);
   changed();
@@ -60,6 +67,7 @@ export function refresh(): Promise<boolean> {
         return false;
       }
       accessToken = data.access_token;
+      accountId = data.account_id;
       changed();
       return true;
     } catch {
@@ -77,6 +85,7 @@ export async function signOut(): Promise<void> {
     await client.api.POST("/api/v1/auth/logout", { body: {} });
   } finally {
     accessToken = undefined;
+    accountId = undefined;
     email = undefined;
     changed();
   }

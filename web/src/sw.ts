@@ -26,7 +26,7 @@ const scope = self as unknown as WorkerScope;
 
 const SHELL_CACHE = "chronicle-shell-v1";
 const channel = new BroadcastChannel(CHANNEL);
-let outboxPromise: Promise<Outbox> | undefined;
+const outboxes = new Map<string, Promise<Outbox>>();
 let lastToken: string | undefined;
 
 scope.addEventListener("install", (event) => event.waitUntil(scope.skipWaiting()));
@@ -34,16 +34,20 @@ scope.addEventListener("activate", (event) => event.waitUntil(scope.clients.clai
 
 scope.addEventListener("message", (event) => {
   const data = event.data as Partial<DrainRequest> | undefined;
-  if (data?.type !== "drain") return;
+  if (data?.type !== "drain" || typeof data.queue !== "string") return;
   lastToken = data.token;
-  event.waitUntil(drain());
+  event.waitUntil(drain(data.queue));
 });
 
-async function drain(): Promise<void> {
+async function drain(queue: string): Promise<void> {
   let message: DrainReport;
   try {
-    outboxPromise ??= Outbox.open();
-    const outbox = await outboxPromise;
+    let opened = outboxes.get(queue);
+    if (!opened) {
+      opened = Outbox.open({ name: queue });
+      outboxes.set(queue, opened);
+    }
+    const outbox = await opened;
     // After a 401 the page refreshes (it owns the refresh cookie's rotation) and asks again.
     const result = await outbox.drain({ getToken: async ({ refresh }) => (refresh ? undefined : lastToken) });
     message = report(result);

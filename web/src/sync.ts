@@ -2,18 +2,29 @@
 // replay in the page where there is no service worker), and tell the views what happened.
 
 import { Outbox, type Command, type OutboxEntry, type Resolution } from "@chronicle/client";
-import { CHANNEL, report, type DrainReport, type DrainRequest } from "./messages.ts";
-import { client, refresh, token } from "./session.ts";
+import { CHANNEL, queueName, report, type DrainReport, type DrainRequest } from "./messages.ts";
+import { account, client, refresh, token } from "./session.ts";
 
-let outboxPromise: Promise<Outbox> | undefined;
+const outboxes = new Map<string, Promise<Outbox>>();
 let worker: ServiceWorker | undefined;
 let retryTimer: ReturnType<typeof setTimeout> | undefined;
 const listeners = new Set<(report: DrainReport) => void>();
 
-/** The outbox, opened once per page. */
-export function outbox(): Promise<Outbox> {
-  outboxPromise ??= Outbox.open();
-  return outboxPromise;
+/** The signed-in account's outbox, opened once per page; none while signed out. */
+export function outbox(): Promise<Outbox> | undefined {
+  const id = account();
+  if (id === undefined) return undefined;
+  const name = queueName(id);
+  let opened = outboxes.get(name);
+  if (!opened) {
+    opened = Outbox.open({ name });
+    outboxes.set(name, opened);
+  }
+  return opened;
+}
+
+function signedOut(): Error {
+  return new Error("not signed in: there is no outbox to use");
 }
 
 /** Calls `listener` after each drain and each change to the queue. */
@@ -58,20 +69,25 @@ export async function startSync(): Promise<void> {
 
 /** Queues a command and, when online, starts sending at once. */
 export async function enqueue(command: Command): Promise<OutboxEntry> {
-  const entry = await (await outbox()).enqueue(command);
+  const opened = outbox();
+  if (!opened) throw signedOut();
+  const entry = await (await opened).enqueue(command);
   await requestDrain();
   return entry;
 }
 
 /** Settles the entry that stopped the queue, then goes on. */
 export async function resolve(entryId: string, resolution: Resolution): Promise<void> {
-  await (await outbox()).resolve(entryId, resolution);
+  const opened = outbox();
+  if (!opened) throw signedOut();
+  await (await opened).resolve(entryId, resolution);
   await requestDrain();
 }
 
 /** What is queued, oldest first. */
 export async function queued(): Promise<OutboxEntry[]> {
-  return (await outbox()).entries();
+  const opened = outbox();
+  return opened ? (await opened).entries() : [];
 }
 
 async function announce(): Promise<void> {
@@ -83,14 +99,17 @@ async function announce(): Promise<void> {
 
 /** Replays the queue unless the browser says it is offline (then it waits for `online`). */
 export async function requestDrain(): Promise<void> {
-  if (!navigator.onLine) return announce();
+  const id = account();
+  if (!navigator.onLine || id === undefined) return announce();
   if (worker) {
-    const request: DrainRequest = { type: "drain", token: token() };
+    const request: DrainRequest = { type: "drain", queue: queueName(id), token: token() };
     worker.postMessage(request);
     return;
   }
   try {
-    const result = await (await outbox()).drain({ getToken: async ({ refresh: again }) => (again && (await refresh()) ? token() : again ? undefined : token()) });
+    const opened = outbox();
+    if (!opened) return;
+    const result = await (await opened).drain({ getToken: async ({ refresh: again }) => (again && (await refresh()) ? token() : again ? undefined : token()) });
     tell(report(result));
   } catch (error) {
     console.error("replaying the outbox failed", error);

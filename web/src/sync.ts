@@ -109,7 +109,12 @@ export async function requestDrain(): Promise<void> {
   try {
     const opened = outbox();
     if (!opened) return;
-    const result = await (await opened).drain({ getToken: async ({ refresh: again }) => (again && (await refresh()) ? token() : again ? undefined : token()) });
+    const result = await (await opened).drain({
+      getToken: async ({ refresh: renew }) => {
+        if (!renew) return token();
+        return (await refresh()) ? token() : undefined;
+      },
+    });
     tell(report(result));
   } catch (error) {
     console.error("replaying the outbox failed", error);

@@ -279,11 +279,19 @@ try {
   });
 
   await step("the public status page renders without an account and passes axe", async () => {
+    const report = await api("POST", "/api/v1/status/services/e2e-api/reports", {
+      token: other,
+      headers: { "idempotency-key": `status-${id}` },
+      body: { status: "degraded_performance", description: "checked by the e2e test" },
+    });
+    assert(report.status === 201, `status report answered ${report.status}: ${JSON.stringify(report.body)}`);
+    await api("GET", "/api/v1/status", { headers: { "x-consistency-token": report.body.consistency_token } });
     const anonymous = await browser.newContext();
     const visitor = await anonymous.newPage();
     await visitor.goto(`${APP}/#/status`);
     await visitor.getByRole("heading", { name: "Service status" }).waitFor();
-    await visitor.locator("#overall").waitFor();
+    await visitor.locator("#overall", { hasText: "degraded performance" }).waitFor();
+    await visitor.getByRole("row", { name: /e2e-api degraded performance/ }).waitFor();
     await axeCheck(visitor, "status");
     await snap(visitor, "status");
     await anonymous.close();

@@ -282,7 +282,8 @@ async function showOutbox(): Promise<void> {
   }
   if (first.state === "conflict" && first.problem?.status === 412) {
     replace(problems, h("p", {}, "A change conflicts with someone else's. ", h("button", { type: "button", id: "resolve-conflict", onclick: () => void openConflict(first) }, "Resolve conflict")));
-    if (!conflictOpen()) void openConflict(first);
+    // Asked once by itself; after "decide later" only the button above opens it again.
+    if (!deferred.has(first.id)) void openConflict(first);
     return;
   }
   replace(
@@ -296,10 +297,24 @@ async function showOutbox(): Promise<void> {
   );
 }
 
+/** Conflicts the user put off with "decide later". */
+const deferred = new Set<string>();
+/** Set from the moment a conflict is being shown (its data may still be loading). */
+let conflictBusy = false;
+
 async function openConflict(entry: OutboxEntry): Promise<void> {
-  if (conflictOpen() || !entry.problem) return;
-  const currentVersion = entry.problem.current_version ?? 0;
-  let theirs = entry.problem.current;
+  if (conflictBusy || conflictOpen() || !entry.problem) return;
+  conflictBusy = true;
+  try {
+    await showConflict(entry, entry.problem);
+  } finally {
+    conflictBusy = false;
+  }
+}
+
+async function showConflict(entry: OutboxEntry, problem: NonNullable<OutboxEntry["problem"]>): Promise<void> {
+  const currentVersion = problem.current_version ?? 0;
+  let theirs = problem.current;
   if (!theirs && entry.aggregate?.startsWith("projects/")) {
     // Older servers answer 412 without `current`: read it, waiting for the version the 412 named.
     const id = entry.aggregate.slice("projects/".length);
@@ -317,6 +332,7 @@ async function openConflict(entry: OutboxEntry): Promise<void> {
   }
   const resolution = await askConflict({ entry, currentVersion, theirs: theirs ?? {} });
   if (resolution) await resolve(entry.id, resolution);
+  else deferred.add(entry.id);
 }
 
 // --- routing -----------------------------------------------------------------------------

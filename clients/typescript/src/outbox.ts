@@ -242,7 +242,7 @@ export class Outbox {
         const body = await readJson(response);
         const version = typeof body?.["version"] === "number" ? body["version"] : entry.ifMatch;
         const token = typeof body?.["consistency_token"] === "string" ? body["consistency_token"] : undefined;
-        await this.store.remove(entry, version, token);
+        await this.store.remove(entry, version, { consistencyToken: token });
         const done: Applied = { entry, status: response.status, body, replayed: response.headers.get("idempotent-replayed") === "true" };
         applied.push(done);
         options.onApplied?.(done);

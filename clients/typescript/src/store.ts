@@ -29,6 +29,8 @@ export interface OutboxEntry {
   /** Commands on one aggregate (e.g. `projects/<id>`) chain their versions. */
   aggregate?: string;
   ifMatch: ExpectedVersion;
+  /** The version the user saw when queueing (what `ifMatch` was before any chaining). */
+  seenVersion?: number;
   /** Chosen once when queued and sent on every attempt, so a repeat is a replay. */
   idempotencyKey: string;
   state: EntryState;
@@ -45,6 +47,17 @@ export interface OutboxEntry {
 
 const ENTRIES = "entries";
 const META = "meta";
+
+/** Where this device's last applied edits of an aggregate started (`seen`) and ended. */
+interface AppliedChain {
+  key: string;
+  seen: number;
+  version: number;
+}
+
+function chainKey(aggregate: string): string {
+  return `chain:${aggregate}`;
+}
 
 /** Opens (and on first use creates) the outbox database. */
 export function openDatabase(factory: IDBFactory, name: string): Promise<IDBDatabase> {
@@ -111,12 +124,21 @@ export class OutboxStore {
    * view already includes their own queued edit. Checked and written in one transaction.
    */
   async add(entry: OutboxEntry, chain: boolean): Promise<OutboxEntry> {
-    const tx = this.db.transaction(ENTRIES, "readwrite");
+    const tx = this.db.transaction([ENTRIES, META], "readwrite");
     const store = tx.objectStore(ENTRIES);
     const stored = { ...entry };
-    if (chain && entry.aggregate !== undefined) {
+    if (chain && entry.aggregate !== undefined && typeof entry.ifMatch === "number") {
+      stored.seenVersion = entry.ifMatch;
       const queued = await done(store.getAll() as IDBRequest<OutboxEntry[]>);
-      if (queued.some((other) => other.aggregate === entry.aggregate)) stored.ifMatch = "previous";
+      if (queued.some((other) => other.aggregate === entry.aggregate)) {
+        stored.ifMatch = "previous";
+      } else {
+        // The screen may not have caught up with this device's own applied edits yet: if
+        // the user saw the version our last chain on this aggregate started from, everything
+        // since is theirs, so expect where that chain ended. Anyone else's change still 412s.
+        const last = (await done(tx.objectStore(META).get(chainKey(entry.aggregate)))) as AppliedChain | undefined;
+        if (last && last.seen === entry.ifMatch) stored.ifMatch = last.version;
+      }
     }
     const seq = await done(store.add(stored));
     await committed(tx);
@@ -133,9 +155,10 @@ export class OutboxStore {
   /**
    * Removes an entry and hands its outcome to the next entry on the same aggregate that was
    * waiting for it (`ifMatch: "previous"`), in one transaction, so a crash between the two
-   * cannot leave the successor without a version. `version` is what the successor expects.
+   * cannot leave the successor without a version. `version` is what the successor expects;
+   * `applied` is set when the server accepted the entry (not when it is discarded).
    */
-  async remove(entry: OutboxEntry, version: ExpectedVersion, consistencyToken?: string): Promise<void> {
+  async remove(entry: OutboxEntry, version: ExpectedVersion, applied?: { consistencyToken: string | undefined }): Promise<void> {
     const tx = this.db.transaction([ENTRIES, META], "readwrite");
     const store = tx.objectStore(ENTRIES);
     if (entry.seq !== undefined) store.delete(entry.seq);
@@ -143,8 +166,12 @@ export class OutboxStore {
       const queued = await done(store.getAll() as IDBRequest<OutboxEntry[]>);
       const successor = queued.find((other) => other.seq !== entry.seq && other.aggregate === entry.aggregate);
       if (successor && successor.ifMatch === "previous") store.put({ ...successor, ifMatch: version });
+      if (applied && entry.seenVersion !== undefined && typeof version === "number") {
+        const applied: AppliedChain = { key: chainKey(entry.aggregate), seen: entry.seenVersion, version };
+        tx.objectStore(META).put(applied);
+      }
     }
-    if (consistencyToken !== undefined) tx.objectStore(META).put({ key: "consistency_token", value: consistencyToken });
+    if (applied?.consistencyToken !== undefined) tx.objectStore(META).put({ key: "consistency_token", value: applied.consistencyToken });
     await committed(tx);
   }
 

@@ -281,3 +281,43 @@ describe("backoff", () => {
     expect(retryAfterMs("soon", undefined, now)).toBeUndefined();
   });
 });
+
+describe("a screen behind this device's own edits", () => {
+  it("an edit made on a stale screen expects where this device's own applied edits ended", async () => {
+    const { outbox, server, options } = await setup();
+    await outbox.enqueue(edit("first"));
+    await outbox.drain(options);
+    // The page still shows version 1 (it did not re-read), and the user edits again.
+    const second = await outbox.enqueue(edit("second", 1));
+
+    const result = await outbox.drain(options);
+
+    expect(second.ifMatch).toBe(2);
+    expect(result.outcome.state).toBe("empty");
+    expect(server.fields.get(PROJECT)?.["name"]).toBe("second");
+  });
+
+  it("still conflicts when someone else changed it after this device's edits", async () => {
+    const { outbox, server, options } = await setup();
+    await outbox.enqueue(edit("first"));
+    await outbox.drain(options);
+    server.editBehindTheBack(PROJECT, { name: "theirs" });
+    await outbox.enqueue(edit("second", 1));
+
+    const result = await outbox.drain(options);
+
+    expect(result.outcome.state).toBe("blocked");
+    expect(server.requests.at(-1)?.headers["if-match"]).toBe('"2"');
+  });
+
+  it("a screen that saw a newer version is taken at its word", async () => {
+    const { outbox, server, options } = await setup();
+    await outbox.enqueue(edit("first"));
+    await outbox.drain(options);
+    server.editBehindTheBack(PROJECT, { description: "theirs" });
+    const fresh = await outbox.enqueue(edit("second", 3));
+
+    expect(fresh.ifMatch).toBe(3);
+    expect((await outbox.drain(options)).outcome.state).toBe("empty");
+  });
+});

@@ -66,6 +66,17 @@ impl TotpSecret {
         Ok(Self(bytes))
     }
 
+    /// A secret from its base32 form (as shown to the user, padded or not).
+    ///
+    /// # Errors
+    ///
+    /// [`TotpError::SecretTooShort`] for anything that is not base32 of at least 16 bytes.
+    pub fn from_base32(text: &str) -> Result<Self, TotpError> {
+        let bytes = totp_rs::Secret::try_from_base32(text.trim().trim_end_matches('='))
+            .map_err(|_| TotpError::SecretTooShort)?;
+        Self::from_bytes(bytes.as_bytes().to_vec())
+    }
+
     /// The raw bytes, to seal.
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
@@ -324,6 +335,7 @@ mod tests {
             "otpauth://totp/Chronicle:ada%2Bx@example.com?secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ\
              &issuer=Chronicle&algorithm=SHA1&digits=6&period=30"
         );
+        assert_eq!(TotpSecret::from_base32(&secret.base32()).unwrap(), secret);
         let fresh = TotpSecret::generate();
         assert_eq!(fresh.as_bytes().len(), 20);
         assert_eq!(fresh.base32().len(), 32);

@@ -397,7 +397,6 @@ async fn mfa_failed(
     responses(
         (status = 200, description = "Signed in with two factors; the refresh cookie is set", body = LoginAnswer),
         (status = 401, description = "`invalid-credentials`: the `mfa_token` is unknown, expired or spent, or the code is wrong (5 wrong codes end the token)", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "Never answered: the route takes no account's token", body = ProblemDoc, content_type = "application/problem+json"),
         AuthErrors,
     )
 )]

@@ -470,6 +470,13 @@ async fn factor_changes_need_a_session_the_password_and_a_right_code_and_refusal
         after_enable,
         "refusals append nothing"
     );
+    let scrape = test_support::Call::get("/metrics").send(&api.app).await;
+    let step_up = test_support::exposition::value(
+        &scrape.text(),
+        "chronicle_security_events_total",
+        &[("kind", "step_up_failed")],
+    );
+    assert!(step_up >= Some(9.0), "{step_up:?}");
     assert!(after_enable > events_before);
     let kept: i64 = sqlx::query_scalar("SELECT count(*) FROM auth_recovery_codes")
         .fetch_one(&pool)
@@ -542,6 +549,14 @@ async fn wrong_codes_count_as_failed_logins_and_end_the_mfa_token(pool: PgPool) 
     .await
     .unwrap();
     assert_eq!(failed, 5);
+    // The threat counter saw them (the recorder is the process's: at least ours).
+    let scrape = test_support::Call::get("/metrics").send(&api.app).await;
+    let mfa_failed = test_support::exposition::value(
+        &scrape.text(),
+        "chronicle_security_events_total",
+        &[("kind", "mfa_failed")],
+    );
+    assert!(mfa_failed >= Some(5.0), "{mfa_failed:?}");
 
     // With room in the limits, 5 wrong codes still end the token itself.
     let roomy_api = instance(&pool, roomy());

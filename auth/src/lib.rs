@@ -5,8 +5,10 @@
 pub mod dev;
 mod email;
 pub mod password;
+pub mod recovery;
 pub mod secret;
 mod token;
+pub mod totp;
 
 pub use email::{EmailError, MAX_EMAIL_CHARS, normalize_email};
 pub use token::{

@@ -49,6 +49,7 @@ pub const PUBLIC_OPERATIONS: &[(&str, &str)] = &[
     ("post", "/api/v1/auth/logout"),
     ("post", "/api/v1/auth/password/forgot"),
     ("post", "/api/v1/auth/password/reset"),
+    ("post", "/api/v1/auth/login/mfa"),
 ];
 
 /// The whole application: command routes, OpenAPI document, plumbing.
@@ -56,6 +57,7 @@ pub fn router(state: AppState) -> Router {
     let (routes, mut api) = utoipa_axum::router::OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(http::routes::router())
         .merge(auth::routes::router())
+        .merge(auth::mfa::router())
         .split_for_parts();
     service_kit::caller::document_bearer_auth(&mut api, PUBLIC_OPERATIONS);
     let api = Arc::new(api);

@@ -15,6 +15,7 @@ pub mod idempotency;
 pub mod load;
 pub mod log;
 pub mod mail_outbox;
+pub mod mfa;
 pub mod rate_limits;
 pub mod sessions;
 pub mod wake;

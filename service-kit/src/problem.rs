@@ -38,6 +38,18 @@ pub const PAGES: &[(&str, &str)] = &[
         include_str!("../../docs/problems/refresh-raced.md"),
     ),
     (
+        "mfa-required",
+        include_str!("../../docs/problems/mfa-required.md"),
+    ),
+    (
+        "totp-already-enabled",
+        include_str!("../../docs/problems/totp-already-enabled.md"),
+    ),
+    (
+        "no-pending-totp",
+        include_str!("../../docs/problems/no-pending-totp.md"),
+    ),
+    (
         "step-up-failed",
         include_str!("../../docs/problems/step-up-failed.md"),
     ),

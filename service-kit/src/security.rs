@@ -16,6 +16,10 @@ pub const SECURITY_EVENTS_TOTAL: &str = "chronicle_security_events_total";
 pub enum SecurityEvent {
     /// A browser reported a Content Security Policy violation.
     CspViolation,
+    /// A wrong TOTP or recovery code, or a dead `mfa_token`, at `login/mfa`.
+    MfaFailed,
+    /// A wrong re-entered password or code before a change to factors or sessions.
+    StepUpFailed,
 }
 
 impl SecurityEvent {
@@ -23,6 +27,8 @@ impl SecurityEvent {
     pub fn label(self) -> &'static str {
         match self {
             Self::CspViolation => "csp_violation",
+            Self::MfaFailed => "mfa_failed",
+            Self::StepUpFailed => "step_up_failed",
         }
     }
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use auth::password::{HashError, PasswordHasher};
+use auth::totp::{SecretBox, TotpSecret};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -13,7 +14,7 @@ use super::settings::AuthSettings;
 
 /// Why the crypto could not be set up from the settings.
 #[derive(Debug, thiserror::Error)]
-#[error("AUTH_SIGNING_KEYS: {0}")]
+#[error("accounts' keys (AUTH_SIGNING_KEYS, AUTH_SECRET_KEY): {0}")]
 pub struct KeyError(String);
 
 /// A freshly made opaque token: the value to hand out once and the hash to store.
@@ -49,6 +50,7 @@ pub struct Crypto {
     verifier: auth::TokenVerifier,
     hasher: PasswordHasher,
     hash_work: Arc<AtomicU64>,
+    totp_box: SecretBox,
 }
 
 /// Why a password could not be hashed or checked.
@@ -85,7 +87,10 @@ impl Crypto {
         let keys = auth::SigningKeys::from_pem(settings.signing_keys.expose(), token_settings)
             .map_err(|error| KeyError(error.to_string()))?;
         let verifier = keys.verifier();
+        let secret_key = auth::secret::SecretKey::from_base64(settings.secret_key.expose())
+            .map_err(|error| KeyError(error.to_string()))?;
         Ok(Self {
+            totp_box: SecretBox::new(&secret_key),
             keys,
             verifier,
             hasher: PasswordHasher::new(settings.hash_concurrency, settings.hash_max_wait),
@@ -122,6 +127,64 @@ impl Crypto {
         self.hash_work.fetch_add(1, Ordering::Relaxed);
         let stored = stored.map(auth::password::PasswordHash::from_phc);
         Ok(self.hasher.verify(password, stored.as_ref()).await?)
+    }
+
+    /// Hashes each recovery code of a new set (Argon2id, its normalized form), one after the
+    /// other under the hasher's concurrency bound.
+    ///
+    /// # Errors
+    ///
+    /// [`HashFailure::Busy`] when saturated.
+    pub async fn hash_recovery_codes(&self, codes: &[String]) -> Result<Vec<String>, HashFailure> {
+        let mut hashes = Vec::with_capacity(codes.len());
+        for code in codes {
+            let normal = auth::recovery::normalize(code)
+                .ok_or_else(|| HashFailure::Failed("a generated code does not parse".to_owned()))?;
+            self.hash_work.fetch_add(1, Ordering::Relaxed);
+            hashes.push(self.hasher.hash(&normal).await?.as_str().to_owned());
+        }
+        Ok(hashes)
+    }
+
+    /// The position of the stored code `presented` matches (ignoring case, spaces and
+    /// hyphens); `None` when it matches none. Input that cannot be a code is hashed against
+    /// nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`HashFailure::Busy`] when saturated.
+    pub async fn match_recovery_code(
+        &self,
+        presented: &str,
+        stored: &[event_store::mfa::RecoveryCode],
+    ) -> Result<Option<i16>, HashFailure> {
+        let Some(normal) = auth::recovery::normalize(presented) else {
+            return Ok(None);
+        };
+        for code in stored {
+            self.hash_work.fetch_add(1, Ordering::Relaxed);
+            let hash = auth::password::PasswordHash::from_phc(code.code_hash.clone());
+            if self.hasher.verify(&normal, Some(&hash)).await? {
+                return Ok(Some(code.position));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Seals a TOTP secret for `account_id` (AES-256-GCM, see [`SecretBox`]).
+    pub fn seal_totp(&self, secret: &TotpSecret, account_id: Uuid) -> Vec<u8> {
+        self.totp_box.seal(secret, account_id.as_bytes())
+    }
+
+    /// Opens a sealed TOTP secret of `account_id`.
+    ///
+    /// # Errors
+    ///
+    /// Another key sealed it (`AUTH_SECRET_KEY` changed) or the bytes were altered.
+    pub fn open_totp(&self, sealed: &[u8], account_id: Uuid) -> Result<TotpSecret, KeyError> {
+        self.totp_box
+            .open(sealed, account_id.as_bytes())
+            .map_err(|error| KeyError(error.to_string()))
     }
 
     /// Issues an access token for a session.
@@ -175,6 +238,11 @@ pub fn refresh_token() -> FreshToken {
 
 /// A new mail token (256 random bits).
 pub fn mail_token() -> FreshToken {
+    fresh(auth::secret::opaque_token())
+}
+
+/// A new `mfa_token` (256 random bits).
+pub fn mfa_token() -> FreshToken {
     fresh(auth::secret::opaque_token())
 }
 

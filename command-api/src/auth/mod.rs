@@ -9,6 +9,7 @@
 
 pub mod crypto;
 pub mod limits;
+pub mod mfa;
 pub mod problems;
 pub mod routes;
 pub mod settings;

@@ -46,6 +46,51 @@ pub fn step_up_failed() -> Problem {
     .detail("The password is incorrect.")
 }
 
+/// 403 `step-up-failed` for a step-up that takes a code: the password or the code is wrong
+/// (which one is not said).
+pub fn step_up_code_failed() -> Problem {
+    Problem::new(
+        StatusCode::FORBIDDEN,
+        "/problems/step-up-failed",
+        "Step-up failed",
+    )
+    .detail("The password or code is incorrect.")
+}
+
+/// 401 `mfa-required`: the password was right and a second factor is due; the client
+/// completes the login at `login/mfa` with `mfa_token` within `expires_in` seconds.
+pub fn mfa_required(mfa_token: &str, expires_in: u64) -> Problem {
+    Problem::new(
+        StatusCode::UNAUTHORIZED,
+        "/problems/mfa-required",
+        "A second factor is required",
+    )
+    .with("mfa_token", mfa_token)
+    .with("methods", vec!["totp", "recovery_code"])
+    .with("expires_in", expires_in)
+}
+
+/// 409 `totp-already-enabled`: setup or enable while TOTP is on.
+pub fn totp_already_enabled() -> Problem {
+    Problem::new(
+        StatusCode::CONFLICT,
+        "/problems/totp-already-enabled",
+        "TOTP already enabled",
+    )
+    .detail("Disable TOTP before setting it up again.")
+}
+
+/// 409 `no-pending-totp`: enable without a live pending secret (set up again), or disable or
+/// recovery-code regeneration while TOTP is off.
+pub fn no_pending_totp(detail: &str) -> Problem {
+    Problem::new(
+        StatusCode::CONFLICT,
+        "/problems/no-pending-totp",
+        "No pending TOTP",
+    )
+    .detail(detail)
+}
+
 /// 403 `email-not-verified`: right password, address not proven yet.
 pub fn email_not_verified() -> Problem {
     Problem::new(

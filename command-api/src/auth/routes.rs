@@ -55,7 +55,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(change_password))
 }
 
-fn auth_of(state: &AppState) -> Result<Arc<AuthState>, Problem> {
+pub(super) fn auth_of(state: &AppState) -> Result<Arc<AuthState>, Problem> {
     state
         .auth
         .clone()
@@ -188,7 +188,7 @@ pub struct AccountAnswer {
     consistency_token: String,
 }
 
-fn invalid(field: &str, reason: impl Into<String>) -> Problem {
+pub(super) fn invalid(field: &str, reason: impl Into<String>) -> Problem {
     Problem::validation(vec![FieldError::new(field, reason)])
 }
 
@@ -199,7 +199,7 @@ fn email_of(raw: &str) -> Result<String, Problem> {
 /// Passwords longer than this are refused before any hash (the policy's own bound).
 const MAX_PASSWORD: usize = 256;
 
-fn bounded(field: &str, password: &str) -> Result<(), Problem> {
+pub(super) fn bounded(field: &str, password: &str) -> Result<(), Problem> {
     if password.chars().count() > MAX_PASSWORD {
         return Err(invalid(field, "must be at most 256 characters"));
     }
@@ -214,7 +214,7 @@ fn accepted() -> Response {
         .into_response()
 }
 
-fn no_store(mut response: Response) -> Response {
+pub(super) fn no_store(mut response: Response) -> Response {
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -241,7 +241,7 @@ fn refused_refresh(jar: CookieJar, problem: Problem) -> Response {
 }
 
 /// A 401 `unauthenticated` with its `WWW-Authenticate`.
-fn unauthenticated(presented: bool) -> Response {
+pub(super) fn unauthenticated(presented: bool) -> Response {
     let challenge = if presented {
         "Bearer realm=\"chronicle\", error=\"invalid_token\""
     } else {
@@ -255,7 +255,7 @@ fn unauthenticated(presented: bool) -> Response {
     response
 }
 
-fn failure(failure: AuthFailure) -> Problem {
+pub(super) fn failure(failure: AuthFailure) -> Problem {
     failure.into()
 }
 
@@ -367,7 +367,7 @@ async fn forgot_password(
     queue_for_address(&state, &input, RequestKind::Forgot).await
 }
 
-fn account_answer(id: Uuid, version: i64, position: events::LogPosition) -> Response {
+pub(super) fn account_answer(id: Uuid, version: i64, position: events::LogPosition) -> Response {
     let consistency_token = token(position);
     let mut response = (
         StatusCode::OK,
@@ -422,7 +422,11 @@ async fn verify_email(
 }
 
 /// Metadata of a session's events: the account acts, in that session.
-fn session_metadata(metadata: &EventMetadata, account_id: Uuid, session_id: Uuid) -> EventMetadata {
+pub(super) fn session_metadata(
+    metadata: &EventMetadata,
+    account_id: Uuid,
+    session_id: Uuid,
+) -> EventMetadata {
     EventMetadata {
         actor: account_id.to_string(),
         session_id: Some(session_id),
@@ -431,15 +435,16 @@ fn session_metadata(metadata: &EventMetadata, account_id: Uuid, session_id: Uuid
 }
 
 /// Appends one `LoginFailed` in a stream of its own.
-async fn record_failure(
+pub(super) async fn record_failure(
     auth: &AuthState,
     account_id: Option<Uuid>,
+    method: LoginMethod,
     reason: FailureReason,
     metadata: &EventMetadata,
 ) -> Result<(), Problem> {
     let event = LoginAttemptEvent::LoginFailed {
         account_id,
-        method: LoginMethod::Password,
+        method,
         reason,
     };
     let metadata = serde_json::to_value(metadata).map_err(|error| Problem::internal(&error))?;
@@ -463,18 +468,12 @@ fn roles_of(credentials: &Credentials) -> Vec<String> {
     roles
 }
 
-/// The second factor a right password still owes, if any. TOTP and passkeys (the next
-/// issue) answer `401 mfa-required` with an `mfa_token` here; until then none is due.
-fn second_factor_due(_credentials: &Credentials) -> Option<Problem> {
-    None
-}
-
 #[utoipa::path(
     post, path = "/api/v1/auth/login", tag = "auth",
     request_body = EmailPassword,
     responses(
         (status = 200, description = "Signed in; the refresh cookie is set", body = LoginAnswer),
-        (status = 401, description = "`invalid-credentials`, or `mfa-required` with an `mfa_token`", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "`invalid-credentials`; or, when TOTP is on and the password was right, `mfa-required` with the members `mfa_token` (43 base64url characters, for `POST /auth/login/mfa`), `methods` (`[\"totp\", \"recovery_code\"]`) and `expires_in` (300 seconds; 5 wrong codes end the token sooner), and `Cache-Control: no-store`", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 403, description = "`email-not-verified` or `account-disabled` (right password only)", body = ProblemDoc, content_type = "application/problem+json"),
         AuthErrors,
     )
@@ -517,6 +516,7 @@ async fn login(
             record_failure(
                 &auth,
                 known.map(|c| c.account_id),
+                LoginMethod::Password,
                 FailureReason::InvalidCredentials,
                 &input.metadata,
             )
@@ -528,6 +528,7 @@ async fn login(
         record_failure(
             &auth,
             Some(credentials.account_id),
+            LoginMethod::Password,
             FailureReason::UnverifiedOrDisabled,
             &input.metadata,
         )
@@ -538,8 +539,8 @@ async fn login(
             problems::email_not_verified()
         });
     }
-    if let Some(mfa_required) = second_factor_due(&credentials) {
-        return Err(mfa_required);
+    if let Some(mfa_required) = super::mfa::second_factor_due(&auth, &credentials).await? {
+        return Ok(mfa_required);
     }
     open_session(
         &auth,
@@ -563,6 +564,41 @@ pub(crate) async fn open_session(
     amr: Vec<String>,
     metadata: &EventMetadata,
 ) -> Result<Response, Problem> {
+    let tx = auth.pool.begin().await.map_err(|e| failure(e.into()))?;
+    let login = Login {
+        credentials,
+        method,
+        amr,
+    };
+    open_session_in(auth, jar, tx, Vec::new(), login, metadata).await
+}
+
+/// How a login proved itself.
+pub(crate) struct Login<'a> {
+    /// Whose login it is.
+    pub credentials: &'a Credentials,
+    /// The way it logged in.
+    pub method: LoginMethod,
+    /// The access tokens' `amr`.
+    pub amr: Vec<String>,
+}
+
+/// [`open_session`] inside `tx`, after `before` (events staged by the caller, whose side rows
+/// `tx` already holds: a spent second factor commits with the session it opened, or not at
+/// all).
+pub(crate) async fn open_session_in(
+    auth: &AuthState,
+    jar: CookieJar,
+    mut tx: Transaction<'_, Postgres>,
+    before: Vec<NewEvent>,
+    login: Login<'_>,
+    metadata: &EventMetadata,
+) -> Result<Response, Problem> {
+    let Login {
+        credentials,
+        method,
+        amr,
+    } = login;
     let account_id = credentials.account_id;
     let session_id = Uuid::now_v7();
     let now = Utc::now();
@@ -585,8 +621,7 @@ pub(crate) async fn open_session(
         .map_err(failure)?
         .map_err(|error| failure(AuthFailure::Refused(error.to_string())))?;
     let fresh = crypto::refresh_token();
-    let mut tx = auth.pool.begin().await.map_err(|e| failure(e.into()))?;
-    let mut events = Vec::new();
+    let mut events = before;
     let live = sessions::live_sessions(&mut tx, account_id)
         .await
         .map_err(|e| failure(e.into()))?;
@@ -884,7 +919,7 @@ fn bearer(auth: &AuthState, headers: &HeaderMap) -> Result<Bearer, bool> {
 }
 
 /// The live session named by the bearer token, or `Err(presented)`.
-async fn live_bearer(
+pub(super) async fn live_bearer(
     auth: &AuthState,
     headers: &HeaderMap,
 ) -> Result<Result<Bearer, bool>, Problem> {
@@ -950,7 +985,7 @@ async fn logout(
 }
 
 /// Revokes every live session of `account_id` but `keep` inside `tx`, staging the events.
-async fn revoke_all(
+pub(super) async fn revoke_all(
     auth: &AuthState,
     tx: &mut Transaction<'_, Postgres>,
     account_id: Uuid,
@@ -1102,6 +1137,7 @@ async fn change_password(
         limits::login_failed(&auth.pool, limits, &credentials.email, &ip)
             .await
             .map_err(failure)?;
+        service_kit::security::record(service_kit::security::SecurityEvent::StepUpFailed, 1);
         return Err(problems::step_up_failed());
     }
     let password_hash = auth

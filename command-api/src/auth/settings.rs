@@ -12,6 +12,9 @@
 //! - `AUTH_REFRESH_TTL_SECS` (default 14 days), `AUTH_SESSION_TTL_SECS` (default 30 days),
 //!   `AUTH_VERIFY_TTL_SECS` (default 24 hours), `AUTH_RESET_TTL_SECS` (default 30 minutes):
 //!   lifetimes, settable so tests can shorten them.
+//! - `AUTH_MFA_TTL_SECS` (default 300): how long an `mfa_token` works; it also dies after
+//!   5 wrong codes.
+//! - `AUTH_TOTP_SETUP_TTL_SECS` (default 600): how long a pending TOTP secret can be enabled.
 //! - `AUTH_MAX_SESSIONS` (default 50): live sessions per account; a login beyond it revokes
 //!   the least recently used.
 //! - `AUTH_BOOTSTRAP_ADMIN_EMAIL`, `AUTH_BOOTSTRAP_ADMIN_PASSWORD` (or `_FILE`): the first
@@ -174,6 +177,10 @@ pub struct AuthSettings {
     pub verify_ttl: Duration,
     /// `AUTH_RESET_TTL_SECS`.
     pub reset_ttl: Duration,
+    /// `AUTH_MFA_TTL_SECS`.
+    pub mfa_ttl: Duration,
+    /// `AUTH_TOTP_SETUP_TTL_SECS`.
+    pub totp_setup_ttl: Duration,
     /// `AUTH_MAX_SESSIONS`.
     pub max_sessions: usize,
     /// The rate limits.
@@ -282,6 +289,8 @@ impl AuthSettings {
             session_ttl: secs("AUTH_SESSION_TTL_SECS", 30 * 24 * 3600)?,
             verify_ttl: secs("AUTH_VERIFY_TTL_SECS", 24 * 3600)?,
             reset_ttl: secs("AUTH_RESET_TTL_SECS", 30 * 60)?,
+            mfa_ttl: secs("AUTH_MFA_TTL_SECS", 300)?,
+            totp_setup_ttl: secs("AUTH_TOTP_SETUP_TTL_SECS", 600)?,
             max_sessions: var_or("AUTH_MAX_SESSIONS", 50usize)?.max(1),
             rate_limits: RateLimits::from_env()?,
             bootstrap_admin,

@@ -3,7 +3,7 @@
 //! (event_store::accounts), written in the transaction that appends these events.
 
 use chrono::{DateTime, Utc};
-use events::account::{AGGREGATE_TYPE, AccountEvent, ResetRequestedBy};
+use events::account::{AGGREGATE_TYPE, AccountEvent, DisabledBy, ResetRequestedBy};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -45,6 +45,23 @@ pub enum AccountCommand {
         /// How many other sessions the change ended.
         sessions_revoked: u32,
     },
+    /// TOTP is switched on (a code of the pending secret was right).
+    EnableTotp,
+    /// TOTP is switched off.
+    DisableTotp {
+        /// Who switched it off.
+        by: DisabledBy,
+    },
+    /// A new set of recovery codes replaces the old one.
+    GenerateRecoveryCodes {
+        /// How many codes the set holds.
+        count: u32,
+    },
+    /// A recovery code was spent.
+    UseRecoveryCode {
+        /// How many are left after it.
+        remaining: u32,
+    },
     /// The bootstrap admin is created, verified, with `admin` granted.
     Bootstrap {
         /// The new account's id.
@@ -66,6 +83,12 @@ pub enum AccountError {
     /// The address was already verified.
     #[error("the address is already verified")]
     AlreadyVerified,
+    /// TOTP is on already.
+    #[error("TOTP is already enabled")]
+    TotpAlreadyEnabled,
+    /// TOTP is off, so there is nothing to switch off and no codes to replace or spend.
+    #[error("TOTP is not enabled")]
+    TotpNotEnabled,
 }
 
 /// An account's state, as far as its rules need it.
@@ -79,6 +102,9 @@ pub struct Account {
     pub verified: bool,
     /// Granted roles besides `user`.
     pub roles: Vec<String>,
+    /// Whether TOTP is on.
+    #[serde(default)]
+    pub totp_enabled: bool,
 }
 
 impl Account {
@@ -87,6 +113,15 @@ impl Account {
             (true, Some(id)) => Ok(id),
             _ => Err(AccountError::NotFound),
         }
+    }
+
+    /// The id of an account whose TOTP is on.
+    fn totp_on(&self) -> Result<Uuid, AccountError> {
+        let account_id = self.id()?;
+        if !self.totp_enabled {
+            return Err(AccountError::TotpNotEnabled);
+        }
+        Ok(account_id)
     }
 }
 
@@ -155,6 +190,31 @@ impl Decide for Account {
                     sessions_revoked,
                 }])
             }
+            AccountCommand::EnableTotp => {
+                let account_id = self.id()?;
+                if self.totp_enabled {
+                    return Err(AccountError::TotpAlreadyEnabled);
+                }
+                Ok(vec![AccountEvent::TotpEnabled { account_id }])
+            }
+            AccountCommand::DisableTotp { by } => {
+                let account_id = self.totp_on()?;
+                Ok(vec![AccountEvent::TotpDisabled { account_id, by }])
+            }
+            AccountCommand::GenerateRecoveryCodes { count } => {
+                let account_id = self.totp_on()?;
+                Ok(vec![AccountEvent::RecoveryCodesGenerated {
+                    account_id,
+                    count,
+                }])
+            }
+            AccountCommand::UseRecoveryCode { remaining } => {
+                let account_id = self.totp_on()?;
+                Ok(vec![AccountEvent::RecoveryCodeUsed {
+                    account_id,
+                    remaining,
+                }])
+            }
             AccountCommand::ChangePassword { sessions_revoked } => {
                 Ok(vec![AccountEvent::PasswordChanged {
                     account_id: self.id()?,
@@ -172,6 +232,8 @@ impl Decide for Account {
             }
             AccountEvent::EmailVerified { .. } => self.verified = true,
             AccountEvent::RolesChanged { roles, .. } => self.roles = roles,
+            AccountEvent::TotpEnabled { .. } => self.totp_enabled = true,
+            AccountEvent::TotpDisabled { .. } => self.totp_enabled = false,
             _ => {}
         }
     }
@@ -222,6 +284,86 @@ mod tests {
                 sessions_revoked: 0
             }),
             Err(AccountError::NotFound)
+        );
+    }
+
+    fn apply(
+        account: &mut Account,
+        command: AccountCommand,
+    ) -> Result<Vec<AccountEvent>, AccountError> {
+        let events = account.decide(command)?;
+        for event in events.clone() {
+            account.evolve(event);
+        }
+        Ok(events)
+    }
+
+    #[test]
+    fn totp_can_be_enabled_once_and_then_disabled() {
+        let (mut account, id) = registered();
+        assert_eq!(
+            apply(&mut account, AccountCommand::EnableTotp),
+            Ok(vec![AccountEvent::TotpEnabled { account_id: id }])
+        );
+        assert_eq!(
+            apply(&mut account, AccountCommand::EnableTotp),
+            Err(AccountError::TotpAlreadyEnabled)
+        );
+        assert_eq!(
+            apply(
+                &mut account,
+                AccountCommand::DisableTotp {
+                    by: DisabledBy::Owner
+                }
+            ),
+            Ok(vec![AccountEvent::TotpDisabled {
+                account_id: id,
+                by: DisabledBy::Owner
+            }])
+        );
+        assert!(!account.totp_enabled);
+    }
+
+    #[test]
+    fn without_totp_nothing_can_be_disabled_and_no_recovery_codes_exist() {
+        let (mut account, _) = registered();
+        for command in [
+            AccountCommand::DisableTotp {
+                by: DisabledBy::Owner,
+            },
+            AccountCommand::GenerateRecoveryCodes { count: 10 },
+            AccountCommand::UseRecoveryCode { remaining: 9 },
+        ] {
+            assert_eq!(
+                apply(&mut account, command),
+                Err(AccountError::TotpNotEnabled)
+            );
+        }
+    }
+
+    #[test]
+    fn recovery_code_events_carry_counts_only() {
+        let (mut account, id) = registered();
+        apply(&mut account, AccountCommand::EnableTotp).expect("enables");
+        assert_eq!(
+            apply(
+                &mut account,
+                AccountCommand::GenerateRecoveryCodes { count: 10 }
+            ),
+            Ok(vec![AccountEvent::RecoveryCodesGenerated {
+                account_id: id,
+                count: 10
+            }])
+        );
+        assert_eq!(
+            apply(
+                &mut account,
+                AccountCommand::UseRecoveryCode { remaining: 9 }
+            ),
+            Ok(vec![AccountEvent::RecoveryCodeUsed {
+                account_id: id,
+                remaining: 9
+            }])
         );
     }
 

@@ -57,7 +57,7 @@ async fn every_command_operation_documents_its_error_answers(pool: PgPool) {
             operations += 1;
         }
     }
-    assert_eq!(operations, 11 + 9);
+    assert_eq!(operations, 11 + 14);
 }
 
 #[sqlx::test(migrator = "event_store::MIGRATOR")]

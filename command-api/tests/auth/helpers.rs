@@ -42,6 +42,8 @@ pub fn auth_settings() -> AuthSettings {
         session_ttl: Duration::from_secs(30 * 24 * 3600),
         verify_ttl: Duration::from_secs(24 * 3600),
         reset_ttl: Duration::from_secs(1800),
+        mfa_ttl: Duration::from_secs(300),
+        totp_setup_ttl: Duration::from_secs(600),
         max_sessions: 50,
         rate_limits: RateLimits::default(),
         bootstrap_admin: None,

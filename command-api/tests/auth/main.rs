@@ -10,3 +10,4 @@ mod metrics;
 mod rate_limits;
 mod reset;
 mod secrets;
+mod totp;

@@ -204,10 +204,17 @@ fn code_step(
     last_step: Option<i64>,
     code: &str,
 ) -> Result<Option<i64>, Problem> {
-    let secret = auth
-        .crypto
-        .open_totp(sealed, account_id)
-        .map_err(|error| failure(error.into()))?;
+    // A secret sealed under an earlier AUTH_SECRET_KEY cannot be opened: no code can match it,
+    // so the owner signs in with a recovery code and sets TOTP up again (decision 0012). That
+    // is the operator's doing, not the caller's, so it is logged and answered as a wrong code
+    // rather than a 500 that would leave the account with no way in.
+    let secret = match auth.crypto.open_totp(sealed, account_id) {
+        Ok(secret) => secret,
+        Err(error) => {
+            tracing::error!(%account_id, %error, "TOTP secret does not open with AUTH_SECRET_KEY");
+            return Ok(None);
+        }
+    };
     let after = last_step.and_then(|step| u64::try_from(step).ok());
     Ok(secret
         .matching_step(code, now_unix(), after)

@@ -52,13 +52,17 @@ async fn hit_all(
     })
 }
 
-/// One hit of a per-IP limit `name` (a coarse brake: many users may share an address).
+/// One hit of a per-IP limit `name` (a coarse brake: many users may share an address); a
+/// limit of 0 per window is off and counts nothing.
 async fn per_ip(
     pool: &PgPool,
     name: &str,
     limit: Limit,
     ip: &str,
 ) -> Result<Result<(), Problem>, AuthFailure> {
+    if limit.count == 0 {
+        return Ok(Ok(()));
+    }
     hit_all(pool, &[counter(name, ip, None, limit)]).await
 }
 
@@ -87,6 +91,24 @@ pub async fn csp_report(
     ip: &str,
 ) -> Result<Result<(), Problem>, AuthFailure> {
     per_ip(pool, "csp_reports", limits.csp_reports, ip).await
+}
+
+/// A ticket opened anonymously from `ip`.
+pub async fn anonymous_ticket(
+    pool: &PgPool,
+    limits: &RateLimits,
+    ip: &str,
+) -> Result<Result<(), Problem>, AuthFailure> {
+    per_ip(pool, "tickets_ip", limits.tickets_ip, ip).await
+}
+
+/// An analytics batch from `ip`.
+pub async fn analytics_batch(
+    pool: &PgPool,
+    limits: &RateLimits,
+    ip: &str,
+) -> Result<Result<(), Problem>, AuthFailure> {
+    per_ip(pool, "analytics_ip", limits.analytics_ip, ip).await
 }
 
 /// A register, resend or forgot for `email` from `ip`.

@@ -19,6 +19,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use crate::auth::limits;
 use crate::domain::analytics::{
     AnalyticsCommand, Batch, BatchSizeError, ClientId, EventName, MAX_BATCH, OccurredAt,
     Properties, ValidEvent,
@@ -144,6 +145,16 @@ async fn ingest_events(
     State(state): State<AppState>,
     input: CommandInput,
 ) -> Result<Response, Problem> {
+    // Open to anonymous callers (the PWA sends before login, `sendBeacon` cannot sign), so a
+    // per-IP brake instead (ACCOUNTS.md, "Rate limits"), counted before any work.
+    if let Some(auth) = &state.auth {
+        limits::analytics_batch(
+            &state.pool,
+            &auth.settings.rate_limits,
+            limits::ip_of(input.metadata.ip.as_deref()),
+        )
+        .await??;
+    }
     let body: IngestEvents = input.json()?;
     let batch = validate(body)?;
     let id = Uuid::now_v7().to_string();

@@ -63,10 +63,13 @@ async fn seed(pool: &PgPool) -> (Uuid, Uuid, Uuid) {
         amr: vec!["pwd".into()],
         expires_at: chrono::Utc::now() + chrono::Duration::days(30),
     };
+    // The refresh commits after the login, as it would: its time is the session's last use.
+    append(pool, &[session_event(kept, 1, &login(kept))], None)
+        .await
+        .unwrap();
     append(
         pool,
         &[
-            session_event(kept, 1, &login(kept)),
             session_event(
                 kept,
                 2,

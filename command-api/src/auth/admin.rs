@@ -12,14 +12,13 @@ use events::session::RevokeReason;
 use serde::{Deserialize, Serialize};
 use service_kit::Problem;
 use service_kit::problem::FieldError;
-use utoipa::ToSchema;
+use utoipa::{IntoResponses, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::routes::{
-    AcceptedAnswer, AccountAnswer, AuthErrors, accepted, account_answer, auth_of, failure,
-    revoke_all,
+    AcceptedAnswer, AccountAnswer, accepted, account_answer, auth_of, failure, revoke_all,
 };
 use super::sessions::{RevokedAnswer, revoked_answer};
 use super::{AuthState, worker};
@@ -43,6 +42,31 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(revoke_sessions))
         .routes(routes!(password_reset))
         .route_layer(axum::middleware::from_fn(service_kit::caller::needs_admin))
+}
+
+/// The errors every admin command may answer besides 401, 403 and 404, declared once.
+#[derive(IntoResponses)]
+pub enum AdminErrors {
+    /// Malformed JSON.
+    #[response(status = 400, content_type = "application/problem+json")]
+    BadRequest(ProblemDoc),
+    /// The change would leave no enabled admin (roles, disable), or a concurrent change won
+    /// (retry).
+    #[response(status = 409, content_type = "application/problem+json")]
+    Conflict(ProblemDoc),
+    /// The body is over 256 KiB.
+    #[response(status = 413, content_type = "application/problem+json")]
+    PayloadTooLarge(ProblemDoc),
+    /// A body that is not JSON.
+    #[response(status = 415, content_type = "application/problem+json")]
+    UnsupportedMediaType(ProblemDoc),
+    /// A malformed id, an unknown role, a repeated role, a reason over 500 characters, or
+    /// unknown fields.
+    #[response(status = 422, content_type = "application/problem+json")]
+    Unprocessable(ProblemDoc),
+    /// The event store is unavailable; retry after `Retry-After`.
+    #[response(status = 503, content_type = "application/problem+json")]
+    Unavailable(ProblemDoc),
 }
 
 /// `{roles}`: the roles granted from now on.
@@ -78,7 +102,7 @@ impl GrantableRole {
 #[serde(deny_unknown_fields)]
 pub struct Disable {
     /// Why, for the audit log (at most 500 characters).
-    #[schema(max_length = 500)]
+    #[schema(schema_with = crate::http::openapi::text::reason)]
     reason: Option<String>,
 }
 
@@ -113,8 +137,7 @@ async fn target(auth: &AuthState, account_id: Uuid) -> Result<Credentials, Probl
     responses(
         (status = 200, description = "Set; tokens carrying a removed role stop working, a granted one shows at the next refresh", body = AccountAnswer),
         (status = 404, description = "No such account", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 409, description = "It would leave no enabled admin", body = ProblemDoc, content_type = "application/problem+json"),
-        AuthErrors,
+        AdminErrors,
     )
 )]
 async fn set_roles(
@@ -179,8 +202,7 @@ async fn set_roles(
     responses(
         (status = 200, description = "Disabled; every session revoked, its tokens stop working", body = AccountAnswer),
         (status = 404, description = "No such account", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 409, description = "It would leave no enabled admin", body = ProblemDoc, content_type = "application/problem+json"),
-        AuthErrors,
+        AdminErrors,
     )
 )]
 async fn disable(
@@ -256,7 +278,7 @@ async fn disable(
     responses(
         (status = 200, description = "Enabled; it can log in again", body = AccountAnswer),
         (status = 404, description = "No such account", body = ProblemDoc, content_type = "application/problem+json"),
-        AuthErrors,
+        AdminErrors,
     )
 )]
 async fn enable(
@@ -287,7 +309,7 @@ async fn enable(
     responses(
         (status = 200, description = "Every session revoked", body = RevokedAnswer),
         (status = 404, description = "No such account", body = ProblemDoc, content_type = "application/problem+json"),
-        AuthErrors,
+        AdminErrors,
     )
 )]
 async fn revoke_sessions(
@@ -319,7 +341,7 @@ async fn revoke_sessions(
     responses(
         (status = 202, description = "A reset link is mailed to the account's address", body = AcceptedAnswer),
         (status = 404, description = "No such account", body = ProblemDoc, content_type = "application/problem+json"),
-        AuthErrors,
+        AdminErrors,
     )
 )]
 async fn password_reset(

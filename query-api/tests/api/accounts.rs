@@ -117,7 +117,9 @@ async fn sessions_lists_live_ones_newest_first_and_flags_the_current(pool: PgPoo
 #[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn me_and_sessions_wait_for_a_consistency_token(pool: PgPool) {
     let caller = TestAccount::user();
-    let position = append_event(&pool, "Account", &caller.id.to_string(), 1).await;
+    // A read waits only for events its projection reads: one of each stream.
+    append_event(&pool, "Account", &caller.id.to_string(), 1).await;
+    let position = append_event(&pool, "Session", &caller.session.to_string(), 1).await;
     let token = ConsistencyToken(position).encode();
     let (app, _) = bare_app_and_state(&pool, waiting(std::time::Duration::from_millis(200))).await;
 

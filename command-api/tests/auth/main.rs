@@ -12,3 +12,4 @@ mod rate_limits;
 mod reset;
 mod secrets;
 mod sessions;
+mod tickets;

@@ -146,7 +146,7 @@ pub async fn me(
 ) -> Result<Response, ApiError> {
     let account = caller.account().ok_or(ApiError::Unauthenticated)?;
     consistency::honour(&state, &headers, ACCOUNTS_PROJECTION).await?;
-    let row: Option<(String, Vec<String>, bool, i32, DateTime<Utc>)> = sqlx::query_as(
+    let row: Option<AccountRow> = sqlx::query_as(
         "SELECT email, roles, totp_enabled, recovery_codes_remaining, created_at \
            FROM auth_accounts WHERE account_id = $1",
     )
@@ -154,19 +154,29 @@ pub async fn me(
     .fetch_optional(state.pool())
     .await?;
     // A token's account always has a row once the projection has seen its registration.
-    let Some((email, roles, totp_enabled, recovery_codes_remaining, created_at)) = row else {
+    let Some(row) = row else {
         return Err(ApiError::NotFound("no such account".to_owned()));
     };
     Ok(private(Me {
         account_id: account.account_id,
-        email,
-        roles,
-        totp_enabled,
-        recovery_codes_remaining,
+        email: row.email,
+        roles: row.roles,
+        totp_enabled: row.totp_enabled,
+        recovery_codes_remaining: row.recovery_codes_remaining,
         passkeys: Vec::new(),
-        created_at,
+        created_at: row.created_at,
         session_id: account.session_id,
     }))
+}
+
+/// What `GET /auth/me` reads of the caller's `auth_accounts` row.
+#[derive(sqlx::FromRow)]
+struct AccountRow {
+    email: String,
+    roles: Vec<String>,
+    totp_enabled: bool,
+    recovery_codes_remaining: i32,
+    created_at: DateTime<Utc>,
 }
 
 /// The caller's live sessions, newest first.

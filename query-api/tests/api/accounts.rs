@@ -101,8 +101,11 @@ async fn sessions_lists_live_ones_newest_first_and_flags_the_current(pool: PgPoo
         .send(&app)
         .await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
-    let items = answer.json()["items"].as_array().unwrap().clone();
-    let ids: Vec<&str> = items.iter().map(|i| i["id"].as_str().unwrap()).collect();
+    let items = answer.json()["items"].as_array().expect("items").clone();
+    let ids: Vec<&str> = items
+        .iter()
+        .map(|i| i["id"].as_str().expect("id"))
+        .collect();
     assert_eq!(ids, [newer.to_string(), older.to_string()]);
     assert_eq!(items[0]["current"], true);
     assert_eq!(items[1]["current"], false);
@@ -182,8 +185,8 @@ async fn admins_list_accounts_filtered_and_paginated_and_nobody_else_does(pool: 
         (body["total"].as_i64(), body["pages"].as_i64()),
         (Some(5), Some(3))
     );
-    assert_eq!(body["items"].as_array().unwrap().len(), 2);
-    assert!(all.header("link").unwrap().contains("page=2"));
+    assert_eq!(body["items"].as_array().expect("items").len(), 2);
+    assert!(all.header("link").expect("link").contains("page=2"));
     let item = &body["items"][0];
     for field in [
         "account_id",
@@ -200,9 +203,9 @@ async fn admins_list_accounts_filtered_and_paginated_and_nobody_else_does(pool: 
     let emails = |answer: test_support::Answer| -> Vec<String> {
         answer.json()["items"]
             .as_array()
-            .unwrap()
+            .expect("items")
             .iter()
-            .map(|i| i["email"].as_str().unwrap().to_owned())
+            .map(|i| i["email"].as_str().expect("email").to_owned())
             .collect()
     };
     let auditors = list("?role=auditor").as_account(&admin).send(&app).await;

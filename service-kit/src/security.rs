@@ -16,6 +16,12 @@ pub const SECURITY_EVENTS_TOTAL: &str = "chronicle_security_events_total";
 pub enum SecurityEvent {
     /// A browser reported a Content Security Policy violation.
     CspViolation,
+    /// A login failed (wrong password, unknown address, unverified or disabled account).
+    LoginFailed,
+    /// A request was refused with 429 by a rate limit.
+    RateLimited,
+    /// A re-entered password (step-up) was wrong.
+    StepUpFailed,
 }
 
 impl SecurityEvent {
@@ -23,6 +29,9 @@ impl SecurityEvent {
     pub fn label(self) -> &'static str {
         match self {
             Self::CspViolation => "csp_violation",
+            Self::LoginFailed => "login_failed",
+            Self::RateLimited => "rate_limited",
+            Self::StepUpFailed => "step_up_failed",
         }
     }
 }

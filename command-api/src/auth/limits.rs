@@ -47,7 +47,10 @@ async fn hit_all(
         }
     }
     Ok(match wait {
-        Some(seconds) => Err(rate_limited(seconds)),
+        Some(seconds) => {
+            service_kit::security::record(service_kit::security::SecurityEvent::RateLimited, 1);
+            Err(rate_limited(seconds))
+        }
         None => Ok(()),
     })
 }
@@ -162,6 +165,7 @@ pub async fn login_allowed(
         Some(seconds) => {
             metrics::counter!(service_kit::metric_names::RATE_LIMITED_TOTAL, "limit" => "login")
                 .increment(1);
+            service_kit::security::record(service_kit::security::SecurityEvent::RateLimited, 1);
             Err(rate_limited(seconds))
         }
         None => Ok(()),

@@ -571,6 +571,9 @@ async fn login(
 pub(crate) fn count_login(result: &'static str) {
     metrics::counter!(service_kit::metric_names::AUTH_LOGINS_TOTAL, "result" => result)
         .increment(1);
+    if result == "failure" {
+        service_kit::security::record(service_kit::security::SecurityEvent::LoginFailed, 1);
+    }
 }
 
 /// Opens a session after a successful login: revokes the least recently used sessions over
@@ -1178,8 +1181,7 @@ pub(crate) async fn step_up(
     limits::login_failed(&auth.pool, limits, &credentials.email, &ip)
         .await
         .map_err(failure)?;
-    metrics::counter!(service_kit::metric_names::SECURITY_EVENTS_TOTAL, "kind" => "step_up_failed")
-        .increment(1);
+    service_kit::security::record(service_kit::security::SecurityEvent::StepUpFailed, 1);
     Err(problems::step_up_failed())
 }
 

@@ -49,6 +49,14 @@ async fn logins_are_counted_by_result_and_each_failure_costs_one_verify(pool: Pg
             of("chronicle_password_hashes_total", &[("op", "verify")]),
             of("chronicle_auth_logins_total", &[("result", "failure")]),
             of("chronicle_auth_logins_total", &[("result", "rate_limited")]),
+            of(
+                "chronicle_security_events_total",
+                &[("kind", "login_failed")],
+            ),
+            of(
+                "chronicle_security_events_total",
+                &[("kind", "rate_limited")],
+            ),
         )
     };
     let email = address("nobody");

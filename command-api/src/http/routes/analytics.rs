@@ -27,7 +27,7 @@ use crate::domain::analytics::{
 use crate::execute::{Kind, Reads};
 use crate::http::fields::Fields;
 use crate::http::input::CommandInput;
-use crate::http::openapi::{CommandErrors, CreateHeaders, text};
+use crate::http::openapi::{CommandErrors, CreateHeaders, ProblemDoc, text};
 use crate::http::{Accepted, Target, run_command};
 use crate::state::AppState;
 
@@ -138,6 +138,7 @@ fn validate(body: IngestEvents) -> Result<Batch, Problem> {
     params(CreateHeaders),
     responses(
         (status = 202, description = "Accepted", body = Accepted),
+        (status = 429, description = "`/problems/rate-limited`: over the per-IP limit on batches (`RATE_LIMIT_ANALYTICS_IP`, 600 per minute), with `Retry-After`", body = ProblemDoc, content_type = "application/problem+json"),
         CommandErrors,
     )
 )]

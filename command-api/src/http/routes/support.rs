@@ -15,7 +15,9 @@ use crate::domain::ticket::SupportTicket;
 use crate::domain::ticket::{Email, Message, Subject, TicketCommand};
 use crate::http::fields::Fields;
 use crate::http::input::{CommandInput, parse_id};
-use crate::http::openapi::{ChangeHeaders, CommandErrors, CreateHeaders, UnknownId, text};
+use crate::http::openapi::{
+    ChangeHeaders, CommandErrors, CreateHeaders, ProblemDoc, UnknownId, text,
+};
 use crate::http::{ChangeAnswer, change_guarded, create};
 use crate::state::AppState;
 
@@ -68,6 +70,7 @@ fn location(id: &str) -> String {
     params(CreateHeaders),
     responses(
         (status = 201, description = "Opened", body = ChangeAnswer),
+        (status = 429, description = "`/problems/rate-limited`: over the per-IP limit on anonymous tickets (`RATE_LIMIT_TICKETS_IP`, 30 per hour), with `Retry-After`", body = ProblemDoc, content_type = "application/problem+json"),
         CommandErrors,
     )
 )]

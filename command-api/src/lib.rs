@@ -58,6 +58,8 @@ pub fn router(state: AppState) -> Router {
         .merge(http::routes::router())
         .merge(auth::routes::router())
         .merge(auth::mfa::router())
+        .merge(auth::sessions::router())
+        .merge(auth::admin::router())
         .split_for_parts();
     service_kit::caller::document_bearer_auth(&mut api, PUBLIC_OPERATIONS);
     let api = Arc::new(api);

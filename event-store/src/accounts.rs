@@ -158,6 +158,74 @@ pub async fn mark_verified(tx: &mut PgConnection, account_id: Uuid) -> Result<()
     Ok(())
 }
 
+/// Serializes every change that could take `admin` away (a role change, a disable) for the
+/// rest of the transaction, so two admins demoting each other at once cannot both pass the
+/// last-admin check.
+///
+/// # Errors
+///
+/// The database failed.
+pub async fn lock_admin_changes(tx: &mut PgConnection) -> Result<(), sqlx::Error> {
+    // The key is arbitrary but fixed: this lock's only holders are these changes.
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('auth_credentials.admins'))")
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+/// How many enabled accounts other than `account_id` hold `admin`.
+///
+/// # Errors
+///
+/// The database failed.
+pub async fn other_admins(tx: &mut PgConnection, account_id: Uuid) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM auth_credentials \
+          WHERE 'admin' = ANY(roles) AND NOT disabled AND account_id <> $1",
+    )
+    .bind(account_id)
+    .fetch_one(tx)
+    .await
+}
+
+/// Replaces the account's granted roles.
+///
+/// # Errors
+///
+/// The database failed.
+pub async fn set_roles(
+    tx: &mut PgConnection,
+    account_id: Uuid,
+    roles: &[String],
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE auth_credentials SET roles = $2, updated_at = now() WHERE account_id = $1")
+        .bind(account_id)
+        .bind(roles)
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+/// Disables or enables the account.
+///
+/// # Errors
+///
+/// The database failed.
+pub async fn set_disabled(
+    tx: &mut PgConnection,
+    account_id: Uuid,
+    disabled: bool,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE auth_credentials SET disabled = $2, updated_at = now() WHERE account_id = $1",
+    )
+    .bind(account_id)
+    .bind(disabled)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
 /// What a mailed token is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MailTokenKind {

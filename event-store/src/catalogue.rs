@@ -4,7 +4,7 @@
 //!
 //! The relay is a subscription too, but to the whole log: it has a checkpoint and no tables.
 
-use events::{analytics, post, project, status, ticket};
+use events::{account, analytics, post, project, session, status, ticket};
 
 /// A read model: what the projector builds and the query API serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +53,20 @@ pub const ANALYTICS_DAILY: ReadModel = ReadModel {
     tables: &["analytics_daily", "analytics_daily_sessions"],
 };
 
+/// Accounts as `GET /auth/me` and the admin list serve them.
+pub const AUTH_ACCOUNTS: ReadModel = ReadModel {
+    name: "auth_accounts",
+    sources: &[account::AGGREGATE_TYPE],
+    tables: &["auth_accounts"],
+};
+
+/// Sessions as `GET /auth/sessions` serves them.
+pub const AUTH_SESSIONS: ReadModel = ReadModel {
+    name: "auth_sessions",
+    sources: &[session::AGGREGATE_TYPE],
+    tables: &["auth_sessions"],
+};
+
 /// Every read model, in the order the projector starts them.
 pub const READ_MODELS: &[ReadModel] = &[
     PROJECTS,
@@ -60,6 +74,8 @@ pub const READ_MODELS: &[ReadModel] = &[
     COMMUNITY_POSTS,
     SERVICE_STATUS,
     ANALYTICS_DAILY,
+    AUTH_ACCOUNTS,
+    AUTH_SESSIONS,
 ];
 
 /// The RabbitMQ relay's checkpoint row: a subscription to every event.

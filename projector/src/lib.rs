@@ -206,6 +206,8 @@ pub fn projections() -> Vec<Arc<dyn Projection>> {
         Arc::new(projections::CommunityPostsProjection),
         Arc::new(projections::ServiceStatusProjection),
         Arc::new(projections::AnalyticsDailyProjection),
+        Arc::new(projections::AuthAccountsProjection),
+        Arc::new(projections::AuthSessionsProjection),
     ]
 }
 

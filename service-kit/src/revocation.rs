@@ -210,6 +210,32 @@ impl RevocationView {
         self.len() == (0, 0)
     }
 
+    /// Notes what an account event revokes (a disable, an enable, a removed role); other
+    /// account events revoke nothing. The revoking replica calls it at once, the feed later.
+    pub fn note_account_event(&self, event: &AccountEvent, at: DateTime<Utc>) {
+        match event {
+            AccountEvent::AccountDisabled { account_id, .. } => {
+                self.note_disabled_account(*account_id, at);
+            }
+            AccountEvent::AccountEnabled { account_id } => {
+                self.note_enabled_account(*account_id, at);
+            }
+            AccountEvent::RolesChanged {
+                account_id,
+                roles,
+                previous,
+            } => {
+                self.note_roles_changed(
+                    *account_id,
+                    &parse_roles(roles),
+                    &parse_roles(previous),
+                    at,
+                );
+            }
+            _ => {}
+        }
+    }
+
     /// Applies one event of the `Session` or `Account` streams; others are ignored.
     pub fn apply(&self, event: &RecordedEvent) {
         let at = event.recorded_at;
@@ -225,27 +251,11 @@ impl RevocationView {
                     self.note_revoked_session(session_id, at);
                 }
             }
-            "Account" => match serde_json::from_str(payload) {
-                Ok(AccountEvent::AccountDisabled { account_id, .. }) => {
-                    self.note_disabled_account(account_id, at);
+            "Account" => {
+                if let Ok(account_event) = serde_json::from_str(payload) {
+                    self.note_account_event(&account_event, at);
                 }
-                Ok(AccountEvent::AccountEnabled { account_id }) => {
-                    self.note_enabled_account(account_id, at);
-                }
-                Ok(AccountEvent::RolesChanged {
-                    account_id,
-                    roles,
-                    previous,
-                }) => {
-                    self.note_roles_changed(
-                        account_id,
-                        &parse_roles(&roles),
-                        &parse_roles(&previous),
-                        at,
-                    );
-                }
-                _ => {}
-            },
+            }
             _ => {}
         }
     }

@@ -18,6 +18,10 @@ pub enum SecurityEvent {
     CspViolation,
     /// A wrong TOTP or recovery code, or a dead `mfa_token`, at `login/mfa`.
     MfaFailed,
+    /// A login failed (wrong password, unknown address, unverified or disabled account).
+    LoginFailed,
+    /// A request was refused with 429 by a rate limit.
+    RateLimited,
     /// A wrong re-entered password or code before a change to factors or sessions.
     StepUpFailed,
 }
@@ -28,6 +32,8 @@ impl SecurityEvent {
         match self {
             Self::CspViolation => "csp_violation",
             Self::MfaFailed => "mfa_failed",
+            Self::LoginFailed => "login_failed",
+            Self::RateLimited => "rate_limited",
             Self::StepUpFailed => "step_up_failed",
         }
     }

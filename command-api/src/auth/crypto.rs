@@ -110,7 +110,9 @@ impl Crypto {
     /// [`HashFailure::Busy`] when saturated.
     pub async fn hash_password(&self, password: &str) -> Result<String, HashFailure> {
         self.hash_work.fetch_add(1, Ordering::Relaxed);
-        Ok(self.hasher.hash(password).await?.as_str().to_owned())
+        let hashed = self.hasher.hash(password).await?.as_str().to_owned();
+        count_hash("hash");
+        Ok(hashed)
     }
 
     /// Checks `password` against `stored`, or against a dummy hash of the same cost when there
@@ -126,7 +128,10 @@ impl Crypto {
     ) -> Result<bool, HashFailure> {
         self.hash_work.fetch_add(1, Ordering::Relaxed);
         let stored = stored.map(auth::password::PasswordHash::from_phc);
-        Ok(self.hasher.verify(password, stored.as_ref()).await?)
+        let right = self.hasher.verify(password, stored.as_ref()).await?;
+        // The dummy hash of an unknown address counts too: both login failures cost one.
+        count_hash("verify");
+        Ok(right)
     }
 
     /// Hashes each recovery code of a new set (Argon2id, its normalized form), one after the
@@ -274,4 +279,10 @@ pub fn normalize_email(raw: &str) -> Result<String, String> {
 /// What is wrong with it.
 pub fn check_password(password: &str, email: &str) -> Result<(), String> {
     auth::password::check_password(password, email).map_err(|error| error.to_string())
+}
+
+/// Counts one Argon2id run that completed in `chronicle_password_hashes_total{op}`; a request
+/// refused for want of a hashing slot (503) ran none.
+fn count_hash(op: &'static str) {
+    metrics::counter!(service_kit::metric_names::PASSWORD_HASHES_TOTAL, "op" => op).increment(1);
 }

@@ -47,18 +47,25 @@ async fn hit_all(
         }
     }
     Ok(match wait {
-        Some(seconds) => Err(rate_limited(seconds)),
+        Some(seconds) => {
+            service_kit::security::record(service_kit::security::SecurityEvent::RateLimited, 1);
+            Err(rate_limited(seconds))
+        }
         None => Ok(()),
     })
 }
 
-/// One hit of a per-IP limit `name` (a coarse brake: many users may share an address).
+/// One hit of a per-IP limit `name` (a coarse brake: many users may share an address); a
+/// limit of 0 per window is off and counts nothing.
 async fn per_ip(
     pool: &PgPool,
     name: &str,
     limit: Limit,
     ip: &str,
 ) -> Result<Result<(), Problem>, AuthFailure> {
+    if limit.count == 0 {
+        return Ok(Ok(()));
+    }
     hit_all(pool, &[counter(name, ip, None, limit)]).await
 }
 
@@ -87,6 +94,24 @@ pub async fn csp_report(
     ip: &str,
 ) -> Result<Result<(), Problem>, AuthFailure> {
     per_ip(pool, "csp_reports", limits.csp_reports, ip).await
+}
+
+/// A ticket opened anonymously from `ip`.
+pub async fn anonymous_ticket(
+    pool: &PgPool,
+    limits: &RateLimits,
+    ip: &str,
+) -> Result<Result<(), Problem>, AuthFailure> {
+    per_ip(pool, "tickets_ip", limits.tickets_ip, ip).await
+}
+
+/// An analytics batch from `ip`.
+pub async fn analytics_batch(
+    pool: &PgPool,
+    limits: &RateLimits,
+    ip: &str,
+) -> Result<Result<(), Problem>, AuthFailure> {
+    per_ip(pool, "analytics_ip", limits.analytics_ip, ip).await
 }
 
 /// A register, resend or forgot for `email` from `ip`.
@@ -140,6 +165,7 @@ pub async fn login_allowed(
         Some(seconds) => {
             metrics::counter!(service_kit::metric_names::RATE_LIMITED_TOTAL, "limit" => "login")
                 .increment(1);
+            service_kit::security::record(service_kit::security::SecurityEvent::RateLimited, 1);
             Err(rate_limited(seconds))
         }
         None => Ok(()),

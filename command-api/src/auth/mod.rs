@@ -7,11 +7,13 @@
 //! beside the log written in the same transaction as the events
 //! (docs/decisions/0009-transactional-side-rows.md), so no secret ever enters an event.
 
+pub mod admin;
 pub mod crypto;
 pub mod limits;
 pub mod mfa;
 pub mod problems;
 pub mod routes;
+pub mod sessions;
 pub mod settings;
 pub mod worker;
 
@@ -203,20 +205,29 @@ impl AuthState {
         let _ = self.revocations.set(view);
     }
 
-    /// Tells this replica's view of the sessions `events` revoked, once they are committed.
+    /// Tells this replica's view of the sessions, disables and role removals in `events`,
+    /// once they are committed.
     fn note_revocations(&self, events: &[NewEvent]) {
         let Some(view) = self.revocations.get() else {
             return;
         };
         let now = Utc::now();
-        for event in events
-            .iter()
-            .filter(|event| event.aggregate_type == "Session")
-        {
-            if let Ok(SessionEvent::SessionRevoked { session_id, .. }) =
-                serde_json::from_value(event.payload.clone())
-            {
-                view.note_revoked_session(session_id, now);
+        for event in events {
+            match event.aggregate_type.as_str() {
+                "Session" => {
+                    if let Ok(SessionEvent::SessionRevoked { session_id, .. }) =
+                        serde_json::from_value(event.payload.clone())
+                    {
+                        view.note_revoked_session(session_id, now);
+                    }
+                }
+                // A disable or a removed role refuses the account's tokens here at once.
+                "Account" => {
+                    if let Ok(account_event) = serde_json::from_value(event.payload.clone()) {
+                        view.note_account_event(&account_event, now);
+                    }
+                }
+                _ => {}
             }
         }
     }

@@ -55,7 +55,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(change_password))
 }
 
-pub(super) fn auth_of(state: &AppState) -> Result<Arc<AuthState>, Problem> {
+pub(crate) fn auth_of(state: &AppState) -> Result<Arc<AuthState>, Problem> {
     state
         .auth
         .clone()
@@ -188,7 +188,7 @@ pub struct AccountAnswer {
     consistency_token: String,
 }
 
-pub(super) fn invalid(field: &str, reason: impl Into<String>) -> Problem {
+pub(crate) fn invalid(field: &str, reason: impl Into<String>) -> Problem {
     Problem::validation(vec![FieldError::new(field, reason)])
 }
 
@@ -199,14 +199,14 @@ fn email_of(raw: &str) -> Result<String, Problem> {
 /// Passwords longer than this are refused before any hash (the policy's own bound).
 const MAX_PASSWORD: usize = 256;
 
-pub(super) fn bounded(field: &str, password: &str) -> Result<(), Problem> {
+pub(crate) fn bounded(field: &str, password: &str) -> Result<(), Problem> {
     if password.chars().count() > MAX_PASSWORD {
         return Err(invalid(field, "must be at most 256 characters"));
     }
     Ok(())
 }
 
-fn accepted() -> Response {
+pub(crate) fn accepted() -> Response {
     (
         StatusCode::ACCEPTED,
         Json(AcceptedAnswer { status: "accepted" }),
@@ -214,7 +214,7 @@ fn accepted() -> Response {
         .into_response()
 }
 
-pub(super) fn no_store(mut response: Response) -> Response {
+pub(crate) fn no_store(mut response: Response) -> Response {
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -241,7 +241,7 @@ fn refused_refresh(jar: CookieJar, problem: Problem) -> Response {
 }
 
 /// A 401 `unauthenticated` with its `WWW-Authenticate`.
-pub(super) fn unauthenticated(presented: bool) -> Response {
+pub(crate) fn unauthenticated(presented: bool) -> Response {
     let challenge = if presented {
         "Bearer realm=\"chronicle\", error=\"invalid_token\""
     } else {
@@ -255,7 +255,7 @@ pub(super) fn unauthenticated(presented: bool) -> Response {
     response
 }
 
-pub(super) fn failure(failure: AuthFailure) -> Problem {
+pub(crate) fn failure(failure: AuthFailure) -> Problem {
     failure.into()
 }
 
@@ -367,7 +367,7 @@ async fn forgot_password(
     queue_for_address(&state, &input, RequestKind::Forgot).await
 }
 
-pub(super) fn account_answer(id: Uuid, version: i64, position: events::LogPosition) -> Response {
+pub(crate) fn account_answer(id: Uuid, version: i64, position: events::LogPosition) -> Response {
     let consistency_token = token(position);
     let mut response = (
         StatusCode::OK,
@@ -422,7 +422,7 @@ async fn verify_email(
 }
 
 /// Metadata of a session's events: the account acts, in that session.
-pub(super) fn session_metadata(
+pub(crate) fn session_metadata(
     metadata: &EventMetadata,
     account_id: Uuid,
     session_id: Uuid,
@@ -490,12 +490,19 @@ async fn login(
     let ip = ip_of(input.metadata.ip.as_deref()).to_owned();
     let limits = &auth.settings.rate_limits;
     // Decided before any hash, even the right password's: a 429 appends nothing.
-    limits::anonymous(&auth.pool, limits, &ip)
+    let allowed = match limits::anonymous(&auth.pool, limits, &ip)
         .await
-        .map_err(failure)??;
-    limits::login_allowed(&auth.pool, limits, &email, &ip)
-        .await
-        .map_err(failure)??;
+        .map_err(failure)?
+    {
+        Ok(()) => limits::login_allowed(&auth.pool, limits, &email, &ip)
+            .await
+            .map_err(failure)?,
+        over => over,
+    };
+    if let Err(over) = allowed {
+        count_login("rate_limited");
+        return Err(over);
+    }
     let credentials = accounts::by_email(&auth.pool, &email)
         .await
         .map_err(|e| failure(e.into()))?;
@@ -521,6 +528,7 @@ async fn login(
                 &input.metadata,
             )
             .await?;
+            count_login("failure");
             return Err(problems::invalid_credentials());
         }
     };
@@ -533,6 +541,7 @@ async fn login(
             &input.metadata,
         )
         .await?;
+        count_login("failure");
         return Err(if credentials.disabled {
             problems::account_disabled()
         } else {
@@ -540,6 +549,7 @@ async fn login(
         });
     }
     if let Some(mfa_required) = super::mfa::second_factor_due(&auth, &credentials).await? {
+        count_login("mfa_required");
         return Ok(mfa_required);
     }
     open_session(
@@ -551,6 +561,16 @@ async fn login(
         &input.metadata,
     )
     .await
+}
+
+/// Counts one login attempt in `chronicle_auth_logins_total{result}` (`success`, `failure`,
+/// `mfa_required`, `rate_limited`).
+pub(crate) fn count_login(result: &'static str) {
+    metrics::counter!(service_kit::metric_names::AUTH_LOGINS_TOTAL, "result" => result)
+        .increment(1);
+    if result == "failure" {
+        service_kit::security::record(service_kit::security::SecurityEvent::LoginFailed, 1);
+    }
 }
 
 /// Opens a session after a successful login: revokes the least recently used sessions over
@@ -648,8 +668,7 @@ pub(crate) async fn open_session_in(
     .await
     .map_err(|e| failure(e.into()))?;
     let position = auth.commit(tx, &events).await.map_err(failure)?;
-    metrics::counter!(service_kit::metric_names::AUTH_LOGINS_TOTAL, "result" => "success")
-        .increment(1);
+    count_login("success");
     login_answer(
         auth,
         jar,
@@ -663,7 +682,7 @@ pub(crate) async fn open_session_in(
 }
 
 /// Revokes `session_id` inside `tx`: deletes its refresh tokens and stages `SessionRevoked`.
-async fn revoke_in(
+pub(crate) async fn revoke_in(
     auth: &AuthState,
     tx: &mut Transaction<'_, Postgres>,
     session_id: Uuid,
@@ -985,7 +1004,7 @@ async fn logout(
 }
 
 /// Revokes every live session of `account_id` but `keep` inside `tx`, staging the events.
-pub(super) async fn revoke_all(
+pub(crate) async fn revoke_all(
     auth: &AuthState,
     tx: &mut Transaction<'_, Postgres>,
     account_id: Uuid,
@@ -1123,23 +1142,7 @@ async fn change_password(
     bounded("new_password", &body.new_password)?;
     crypto::check_password(&body.new_password, &credentials.email)
         .map_err(|reason| invalid("new_password", reason))?;
-    let ip = ip_of(input.metadata.ip.as_deref()).to_owned();
-    let limits = &auth.settings.rate_limits;
-    limits::login_allowed(&auth.pool, limits, &credentials.email, &ip)
-        .await
-        .map_err(failure)??;
-    let right = auth
-        .crypto
-        .verify_password(&body.current_password, Some(&credentials.password_hash))
-        .await
-        .map_err(|error| failure(error.into()))?;
-    if !right {
-        limits::login_failed(&auth.pool, limits, &credentials.email, &ip)
-            .await
-            .map_err(failure)?;
-        service_kit::security::record(service_kit::security::SecurityEvent::StepUpFailed, 1);
-        return Err(problems::step_up_failed());
-    }
+    step_up(&auth, &credentials, &body.current_password, &input.metadata).await?;
     let password_hash = auth
         .crypto
         .hash_password(&body.new_password)
@@ -1181,6 +1184,49 @@ async fn change_password(
     .map_err(failure)?;
     let position = auth.commit(tx, &events).await.map_err(failure)?;
     Ok(account_answer(bearer.account_id, staged.version, position))
+}
+
+/// Re-proves who is asking before a change to sessions or factors (ASVS 7.5.1): the
+/// re-entered `password` must be the account's. Over the failed-login limits it is a 429
+/// decided before any hash; a wrong one is `403 step-up-failed` (never 401, which would make
+/// the client drop its token) and counts as a failed login.
+pub(crate) async fn step_up(
+    auth: &AuthState,
+    credentials: &Credentials,
+    password: &str,
+    metadata: &EventMetadata,
+) -> Result<(), Problem> {
+    let ip = ip_of(metadata.ip.as_deref()).to_owned();
+    let limits = &auth.settings.rate_limits;
+    limits::login_allowed(&auth.pool, limits, &credentials.email, &ip)
+        .await
+        .map_err(failure)??;
+    let right = auth
+        .crypto
+        .verify_password(password, Some(&credentials.password_hash))
+        .await
+        .map_err(|error| failure(error.into()))?;
+    if right {
+        return Ok(());
+    }
+    limits::login_failed(&auth.pool, limits, &credentials.email, &ip)
+        .await
+        .map_err(failure)?;
+    service_kit::security::record(service_kit::security::SecurityEvent::StepUpFailed, 1);
+    Err(problems::step_up_failed())
+}
+
+/// The caller's credentials, or the 401 of a token whose account is gone or disabled (the
+/// revocation view may not have heard of the disable yet on this replica).
+pub(crate) async fn caller_credentials(
+    auth: &AuthState,
+    account_id: Uuid,
+) -> Result<Result<Credentials, Response>, Problem> {
+    let credentials = accounts::by_id(&auth.pool, account_id)
+        .await
+        .map_err(|e| failure(e.into()))?
+        .filter(|c| !c.disabled);
+    Ok(credentials.ok_or_else(|| unauthenticated(true)))
 }
 
 /// Who asked for a reset through `password/forgot`.

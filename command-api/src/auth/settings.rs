@@ -90,6 +90,11 @@ pub struct RateLimits {
     pub refresh_ip: Limit,
     /// `RATE_LIMIT_CSP_REPORTS` (120/60): CSP report requests per client IP.
     pub csp_reports: Limit,
+    /// `RATE_LIMIT_TICKETS_IP` (30/3600): tickets opened anonymously per client IP.
+    pub tickets_ip: Limit,
+    /// `RATE_LIMIT_ANALYTICS_IP` (600/60): analytics batches per client IP; a count of `0`
+    /// turns it off.
+    pub analytics_ip: Limit,
 }
 
 impl Default for RateLimits {
@@ -102,6 +107,8 @@ impl Default for RateLimits {
             auth_ip: Limit::per(1000, 600),
             refresh_ip: Limit::per(1000, 600),
             csp_reports: Limit::per(120, 60),
+            tickets_ip: Limit::per(30, 3600),
+            analytics_ip: Limit::per(600, 60),
         }
     }
 }
@@ -117,6 +124,8 @@ impl RateLimits {
             auth_ip: Limit::from_env("AUTH_IP", default.auth_ip)?,
             refresh_ip: Limit::from_env("REFRESH_IP", default.refresh_ip)?,
             csp_reports: Limit::from_env("CSP_REPORTS", default.csp_reports)?,
+            tickets_ip: Limit::from_env("TICKETS_IP", default.tickets_ip)?,
+            analytics_ip: Limit::from_env("ANALYTICS_IP", default.analytics_ip)?,
         })
     }
 }

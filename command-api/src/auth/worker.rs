@@ -108,7 +108,9 @@ pub async fn serve_one(auth: &AuthState) -> Result<bool, AuthFailure> {
             .await?
             .events
         }
-        (RequestKind::Forgot, Some(account)) => reset(auth, &mut tx, &account, &metadata).await?,
+        (RequestKind::Forgot, Some(account)) => {
+            reset(auth, &mut tx, &account, OWNER, &metadata).await?
+        }
         // Unknown addresses get no mail; a verified one asking for a link neither.
         (RequestKind::Resend | RequestKind::Forgot, _) => Vec::new(),
     };
@@ -187,20 +189,20 @@ async fn verification(
 }
 
 /// Mails a reset link to an existing account.
-async fn reset(
+/// Mails `account` a reset link (its earlier links die) inside `tx`; stages the
+/// `PasswordResetRequested` that records it, asked for by `by`.
+pub(crate) async fn reset(
     auth: &AuthState,
     tx: &mut Transaction<'_, Postgres>,
     account: &Credentials,
+    by: events::account::ResetRequestedBy,
     metadata: &EventMetadata,
 ) -> Result<Vec<event_store::append::NewEvent>, AuthFailure> {
     let expires_at = Utc::now() + auth.settings.reset_ttl;
     let staged = auth
         .stage_account(
             account.account_id,
-            AccountCommand::RequestPasswordReset {
-                expires_at,
-                by: OWNER,
-            },
+            AccountCommand::RequestPasswordReset { expires_at, by },
             metadata,
         )
         .await?;

@@ -62,6 +62,18 @@ pub enum AccountCommand {
         /// How many are left after it.
         remaining: u32,
     },
+    /// An admin sets the granted roles (`user` is implied and never listed).
+    SetRoles {
+        /// The roles granted from now on, each `admin` or `auditor`, without repeats.
+        roles: Vec<String>,
+    },
+    /// An admin disables the account.
+    Disable {
+        /// The admin's reason, when given.
+        reason: Option<String>,
+    },
+    /// An admin enables the account again.
+    Enable,
     /// The bootstrap admin is created, verified, with `admin` granted.
     Bootstrap {
         /// The new account's id.
@@ -105,6 +117,9 @@ pub struct Account {
     /// Whether TOTP is on.
     #[serde(default)]
     pub totp_enabled: bool,
+    /// Whether an admin disabled it.
+    #[serde(default)]
+    pub disabled: bool,
 }
 
 impl Account {
@@ -221,6 +236,34 @@ impl Decide for Account {
                     sessions_revoked,
                 }])
             }
+            AccountCommand::SetRoles { roles } => {
+                let account_id = self.id()?;
+                // Setting the roles it has changes nothing and records nothing.
+                let same = roles.len() == self.roles.len()
+                    && roles.iter().all(|role| self.roles.contains(role));
+                if same {
+                    return Ok(Vec::new());
+                }
+                Ok(vec![AccountEvent::RolesChanged {
+                    account_id,
+                    roles,
+                    previous: self.roles.clone(),
+                }])
+            }
+            AccountCommand::Disable { reason } => {
+                let account_id = self.id()?;
+                if self.disabled {
+                    return Ok(Vec::new());
+                }
+                Ok(vec![AccountEvent::AccountDisabled { account_id, reason }])
+            }
+            AccountCommand::Enable => {
+                let account_id = self.id()?;
+                if !self.disabled {
+                    return Ok(Vec::new());
+                }
+                Ok(vec![AccountEvent::AccountEnabled { account_id }])
+            }
         }
     }
 
@@ -234,6 +277,8 @@ impl Decide for Account {
             AccountEvent::RolesChanged { roles, .. } => self.roles = roles,
             AccountEvent::TotpEnabled { .. } => self.totp_enabled = true,
             AccountEvent::TotpDisabled { .. } => self.totp_enabled = false,
+            AccountEvent::AccountDisabled { .. } => self.disabled = true,
+            AccountEvent::AccountEnabled { .. } => self.disabled = false,
             _ => {}
         }
     }
@@ -382,5 +427,53 @@ mod tests {
         }
         assert!(account.verified);
         assert_eq!(account.roles, vec!["admin".to_owned()]);
+    }
+
+    #[test]
+    fn roles_are_recorded_with_what_they_replace_and_an_unchanged_set_records_nothing() {
+        let (mut account, id) = registered();
+        let granted = account
+            .decide(AccountCommand::SetRoles {
+                roles: vec!["admin".into(), "auditor".into()],
+            })
+            .expect("sets");
+        assert_eq!(
+            granted,
+            [AccountEvent::RolesChanged {
+                account_id: id,
+                roles: vec!["admin".into(), "auditor".into()],
+                previous: Vec::new(),
+            }]
+        );
+        for event in granted {
+            account.evolve(event);
+        }
+        assert_eq!(
+            account.decide(AccountCommand::SetRoles {
+                roles: vec!["auditor".into(), "admin".into()],
+            }),
+            Ok(Vec::new())
+        );
+    }
+
+    #[test]
+    fn a_disabled_account_is_disabled_once_and_enabled_once() {
+        let (mut account, id) = registered();
+        assert_eq!(account.decide(AccountCommand::Enable), Ok(Vec::new()));
+        for event in account
+            .decide(AccountCommand::Disable { reason: None })
+            .expect("disables")
+        {
+            account.evolve(event);
+        }
+        assert!(account.disabled);
+        assert_eq!(
+            account.decide(AccountCommand::Disable { reason: None }),
+            Ok(Vec::new())
+        );
+        assert_eq!(
+            account.decide(AccountCommand::Enable),
+            Ok(vec![AccountEvent::AccountEnabled { account_id: id }])
+        );
     }
 }

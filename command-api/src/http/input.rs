@@ -43,6 +43,11 @@ pub struct CommandInput {
 }
 
 impl CommandInput {
+    /// Whether the request sent no body (the routes whose body is optional).
+    pub fn is_empty(&self) -> bool {
+        self.body.is_empty()
+    }
+
     /// Parses the JSON body: malformed JSON is a 400, a body of the wrong shape a 422.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, Problem> {
         if !self.is_json {

@@ -278,6 +278,11 @@ pub mod text {
         patch(1, 120, false)
     }
 
+    /// Why an admin disabled an account (`null` or blank means none given).
+    pub fn reason() -> RefOr<Schema> {
+        optional(0, 500, true)
+    }
+
     /// A project (or status) description (`null` means absent).
     pub fn description() -> RefOr<Schema> {
         optional(0, 2000, true)

@@ -349,3 +349,52 @@ pub async fn count(pool: &PgPool, event_type: &str) -> i64 {
         .await
         .unwrap()
 }
+
+/// The bootstrap admin's address in [`with_admin`] instances.
+pub const ADMIN_EMAIL: &str = "admin@chronicle.test";
+
+/// An instance whose bootstrap admin (`ADMIN_EMAIL` / `PASSWORD`) exists; returns it and the
+/// admin's signed-in session.
+pub async fn with_admin(pool: &PgPool) -> (Instance, Session) {
+    let mut settings = auth_settings();
+    settings.bootstrap_admin = Some(command_api::auth::settings::BootstrapAdmin {
+        email: ADMIN_EMAIL.to_owned(),
+        password: Secret::new(PASSWORD),
+    });
+    let api = instance(pool, settings);
+    command_api::auth::ensure_bootstrap_admin(&api.auth)
+        .await
+        .unwrap();
+    let admin = api.login(ADMIN_EMAIL, PASSWORD).await;
+    (api, admin)
+}
+
+impl Instance {
+    /// POSTs `body` to `path` (the whole path) with `token` as the bearer, from the test IP.
+    pub async fn post_as(&self, token: Option<&str>, path: &str, body: &Value) -> Answer {
+        self.send_as(Call::post(path).json(body), token).await
+    }
+
+    /// Sends `call` with `token` as the bearer (none when `None`), from the test IP.
+    pub async fn send_as(&self, call: Call, token: Option<&str>) -> Answer {
+        let call = call.header("x-forwarded-for", "203.0.113.7");
+        let call = match token {
+            Some(token) => call.header("authorization", &format!("Bearer {token}")),
+            None => call,
+        };
+        call.send(&self.app).await
+    }
+}
+
+/// The `actor` of every event of a stream, in order.
+pub async fn actors(pool: &PgPool, aggregate_type: &str, id: &str) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT metadata->>'actor' FROM events \
+          WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence",
+    )
+    .bind(aggregate_type)
+    .bind(id)
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}

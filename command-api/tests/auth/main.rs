@@ -3,6 +3,7 @@
 
 #![expect(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
 
+mod admin;
 mod enumeration;
 mod helpers;
 mod journey;
@@ -10,4 +11,6 @@ mod metrics;
 mod rate_limits;
 mod reset;
 mod secrets;
+mod sessions;
+mod tickets;
 mod totp;

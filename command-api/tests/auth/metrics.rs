@@ -36,3 +36,50 @@ async fn metrics_match_the_catalogue_after_auth_traffic(pool: PgPool) {
         "{text}"
     );
 }
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn logins_are_counted_by_result_and_each_failure_costs_one_verify(pool: PgPool) {
+    let mut settings = auth_settings();
+    settings.rate_limits.login_address_ip = command_api::auth::settings::Limit::per(1, 900);
+    let instance = instance(&pool, settings);
+    let scrape = || async {
+        let text = Call::get("/metrics").send(&instance.app).await.text();
+        let of = |name: &str, labels: &[(&str, &str)]| value(&text, name, labels).unwrap_or(0.0);
+        (
+            of("chronicle_password_hashes_total", &[("op", "verify")]),
+            of("chronicle_auth_logins_total", &[("result", "failure")]),
+            of("chronicle_auth_logins_total", &[("result", "rate_limited")]),
+            of(
+                "chronicle_security_events_total",
+                &[("kind", "login_failed")],
+            ),
+            of(
+                "chronicle_security_events_total",
+                &[("kind", "rate_limited")],
+            ),
+        )
+    };
+    let email = address("nobody");
+    let attempt = json!({ "email": email, "password": "not the password at all" });
+    let before = scrape().await;
+    let failed = instance.post("login", &attempt).await;
+    assert_eq!(failed.status, StatusCode::UNAUTHORIZED, "{}", failed.text());
+    let after_failure = scrape().await;
+    // Other tests of this process hash too: at least what this one did.
+    assert!(
+        after_failure.0 >= before.0 + 1.0,
+        "{before:?} {after_failure:?}"
+    );
+    assert!(
+        after_failure.1 >= before.1 + 1.0,
+        "{before:?} {after_failure:?}"
+    );
+    let limited = instance.post("login", &attempt).await;
+    limited.problem(StatusCode::TOO_MANY_REQUESTS);
+    let after_limit = scrape().await;
+    assert!(
+        after_limit.2 >= before.2 + 1.0,
+        "{before:?} {after_limit:?}"
+    );
+    assert_catalogued(&Call::get("/metrics").send(&instance.app).await.text());
+}

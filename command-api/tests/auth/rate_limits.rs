@@ -105,3 +105,79 @@ async fn csp_reports_are_limited_per_ip_across_two_instances(pool: PgPool) {
     assert_eq!(problem["retry_after"], retry_after);
     assert_eq!(send(3, "192.0.2.8").await.status, StatusCode::NO_CONTENT);
 }
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn anonymous_tickets_are_limited_per_ip_and_an_account_is_not(pool: PgPool) {
+    let mut mailbox = Mailbox::open().await;
+    let relay = MailRelay::start(&pool);
+    let mut settings = auth_settings();
+    settings.rate_limits.tickets_ip = Limit::per(2, 3600);
+    let api = instance(&pool, settings);
+    let email = address("customer");
+    registered(&api, &mut mailbox, &email).await;
+    let signed_in = api.login(&email, PASSWORD).await;
+    let ticket = json!({ "email": "c@example.com", "subject": "Help", "message": "Please" });
+    let open = |token: Option<String>, ip: &'static str| {
+        let call = test_support::Call::post("/api/v1/support/tickets")
+            .header("x-forwarded-for", ip)
+            .json(&ticket);
+        let call = match token {
+            Some(token) => call.header("authorization", &format!("Bearer {token}")),
+            None => call,
+        };
+        call.send(&api.app)
+    };
+    for _ in 0..2 {
+        assert_eq!(open(None, "192.0.2.7").await.status, StatusCode::CREATED);
+    }
+    let limited = open(None, "192.0.2.7").await;
+    assert_eq!(
+        limited.problem(StatusCode::TOO_MANY_REQUESTS)["type"],
+        "/problems/rate-limited"
+    );
+    assert!(limited.header("retry-after").is_some());
+    assert_eq!(open(None, "192.0.2.8").await.status, StatusCode::CREATED);
+    // An account from the same address is not an anonymous submitter.
+    let answer = open(Some(signed_in.access.clone()), "192.0.2.7").await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.text());
+    assert_eq!(
+        count(&pool, "TicketOpened").await,
+        4,
+        "a 429 writes nothing"
+    );
+    relay.stop().await;
+}
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn analytics_batches_are_limited_per_ip_unless_the_limit_is_zero(pool: PgPool) {
+    async fn send(api: &Instance, ip: &str) -> Answer {
+        test_support::Call::post("/api/v1/analytics/events")
+            .header("x-forwarded-for", ip)
+            .json(&json!({ "events": [{ "name": "signup" }] }))
+            .send(&api.app)
+            .await
+    }
+    let mut settings = auth_settings();
+    settings.rate_limits.analytics_ip = Limit::per(2, 60);
+    let limited = instance(&pool, settings.clone());
+    for _ in 0..2 {
+        let answer = send(&limited, "192.0.2.7").await;
+        assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.text());
+    }
+    send(&limited, "192.0.2.7")
+        .await
+        .problem(StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        send(&limited, "192.0.2.8").await.status,
+        StatusCode::ACCEPTED
+    );
+
+    settings.rate_limits.analytics_ip = Limit::per(0, 60);
+    let unlimited = instance(&pool, settings);
+    for _ in 0..3 {
+        assert_eq!(
+            send(&unlimited, "192.0.2.9").await.status,
+            StatusCode::ACCEPTED
+        );
+    }
+}

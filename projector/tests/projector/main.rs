@@ -5,6 +5,7 @@
 
 mod analytics_daily;
 mod announcements;
+mod auth;
 mod big_events;
 mod bulk;
 mod community_posts;

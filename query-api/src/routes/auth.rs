@@ -1,24 +1,218 @@
-//! `GET /auth/jwks.json`: the public keys access tokens are verified with (ACCOUNTS.md,
-//! "Tokens"), for clients and other services that check tokens themselves.
+//! The accounts' reads (ACCOUNTS.md): `GET /auth/jwks.json`, the public keys access tokens
+//! are verified with, for clients and other services that check tokens themselves; and the
+//! caller's own account and live sessions (`GET /auth/me`, `GET /auth/sessions`) from the
+//! `auth_accounts` and `auth_sessions` read models.
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::HeaderValue;
-use axum::http::header::CACHE_CONTROL;
+use axum::http::header::{CACHE_CONTROL, VARY};
+use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
 use serde::Serialize;
+use service_kit::Caller;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
+use uuid::Uuid;
 
+use crate::consistency;
+use crate::error::ApiError;
+use crate::etag::{PRIVATE_CACHE_CONTROL, VARY_VALUE};
+use crate::openapi::ReadHeaders;
+use crate::openapi::answers::{BadRequest, NotFound, Unavailable};
 use crate::state::AppState;
+
+/// The projection behind `GET /auth/me`.
+pub const ACCOUNTS_PROJECTION: &str = event_store::catalogue::AUTH_ACCOUNTS.name;
+
+/// The projection behind `GET /auth/sessions`.
+pub const SESSIONS_PROJECTION: &str = event_store::catalogue::AUTH_SESSIONS.name;
+
+/// The most sessions one answer lists: the live-session limit (50 by default) with room to
+/// spare, so a raised limit still fits and the read stays bounded.
+const MAX_SESSIONS_LISTED: i64 = 200;
 
 /// Key rotation waits this long between steps, so every cached copy has the new key first.
 const CACHE_CONTROL_JWKS: &str = "public, max-age=300";
 
-/// The JWKS route; anonymous.
+/// The JWKS route (anonymous) and the caller's own reads (an account).
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(jwks))
+    OpenApiRouter::new().routes(routes!(jwks)).merge(
+        OpenApiRouter::new()
+            .routes(routes!(me))
+            .routes(routes!(sessions))
+            .route_layer(axum::middleware::from_fn(
+                service_kit::caller::needs_account,
+            )),
+    )
+}
+
+/// The caller's account (`GET /auth/me`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Me {
+    /// The account.
+    pub account_id: Uuid,
+    /// Its address.
+    #[schema(format = Email)]
+    pub email: String,
+    /// Its roles now (`user`, and `admin` or `auditor` when granted); a token carries those
+    /// of its issue.
+    pub roles: Vec<String>,
+    /// Whether TOTP is on.
+    pub totp_enabled: bool,
+    /// How many unused recovery codes are left.
+    pub recovery_codes_remaining: i32,
+    /// The account's passkeys (none until passkeys exist).
+    pub passkeys: Vec<PasskeyDoc>,
+    /// When it registered (RFC 3339, UTC).
+    pub created_at: DateTime<Utc>,
+    /// The session of the token that asked.
+    pub session_id: Uuid,
+}
+
+/// A passkey of the account. Documentation only until passkeys exist.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct PasskeyDoc {
+    /// The credential id, base64url.
+    pub id: String,
+    /// The owner's label for it.
+    pub label: String,
+    /// When it was registered.
+    pub created_at: DateTime<Utc>,
+    /// When it last signed in.
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+/// One live session of the caller.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema, sqlx::FromRow)]
+pub struct SessionItem {
+    /// The session.
+    pub id: Uuid,
+    /// Whether it is the session of the token that asked.
+    #[sqlx(default)]
+    pub current: bool,
+    /// When it was opened (the login).
+    pub created_at: DateTime<Utc>,
+    /// When it last refreshed.
+    pub last_used_at: DateTime<Utc>,
+    /// When it ends whatever happens.
+    pub expires_at: DateTime<Utc>,
+    /// The client address of its login, as recorded.
+    pub ip: Option<String>,
+    /// The user agent of its login.
+    pub user_agent: Option<String>,
+    /// How its login proved itself (`pwd`, `otp`, `hwk`, `mfa`).
+    pub amr: Vec<String>,
+}
+
+/// `GET /auth/sessions`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Sessions {
+    /// Live sessions, newest first.
+    pub items: Vec<SessionItem>,
+}
+
+/// A private answer: never stored by a shared cache, varying with the token.
+fn private(body: impl Serialize) -> Response {
+    let mut response = Json(body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        CACHE_CONTROL,
+        HeaderValue::from_static(PRIVATE_CACHE_CONTROL),
+    );
+    headers.insert(VARY, HeaderValue::from_static(VARY_VALUE));
+    response
+}
+
+/// The caller's own account.
+#[utoipa::path(
+    get,
+    path = "/auth/me",
+    tag = "auth",
+    operation_id = "me",
+    params(ReadHeaders),
+    responses(
+        (status = 200, description = "The caller's account", body = Me),
+        BadRequest,
+        NotFound,
+        Unavailable,
+    )
+)]
+pub async fn me(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let account = caller.account().ok_or(ApiError::Unauthenticated)?;
+    consistency::honour(&state, &headers, ACCOUNTS_PROJECTION).await?;
+    let row: Option<AccountRow> = sqlx::query_as(
+        "SELECT email, roles, totp_enabled, recovery_codes_remaining, created_at \
+           FROM auth_accounts WHERE account_id = $1",
+    )
+    .bind(account.account_id)
+    .fetch_optional(state.pool())
+    .await?;
+    // A token's account always has a row once the projection has seen its registration.
+    let Some(row) = row else {
+        return Err(ApiError::NotFound("no such account".to_owned()));
+    };
+    Ok(private(Me {
+        account_id: account.account_id,
+        email: row.email,
+        roles: row.roles,
+        totp_enabled: row.totp_enabled,
+        recovery_codes_remaining: row.recovery_codes_remaining,
+        passkeys: Vec::new(),
+        created_at: row.created_at,
+        session_id: account.session_id,
+    }))
+}
+
+/// What `GET /auth/me` reads of the caller's `auth_accounts` row.
+#[derive(sqlx::FromRow)]
+struct AccountRow {
+    email: String,
+    roles: Vec<String>,
+    totp_enabled: bool,
+    recovery_codes_remaining: i32,
+    created_at: DateTime<Utc>,
+}
+
+/// The caller's live sessions, newest first.
+#[utoipa::path(
+    get,
+    path = "/auth/sessions",
+    tag = "auth",
+    operation_id = "sessions",
+    params(ReadHeaders),
+    responses(
+        (status = 200, description = "Live sessions, newest first", body = Sessions),
+        BadRequest,
+        Unavailable,
+    )
+)]
+pub async fn sessions(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let account = caller.account().ok_or(ApiError::Unauthenticated)?;
+    consistency::honour(&state, &headers, SESSIONS_PROJECTION).await?;
+    let mut items: Vec<SessionItem> = sqlx::query_as(
+        "SELECT id, created_at, last_used_at, expires_at, ip, user_agent, amr \
+           FROM auth_sessions \
+          WHERE account_id = $1 AND revoked_at IS NULL AND expires_at > now() \
+          ORDER BY created_at DESC, id DESC LIMIT $2",
+    )
+    .bind(account.account_id)
+    .bind(MAX_SESSIONS_LISTED)
+    .fetch_all(state.pool())
+    .await?;
+    for item in &mut items {
+        item.current = item.id == account.session_id;
+    }
+    Ok(private(Sessions { items }))
 }
 
 /// The key set (RFC 7517). Documentation only: the body is `auth::Jwks`.

@@ -1,6 +1,7 @@
 //! The `/api/v1` routes, one module per resource, merged here with their OpenAPI paths. The
 //! list and item flow they share lives in [`crate::read`].
 
+pub mod admin;
 pub mod analytics;
 pub mod audit;
 pub mod auth;
@@ -36,7 +37,8 @@ pub fn api() -> OpenApiRouter<AppState> {
             .merge(analytics::router())
             .merge(audit::router())
             .merge(projections::router())
-            .merge(auth::router()),
+            .merge(auth::router())
+            .merge(admin::router()),
     )
 }
 

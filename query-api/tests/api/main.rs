@@ -1,6 +1,7 @@
 //! HTTP tests of the query API: the router is called in-process against a fresh, migrated
 //! PostgreSQL database per test (`#[sqlx::test]`).
 
+mod accounts;
 mod analytics;
 mod announced_versions;
 mod audit;

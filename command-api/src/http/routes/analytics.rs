@@ -19,6 +19,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use crate::auth::limits;
 use crate::domain::analytics::{
     AnalyticsCommand, Batch, BatchSizeError, ClientId, EventName, MAX_BATCH, OccurredAt,
     Properties, ValidEvent,
@@ -26,7 +27,7 @@ use crate::domain::analytics::{
 use crate::execute::{Kind, Reads};
 use crate::http::fields::Fields;
 use crate::http::input::CommandInput;
-use crate::http::openapi::{CommandErrors, CreateHeaders, text};
+use crate::http::openapi::{CommandErrors, CreateHeaders, ProblemDoc, text};
 use crate::http::{Accepted, Target, run_command};
 use crate::state::AppState;
 
@@ -137,6 +138,7 @@ fn validate(body: IngestEvents) -> Result<Batch, Problem> {
     params(CreateHeaders),
     responses(
         (status = 202, description = "Accepted", body = Accepted),
+        (status = 429, description = "`/problems/rate-limited`: over the per-IP limit on batches (`RATE_LIMIT_ANALYTICS_IP`, 600 per minute), with `Retry-After`", body = ProblemDoc, content_type = "application/problem+json"),
         CommandErrors,
     )
 )]
@@ -144,6 +146,16 @@ async fn ingest_events(
     State(state): State<AppState>,
     input: CommandInput,
 ) -> Result<Response, Problem> {
+    // Open to anonymous callers (the PWA sends before login, `sendBeacon` cannot sign), so a
+    // per-IP brake instead (ACCOUNTS.md, "Rate limits"), counted before any work.
+    if let Some(auth) = &state.auth {
+        limits::analytics_batch(
+            &state.pool,
+            &auth.settings.rate_limits,
+            limits::ip_of(input.metadata.ip.as_deref()),
+        )
+        .await??;
+    }
     let body: IngestEvents = input.json()?;
     let batch = validate(body)?;
     let id = Uuid::now_v7().to_string();

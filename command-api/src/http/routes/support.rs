@@ -10,11 +10,14 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use crate::auth::limits;
 use crate::domain::ticket::SupportTicket;
 use crate::domain::ticket::{Email, Message, Subject, TicketCommand};
 use crate::http::fields::Fields;
 use crate::http::input::{CommandInput, parse_id};
-use crate::http::openapi::{ChangeHeaders, CommandErrors, CreateHeaders, UnknownId, text};
+use crate::http::openapi::{
+    ChangeHeaders, CommandErrors, CreateHeaders, ProblemDoc, UnknownId, text,
+};
 use crate::http::{ChangeAnswer, change_guarded, create};
 use crate::state::AppState;
 
@@ -67,6 +70,7 @@ fn location(id: &str) -> String {
     params(CreateHeaders),
     responses(
         (status = 201, description = "Opened", body = ChangeAnswer),
+        (status = 429, description = "`/problems/rate-limited`: over the per-IP limit on anonymous tickets (`RATE_LIMIT_TICKETS_IP`, 30 per hour), with `Retry-After`", body = ProblemDoc, content_type = "application/problem+json"),
         CommandErrors,
     )
 )]
@@ -74,9 +78,21 @@ async fn open_ticket(
     State(state): State<AppState>,
     input: CommandInput,
 ) -> Result<Response, Problem> {
+    let submitter_id = input.caller.account_id();
+    // Anonymous tickets are a coarse per-IP brake's business (ACCOUNTS.md, "Rate limits"):
+    // counted before any work, a 429 writes nothing.
+    if submitter_id.is_none()
+        && let Some(auth) = &state.auth
+    {
+        limits::anonymous_ticket(
+            &state.pool,
+            &auth.settings.rate_limits,
+            limits::ip_of(input.metadata.ip.as_deref()),
+        )
+        .await??;
+    }
     let body: OpenTicket = input.json()?;
     let mut fields = Fields::default();
-    let submitter_id = input.caller.account_id();
     // An account is answered through its account; an anonymous customer needs an address.
     let email = match (&body.email, submitter_id) {
         (Some(raw), _) => fields.check("email", Email::parse(raw)).map(Some),
@@ -90,6 +106,10 @@ async fn open_ticket(
     let message = fields.check("message", Message::parse(&body.message));
     let (Some(email), Some(subject), Some(message)) = (email, subject, message) else {
         return Err(fields.problem());
+    };
+    let email = match (email, submitter_id) {
+        (None, Some(account_id)) => account_email(&state, account_id).await?,
+        (email, _) => email,
     };
     let id = body.id.unwrap_or_else(Uuid::now_v7);
     let command = TicketCommand::Open {
@@ -107,6 +127,18 @@ async fn open_ticket(
         command,
     )
     .await
+}
+
+/// The address of `account_id`, which a ticket it opens without one is answered at; `None`
+/// when accounts are not configured here or the address no longer parses.
+async fn account_email(state: &AppState, account_id: Uuid) -> Result<Option<Email>, Problem> {
+    if state.auth.is_none() {
+        return Ok(None);
+    }
+    let credentials = event_store::accounts::by_id(&state.pool, account_id)
+        .await
+        .map_err(|error| Problem::from(crate::auth::AuthFailure::from(error)))?;
+    Ok(credentials.and_then(|credentials| Email::parse(&credentials.email).ok()))
 }
 
 /// Moves a ticket to another status.

@@ -50,20 +50,46 @@ pub fn export_enabled() -> bool {
 ///
 /// The exporter cannot be built (a malformed endpoint).
 pub fn provider_from_env() -> Result<SdkTracerProvider, opentelemetry_otlp::ExporterBuildError> {
-    let mut resource = Resource::builder();
-    if std::env::var("OTEL_SERVICE_NAME").is_err() {
-        resource = resource.with_service_name(DEFAULT_SERVICE_NAME);
-    }
-    let builder = SdkTracerProvider::builder().with_resource(resource.build());
     if !export_enabled() {
-        return Ok(builder
+        return Ok(SdkTracerProvider::builder()
+            .with_resource(resource())
             .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOff)))
             .build());
     }
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_http()
-        .build()?;
-    Ok(builder.with_batch_exporter(exporter).build())
+    exporting_provider(None)
+}
+
+/// A provider exporting in batches over OTLP/HTTP (protobuf, blocking client on the batch
+/// thread) to `endpoint` (the full URL, `.../v1/traces`), or where the standard variables say
+/// when `None`.
+///
+/// # Errors
+///
+/// The exporter cannot be built (a malformed endpoint).
+pub fn exporting_provider(
+    endpoint: Option<&str>,
+) -> Result<SdkTracerProvider, opentelemetry_otlp::ExporterBuildError> {
+    use opentelemetry_otlp::WithExportConfig as _;
+
+    let mut exporter = opentelemetry_otlp::SpanExporter::builder().with_http();
+    if let Some(endpoint) = endpoint {
+        exporter = exporter.with_endpoint(endpoint);
+    }
+    Ok(SdkTracerProvider::builder()
+        .with_resource(resource())
+        .with_batch_exporter(exporter.build()?)
+        .build())
+}
+
+/// The resource spans are reported under: `OTEL_SERVICE_NAME` (read by the SDK), else
+/// [`DEFAULT_SERVICE_NAME`].
+fn resource() -> Resource {
+    let resource = Resource::builder();
+    if std::env::var("OTEL_SERVICE_NAME").is_ok() {
+        resource.build()
+    } else {
+        resource.with_service_name(DEFAULT_SERVICE_NAME).build()
+    }
 }
 
 /// The tracer every span of ours comes from.

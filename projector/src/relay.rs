@@ -230,7 +230,9 @@ pub fn routing_key(event: &RecordedEvent) -> String {
 /// The producer span of an event's message, a child of the context the event was written in
 /// (its `traceparent`), so that the message continues the command's trace.
 pub fn producer_span(exchange: &str, event: &RecordedEvent) -> tracing::Span {
+    // A root unless the event names its trace: never a child of the relay's process-long span.
     let span = tracing::info_span!(
+        parent: None,
         "publish",
         otel.name = %format_args!("{exchange} publish"),
         otel.kind = "producer",

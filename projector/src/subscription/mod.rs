@@ -165,8 +165,11 @@ async fn step<S: Sink>(
     if batch.is_empty() {
         return Ok(Step::Idle);
     }
-    // The batch's span links to the context each event was written in (its command span).
+    // The batch's span links to the context each event was written in (its command span). A
+    // root: under the subscription's span, which lasts as long as the process, every batch
+    // would join one trace that never ends.
     let span = tracing::info_span!(
+        parent: None,
         "batch",
         otel.name = %format_args!("{} apply", sink.checkpoint()),
         projection = sink.checkpoint(),

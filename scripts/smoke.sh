@@ -2,7 +2,7 @@
 # Starts the whole system with the README's run command on a scratch database, signs in as the
 # dev runner's bootstrap admin, sends one command through the command API and reads it back,
 # consistently, from the query API; then scrapes it with a real Prometheus and the alerting rules
-# (scripts/prometheus-check.sh).
+# (scripts/prometheus-smoke.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -60,9 +60,10 @@ replay=$(curl -fsS -D - -o /dev/null -X POST http://127.0.0.1:18080/api/v1/proje
     -d '{"name":"Smoke test","description":"created by scripts/smoke.sh"}')
 grep -qi '^idempotent-replayed: true' <<<"$replay" || { echo "no replay: $replay" >&2; exit 1; }
 
-# A real Prometheus scrapes the running system with the alerting rules: every target up, every
-# rule healthy.
-scripts/prometheus-check.sh 127.0.0.1:18080 127.0.0.1:18081 127.0.0.1:18082
+# A real Prometheus (Debian's package, installed when missing) scrapes the running system with
+# the alerting rules: every target up, every rule healthy.
+command -v prometheus >/dev/null || apt-get install -y -qq prometheus >/dev/null
+scripts/prometheus-smoke.sh http://127.0.0.1:18080 http://127.0.0.1:18081 http://127.0.0.1:18082
 
 kill -TERM "$runner"
 wait "$runner" && echo "smoke test passed: 401 without a token, sign-in, command -> consistent read, replay, Prometheus targets up and rules healthy, graceful shutdown"

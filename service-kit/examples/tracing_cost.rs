@@ -25,7 +25,8 @@ const REQUESTS: u32 = 20_000;
 const ROUNDS: usize = 7;
 
 fn app() -> anyhow::Result<Router> {
-    let pool = sqlx::postgres::PgPoolOptions::new().connect_lazy("postgres://nobody@127.0.0.1:1/none")?;
+    let pool =
+        sqlx::postgres::PgPoolOptions::new().connect_lazy("postgres://nobody@127.0.0.1:1/none")?;
     let routes = Router::new().route(
         "/things/{id}",
         get(|| async {
@@ -34,7 +35,11 @@ fn app() -> anyhow::Result<Router> {
             "ok"
         }),
     );
-    Ok(service_kit::http::with_plumbing("command-api", routes, pool))
+    Ok(service_kit::http::with_plumbing(
+        "command-api",
+        routes,
+        pool,
+    ))
 }
 
 /// Microseconds per request of `REQUESTS` requests, half with a `traceparent`.
@@ -104,14 +109,14 @@ fn run_case(
 ) -> anyhow::Result<f64> {
     match provider {
         None => {
-            let subscriber = tracing_subscriber::registry()
-                .with(service_kit::sql_metrics::layer(None));
+            let subscriber =
+                tracing_subscriber::registry().with(service_kit::sql_metrics::layer(None));
             let _guard = tracing::subscriber::set_default(subscriber);
             per_request(runtime, app)
         }
         Some(provider) => {
-            let subscriber = tracing_subscriber::registry()
-                .with(service_kit::telemetry::trace_layers(provider));
+            let subscriber =
+                tracing_subscriber::registry().with(service_kit::telemetry::trace_layers(provider));
             let _guard = tracing::subscriber::set_default(subscriber);
             per_request(runtime, app)
         }

@@ -157,3 +157,137 @@ async fn a_post_with_a_traceparent_gives_one_trace_from_the_server_span_through_
         format!("00-{CALLER_TRACE}-{}-01", command.span_context.span_id())
     );
 }
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn a_message_consumed_from_rabbitmq_carries_a_traceparent_in_the_commands_trace(
+    pool: PgPool,
+) {
+    use futures::StreamExt as _;
+    use lapin::options::{
+        BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    };
+    use lapin::types::{AMQPValue, FieldTable};
+    use projector::relay::{BrokerUrl, DEFAULT_RABBITMQ_URL, RelaySettings};
+
+    // The command, with the caller's trace (the test binary's subscriber: export off).
+    let app = app(&pool);
+    let answer = Call::post("/api/v1/projects")
+        .header(
+            "traceparent",
+            &format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01"),
+        )
+        .json(&serde_json::json!({ "name": "Relayed" }))
+        .send(&app)
+        .await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{:?}", answer.value());
+    let stored: String = sqlx::query_scalar(
+        "SELECT metadata->>'traceparent' FROM events WHERE aggregate_type = 'Project'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+
+    // A queue of our own on an exchange of our own, declared as the relay declares it.
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let exchange = format!("chronicle.test.{tag}");
+    let queue = format!("chronicle.test.{tag}.all");
+    let connection =
+        lapin::Connection::connect(DEFAULT_RABBITMQ_URL, lapin::ConnectionProperties::default())
+            .await
+            .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .exchange_declare(
+            exchange.as_str().into(),
+            lapin::ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..ExchangeDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    channel
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions {
+                auto_delete: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    channel
+        .queue_bind(
+            queue.as_str().into(),
+            exchange.as_str().into(),
+            "Project.#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut consumer = channel
+        .basic_consume(
+            queue.as_str().into(),
+            format!("consumer-{tag}").into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+
+    let settings = RelaySettings {
+        enabled: true,
+        url: BrokerUrl::new(DEFAULT_RABBITMQ_URL),
+        exchange: exchange.clone(),
+        batch_size: 25,
+        max_bytes: event_store::log::DEFAULT_MAX_BYTES,
+        poll_interval: std::time::Duration::from_millis(50),
+        connection_name: format!("chronicle-relay-test-{tag}"),
+    };
+    let shutdown = service_kit::shutdown::Shutdown::new();
+    let (wake, listener) =
+        event_store::wake::listen_with_handle(pool.clone(), event_store::wake::EVENTS_CHANNEL);
+    let relay = tokio::spawn(projector::relay::run_relay(
+        pool.clone(),
+        pool.clone(),
+        settings,
+        wake,
+        shutdown.clone(),
+    ));
+
+    let delivery = tokio::time::timeout(std::time::Duration::from_secs(20), consumer.next())
+        .await
+        .expect("the relay published within 20 s")
+        .unwrap()
+        .unwrap();
+    let traceparent = delivery
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|headers| headers.inner().get("traceparent").cloned())
+        .and_then(|value| match value {
+            AMQPValue::LongString(text) => Some(text.to_string()),
+            _ => None,
+        })
+        .expect("a traceparent header");
+    let parts: Vec<&str> = traceparent.split('-').collect();
+    assert_eq!(parts.len(), 4, "{traceparent}");
+    assert_eq!(parts[1], CALLER_TRACE, "the command's trace: {traceparent}");
+    assert_ne!(parts[2], CALLER_SPAN, "{traceparent}");
+    assert!(
+        !stored.contains(parts[2]),
+        "the producer span's own id, not the command span's ({stored}): {traceparent}"
+    );
+
+    shutdown.trigger();
+    relay.await.unwrap();
+    listener.abort();
+    connection.close(0, "done".into()).await.unwrap();
+}

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Starts the whole system with the README's run command on a scratch database, signs in as the
 # dev runner's bootstrap admin, sends one command through the command API and reads it back,
-# consistently, from the query API.
+# consistently, from the query API; then scrapes it with a real Prometheus and the alerting rules
+# (scripts/prometheus-smoke.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -59,6 +60,11 @@ replay=$(curl -fsS -D - -o /dev/null -X POST http://127.0.0.1:18080/api/v1/proje
     -d '{"name":"Smoke test","description":"created by scripts/smoke.sh"}')
 grep -qi '^idempotent-replayed: true' <<<"$replay" || { echo "no replay: $replay" >&2; exit 1; }
 
+# A real Prometheus (Debian's package, installed when missing) scrapes the running system with
+# the alerting rules: every target up, every rule healthy.
+command -v prometheus >/dev/null || apt-get install -y -qq prometheus >/dev/null
+scripts/prometheus-smoke.sh http://127.0.0.1:18080 http://127.0.0.1:18081 http://127.0.0.1:18082
+
 kill -TERM "$runner"
-wait "$runner" && echo "smoke test passed: 401 without a token, sign-in, command -> consistent read, replay, graceful shutdown"
+wait "$runner" && echo "smoke test passed: 401 without a token, sign-in, command -> consistent read, replay, Prometheus targets up and rules healthy, graceful shutdown"
 trap - EXIT

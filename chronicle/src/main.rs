@@ -177,6 +177,8 @@ async fn serve() -> anyhow::Result<()> {
             first_error.get_or_insert(error);
         }
     }
+    // The exporter's last batch goes out on a thread that blocks on its HTTP call.
+    let _ = tokio::task::spawn_blocking(service_kit::telemetry::shutdown_tracing).await;
     first_error.map_or(Ok(()), Err)
 }
 

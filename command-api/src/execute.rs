@@ -260,12 +260,15 @@ where
             "command",
             aggregate.r#type = A::TYPE,
             aggregate.id = %request.aggregate_id,
+            outcome = tracing::field::Empty,
         );
         let result = self
             .execute_inner(request, command, guard)
-            .instrument(span)
+            .instrument(span.clone())
             .await;
-        count_command(A::TYPE, outcome_label(&result));
+        let outcome = outcome_label(&result);
+        span.record("outcome", outcome);
+        count_command(A::TYPE, outcome);
         result
     }
 
@@ -322,7 +325,11 @@ where
             if tokio::time::Instant::now() >= request.deadline {
                 return Err(timed_out());
             }
-            match append::append(&self.pool, &new_events, completion.as_ref()).await {
+            let appending = tracing::info_span!("append", events = new_events.len());
+            match append::append(&self.pool, &new_events, completion.as_ref())
+                .instrument(appending)
+                .await
+            {
                 Ok(receipt) => {
                     if receipt.count > 0 {
                         self.notifier.notify();
@@ -414,7 +421,13 @@ where
         version: i64,
         decided: &[A::Event],
     ) -> Result<Vec<NewEvent>, ExecuteError<A::Error>> {
-        let metadata = serde_json::to_value(request.metadata)
+        // Run inside the command span: its context is what a consumer of the events continues.
+        let metadata = EventMetadata {
+            traceparent: service_kit::otel::current_traceparent()
+                .or_else(|| request.metadata.traceparent.clone()),
+            ..request.metadata.clone()
+        };
+        let metadata = serde_json::to_value(&metadata)
             .map_err(|error| ExecuteError::Store(error.to_string()))?;
         decided
             .iter()

@@ -31,7 +31,8 @@ pub struct EventMetadata {
     /// The request's `Idempotency-Key`, when it had one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
-    /// The W3C trace context of the request, when it had one.
+    /// The W3C trace context of the server span that wrote the event (the command span), in
+    /// the caller's trace when the request carried `traceparent`; absent when untraced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
 }

@@ -227,8 +227,36 @@ pub fn routing_key(event: &RecordedEvent) -> String {
     format!("{}.{}", event.aggregate_type, event.event_type)
 }
 
-/// The AMQP properties of an event's message, as API.md lists them.
-pub fn properties(event: &RecordedEvent) -> BasicProperties {
+/// The producer span of an event's message, a child of the context the event was written in
+/// (its `traceparent`), so that the message continues the command's trace.
+pub fn producer_span(exchange: &str, event: &RecordedEvent) -> tracing::Span {
+    // A root unless the event names its trace: never a child of the relay's process-long span.
+    let span = tracing::info_span!(
+        parent: None,
+        "publish",
+        otel.name = %format_args!("{exchange} publish"),
+        otel.kind = "producer",
+        messaging.system = "rabbitmq",
+        messaging.operation.r#type = "send",
+        messaging.destination.name = %exchange,
+        messaging.rabbitmq.destination.routing_key = %routing_key(event),
+        messaging.message.id = %event.event_id,
+        otel.status_code = tracing::field::Empty,
+    );
+    if let Some(traceparent) = event
+        .metadata
+        .get("traceparent")
+        .and_then(|value| value.as_str())
+    {
+        service_kit::otel::continue_from(&span, traceparent);
+    }
+    span
+}
+
+/// The AMQP properties of an event's message, as API.md lists them, published inside
+/// `producer`: its `traceparent` is the producer span's (the event's own when the span has no
+/// context, as without a tracing subscriber).
+pub fn properties(event: &RecordedEvent, producer: &tracing::Span) -> BasicProperties {
     let mut headers = FieldTable::default();
     headers.insert("position".into(), AMQPValue::LongLongInt(event.position));
     for key in ["correlation_id", "causation_id", "traceparent"] {
@@ -239,6 +267,9 @@ pub fn properties(event: &RecordedEvent) -> BasicProperties {
             );
         }
     }
+    service_kit::otel::inject(producer, |key, value| {
+        headers.insert(key.into(), AMQPValue::LongString(LongString::from(value)));
+    });
     BasicProperties::default()
         .with_message_id(event.event_id.to_string().into())
         .with_content_type("application/json".into())
@@ -263,9 +294,15 @@ pub(crate) struct Outgoing {
 /// Publishes `batch` on `link` and waits for every confirm: returns only when the broker has
 /// taken responsibility for all of it.
 async fn publish(link: &Link, exchange: &str, batch: &[RecordedEvent]) -> Result<(), RelayError> {
+    // Each message's producer span lasts until the whole batch is confirmed.
+    let producers: Vec<tracing::Span> = batch
+        .iter()
+        .map(|event| producer_span(exchange, event))
+        .collect();
     let messages = batch
         .iter()
-        .map(|event| {
+        .zip(&producers)
+        .map(|(event, producer)| {
             let body = serde_json::to_vec(event).map_err(|error| RelayError::Unpublishable {
                 event_id: event.event_id,
                 reason: error.to_string(),
@@ -274,11 +311,17 @@ async fn publish(link: &Link, exchange: &str, batch: &[RecordedEvent]) -> Result
                 id: event.event_id,
                 routing_key: routing_key(event),
                 body,
-                properties: properties(event),
+                properties: properties(event, producer),
             })
         })
         .collect::<Result<Vec<_>, RelayError>>()?;
-    publish_confirmed(link, exchange, messages).await
+    let published = publish_confirmed(link, exchange, messages).await;
+    if published.is_err() {
+        for producer in &producers {
+            producer.record("otel.status_code", "error");
+        }
+    }
+    published
 }
 
 /// Publishes `messages` on `link` and waits for every confirm (the one publisher-confirm path

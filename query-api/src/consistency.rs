@@ -58,6 +58,42 @@ pub async fn wait_for(
     target: LogPosition,
     timeout: Duration,
 ) -> Result<Checkpoint, ApiError> {
+    let span = tracing::info_span!(
+        "consistency.wait",
+        projection,
+        waited_ms = tracing::field::Empty,
+        result = tracing::field::Empty,
+    );
+    let started = Instant::now();
+    let outcome = tracing::Instrument::instrument(
+        wait_until(state, projection, target, timeout),
+        span.clone(),
+    )
+    .await;
+    span.record(
+        "waited_ms",
+        u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    );
+    span.record("result", wait_result(&outcome));
+    outcome
+}
+
+/// The `result` label and span field of a wait's outcome.
+fn wait_result<T>(outcome: &Result<T, ApiError>) -> &'static str {
+    if outcome.is_ok() {
+        "reached"
+    } else {
+        "timed_out"
+    }
+}
+
+/// [`wait_for`]'s loop, inside its span.
+async fn wait_until(
+    state: &AppState,
+    projection: &'static str,
+    target: LogPosition,
+    timeout: Duration,
+) -> Result<Checkpoint, ApiError> {
     let started = Instant::now();
     let deadline = tokio::time::Instant::from_std(started + timeout);
     let announced = state.announced();
@@ -101,11 +137,7 @@ pub async fn wait_for(
             () = tokio::time::sleep_until(fallback.min(deadline)) => ask_database = true,
         }
     };
-    let result = if outcome.is_ok() {
-        "reached"
-    } else {
-        "timed_out"
-    };
+    let result = wait_result(&outcome);
     metrics::histogram!(service_kit::metric_names::CONSISTENCY_WAIT_SECONDS, "result" => result)
         .record(started.elapsed().as_secs_f64());
     outcome

@@ -38,9 +38,13 @@ pub async fn request_id(mut request: Request, next: Next) -> Response {
         .filter(|id| is_safe_id(id))
         .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned);
     request.extensions_mut().insert(RequestId(id.clone()));
-    let span = tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path());
-    let mut response = tracing::Instrument::instrument(next.run(request), span).await;
+    let span = server_span(&request, &id);
+    let mut response = tracing::Instrument::instrument(next.run(request), span.clone()).await;
     let status = response.status();
+    span.record("http.response.status_code", i64::from(status.as_u16()));
+    if status.is_server_error() {
+        span.record("otel.status_code", "error");
+    }
     if (status.is_client_error() || status.is_server_error())
         && response.extensions().get::<Problem>().is_none()
     {
@@ -93,6 +97,35 @@ pub async fn request_id(mut request: Request, next: Next) -> Response {
         response.headers_mut().insert(X_REQUEST_ID.clone(), value);
     }
     response
+}
+
+/// The request's server span, `"{METHOD} {route}"` with the OTel HTTP conventions'
+/// attributes, continuing the caller's trace when the request carries `traceparent`.
+fn server_span(request: &Request, id: &str) -> tracing::Span {
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+    let method = request.method().as_str();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str);
+    let client = client_ip(request.extensions());
+    let span = tracing::info_span!(
+        "request",
+        otel.name = %format_args!("{method} {route}"),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        request_id = %id,
+        http.request.method = %method,
+        http.route = %route,
+        url.path = %request.uri().path(),
+        client.address = client.as_deref(),
+        http.response.status_code = tracing::field::Empty,
+    );
+    let parent = crate::otel::extract(request.headers());
+    // Fails only when no OpenTelemetry layer is installed (a bare test subscriber).
+    let _ = span.set_parent(parent);
+    span
 }
 
 /// Whether a client-supplied request id may be logged and stored as it is.

@@ -1,6 +1,6 @@
 //! Plumbing shared by Chronicle's services: settings from the environment, telemetry,
 //! problem+json errors, request ids, health and metrics routes, admission control (load
-//! shedding), request deadlines, the security-event counter, database start-up, the one
+//! shedding), request deadlines, the security-event counter, OpenTelemetry tracing and propagation, database start-up, the one
 //! start-up path of every binary, and graceful shutdown.
 
 pub mod caller;
@@ -9,6 +9,7 @@ pub mod deadline;
 pub mod env;
 pub mod http;
 pub mod metric_names;
+pub mod otel;
 pub mod problem;
 pub mod revocation;
 pub mod security;

@@ -1,8 +1,15 @@
-//! `chronicle_db_query_duration_seconds{service, operation}` and
-//! `chronicle_db_pool_acquire_duration_seconds{service}`, from sqlx's own tracing events: one
-//! per statement (target `sqlx::query`, field `elapsed_secs`) and one per pool acquire (target
-//! `sqlx::pool::acquire`, field `aquired_after_secs`, sqlx's spelling). Built from events rather
-//! than by wrapping our calls, so statements run by postgres-es are timed too.
+//! `chronicle_db_query_duration_seconds{service, operation}`,
+//! `chronicle_db_pool_acquire_duration_seconds{service}` and one OpenTelemetry client span per
+//! statement, from sqlx's own tracing events: one per statement (target `sqlx::query`, fields
+//! `summary`, `elapsed_secs`, `rows_returned`, `rows_affected`) and one per pool acquire
+//! (target `sqlx::pool::acquire`, field `aquired_after_secs`, sqlx's spelling). Built from
+//! events rather than by wrapping our calls, so statements run by postgres-es are timed and
+//! traced too; the histogram and the span of a statement come from the same event.
+//!
+//! sqlx reports a statement once it is done, so its span is made then, with the start time
+//! moved back by `elapsed_secs`, as a child of the OpenTelemetry context active on the thread
+//! (the span of ours the statement ran in). Only statements inside a sampled trace get one, so
+//! with export off (nothing sampled) no span is built.
 //!
 //! The `service` label comes from the task-local set by [`in_service`]: around every request's
 //! handler ([`crate::http::track_metrics`]) and around the projector's loops. A statement run
@@ -10,6 +17,11 @@
 //! and `service` may only take the catalogue's values.
 
 use std::future::Future;
+use std::time::{Duration, SystemTime};
+
+use opentelemetry::KeyValue;
+use opentelemetry::trace::{Span as _, SpanKind, TraceContextExt as _, Tracer as _};
+use opentelemetry_sdk::trace::SdkTracer;
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Metadata, Subscriber};
@@ -50,23 +62,26 @@ pub fn current_service() -> Option<&'static str> {
     SERVICE.try_with(|service| *service).ok()
 }
 
-/// The layer that turns sqlx's events into the two histograms, with its own filter (those two
-/// targets at every level), so the log filter (`sqlx=warn`) does not hide the events from it.
-pub fn layer<S>() -> Filtered<SqlMetrics, FilterFn<TargetFilter>, S>
+/// The layer that turns sqlx's events into the two histograms and, given a `tracer`, the
+/// statement spans, with its own filter (those two targets at every level), so the log filter
+/// (`sqlx=warn`) does not hide the events from it.
+pub fn layer<S>(tracer: Option<SdkTracer>) -> Filtered<SqlMetrics, FilterFn<TargetFilter>, S>
 where
     S: Subscriber,
 {
     let wanted: TargetFilter =
         |metadata| matches!(metadata.target(), QUERY_TARGET | ACQUIRE_TARGET);
-    SqlMetrics.with_filter(FilterFn::new(wanted))
+    SqlMetrics { tracer }.with_filter(FilterFn::new(wanted))
 }
 
 /// The layer's filter: whether an event's target is one of sqlx's two.
 pub type TargetFilter = fn(&Metadata<'_>) -> bool;
 
 /// See [`layer`].
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SqlMetrics;
+#[derive(Debug, Clone, Default)]
+pub struct SqlMetrics {
+    tracer: Option<SdkTracer>,
+}
 
 impl<S: Subscriber> Layer<S> for SqlMetrics {
     fn on_event(&self, event: &Event<'_>, _context: Context<'_, S>) {
@@ -74,14 +89,24 @@ impl<S: Subscriber> Layer<S> for SqlMetrics {
         if target != QUERY_TARGET && target != ACQUIRE_TARGET {
             return;
         }
-        let Some(service) = current_service() else {
+        let service = current_service();
+        let parent = self
+            .tracer
+            .as_ref()
+            .filter(|_| target == QUERY_TARGET)
+            .map(|tracer| (tracer, opentelemetry::Context::current()))
+            .filter(|(_, parent)| parent.span().span_context().is_sampled());
+        if service.is_none() && parent.is_none() {
             return;
-        };
+        }
         let mut fields = Fields::default();
         event.record(&mut fields);
         if target == QUERY_TARGET {
-            if let Some(seconds) = fields.elapsed_secs {
-                let operation = operation(fields.summary.as_deref().unwrap_or_default());
+            let Some(seconds) = fields.elapsed_secs else {
+                return;
+            };
+            let operation = operation(fields.summary.as_deref().unwrap_or_default());
+            if let Some(service) = service {
                 metrics::histogram!(
                     DB_QUERY_DURATION_SECONDS,
                     "service" => service,
@@ -89,11 +114,56 @@ impl<S: Subscriber> Layer<S> for SqlMetrics {
                 )
                 .record(seconds);
             }
-        } else if let Some(seconds) = fields.acquired_after_secs {
+            if let Some((tracer, parent)) = parent {
+                statement_span(tracer, &parent, operation, seconds, fields);
+            }
+        } else if let (Some(seconds), Some(service)) = (fields.acquired_after_secs, service) {
             metrics::histogram!(DB_POOL_ACQUIRE_DURATION_SECONDS, "service" => service)
                 .record(seconds);
         }
     }
+}
+
+/// The client span of a statement that has just finished after `seconds`, under `parent`:
+/// named by sqlx's summary (the statement's first words: no bound values), with the OTel
+/// database conventions' attributes and the rows it returned or affected.
+fn statement_span(
+    tracer: &SdkTracer,
+    parent: &opentelemetry::Context,
+    operation: &'static str,
+    seconds: f64,
+    fields: Fields,
+) {
+    let ended = SystemTime::now();
+    let started = Duration::try_from_secs_f64(seconds)
+        .ok()
+        .and_then(|elapsed| ended.checked_sub(elapsed))
+        .unwrap_or(ended);
+    let summary = fields.summary.unwrap_or_else(|| operation.to_owned());
+    let mut attributes = vec![
+        KeyValue::new("db.system.name", "postgresql"),
+        KeyValue::new("db.operation.name", operation),
+        KeyValue::new("db.query.summary", summary.clone()),
+    ];
+    if let Some(rows) = fields.rows_returned {
+        attributes.push(KeyValue::new(
+            "db.response.returned_rows",
+            i64::try_from(rows).unwrap_or(i64::MAX),
+        ));
+    }
+    if let Some(rows) = fields.rows_affected {
+        attributes.push(KeyValue::new(
+            "db.response.affected_rows",
+            i64::try_from(rows).unwrap_or(i64::MAX),
+        ));
+    }
+    let mut span = tracer
+        .span_builder(summary)
+        .with_kind(SpanKind::Client)
+        .with_start_time(started)
+        .with_attributes(attributes)
+        .start_with_context(tracer, parent);
+    span.end_with_timestamp(ended);
 }
 
 /// The `operation` label of a statement, from its first word (sqlx's summary is the first four
@@ -107,15 +177,29 @@ pub fn operation(summary: &str) -> &'static str {
         .unwrap_or("OTHER")
 }
 
-/// The fields of sqlx's events the histograms read.
+/// The fields of sqlx's events the histograms and spans read.
 #[derive(Debug, Default)]
 struct Fields {
     summary: Option<String>,
     elapsed_secs: Option<f64>,
     acquired_after_secs: Option<f64>,
+    rows_returned: Option<u64>,
+    rows_affected: Option<u64>,
 }
 
 impl Visit for Fields {
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        match field.name() {
+            "rows_returned" => self.rows_returned = Some(value),
+            "rows_affected" => self.rows_affected = Some(value),
+            _ => {}
+        }
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.record_u64(field, u64::try_from(value).unwrap_or_default());
+    }
+
     fn record_f64(&mut self, field: &Field, value: f64) {
         match field.name() {
             "elapsed_secs" => self.elapsed_secs = Some(value),

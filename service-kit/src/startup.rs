@@ -108,7 +108,7 @@ pub async fn prepare<'m, S>(
 }
 
 /// [`prepare`], then `run(settings, pool, shutdown)` with a shutdown signal that SIGINT or
-/// SIGTERM fires; returns what `run` returns.
+/// SIGTERM fires; flushes the spans not yet exported; returns what `run` returns.
 ///
 /// # Errors
 ///
@@ -121,5 +121,8 @@ where
     Run: Future<Output = anyhow::Result<()>>,
 {
     let (settings, pool) = prepare(configure).await?;
-    run(settings, pool, Shutdown::on_signals()).await
+    let result = run(settings, pool, Shutdown::on_signals()).await;
+    // The exporter's last batch goes out on a thread that blocks on its HTTP call.
+    let _ = tokio::task::spawn_blocking(telemetry::shutdown_tracing).await;
+    result
 }

@@ -1,51 +1,286 @@
-//! Logging and metrics set-up, in one place for every binary and test.
+//! Logging, tracing and metrics set-up, in one place for every binary and test.
+//!
+//! One subscriber: the log lines (each written while serving a request carries `request_id`,
+//! `trace_id` and `span_id`), the OpenTelemetry layer that turns our spans into OTel spans
+//! ([`crate::otel`]), and the SQL layer that times sqlx's statements and makes their spans
+//! ([`crate::sql_metrics`]).
 
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
-
-use crate::{metric_names, sql_metrics};
+use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
+use tracing::field::{Field, Visit};
+use tracing::{Event, Metadata, Subscriber};
+use tracing_opentelemetry::OpenTelemetryLayer;
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::Layer as _;
-use tracing_subscriber::fmt::format::FmtSpan;
-use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::Layer;
+use tracing_subscriber::filter::{FilterFn, Filtered};
+use tracing_subscriber::fmt::format::{FmtSpan, Writer};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
+use tracing_subscriber::layer::{Context, SubscriberExt as _};
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
+use crate::{metric_names, otel, sql_metrics};
+
+/// The provider installed by [`init_tracing`], kept so that [`shutdown_tracing`] can flush it.
+static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One compact text line per event.
+    Text,
+    /// One JSON object per line, the event's fields at the top level.
+    Json,
+}
+
+impl LogFormat {
+    /// `LOG_FORMAT=json` for JSON lines, else text.
+    pub fn from_env() -> Self {
+        if std::env::var("LOG_FORMAT").is_ok_and(|format| format == "json") {
+            Self::Json
+        } else {
+            Self::Text
+        }
+    }
+}
+
 /// Installs the global tracing subscriber: `RUST_LOG` filter (default `info`), JSON lines when
-/// `LOG_FORMAT=json`, compact text otherwise; and the SQL timing metrics
+/// `LOG_FORMAT=json`, compact text otherwise; the OpenTelemetry layer with the provider the
+/// environment asks for ([`otel::provider_from_env`]: exporting only when
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` is set); and the SQL timings and spans
 /// ([`crate::sql_metrics`]), whose filter is their own. Safe to call more than once.
 pub fn init_tracing() {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
-    let json = std::env::var("LOG_FORMAT").is_ok_and(|format| format == "json");
-    let logs = tracing_subscriber::fmt::layer().with_span_events(FmtSpan::NONE);
-    let logs = if json {
-        logs.json().flatten_event(true).boxed()
-    } else {
-        logs.compact().boxed()
+    let provider = match otel::provider_from_env() {
+        Ok(provider) => provider,
+        Err(error) => {
+            // Tracing is not worth refusing to serve for: say so once the logs are up.
+            eprintln!("OpenTelemetry export disabled: {error}");
+            SdkTracerProvider::builder().build()
+        }
     };
-    let _ = tracing_subscriber::registry()
-        .with(logs.with_filter(filter))
-        .with(sql_metrics::layer())
+    let installed = tracing_subscriber::registry()
+        .with(log_layer(LogFormat::from_env(), std::io::stdout).with_filter(filter))
+        .with(trace_layers(&provider))
         .try_init();
+    if installed.is_ok() {
+        opentelemetry::global::set_text_map_propagator(
+            opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+        );
+        let _ = PROVIDER.set(provider);
+    }
+}
+
+/// Flushes the spans not yet exported and stops the exporter; call once, before exiting.
+pub fn shutdown_tracing() {
+    if let Some(provider) = PROVIDER.get()
+        && let Err(error) = provider.shutdown()
+    {
+        tracing::debug!(%error, "tracer provider shutdown");
+    }
+}
+
+/// The log layer: lines in `format` to `writer`, each written inside a request (or any span of
+/// ours) ending with its `request_id`, `trace_id` and `span_id`. Give it its own filter.
+pub fn log_layer<S, W>(format: LogFormat, writer: W) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    // No colour codes: the line is rewritten after formatting, and compose logs are files.
+    let logs = tracing_subscriber::fmt::layer()
+        .with_span_events(FmtSpan::NONE)
+        .with_ansi(false)
+        .with_writer(writer);
+    match format {
+        LogFormat::Json => {
+            let logs = logs.json().flatten_event(true);
+            let inner = tracing_subscriber::fmt::format().json().flatten_event(true);
+            logs.event_format(Correlated { inner, json: true })
+                .and_then(Correlation)
+                .boxed()
+        }
+        LogFormat::Text => {
+            let inner = tracing_subscriber::fmt::format().compact().with_ansi(false);
+            logs.event_format(Correlated { inner, json: false })
+                .and_then(Correlation)
+                .boxed()
+        }
+    }
+}
+
+/// The OpenTelemetry layer (our crates' spans, on `provider`'s tracer) and the SQL layer
+/// (statement timings, and a client span per statement on the same tracer).
+pub fn trace_layers<S>(provider: &SdkTracerProvider) -> impl Layer<S> + Send + Sync
+where
+    S: Subscriber + for<'a> LookupSpan<'a> + Send + Sync,
+{
+    let tracer = otel::tracer(provider);
+    span_layer(tracer.clone()).and_then(sql_metrics::layer(Some(tracer)))
+}
+
+/// Our crates' spans as OpenTelemetry spans; events stay log lines (not span events), and
+/// other crates' spans (hyper, lapin, ...) are not traced.
+fn span_layer<S>(
+    tracer: SdkTracer,
+) -> Filtered<OpenTelemetryLayer<S, SdkTracer>, FilterFn<sql_metrics::TargetFilter>, S>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    let ours: sql_metrics::TargetFilter = |metadata| metadata.is_span() && is_ours(metadata);
+    OpenTelemetryLayer::new(tracer)
+        .with_location(false)
+        .with_threads(false)
+        .with_target(false)
+        .with_tracked_inactivity(false)
+        .with_filter(FilterFn::new(ours))
+}
+
+/// Whether a span comes from one of Chronicle's crates.
+fn is_ours(metadata: &Metadata<'_>) -> bool {
+    const CRATES: [&str; 8] = [
+        "service_kit",
+        "command_api",
+        "query_api",
+        "projector",
+        "event_store",
+        "events",
+        "chronicle",
+        "auth",
+    ];
+    let root = metadata.target().split("::").next().unwrap_or_default();
+    CRATES.contains(&root)
+}
+
+/// Keeps a span's `request_id` field in its extensions, for [`Correlated`] to find.
+struct Correlation;
+
+/// A span's `request_id`.
+struct RequestIdField(String);
+
+impl<S> Layer<S> for Correlation
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        ctx: Context<'_, S>,
+    ) {
+        if attrs.metadata().fields().field("request_id").is_none() {
+            return;
+        }
+        let mut found = RequestIdVisitor(None);
+        attrs.record(&mut found);
+        if let (Some(request_id), Some(span)) = (found.0, ctx.span(id)) {
+            span.extensions_mut().insert(RequestIdField(request_id));
+        }
+    }
+}
+
+struct RequestIdVisitor(Option<String>);
+
+impl Visit for RequestIdVisitor {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "request_id" {
+            self.0 = Some(value.to_owned());
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "request_id" {
+            self.0 = Some(format!("{value:?}").trim_matches('"').to_owned());
+        }
+    }
+}
+
+/// An event format that appends the correlation ids to what `inner` writes: as fields of the
+/// JSON object, or as `key=value` pairs at the end of a text line.
+struct Correlated<F> {
+    inner: F,
+    json: bool,
+}
+
+impl<S, N, F> FormatEvent<S, N> for Correlated<F>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> std::fmt::Result {
+        let request_id = ctx.event_scope().and_then(|scope| {
+            scope.into_iter().find_map(|span| {
+                span.extensions()
+                    .get::<RequestIdField>()
+                    .map(|id| id.0.clone())
+            })
+        });
+        let ids = otel::current_ids();
+        if request_id.is_none() && ids.is_none() {
+            return self.inner.format_event(ctx, writer, event);
+        }
+        let mut line = String::with_capacity(256);
+        self.inner
+            .format_event(ctx, Writer::new(&mut line), event)?;
+        let line = line.trim_end_matches('\n');
+        let mut pairs = Vec::with_capacity(3);
+        if let Some(request_id) = &request_id {
+            pairs.push(("request_id", request_id.as_str()));
+        }
+        if let Some((trace_id, span_id)) = &ids {
+            pairs.push(("trace_id", trace_id.as_str()));
+            pairs.push(("span_id", span_id.as_str()));
+        }
+        if self.json
+            && let Some(open) = line.strip_suffix('}')
+        {
+            write!(writer, "{open}")?;
+            for (key, value) in pairs {
+                let value = serde_json::Value::from(value);
+                write!(writer, ",\"{key}\":{value}")?;
+            }
+            writeln!(writer, "}}")
+        } else {
+            write!(writer, "{line}")?;
+            for (key, value) in pairs {
+                write!(writer, " {key}={value}")?;
+            }
+            writeln!(writer)
+        }
+    }
 }
 
 /// The environment variable that turns test logs on: `TEST_LOG=1 cargo test`.
 pub const TEST_LOG: &str = "TEST_LOG";
 
 /// Installs a log subscriber for tests when `TEST_LOG` is set (to anything but empty or `0`),
-/// and does nothing otherwise, so a passing test run stays quiet.
+/// and only the tracing and SQL layers otherwise, so a passing test run stays quiet.
 ///
 /// Lines go through the test harness's capture (shown for failing tests, or all with
 /// `--nocapture`); `RUST_LOG` filters them (default `debug` for our crates, `info` for the
-/// rest). Safe to call from every test: the first call wins.
+/// rest). Spans are not exported. Safe to call from every test: the first call wins.
 pub fn init_test_logging() {
     let wanted = std::env::var(TEST_LOG).is_ok_and(|value| !value.is_empty() && value != "0");
+    // Trace ids flow into event metadata as in production; nothing is exported.
+    let provider = SdkTracerProvider::builder()
+        .with_sampler(opentelemetry_sdk::trace::Sampler::ParentBased(Box::new(
+            opentelemetry_sdk::trace::Sampler::AlwaysOff,
+        )))
+        .build();
     if !wanted {
         // No logs, but the SQL timings still reach the metrics the scrape tests read.
         let _ = tracing_subscriber::registry()
-            .with(sql_metrics::layer())
+            .with(trace_layers(&provider))
             .try_init();
         return;
     }
@@ -61,7 +296,7 @@ pub fn init_test_logging() {
         .with_filter(filter);
     let _ = tracing_subscriber::registry()
         .with(logs)
-        .with(sql_metrics::layer())
+        .with(trace_layers(&provider))
         .try_init();
 }
 

@@ -144,9 +144,10 @@ impl FromRequest<AppState> for CommandInput {
         let correlation_id = header_str(headers, "x-correlation-id")
             .filter(|id| is_safe_id(id))
             .map_or_else(|| request_id.clone(), str::to_owned);
-        let traceparent = header_str(headers, "traceparent")
-            .filter(|value| value.len() <= 128 && is_safe_id(value))
-            .map(str::to_owned);
+        // The server span's context (which continues the caller's `traceparent`), never the
+        // client's header as it came: a consumer of the events continues our trace. A command
+        // run through `CommandBus` stores its command span's context in its place.
+        let traceparent = service_kit::otel::current_traceparent();
         let user_agent = header_str(headers, header::USER_AGENT.as_str())
             .map(|agent| agent.chars().take(512).collect::<String>());
         let metadata = EventMetadata {

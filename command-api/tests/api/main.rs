@@ -16,5 +16,6 @@ mod plumbing;
 mod projects;
 mod service_status;
 mod support_tickets;
+mod tracing;
 mod two_instances;
 mod write_cost;

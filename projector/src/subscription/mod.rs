@@ -165,7 +165,23 @@ async fn step<S: Sink>(
     if batch.is_empty() {
         return Ok(Step::Idle);
     }
-    match sink.deliver(checkpoint, &batch).await? {
+    // The batch's span links to the context each event was written in (its command span). A
+    // root: under the subscription's span, which lasts as long as the process, every batch
+    // would join one trace that never ends.
+    let span = tracing::info_span!(
+        parent: None,
+        "batch",
+        otel.name = %format_args!("{} apply", sink.checkpoint()),
+        projection = sink.checkpoint(),
+        events = batch.len(),
+    );
+    service_kit::otel::link_each(
+        &span,
+        batch
+            .iter()
+            .filter_map(|event| event.metadata.get("traceparent")?.as_str()),
+    );
+    match sink.deliver(checkpoint, &batch).instrument(span).await? {
         Delivered::Moved { count, moved } => {
             let last = moved.checkpoint;
             announce(pools.write, &moved).await;

@@ -179,6 +179,8 @@ async fn relay_checkpoint(pool: &PgPool) -> (i64, String) {
 async fn every_event_reaches_a_bound_queue_with_the_contract_properties_in_stream_order(
     pool: PgPool,
 ) {
+    // The telemetry layers, as every binary installs them: the producer spans need them.
+    test_support::init_logging();
     let tag = Uuid::new_v4().simple().to_string();
     let settings = relay_settings(&tag);
     let (_consumer_connection, mut consumer) = bind_queue(&settings.exchange, &tag).await;
@@ -265,10 +267,22 @@ async fn every_event_reaches_a_bound_queue_with_the_contract_properties_in_strea
             header_text(&message.headers, "causation_id").as_deref(),
             Some("cause")
         );
-        assert!(
-            header_text(&message.headers, "traceparent")
-                .unwrap()
-                .starts_with("00-")
+        // The producer span's context: the trace of the command that wrote the event, one
+        // span further down.
+        let traceparent = header_text(&message.headers, "traceparent").unwrap();
+        let parts: Vec<&str> = traceparent.split('-').collect();
+        assert_eq!(parts.len(), 4, "{traceparent}");
+        assert_eq!(
+            parts[1], "4bf92f3577b34da6a3ce929d0e0e4736",
+            "{traceparent}"
+        );
+        assert_ne!(
+            parts[2], "00f067aa0ba902b7",
+            "a span of its own: {traceparent}"
+        );
+        assert_eq!(
+            parts[3], "01",
+            "the command's trace was sampled: {traceparent}"
         );
     }
 

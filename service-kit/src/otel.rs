@@ -1,0 +1,215 @@
+//! OpenTelemetry: the tracer provider every binary installs (exporting over OTLP/HTTP only when
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set), W3C trace-context propagation in and out (HTTP
+//! headers, event metadata, AMQP headers), and the ids a log line is correlated by.
+//!
+//! The `tracing` spans of our crates become OpenTelemetry spans through
+//! `tracing-opentelemetry` ([`crate::telemetry`] installs the layer); SQL statements become
+//! spans in [`crate::sql_metrics`], from the same sqlx events that time them. See
+//! docs/tracing.md and docs/decisions/0011-tracing.md.
+
+use std::collections::HashMap;
+
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator as _};
+use opentelemetry::trace::{SpanContext, TraceContextExt as _, TracerProvider as _};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+/// The standard variable that turns exporting on: the collector's base URL (`/v1/traces` is
+/// appended).
+pub const OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+/// The standard per-signal variable, used as it is when set.
+pub const OTLP_TRACES_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT";
+/// The instrumentation scope of every span we make.
+pub const SCOPE: &str = "chronicle";
+/// The service name when `OTEL_SERVICE_NAME` does not give one.
+pub const DEFAULT_SERVICE_NAME: &str = "chronicle";
+/// The W3C header (and event metadata key) carrying a span context.
+pub const TRACEPARENT: &str = "traceparent";
+
+/// Whether spans are exported: `OTEL_EXPORTER_OTLP_ENDPOINT` or
+/// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set and not empty.
+pub fn export_enabled() -> bool {
+    [OTLP_ENDPOINT, OTLP_TRACES_ENDPOINT]
+        .iter()
+        .any(|name| std::env::var(name).is_ok_and(|value| !value.trim().is_empty()))
+}
+
+/// The provider the environment asks for.
+///
+/// With export on: a batch OTLP/HTTP (protobuf) exporter on its own thread with the blocking
+/// client, the standard variables (`OTEL_SERVICE_NAME`, `OTEL_TRACES_SAMPLER`, headers,
+/// timeouts) read by the SDK, sampling parent-based always-on by default.
+///
+/// With export off: no exporter, and a parent-based always-off sampler, so a span is a
+/// non-recording context (ids, no attributes kept) unless the caller sampled it; trace ids
+/// still flow into event metadata and AMQP headers.
+///
+/// # Errors
+///
+/// The exporter cannot be built (a malformed endpoint).
+pub fn provider_from_env() -> Result<SdkTracerProvider, opentelemetry_otlp::ExporterBuildError> {
+    if !export_enabled() {
+        return Ok(SdkTracerProvider::builder()
+            .with_resource(resource())
+            .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOff)))
+            .build());
+    }
+    exporting_provider(None)
+}
+
+/// A provider exporting in batches over OTLP/HTTP (protobuf, blocking client on the batch
+/// thread) to `endpoint` (the full URL, `.../v1/traces`), or where the standard variables say
+/// when `None`.
+///
+/// # Errors
+///
+/// The exporter cannot be built (a malformed endpoint).
+pub fn exporting_provider(
+    endpoint: Option<&str>,
+) -> Result<SdkTracerProvider, opentelemetry_otlp::ExporterBuildError> {
+    use opentelemetry_otlp::WithExportConfig as _;
+
+    let mut exporter = opentelemetry_otlp::SpanExporter::builder().with_http();
+    if let Some(endpoint) = endpoint {
+        exporter = exporter.with_endpoint(endpoint);
+    }
+    Ok(SdkTracerProvider::builder()
+        .with_resource(resource())
+        .with_batch_exporter(exporter.build()?)
+        .build())
+}
+
+/// The resource spans are reported under: `OTEL_SERVICE_NAME` (read by the SDK), else
+/// [`DEFAULT_SERVICE_NAME`].
+fn resource() -> Resource {
+    let resource = Resource::builder();
+    if std::env::var("OTEL_SERVICE_NAME").is_ok() {
+        resource.build()
+    } else {
+        resource.with_service_name(DEFAULT_SERVICE_NAME).build()
+    }
+}
+
+/// The tracer every span of ours comes from.
+pub fn tracer(provider: &SdkTracerProvider) -> SdkTracer {
+    provider.tracer(SCOPE)
+}
+
+/// The caller's context from `traceparent` (and `tracestate`) in `headers`; an empty context
+/// when there is none or it does not parse, so the server span starts a new trace.
+pub fn extract(headers: &axum::http::HeaderMap) -> opentelemetry::Context {
+    TraceContextPropagator::new().extract(&opentelemetry_http::HeaderExtractor(headers))
+}
+
+/// The W3C `traceparent` of `span`'s OpenTelemetry context, when it has a valid one (the
+/// telemetry layer is installed and the span is enabled).
+pub fn traceparent_of(span: &tracing::Span) -> Option<String> {
+    let context = span.context();
+    if !context.span().span_context().is_valid() {
+        return None;
+    }
+    let mut carrier = HashMap::with_capacity(2);
+    TraceContextPropagator::new().inject_context(&context, &mut carrier);
+    carrier.remove(TRACEPARENT)
+}
+
+/// The W3C `traceparent` of the current span: what an event's metadata and an outgoing
+/// message carry, so that a consumer continues this trace.
+pub fn current_traceparent() -> Option<String> {
+    traceparent_of(&tracing::Span::current())
+}
+
+/// The span context a stored `traceparent` names (remote), when it parses.
+pub fn span_context_of(traceparent: &str) -> Option<SpanContext> {
+    let carrier = Single(traceparent);
+    let context = TraceContextPropagator::new().extract(&carrier);
+    let span_context = context.span().span_context().clone();
+    span_context.is_valid().then_some(span_context)
+}
+
+/// Writes `span`'s context into `carrier` as `traceparent` (and `tracestate`), through `set`.
+pub fn inject(span: &tracing::Span, mut set: impl FnMut(&str, String)) {
+    struct Setter<'a>(&'a mut dyn FnMut(&str, String));
+    impl Injector for Setter<'_> {
+        fn set(&mut self, key: &str, value: String) {
+            (self.0)(key, value);
+        }
+    }
+    let context = span.context();
+    if context.span().span_context().is_valid() {
+        TraceContextPropagator::new().inject_context(&context, &mut Setter(&mut set));
+    }
+}
+
+/// Makes `span` (not yet entered) a child of the context a stored `traceparent` names, so it
+/// continues that trace; a `traceparent` that does not parse changes nothing.
+pub fn continue_from(span: &tracing::Span, traceparent: &str) {
+    if let Some(context) = span_context_of(traceparent) {
+        let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(context));
+    }
+}
+
+/// The most links a span is given ([`link_each`]): a batch of 500 events would otherwise
+/// carry 500.
+pub const MAX_LINKS: usize = 128;
+
+/// Links `span` (not yet entered) to each context the `traceparents` name, at most
+/// [`MAX_LINKS`] of them; those that do not parse are skipped.
+pub fn link_each<'a>(span: &tracing::Span, traceparents: impl IntoIterator<Item = &'a str>) {
+    if span.is_disabled() {
+        return;
+    }
+    for context in traceparents
+        .into_iter()
+        .filter_map(span_context_of)
+        .take(MAX_LINKS)
+    {
+        span.add_link(context);
+    }
+}
+
+/// A carrier holding only a `traceparent`.
+struct Single<'a>(&'a str);
+
+impl Extractor for Single<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        (key == TRACEPARENT).then_some(self.0)
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        vec![TRACEPARENT]
+    }
+}
+
+/// The trace and span ids (lower-case hex) of the OpenTelemetry context active on this thread:
+/// the innermost entered span of ours. `None` outside any.
+pub fn current_ids() -> Option<(String, String)> {
+    let context = opentelemetry::Context::current();
+    let span = context.span();
+    let span_context = span.span_context();
+    span_context.is_valid().then(|| {
+        (
+            span_context.trace_id().to_string(),
+            span_context.span_id().to_string(),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_traceparent_parses_into_a_remote_span_context() {
+        let context = span_context_of("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+            .expect("parses");
+        assert_eq!(
+            context.trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert!(context.is_remote());
+        assert!(span_context_of("nonsense").is_none());
+    }
+}

@@ -4,6 +4,7 @@ use axum::http::StatusCode;
 use event_store::append::AppendError;
 use event_store::load::LoadError;
 use service_kit::Problem;
+use service_kit::openapi::ConflictCode;
 
 use super::crypto::{HashFailure, KeyError};
 
@@ -83,6 +84,7 @@ pub fn refresh_raced() -> Problem {
         "Refresh raced",
     )
     .detail("Another request just refreshed this session; retry.")
+    .with("code", ConflictCode::RefreshRaced.as_str())
 }
 
 /// 429 `rate-limited`, never saying which limit.
@@ -136,7 +138,7 @@ impl From<AuthFailure> for Problem {
                 Problem::unavailable("The event store is unavailable.", 1)
             }
             AuthFailure::Append(AppendError::Conflict) => {
-                Problem::conflict("A concurrent change won; retry.")
+                Problem::conflict(ConflictCode::Contention, "A concurrent change won; retry.")
             }
             _ => Problem::internal(&failure),
         }

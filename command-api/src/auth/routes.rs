@@ -143,11 +143,11 @@ pub enum AuthErrors {
     #[response(status = 422, content_type = "application/problem+json")]
     Unprocessable(ProblemDoc),
     /// `/problems/rate-limited`, with `Retry-After` and `retry_after`.
-    #[response(status = 429, content_type = "application/problem+json")]
+    #[response(status = 429, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Seconds to wait before retrying, equal to the body's `retry_after`")))]
     TooManyRequests(ProblemDoc),
     /// Password hashing is saturated or the event store is unavailable; retry after
     /// `Retry-After`.
-    #[response(status = 503, content_type = "application/problem+json")]
+    #[response(status = 503, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Seconds to wait before retrying, equal to the body's `retry_after`")))]
     Unavailable(ProblemDoc),
 }
 

@@ -14,8 +14,8 @@
 //!   NDJSON, one envelope per line (`DATABASE_URL` names the database).
 //! - `chronicle keygen`: prints a new Ed25519 signing key (PKCS#8 PEM) and an
 //!   `AUTH_SECRET_KEY=` line; touches no database.
-//! - `chronicle openapi`: prints the one OpenAPI document of both APIs (the committed
-//!   `openapi/chronicle.json` must equal it); touches no database.
+//! - `chronicle openapi [PATH]`: prints the one OpenAPI document of both APIs, or writes it to
+//!   `PATH` (the committed `openapi/chronicle.json` must equal it); touches no database.
 
 use std::io::Write as _;
 
@@ -44,8 +44,12 @@ enum Command {
     Export(ExportArgs),
     /// Print a new Ed25519 signing key (PKCS#8 PEM) and a new AUTH_SECRET_KEY line.
     Keygen,
-    /// Print the OpenAPI document of both APIs (commit it as openapi/chronicle.json).
-    Openapi,
+    /// Print the OpenAPI document of both APIs, or write it to a file
+    /// (`chronicle openapi openapi/chronicle.json`, then commit it).
+    Openapi {
+        /// Write the document here instead of to stdout (written whole, then renamed).
+        path: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -87,12 +91,17 @@ async fn main() -> anyhow::Result<()> {
                 .context("writing to stdout")?;
             out.flush().context("flushing stdout")
         }
-        Command::Openapi => {
+        Command::Openapi { path } => {
             let text = chronicle::openapi::document_text().context("merging the documents")?;
-            let mut out = std::io::stdout().lock();
-            out.write_all(text.as_bytes())
-                .context("writing to stdout")?;
-            out.flush().context("flushing stdout")
+            match path {
+                Some(path) => chronicle::openapi::write(&path, &text),
+                None => {
+                    let mut out = std::io::stdout().lock();
+                    out.write_all(text.as_bytes())
+                        .context("writing to stdout")?;
+                    out.flush().context("flushing stdout")
+                }
+            }
         }
     }
 }

@@ -38,6 +38,20 @@ pub fn document() -> Result<Value, MergeError> {
     service_kit::openapi::merge(frame(), &parts)
 }
 
+/// Writes `text` to `path` through a temporary file beside it, so the file is never seen
+/// half-written. (Redirecting stdout onto the committed file would empty it before cargo
+/// builds service-kit, which embeds it.)
+///
+/// # Errors
+///
+/// The file cannot be written or renamed.
+pub fn write(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let partial = path.with_extension("json.partial");
+    std::fs::write(&partial, text).with_context(|| format!("writing {}", partial.display()))?;
+    std::fs::rename(&partial, path).with_context(|| format!("renaming onto {}", path.display()))
+}
+
 /// The merged document as the committed file holds it: pretty JSON and a final newline.
 ///
 /// # Errors

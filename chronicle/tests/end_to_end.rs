@@ -280,7 +280,7 @@ async fn both_apis_serve_the_committed_openapi_document(pool: PgPool) {
 // FRONTEND.md: a 412's `current` is the resource as the query API would serve it, so an
 // offline client can show "yours / theirs" without another request.
 #[sqlx::test(migrator = "event_store::MIGRATOR")]
-async fn a_412_carries_the_project_exactly_as_the_query_api_serves_it(pool: PgPool) {
+async fn a_412_carries_the_project_or_post_exactly_as_the_query_api_serves_it(pool: PgPool) {
     let system = System::start(&pool).await;
     let (c, q) = (&system.commands, &system.queries);
     let (status, created) = call(
@@ -320,5 +320,36 @@ async fn a_412_carries_the_project_exactly_as_the_query_api_serves_it(pool: PgPo
     assert_eq!(problem["current"], served);
     assert_eq!(served["name"], "Artemis");
     assert_eq!(served["archived"], true);
+
+    // A community post, the other resource with a public item.
+    let (status, published) = call(
+        c,
+        "POST",
+        "/api/v1/community/posts",
+        Some(json!({"title": "Hello", "content": "First post", "author": "ada"})),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{published}");
+    let path = format!(
+        "/api/v1/community/posts/{}",
+        published["id"].as_str().unwrap()
+    );
+    let theirs = Call::patch(&path)
+        .header("if-match", "\"1\"")
+        .json(&json!({"title": "Hello again"}))
+        .send(c)
+        .await;
+    assert_eq!(theirs.status, StatusCode::OK);
+    let mine = Call::patch(&path)
+        .header("if-match", "\"1\"")
+        .json(&json!({"content": "mine"}))
+        .send(c)
+        .await;
+    let problem = mine.problem(StatusCode::PRECONDITION_FAILED);
+    let (status, served) = call(q, "GET", &path, None, Some(&token(&theirs.value()))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(problem["current"], served);
+    assert_eq!(served["title"], "Hello again");
     system.stop().await;
 }

@@ -20,7 +20,7 @@ pub const DOCUMENT_PATH: &str = "/api/v1/openapi.json";
 pub const PUBLISHED: &str = include_str!("../../openapi/chronicle.json");
 
 /// The command that rewrites the committed document from the code.
-pub const REGENERATE: &str = "cargo run -p chronicle -- openapi > openapi/chronicle.json";
+pub const REGENERATE: &str = "cargo run -p chronicle -- openapi openapi/chronicle.json";
 
 /// `GET /api/v1/openapi.json`: the committed document. Public, and the same for everyone.
 pub async fn serve_document() -> Response {

@@ -129,8 +129,9 @@ pub enum AuthErrors {
     /// expired or used (`/problems/invalid-token`).
     #[response(status = 400, content_type = "application/problem+json")]
     BadRequest(ProblemDoc),
-    /// A concurrent change won (retry); for `refresh`, `/problems/refresh-raced`: another tab
-    /// just rotated this token, retry with the cookie now held.
+    /// A concurrent change won (retry; `code` `contention`); for `refresh`,
+    /// `/problems/refresh-raced` (`code` `refresh_raced`): another tab just rotated this
+    /// token, retry with the cookie now held.
     #[response(status = 409, content_type = "application/problem+json")]
     Conflict(ProblemDoc),
     /// The body is over 256 KiB.

@@ -95,7 +95,7 @@ pub fn router(state: AppState) -> Router {
         service_kit::http::with_plumbing_bounded("command-api", routes, state.pool, &admission);
     // Outside the plumbing, so its own problems (unknown route, 405, a shed 503) are never
     // stored and are readable by a browser too.
-    service_kit::frontend::layers(app, &state.settings.cors)
+    service_kit::frontend::layers(app, &state.settings.cors, &[http::routes::csp::PATH])
 }
 
 /// Marks every answer to a command (any method but GET and HEAD) `Cache-Control: no-store`:

@@ -52,7 +52,7 @@ pub fn router(state: AppState) -> axum::Router {
     );
     // Outside the plumbing, so its own problems (unknown route, 405, a caught panic, a shed
     // 503) are never stored and are readable by a browser too.
-    service_kit::frontend::layers(app, &cors)
+    service_kit::frontend::layers(app, &cors, &[])
 }
 
 /// Serves the query API on `settings.addr` until `shutdown` fires.

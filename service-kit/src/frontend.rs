@@ -185,13 +185,26 @@ pub async fn no_store_problems(mut response: Response) -> Response {
     response
 }
 
-/// Wraps an API (with its plumbing) in what browsers need: problems never stored, CORS for
-/// `cors`'s origins, and compression, outermost in that order.
-pub fn layers(router: Router, cors: &CorsSettings) -> Router {
-    router
+/// Wraps an API (with its plumbing) in what browsers need: problems never stored, compression,
+/// and CORS for `cors`'s origins outermost, except on the paths of `own_cors`, whose routes
+/// carry a CORS policy of their own (CSP reports: any origin, no credentials) that a
+/// service-wide layer would otherwise pre-empt by answering their preflights first.
+pub fn layers(router: Router, cors: &CorsSettings, own_cors: &[&str]) -> Router {
+    use tower::ServiceExt as _;
+
+    let app = router
         .layer(axum::middleware::map_response(no_store_problems))
-        .layer(compression())
-        .layer(cors.layer())
+        .layer(compression());
+    let with_cors = app.clone().layer(cors.layer());
+    let own: Vec<String> = own_cors.iter().map(|path| (*path).to_owned()).collect();
+    Router::new().fallback_service(tower::service_fn(move |request: axum::extract::Request| {
+        let target = if own.iter().any(|path| path == request.uri().path()) {
+            app.clone()
+        } else {
+            with_cors.clone()
+        };
+        target.oneshot(request)
+    }))
 }
 
 #[cfg(test)]

@@ -97,7 +97,25 @@ pub struct PreconditionFailedDoc {
     pub current_version: i64,
     /// The resource as the query API would serve it at `current_version` (its item schema,
     /// e.g. `Project`), read from the event stream: "theirs", without another request.
+    #[schema(schema_with = current_schema)]
     pub current: Option<Value>,
+}
+
+/// The resources a 412 can show (the query API's item schemas, declared in its part of the
+/// document), or `null` for the others.
+fn current_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+    use utoipa::openapi::{Ref, RefOr};
+    OneOfBuilder::new()
+        .item(RefOr::Ref(Ref::from_schema_name("Project")))
+        .item(RefOr::Ref(Ref::from_schema_name("Post")))
+        .item(ObjectBuilder::new().schema_type(Type::Null))
+        .description(Some(
+            "The resource as the query API serves it at `current_version` (`Project` or \
+             `Post`), read from the event stream; `null` for other resources",
+        ))
+        .build()
+        .into()
 }
 
 /// The machine-readable reason of a 409 (`code`): stable, unlike `detail`.

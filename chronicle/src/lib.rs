@@ -3,3 +3,4 @@
 pub mod dev;
 pub mod export;
 pub mod keygen;
+pub mod openapi;

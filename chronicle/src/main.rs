@@ -8,11 +8,14 @@
 //!   generates dev keys once into `.chronicle/dev-secrets/` (and warns), creates the
 //!   bootstrap admin (`admin@chronicle.test` / `chronicle-dev-admin` unless
 //!   `AUTH_BOOTSTRAP_ADMIN_EMAIL`/`_PASSWORD` say otherwise), and logs every mail
-//!   (`AUTH_MAIL_LOG`, on by default here).
+//!   (`AUTH_MAIL_LOG`, on by default here). Browser pages on `http://localhost:5173` and
+//!   `http://localhost:8000` may call both APIs unless `CORS_ALLOWED_ORIGINS` says otherwise.
 //! - `chronicle export [filters]`: writes the event log (or a filtered part) to stdout as
 //!   NDJSON, one envelope per line (`DATABASE_URL` names the database).
 //! - `chronicle keygen`: prints a new Ed25519 signing key (PKCS#8 PEM) and an
 //!   `AUTH_SECRET_KEY=` line; touches no database.
+//! - `chronicle openapi [PATH]`: prints the one OpenAPI document of both APIs, or writes it to
+//!   `PATH` (the committed `openapi/chronicle.json` must equal it); touches no database.
 
 use std::io::Write as _;
 
@@ -41,6 +44,12 @@ enum Command {
     Export(ExportArgs),
     /// Print a new Ed25519 signing key (PKCS#8 PEM) and a new AUTH_SECRET_KEY line.
     Keygen,
+    /// Print the OpenAPI document of both APIs, or write it to a file
+    /// (`chronicle openapi openapi/chronicle.json`, then commit it).
+    Openapi {
+        /// Write the document here instead of to stdout (written whole, then renamed).
+        path: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -81,6 +90,18 @@ async fn main() -> anyhow::Result<()> {
             out.write_all(chronicle::keygen::keygen_text().as_bytes())
                 .context("writing to stdout")?;
             out.flush().context("flushing stdout")
+        }
+        Command::Openapi { path } => {
+            let text = chronicle::openapi::document_text().context("merging the documents")?;
+            match path {
+                Some(path) => chronicle::openapi::write(&path, &text),
+                None => {
+                    let mut out = std::io::stdout().lock();
+                    out.write_all(text.as_bytes())
+                        .context("writing to stdout")?;
+                    out.flush().context("flushing stdout")
+                }
+            }
         }
     }
 }
@@ -144,6 +165,11 @@ async fn serve() -> anyhow::Result<()> {
         command_settings.auth.signing_keys_pem = dev.signing_pem.clone();
         query_settings.auth.signing_keys_pem = dev.signing_pem;
     }
+    // The dev runner lets the PWA's dev and preview servers call it unless told otherwise.
+    let cors =
+        service_kit::frontend::CorsSettings::from_env_or(service_kit::frontend::DEV_ORIGINS)?;
+    command_settings.cors = cors.clone();
+    query_settings.cors = cors;
     tracing::info!(database = ?url, "database ready");
 
     let shutdown = Shutdown::on_signals();

@@ -32,6 +32,7 @@ impl System {
             trust_forwarded_for: false,
             admission: service_kit::shed::AdmissionSettings::unbounded(),
             auth: test_support::auth::settings(),
+            cors: service_kit::frontend::CorsSettings::default(),
         };
         let commands = command_api::router(
             command_api::AppState::new(pool.clone(), settings, command_api::Hooks::default())
@@ -261,4 +262,94 @@ async fn every_resource_goes_from_command_to_a_consistent_read(pool: PgPool) {
             projection.name()
         );
     }
+}
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn both_apis_serve_the_committed_openapi_document(pool: PgPool) {
+    let system = System::start(&pool).await;
+    for app in [&system.commands, &system.queries] {
+        let answer = Call::get(service_kit::openapi::DOCUMENT_PATH)
+            .send(app)
+            .await;
+        assert_eq!(answer.status, StatusCode::OK);
+        assert_eq!(answer.text(), service_kit::openapi::PUBLISHED);
+    }
+    system.stop().await;
+}
+
+// FRONTEND.md: a 412's `current` is the resource as the query API would serve it, so an
+// offline client can show "yours / theirs" without another request.
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn a_412_carries_the_project_or_post_exactly_as_the_query_api_serves_it(pool: PgPool) {
+    let system = System::start(&pool).await;
+    let (c, q) = (&system.commands, &system.queries);
+    let (status, created) = call(
+        c,
+        "POST",
+        "/api/v1/projects",
+        Some(json!({"name": "Apollo", "description": "to the moon"})),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let path = format!("/api/v1/projects/{}", created["id"].as_str().unwrap());
+    let theirs = Call::patch(&path)
+        .header("if-match", "\"1\"")
+        .json(&json!({"name": "Artemis"}))
+        .send(c)
+        .await;
+    assert_eq!(theirs.status, StatusCode::OK);
+    let archived = Call::post(&format!("{path}/archive"))
+        .header("if-match", "\"2\"")
+        .send(c)
+        .await;
+    assert_eq!(archived.status, StatusCode::OK);
+
+    // Mine, based on the version seen before both changes.
+    let mine = Call::patch(&path)
+        .header("if-match", "\"1\"")
+        .json(&json!({"description": "mine"}))
+        .send(c)
+        .await;
+    let problem = mine.problem(StatusCode::PRECONDITION_FAILED);
+    assert_eq!(problem["current_version"], 3);
+    assert_eq!(mine.header("cache-control"), Some("no-store"));
+
+    let (status, served) = call(q, "GET", &path, None, Some(&token(&archived.value()))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(problem["current"], served);
+    assert_eq!(served["name"], "Artemis");
+    assert_eq!(served["archived"], true);
+
+    // A community post, the other resource with a public item.
+    let (status, published) = call(
+        c,
+        "POST",
+        "/api/v1/community/posts",
+        Some(json!({"title": "Hello", "content": "First post", "author": "ada"})),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{published}");
+    let path = format!(
+        "/api/v1/community/posts/{}",
+        published["id"].as_str().unwrap()
+    );
+    let theirs = Call::patch(&path)
+        .header("if-match", "\"1\"")
+        .json(&json!({"title": "Hello again"}))
+        .send(c)
+        .await;
+    assert_eq!(theirs.status, StatusCode::OK);
+    let mine = Call::patch(&path)
+        .header("if-match", "\"1\"")
+        .json(&json!({"content": "mine"}))
+        .send(c)
+        .await;
+    let problem = mine.problem(StatusCode::PRECONDITION_FAILED);
+    let (status, served) = call(q, "GET", &path, None, Some(&token(&theirs.value()))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(problem["current"], served);
+    assert_eq!(served["title"], "Hello again");
+    system.stop().await;
 }

@@ -82,6 +82,8 @@ pub enum ExecuteError<E: std::error::Error> {
     PreconditionFailed {
         /// The version the aggregate is at.
         current: i64,
+        /// The resource at that version as the query API would serve it ([`Current`]).
+        resource: Option<serde_json::Value>,
     },
     /// Every retry lost the race to other writers.
     #[error("too many concurrent writers on this aggregate")]
@@ -145,6 +147,13 @@ fn load_error<E: std::error::Error>(error: LoadError) -> ExecuteError<E> {
         LoadError::Database(error) => database_error(error),
         LoadError::Event(error) => ExecuteError::Store(error.to_string()),
     }
+}
+
+/// An aggregate's face in the query API, for a 412's `current`; implemented for every
+/// aggregate by `impl_aggregate!` from `Decide::current`.
+pub trait Current {
+    /// The resource `id` in this state at the stream's `ends`, as the query API serves it.
+    fn current(&self, id: &str, ends: &event_store::load::StreamEnds) -> Option<serde_json::Value>;
 }
 
 /// An `If-Match` precondition, as the bus checks it.
@@ -213,7 +222,7 @@ pub struct CommandBus<A: Aggregate> {
 
 impl<A> CommandBus<A>
 where
-    A: Aggregate,
+    A: Aggregate + Current,
     A::Command: Clone,
 {
     /// A bus on `pool`; `max_retries` bounds re-runs of an unconditioned command that lost a
@@ -293,9 +302,9 @@ where
             if let Some(expected) = request.expected_version
                 && !expected.matches(loaded.version)
             {
-                return Err(ExecuteError::PreconditionFailed {
-                    current: loaded.version,
-                });
+                return Err(self
+                    .precondition_failed(request.aggregate_id, &loaded.aggregate, loaded.version)
+                    .await);
             }
             let mut aggregate = loaded.aggregate;
             let sink = EventSink::default();
@@ -355,12 +364,15 @@ where
                 // raced, the id was taken).
                 Err(AppendError::Conflict) if reads == Reads::NewStream => reads = Reads::State,
                 Err(AppendError::Conflict) if request.expected_version.is_some() => {
-                    let current = self
+                    // The winner's state, read whole: the answer shows it.
+                    let now = self
                         .loader
-                        .revision(request.aggregate_id)
+                        .load(request.aggregate_id)
                         .await
-                        .map_err(database_error)?;
-                    return Err(ExecuteError::PreconditionFailed { current });
+                        .map_err(load_error)?;
+                    return Err(self
+                        .precondition_failed(request.aggregate_id, &now.aggregate, now.version)
+                        .await);
                 }
                 Err(AppendError::Conflict) if attempt < self.max_retries => {
                     attempt += 1;
@@ -373,6 +385,23 @@ where
                 }
                 Err(error) => return Err(error.into()),
             }
+        }
+    }
+
+    /// The 412 for `aggregate` at `version`: with the resource as the query API would serve
+    /// it, built from the stream itself, so it is never behind the projection.
+    async fn precondition_failed(
+        &self,
+        aggregate_id: &str,
+        aggregate: &A,
+        version: i64,
+    ) -> ExecuteError<A::Error> {
+        match self.loader.ends(aggregate_id, version).await {
+            Ok(ends) => ExecuteError::PreconditionFailed {
+                current: version,
+                resource: ends.and_then(|ends| aggregate.current(aggregate_id, &ends)),
+            },
+            Err(error) => database_error(error),
         }
     }
 

@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use axum::Json;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
@@ -31,6 +30,7 @@ use utoipa::OpenApi as _;
         http::openapi::ProblemDoc,
         http::openapi::FieldErrorDoc,
         http::openapi::PreconditionFailedDoc,
+        http::openapi::ConflictCode,
     ))
 )]
 struct ApiDoc;
@@ -52,24 +52,31 @@ pub const PUBLIC_OPERATIONS: &[(&str, &str)] = &[
     ("post", "/api/v1/auth/login/mfa"),
 ];
 
-/// The whole application: command routes, OpenAPI document, plumbing.
-pub fn router(state: AppState) -> Router {
-    let (routes, mut api) = utoipa_axum::router::OpenApiRouter::with_openapi(ApiDoc::openapi())
+/// Every documented route, with its OpenAPI paths.
+fn api() -> utoipa_axum::router::OpenApiRouter<AppState> {
+    utoipa_axum::router::OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(http::routes::router())
         .merge(auth::routes::router())
         .merge(auth::mfa::router())
         .merge(auth::sessions::router())
         .merge(auth::admin::router())
-        .split_for_parts();
-    service_kit::caller::document_bearer_auth(&mut api, PUBLIC_OPERATIONS);
-    let api = Arc::new(api);
+}
+
+/// The command API's part of the OpenAPI document, without a database or running server;
+/// `chronicle openapi` merges it with the query API's into the one document both serve.
+pub fn document() -> utoipa::openapi::OpenApi {
+    let mut document = api().into_openapi();
+    service_kit::caller::document_bearer_auth(&mut document, PUBLIC_OPERATIONS);
+    document
+}
+
+/// The whole application: command routes, the OpenAPI document, plumbing.
+pub fn router(state: AppState) -> Router {
+    let (routes, _) = api().split_for_parts();
     let routes = routes
         .route(
-            "/api/v1/openapi.json",
-            get(move || {
-                let api = Arc::clone(&api);
-                async move { Json(api) }
-            }),
+            service_kit::openapi::DOCUMENT_PATH,
+            get(service_kit::openapi::serve_document),
         )
         .layer(DefaultBodyLimit::max(state.settings.body_limit))
         // No timeout around the handler: dropping it could abandon an append already sent,
@@ -81,13 +88,38 @@ pub fn router(state: AppState) -> Router {
             state.authenticator.clone(),
             authenticate_unless_logout,
         ))
+        .layer(axum::middleware::from_fn(no_store_commands))
         .with_state(state.clone());
     let admission = service_kit::shed::AdmissionSettings {
         // Commands check their own deadline up to the append (see above): no cut-off.
         request_timeout: None,
         ..state.settings.admission
     };
-    service_kit::http::with_plumbing_bounded("command-api", routes, state.pool, &admission)
+    let app =
+        service_kit::http::with_plumbing_bounded("command-api", routes, state.pool, &admission);
+    // Outside the plumbing, so its own problems (unknown route, 405, a shed 503) are never
+    // stored and are readable by a browser too.
+    service_kit::frontend::layers(app, &state.settings.cors, &[http::routes::csp::PATH])
+}
+
+/// Marks every answer to a command (any method but GET and HEAD) `Cache-Control: no-store`:
+/// it reports one write, which no cache may repeat to another request.
+async fn no_store_commands(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let command = !matches!(
+        *request.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
+    let mut response = next.run(request).await;
+    if command {
+        response.headers_mut().insert(
+            axum::http::header::CACHE_CONTROL,
+            axum::http::HeaderValue::from_static("no-store"),
+        );
+    }
+    response
 }
 
 /// The bearer-token check of every route but logout, which authenticates itself: its access

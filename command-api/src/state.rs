@@ -43,6 +43,8 @@ pub struct Settings {
     /// `AUTH_SIGNING_KEYS_FILE` or `AUTH_SIGNING_KEYS`, `AUTH_ISSUER`, `AUTH_AUDIENCE`: how
     /// access tokens are verified. The service refuses to start without keys.
     pub auth: AuthSettings,
+    /// `CORS_ALLOWED_ORIGINS` (default none): the browser origins that may call the API.
+    pub cors: service_kit::frontend::CorsSettings,
 }
 
 impl Settings {
@@ -58,6 +60,7 @@ impl Settings {
             trust_forwarded_for: var_or("TRUST_FORWARDED_FOR", false)?,
             admission: service_kit::shed::AdmissionSettings::from_env()?,
             auth: AuthSettings::from_env()?,
+            cors: service_kit::frontend::CorsSettings::from_env()?,
         })
     }
 }
@@ -164,7 +167,7 @@ impl Bus<'_> {
     /// the event types it names; Project streams hold ProjectCreated v1, for one).
     fn build<A>(&self) -> Arc<CommandBus<A>>
     where
-        A: cqrs_es::Aggregate<Services = ()>,
+        A: cqrs_es::Aggregate<Services = ()> + crate::execute::Current,
         A::Command: Clone,
     {
         Arc::new(CommandBus::new(

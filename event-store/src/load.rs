@@ -26,6 +26,20 @@ pub struct Loaded<A> {
     pub replayed: usize,
 }
 
+/// What a stream's first and last events say beyond the aggregate's state: what a read model
+/// takes from the log rather than from the events' meaning (creation time, last change).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamEnds {
+    /// The stream revision these ends are read at.
+    pub version: i64,
+    /// The first event's payload, as stored (not upcast).
+    pub first_payload: Value,
+    /// When the first event was recorded.
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    /// When the event at `version` was recorded.
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
 /// Why a stream could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -145,6 +159,42 @@ impl<A: Aggregate> AggregateLoader<A> {
         .bind(aggregate_id)
         .fetch_one(&self.pool)
         .await
+    }
+
+    /// The first event of `aggregate_id`'s stream and the time of its event at `version`
+    /// (`None` when the stream has no such events): two rows by primary key, whatever the
+    /// stream's length.
+    ///
+    /// # Errors
+    ///
+    /// The database failed.
+    pub async fn ends(
+        &self,
+        aggregate_id: &str,
+        version: i64,
+    ) -> Result<Option<StreamEnds>, sqlx::Error> {
+        let rows: Vec<(i64, Json<Value>, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+            "SELECT sequence, payload, recorded_at FROM events \
+              WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence IN (1, $3) \
+              ORDER BY sequence",
+        )
+        .bind(A::TYPE)
+        .bind(aggregate_id)
+        .bind(version)
+        .fetch_all(&self.pool)
+        .await?;
+        let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
+            return Ok(None);
+        };
+        if first.0 != 1 || last.0 != version {
+            return Ok(None);
+        }
+        Ok(Some(StreamEnds {
+            version,
+            first_payload: first.1.0.clone(),
+            created_at: first.2,
+            updated_at: last.2,
+        }))
     }
 
     /// Stores `aggregate` as the state of `aggregate_id` at `version`, replacing older

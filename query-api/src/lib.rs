@@ -43,29 +43,16 @@ pub use state::{AppState, app_state, app_state_with_primary};
 pub fn router(state: AppState) -> axum::Router {
     let pool = state.pool().clone();
     let admission = state.settings().admission;
-    service_kit::http::with_plumbing_bounded("query-api", routes::router(state), pool, &admission)
-        // Outside the plumbing, so its own problems (unknown route, 405, a caught panic) are
-        // covered too.
-        .layer(axum::middleware::map_response(no_store_problems))
-}
-
-/// Marks every problem answer `Cache-Control: no-store`: an error says something about one
-/// moment (an outage, a wait that timed out, an id not yet projected) that no cache should
-/// repeat.
-async fn no_store_problems(mut response: axum::response::Response) -> axum::response::Response {
-    use axum::http::HeaderValue;
-    use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
-
-    let is_problem = response
-        .headers()
-        .get(CONTENT_TYPE)
-        .is_some_and(|value| value.as_bytes().starts_with(b"application/problem+json"));
-    if is_problem {
-        response
-            .headers_mut()
-            .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    }
-    response
+    let cors = state.settings().cors.clone();
+    let app = service_kit::http::with_plumbing_bounded(
+        "query-api",
+        routes::router(state),
+        pool,
+        &admission,
+    );
+    // Outside the plumbing, so its own problems (unknown route, 405, a caught panic, a shed
+    // 503) are never stored and are readable by a browser too.
+    service_kit::frontend::layers(app, &cors, &[])
 }
 
 /// Serves the query API on `settings.addr` until `shutdown` fires.

@@ -1,8 +1,7 @@
 //! The OpenAPI document, generated from the handlers' `#[utoipa::path]` attributes and served
 //! at `GET /api/v1/openapi.json`.
 
-use serde::Serialize;
-use utoipa::{OpenApi, ToSchema};
+use utoipa::OpenApi;
 
 /// The document's frame: title, version, tags and the shared problem schema. The paths are
 /// added by the routers (`crate::routes`), which depend on this module, never the reverse.
@@ -13,7 +12,7 @@ use utoipa::{OpenApi, ToSchema};
         description = "Read models of Chronicle: paginated, filtered and ETagged. Errors are \
                        application/problem+json (RFC 9457).",
     ),
-    components(schemas(ProblemDetails, FieldErrorDetails)),
+    components(schemas(ProblemDoc, FieldErrorDoc, PreconditionFailedDoc, ConflictCode)),
     tags(
         (name = "projects", description = "The projects read model"),
         (name = "projections", description = "Projection checkpoints and lag"),
@@ -27,41 +26,7 @@ use utoipa::{OpenApi, ToSchema};
 )]
 pub struct ApiDoc;
 
-/// An error answer (RFC 9457), as `service_kit::Problem` renders it. Documentation only.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-#[schema(as = Problem)]
-pub struct ProblemDetails {
-    /// The problem type's documentation path, e.g. `/problems/validation`.
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// A short, fixed summary of the type.
-    pub title: String,
-    /// The HTTP status.
-    pub status: u16,
-    /// What happened in this instance.
-    pub detail: Option<String>,
-    /// The request's `X-Request-ID`.
-    pub request_id: Option<String>,
-    /// The invalid fields, for validation problems.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub errors: Vec<FieldErrorDetails>,
-    /// Whole seconds to wait before retrying, equal to `Retry-After`; on every 429 and 503.
-    pub retry_after: Option<u64>,
-    /// The offending query parameter, for 400s about one.
-    pub parameter: Option<String>,
-    /// The offending header, for 400s about one (`X-Consistency-Token`).
-    pub header: Option<String>,
-}
-
-/// One invalid field of a request.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-#[schema(as = FieldError)]
-pub struct FieldErrorDetails {
-    /// The field's name.
-    pub field: String,
-    /// What is wrong with it.
-    pub message: String,
-}
+pub use service_kit::openapi::{ConflictCode, FieldErrorDoc, PreconditionFailedDoc, ProblemDoc};
 
 /// The shape of a consistency token (and of an audit cursor): URL-safe base64 of at most 64
 /// characters. Necessary, not sufficient: the value must also be one this system issued.

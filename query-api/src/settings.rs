@@ -19,6 +19,8 @@ pub struct Settings {
     /// `AUTH_SIGNING_KEYS_FILE` or `AUTH_SIGNING_KEYS`, `AUTH_ISSUER`, `AUTH_AUDIENCE`: how
     /// access tokens are verified. The service refuses to start without keys.
     pub auth: service_kit::caller::AuthSettings,
+    /// `CORS_ALLOWED_ORIGINS` (default none): the browser origins that may call the API.
+    pub cors: service_kit::frontend::CorsSettings,
 }
 
 /// `QUERY_API_ADDR` when unset: every interface, port 8081.
@@ -35,6 +37,7 @@ impl Default for Settings {
             consistency_wait: Duration::from_millis(DEFAULT_CONSISTENCY_WAIT_MS),
             admission: service_kit::shed::AdmissionSettings::default(),
             auth: service_kit::caller::AuthSettings::default(),
+            cors: service_kit::frontend::CorsSettings::default(),
         }
     }
 }
@@ -54,6 +57,7 @@ impl Settings {
             )?),
             admission: service_kit::shed::AdmissionSettings::from_env()?,
             auth: service_kit::caller::AuthSettings::from_env()?,
+            cors: service_kit::frontend::CorsSettings::from_env()?,
         })
     }
 }

@@ -6,6 +6,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+pub use crate::openapi::ConflictCode;
+
 /// The documentation page of every problem type, served at its `type` path (`/problems/...`);
 /// the pages live in `docs/problems/`.
 pub const PAGES: &[(&str, &str)] = &[
@@ -234,13 +236,27 @@ impl Problem {
         )
     }
 
-    /// 409: the request conflicts with the resource's state.
-    pub fn conflict(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::CONFLICT, "/problems/conflict", "Conflict").detail(detail)
+    /// 409: the request conflicts with the resource's state; `code` says how, for a program.
+    pub fn conflict(code: ConflictCode, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "/problems/conflict", "Conflict")
+            .detail(detail)
+            .with("code", code.as_str())
     }
 
-    /// 412: `If-Match` does not match the current version.
-    pub fn precondition_failed(current_version: i64) -> Self {
+    /// 409 `invalid_transition`: the lifecycle has no move from `from` to `to`.
+    pub fn invalid_transition(
+        from: impl Into<String>,
+        to: impl Into<String>,
+        detail: impl Into<String>,
+    ) -> Self {
+        Self::conflict(ConflictCode::InvalidTransition, detail)
+            .with("from", from.into())
+            .with("to", to.into())
+    }
+
+    /// 412: `If-Match` does not match the current version; `current` is the resource as the
+    /// query API would serve it at that version (`null` when it cannot be shown).
+    pub fn precondition_failed(current_version: i64, current: Option<Value>) -> Self {
         Self::new(
             StatusCode::PRECONDITION_FAILED,
             "/problems/precondition-failed",
@@ -248,6 +264,7 @@ impl Problem {
         )
         .detail(format!("the resource is at version {current_version}"))
         .with("current_version", current_version)
+        .with("current", current.unwrap_or(Value::Null))
     }
 
     /// 413: the body is over the route's limit.
@@ -405,8 +422,8 @@ mod tests {
             Problem::bad_request("x"),
             Problem::not_found("x"),
             Problem::method_not_allowed(),
-            Problem::conflict("x"),
-            Problem::precondition_failed(1),
+            Problem::conflict(ConflictCode::Archived, "x"),
+            Problem::precondition_failed(1, None),
             Problem::payload_too_large(),
             Problem::unsupported_media_type(),
             Problem::validation(Vec::new()),
@@ -436,7 +453,7 @@ mod tests {
             Problem::from_status(StatusCode::SERVICE_UNAVAILABLE),
             Problem::from_status(StatusCode::TOO_MANY_REQUESTS),
             Problem::new(StatusCode::TOO_MANY_REQUESTS, "about:blank", "Too many"),
-            Problem::conflict("x").retry_after(5),
+            Problem::conflict(ConflictCode::IdempotencyInFlight, "x").retry_after(5),
         ];
         for problem in problems {
             let response = problem.render(None);

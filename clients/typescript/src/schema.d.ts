@@ -4,6 +4,108 @@
  */
 
 export interface paths {
+    "/api/v1/admin/accounts": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Lists every account (admins only). */
+        get: operations["list_accounts"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/admin/accounts/{id}/disable": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Disables an account and revokes every session of it. */
+        post: operations["disable"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/admin/accounts/{id}/enable": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Enables a disabled account again. */
+        post: operations["enable"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/admin/accounts/{id}/password-reset": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Mails the account a password reset link (the admin never sets a password). */
+        post: operations["password_reset"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/admin/accounts/{id}/roles": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /** Sets the roles an account is granted. */
+        put: operations["set_roles"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/admin/accounts/{id}/sessions/revoke": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Revokes every session of an account. */
+        post: operations["revoke_sessions"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/analytics/events": {
         parameters: {
             query?: never;
@@ -105,6 +207,22 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/auth/login/mfa": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post: operations["login_mfa"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/auth/logout": {
         parameters: {
             query?: never;
@@ -115,6 +233,23 @@ export interface paths {
         get?: never;
         put?: never;
         post: operations["logout"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/auth/me": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The caller's own account. */
+        get: operations["me"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -169,6 +304,22 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/auth/recovery-codes": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post: operations["regenerate_recovery_codes"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/auth/refresh": {
         parameters: {
             query?: never;
@@ -211,6 +362,105 @@ export interface paths {
         get?: never;
         put?: never;
         post: operations["resend_verification"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/auth/sessions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The caller's live sessions, newest first. */
+        get: operations["sessions"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/auth/sessions/revoke-others": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Revokes every session of the caller but the current one. */
+        post: operations["revoke_other_sessions"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/auth/sessions/{id}/revoke": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Revokes one of the caller's sessions (the current one too: that is a logout elsewhere). */
+        post: operations["revoke_session"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/auth/totp/disable": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post: operations["totp_disable"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/auth/totp/enable": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post: operations["totp_enable"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/auth/totp/setup": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post: operations["totp_setup"];
         delete?: never;
         options?: never;
         head?: never;
@@ -508,6 +758,35 @@ export interface components {
              */
             version: number;
         };
+        /** @description An account as the admin list shows it. */
+        AccountItem: {
+            /**
+             * Format: uuid
+             * @description The account.
+             */
+            account_id: string;
+            /**
+             * Format: date-time
+             * @description When it registered (RFC 3339, UTC).
+             */
+            created_at: string;
+            /** @description Whether an admin disabled it. */
+            disabled: boolean;
+            /**
+             * Format: email
+             * @description Its address.
+             */
+            email: string;
+            /** @description Its roles now: `user` once verified, and those granted. */
+            roles: string[];
+            /** @description Whether TOTP is on. */
+            totp_enabled: boolean;
+            /**
+             * Format: int64
+             * @description The account stream's version this row reflects.
+             */
+            version: number;
+        };
         /** @description The answer to a create or change. */
         ChangeAnswer: {
             /** @description Pass as `X-Consistency-Token` to a query to read this write. */
@@ -541,6 +820,11 @@ export interface components {
              */
             status: string;
         };
+        /**
+         * @description The machine-readable reason of a 409 (`code`): stable, unlike `detail`.
+         * @enum {string}
+         */
+        ConflictCode: "already_exists" | "archived" | "deleted" | "invalid_transition" | "idempotency_in_flight" | "contention" | "refresh_raced" | "last_admin" | "totp_already_enabled" | "no_pending_totp";
         /** @description `POST /projects` body. */
         CreateProject: {
             /** @description 0 to 2000 characters after trimming white space, no control characters; may span lines */
@@ -612,6 +896,11 @@ export interface components {
              * @description From how many distinct sessions (events without a session are not counted here).
              */
             unique_sessions: number;
+        };
+        /** @description `{reason?}`: why an account is disabled. */
+        Disable: {
+            /** @description 0 to 500 characters after trimming white space, no control characters; may span lines */
+            reason?: string | null;
         };
         /**
          * @description `PATCH /community/posts/{id}` body: at least one field; `null` is refused (leave a field
@@ -695,6 +984,23 @@ export interface components {
              */
             next: string;
         };
+        /** @description `{password, code}` or `{password, recovery_code}`: totp/disable and recovery-codes. */
+        FactorStepUp: {
+            /** @description A current TOTP code (6 digits); exactly one of `code` and `recovery_code`. */
+            code?: string | null;
+            /**
+             * Format: password
+             * @description The account's password, re-entered.
+             */
+            password: string;
+            /**
+             * @description An unused recovery code (`xxxx-xxxx-xxxx`; case, spaces and hyphens ignored); exactly
+             *     one of `code` and `recovery_code`.
+             */
+            recovery_code?: string | null;
+            /** @description End every other session of the account too (default false). */
+            revoke_other_sessions?: boolean;
+        };
         /** @description One invalid field of a request, e.g. `events[3].properties`. */
         FieldError: {
             /** @description The field's name. */
@@ -758,6 +1064,52 @@ export interface components {
             /** @description The token from the mailed link's fragment. */
             token: string;
         };
+        /** @description The caller's account (`GET /auth/me`). */
+        Me: {
+            /**
+             * Format: uuid
+             * @description The account.
+             */
+            account_id: string;
+            /**
+             * Format: date-time
+             * @description When it registered (RFC 3339, UTC).
+             */
+            created_at: string;
+            /**
+             * Format: email
+             * @description Its address.
+             */
+            email: string;
+            /** @description The account's passkeys (none until passkeys exist). */
+            passkeys: components["schemas"]["PasskeyDoc"][];
+            /**
+             * Format: int32
+             * @description How many unused recovery codes are left.
+             */
+            recovery_codes_remaining: number;
+            /**
+             * @description Its roles now (`user`, and `admin` or `auditor` when granted); a token carries those
+             *     of its issue.
+             */
+            roles: string[];
+            /**
+             * Format: uuid
+             * @description The session of the token that asked.
+             */
+            session_id: string;
+            /** @description Whether TOTP is on. */
+            totp_enabled: boolean;
+        };
+        /** @description `{mfa_token, code}` or `{mfa_token, recovery_code}`: login/mfa. */
+        MfaLogin: {
+            /** @description A current TOTP code (6 digits); exactly one of `code` and `recovery_code`. */
+            code?: string | null;
+            /** @description The `mfa_token` of the `mfa-required` answer. */
+            mfa_token: string;
+            /** @description An unused recovery code; exactly one of `code` and `recovery_code`. */
+            recovery_code?: string | null;
+        };
         /** @description `POST /support/tickets` body. */
         OpenTicket: {
             /** @description An email address, `local@example.com`, at most 254 characters */
@@ -771,6 +1123,58 @@ export interface components {
             message: string;
             /** @description 1 to 200 characters after trimming white space, no control characters; one line */
             subject: string;
+        };
+        /** @description One page of a list, as every list answers it. */
+        Page_AccountItem: {
+            /** @description The items on this page (empty past the last page). */
+            items: {
+                /**
+                 * Format: uuid
+                 * @description The account.
+                 */
+                account_id: string;
+                /**
+                 * Format: date-time
+                 * @description When it registered (RFC 3339, UTC).
+                 */
+                created_at: string;
+                /** @description Whether an admin disabled it. */
+                disabled: boolean;
+                /**
+                 * Format: email
+                 * @description Its address.
+                 */
+                email: string;
+                /** @description Its roles now: `user` once verified, and those granted. */
+                roles: string[];
+                /** @description Whether TOTP is on. */
+                totp_enabled: boolean;
+                /**
+                 * Format: int64
+                 * @description The account stream's version this row reflects.
+                 */
+                version: number;
+            }[];
+            /**
+             * Format: int64
+             * @description This page's number, from 1.
+             */
+            page: number;
+            /**
+             * Format: int64
+             * @description The page size asked for.
+             */
+            page_size: number;
+            /**
+             * Format: int64
+             * @description How many pages the matches fill (0 when none match).
+             */
+            pages: number;
+            /**
+             * Format: int64
+             * @description How many items match the filters, over all pages.
+             */
+            total: number;
         };
         /** @description One page of a list, as every list answers it. */
         Page_Post: {
@@ -980,6 +1384,23 @@ export interface components {
              */
             total: number;
         };
+        /** @description A passkey of the account. Documentation only until passkeys exist. */
+        PasskeyDoc: {
+            /**
+             * Format: date-time
+             * @description When it was registered.
+             */
+            created_at: string;
+            /** @description The credential id, base64url. */
+            id: string;
+            /** @description The owner's label for it. */
+            label: string;
+            /**
+             * Format: date-time
+             * @description When it last signed in.
+             */
+            last_used_at?: string | null;
+        };
         /** @description A community post as the read model holds it. */
         Post: {
             /** @description Its author (1 to 80 characters). */
@@ -1014,11 +1435,13 @@ export interface components {
              */
             version: number;
         };
-        /** @description The 412 answer: a problem that says which version the aggregate is at. */
+        /** @description The 412 answer: a problem that says which version the resource is at and what it is now. */
         PreconditionFailed: {
+            /** @description The resource as the query API serves it at `current_version` (`Project` or `Post`), read from the event stream; `null` for other resources */
+            current?: components["schemas"]["Project"] | components["schemas"]["Post"] | null;
             /**
              * Format: int64
-             * @description The version the aggregate is at: refetch, decide, and send `If-Match` with it.
+             * @description The version the resource is at: decide, and send `If-Match` with it.
              */
             current_version: number;
             /** @description What happened. */
@@ -1035,12 +1458,15 @@ export interface components {
             /** @description `/problems/precondition-failed`. */
             type: string;
         };
-        /** @description An error answer (RFC 9457), as `service_kit::Problem` renders it. Documentation only. */
+        /** @description An error answer (RFC 9457), as [`crate::Problem`] renders it. Documentation only. */
         Problem: {
+            code?: components["schemas"]["ConflictCode"] | null;
             /** @description What happened in this instance. */
             detail?: string | null;
             /** @description The invalid fields, for validation problems. */
             errors?: components["schemas"]["FieldError"][] | null;
+            /** @description For `invalid_transition`: the state the resource is in. */
+            from?: string | null;
             /** @description The offending header, for 400s about one (`X-Consistency-Token`). */
             header?: string | null;
             /** @description The offending query parameter, for 400s about one. */
@@ -1059,6 +1485,8 @@ export interface components {
             status: number;
             /** @description A short, fixed summary of the type. */
             title: string;
+            /** @description For `invalid_transition`: the state the command asked for. */
+            to?: string | null;
             /** @description The problem type's documentation path, e.g. `/problems/validation`. */
             type: string;
         };
@@ -1145,6 +1573,26 @@ export interface components {
             title: string;
         };
         /**
+         * @description The answer to totp/enable and recovery-codes: the account change and the new codes, shown
+         *     this once.
+         */
+        RecoveryCodesAnswer: {
+            /** @description Pass as `X-Consistency-Token` to read this change. */
+            consistency_token: string;
+            /**
+             * Format: uuid
+             * @description The account.
+             */
+            id: string;
+            /** @description 10 single-use codes, `xxxx-xxxx-xxxx` (lowercase Crockford base32). */
+            recovery_codes: string[];
+            /**
+             * Format: int64
+             * @description The account stream's version.
+             */
+            version: number;
+        };
+        /**
          * @description One Reporting API report (`application/reports+json` holds an array of them).
          *     Documentation only.
          */
@@ -1184,6 +1632,16 @@ export interface components {
             /** @description The token from the mailed link's fragment. */
             token: string;
         };
+        /** @description How many sessions a bulk revocation ended. */
+        RevokedAnswer: {
+            /** @description Pass as `X-Consistency-Token` to read the sessions without them. */
+            consistency_token: string;
+            /**
+             * Format: int32
+             * @description How many live sessions were revoked.
+             */
+            revoked: number;
+        };
         /** @description One service's latest status. */
         ServiceLatest: {
             /** @description What the latest report said, if anything. */
@@ -1197,6 +1655,47 @@ export interface components {
              * @description When the latest report was recorded (RFC 3339, UTC).
              */
             updated_at: string;
+        };
+        /** @description One live session of the caller. */
+        SessionItem: {
+            /** @description How its login proved itself (`pwd`, `otp`, `hwk`, `mfa`). */
+            amr: string[];
+            /**
+             * Format: date-time
+             * @description When it was opened (the login).
+             */
+            created_at: string;
+            /** @description Whether it is the session of the token that asked. */
+            current: boolean;
+            /**
+             * Format: date-time
+             * @description When it ends whatever happens.
+             */
+            expires_at: string;
+            /**
+             * Format: uuid
+             * @description The session.
+             */
+            id: string;
+            /** @description The client address of its login, as recorded. */
+            ip?: string | null;
+            /**
+             * Format: date-time
+             * @description When it last refreshed.
+             */
+            last_used_at: string;
+            /** @description The user agent of its login. */
+            user_agent?: string | null;
+        };
+        /** @description `GET /auth/sessions`. */
+        Sessions: {
+            /** @description Live sessions, newest first. */
+            items: components["schemas"]["SessionItem"][];
+        };
+        /** @description `{roles}`: the roles granted from now on. */
+        SetRoles: {
+            /** @description A subset of `admin` and `auditor` (empty takes every granted role away). */
+            roles: ("admin" | "auditor")[];
         };
         /** @description The status page. */
         StatusPage: {
@@ -1219,6 +1718,14 @@ export interface components {
             description?: string | null;
             /** @description The reported status. */
             status: string;
+        };
+        /** @description `{password}`: the step-up of a change to sessions. */
+        StepUp: {
+            /**
+             * Format: password
+             * @description The account's password, re-entered.
+             */
+            password: string;
         };
         /** @description One page of a stream's events. */
         StreamEvents: {
@@ -1272,6 +1779,33 @@ export interface components {
              */
             version: number;
         };
+        /** @description `{code, revoke_other_sessions?}`: totp/enable. */
+        TotpEnable: {
+            /** @description A current code of the pending secret: 6 digits. */
+            code: string;
+            /** @description End every other session of the account too (default false). */
+            revoke_other_sessions?: boolean;
+        };
+        /** @description `{password}`: totp/setup. */
+        TotpSetup: {
+            /**
+             * Format: password
+             * @description The account's password, re-entered.
+             */
+            password: string;
+        };
+        /** @description The answer to totp/setup: the pending secret, shown this once. */
+        TotpSetupAnswer: {
+            /**
+             * Format: date-time
+             * @description When the pending secret can no longer be enabled (10 minutes).
+             */
+            expires_at: string;
+            /** @description The same secret as an `otpauth://totp/Chronicle:<address>?…` URI, for a QR code. */
+            otpauth_uri: string;
+            /** @description The secret as unpadded RFC 4648 base32 (160 bits, 32 characters). */
+            secret: string;
+        };
         /** @description One tracked event as the client sends it. */
         TrackEvent: {
             /** @description `[a-z0-9_.:-]{1,100}`. */
@@ -1307,6 +1841,662 @@ export interface components {
 }
 export type $defs = Record<string, never>;
 export interface operations {
+    list_accounts: {
+        parameters: {
+            query?: {
+                /** @description Page number, from 1 (default 1). */
+                page?: number;
+                /** @description Items per page, 1 to 100 (default 20). */
+                page_size?: number;
+                /** @description Only this address (compared case-insensitively; 1 to 254 characters, no NUL). */
+                email?: string;
+                /** @description Only accounts holding this role. */
+                role?: string;
+                /** @description Only disabled (`true`) or enabled (`false`) accounts. */
+                disabled?: boolean;
+            };
+            header?: {
+                /** @description Tags of cached representations; a match answers 304 */
+                "If-None-Match"?: string;
+                /** @description Token from a command answer: wait until the projection covers it (at most CONSISTENCY_WAIT_MS, else 503). Opaque and URL-safe; only a token this system issued is taken, anything else is a 400 */
+                "X-Consistency-Token"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description One page of accounts, newest first */
+            200: {
+                headers: {
+                    /** @description private, no-cache */
+                    "Cache-Control"?: string;
+                    /** @description Weak tag of this page at the projection's checkpoint */
+                    ETag?: string;
+                    /** @description RFC 8288 links: first, prev, next, last */
+                    Link?: string;
+                    /** @description Authorization, X-Consistency-Token */
+                    Vary?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Page_AccountItem"];
+                };
+            };
+            /** @description The cached representation is current (`If-None-Match` matched) */
+            304: {
+                headers: {
+                    /** @description As the 200 would carry: `private, no-cache`, or `public, ...` for public reads */
+                    "Cache-Control"?: string;
+                    /** @description The same tag as the 200 would carry */
+                    ETag?: string;
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description A query parameter (named in `parameter`) or the `X-Consistency-Token` header (named in `header`) is invalid */
+            400: {
+                headers: {
+                    /** @description no-store */
+                    "Cache-Control"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No valid access token (`WWW-Authenticate` says why) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The account lacks the role or the right */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The database is unavailable, or the projection did not reach the `X-Consistency-Token` within `CONSISTENCY_WAIT_MS` */
+            503: {
+                headers: {
+                    /** @description no-store */
+                    "Cache-Control"?: string;
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    disable: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The account's id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        /** @description Optional: `{}` or no body disables without a reason */
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["Disable"];
+            };
+        };
+        responses: {
+            /** @description Disabled; every session revoked, its tokens stop working */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AccountAnswer"];
+                };
+            };
+            /** @description Malformed JSON. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No valid access token (`WWW-Authenticate` says why) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The account lacks the role or the right */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such account */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description The change would leave no enabled admin (roles, disable), or a concurrent change won
+             *     (retry).
+             */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is over 256 KiB. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A body that is not JSON. */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description A malformed id, an unknown role, a repeated role, a reason over 500 characters, or
+             *     unknown fields.
+             */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The event store is unavailable; retry after `Retry-After`. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    enable: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The account's id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Enabled; it can log in again */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AccountAnswer"];
+                };
+            };
+            /** @description Malformed JSON. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No valid access token (`WWW-Authenticate` says why) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The account lacks the role or the right */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such account */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description The change would leave no enabled admin (roles, disable), or a concurrent change won
+             *     (retry).
+             */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is over 256 KiB. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A body that is not JSON. */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description A malformed id, an unknown role, a repeated role, a reason over 500 characters, or
+             *     unknown fields.
+             */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The event store is unavailable; retry after `Retry-After`. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    password_reset: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The account's id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A reset link is mailed to the account's address */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AcceptedAnswer"];
+                };
+            };
+            /** @description Malformed JSON. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No valid access token (`WWW-Authenticate` says why) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The account lacks the role or the right */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such account */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description The change would leave no enabled admin (roles, disable), or a concurrent change won
+             *     (retry).
+             */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is over 256 KiB. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A body that is not JSON. */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description A malformed id, an unknown role, a repeated role, a reason over 500 characters, or
+             *     unknown fields.
+             */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The event store is unavailable; retry after `Retry-After`. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    set_roles: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The account's id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SetRoles"];
+            };
+        };
+        responses: {
+            /** @description Set; tokens carrying a removed role stop working, a granted one shows at the next refresh */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AccountAnswer"];
+                };
+            };
+            /** @description Malformed JSON. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No valid access token (`WWW-Authenticate` says why) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The account lacks the role or the right */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such account */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description The change would leave no enabled admin (roles, disable), or a concurrent change won
+             *     (retry).
+             */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is over 256 KiB. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A body that is not JSON. */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description A malformed id, an unknown role, a repeated role, a reason over 500 characters, or
+             *     unknown fields.
+             */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The event store is unavailable; retry after `Retry-After`. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    revoke_sessions: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The account's id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Every session revoked */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RevokedAnswer"];
+                };
+            };
+            /** @description Malformed JSON. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No valid access token (`WWW-Authenticate` says why) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The account lacks the role or the right */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such account */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description The change would leave no enabled admin (roles, disable), or a concurrent change won
+             *     (retry).
+             */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is over 256 KiB. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A body that is not JSON. */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description A malformed id, an unknown role, a repeated role, a reason over 500 characters, or
+             *     unknown fields.
+             */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The event store is unavailable; retry after `Retry-After`. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     ingest_events: {
         parameters: {
             query?: never;
@@ -1353,7 +2543,9 @@ export interface operations {
             /**
              * @description A rule of the aggregate forbids the command in its current state, a create names an id
              *     that exists, the request's `Idempotency-Key` is still in flight (with `Retry-After`),
-             *     or concurrent writers kept winning every retry.
+             *     or concurrent writers kept winning every retry; `code` says which (`already_exists`,
+             *     `archived`, `deleted`, `invalid_transition` with `from` and `to`,
+             *     `idempotency_in_flight`, `contention`).
              */
             409: {
                 headers: {
@@ -1365,7 +2557,8 @@ export interface operations {
             };
             /**
              * @description `If-Match` does not name the aggregate's version (a weak tag never matches); the body
-             *     carries `current_version`.
+             *     carries `current_version` and `current`, the resource as the query API would serve it
+             *     now (read from the event stream).
              */
             412: {
                 headers: {
@@ -1405,12 +2598,23 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `/problems/rate-limited`: over the per-IP limit on batches (`RATE_LIMIT_ANALYTICS_IP`, 600 per minute), with `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /**
              * @description The event store is unavailable, or the command timed out before its append (nothing
              *     was written); retry after `Retry-After`.
              */
             503: {
                 headers: {
+                    /** @description Seconds to wait before retrying, equal to the body's `retry_after` */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1754,7 +2958,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `invalid-credentials`, or `mfa-required` with an `mfa_token` */
+            /** @description `invalid-credentials`; or, when TOTP is on and the password was right, `mfa-required` with the members `mfa_token` (43 base64url characters, for `POST /auth/login/mfa`), `methods` (`["totp", "recovery_code"]`) and `expires_in` (300 seconds; 5 wrong codes end the token sooner), and `Cache-Control: no-store` */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -1773,8 +2977,9 @@ export interface operations {
                 };
             };
             /**
-             * @description A concurrent change won (retry); for `refresh`, `/problems/refresh-raced`: another tab
-             *     just rotated this token, retry with the cookie now held.
+             * @description A concurrent change won (retry; `code` `contention`); for `refresh`,
+             *     `/problems/refresh-raced` (`code` `refresh_raced`): another tab just rotated this
+             *     token, retry with the cookie now held.
              */
             409: {
                 headers: {
@@ -1814,6 +3019,8 @@ export interface operations {
             /** @description `/problems/rate-limited`, with `Retry-After` and `retry_after`. */
             429: {
                 headers: {
+                    /** @description Seconds to wait before retrying, equal to the body's `retry_after` */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1826,6 +3033,118 @@ export interface operations {
              */
             503: {
                 headers: {
+                    /** @description Seconds to wait before retrying, equal to the body's `retry_after` */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    login_mfa: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["MfaLogin"];
+            };
+        };
+        responses: {
+            /** @description Signed in with two factors; the refresh cookie is set */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LoginAnswer"];
+                };
+            };
+            /**
+             * @description Malformed JSON; for `verify-email` and `password/reset`, a mail token that is unknown,
+             *     expired or used (`/problems/invalid-token`).
+             */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `invalid-credentials`: the `mfa_token` is unknown, expired or spent, or the code is wrong (5 wrong codes end the token) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description A concurrent change won (retry; `code` `contention`); for `refresh`,
+             *     `/problems/refresh-raced` (`code` `refresh_raced`): another tab just rotated this
+             *     token, retry with the cookie now held.
+             */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is over 256 KiB. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is not JSON (every route that reads the refresh cookie requires JSON). */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid address or password (each field named), or unknown fields. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `/problems/rate-limited`, with `Retry-After` and `retry_after`. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying, equal to the body's `retry_after` */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Password hashing is saturated or the event store is unavailable; retry after
+             *     `Retry-After`.
+             */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying, equal to the body's `retry_after` */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1876,8 +3195,9 @@ export interface operations {
                 };
             };
             /**
-             * @description A concurrent change won (retry); for `refresh`, `/problems/refresh-raced`: another tab
-             *     just rotated this token, retry with the cookie now held.
+             * @description A concurrent change won (retry; `code` `contention`); for `refresh`,
+             *     `/problems/refresh-raced` (`code` `refresh_raced`): another tab just rotated this
+             *     token, retry with the cookie now held.
              */
             409: {
                 headers: {
@@ -1917,6 +3237,8 @@ export interface operations {
             /** @description `/problems/rate-limited`, with `Retry-After` and `retry_after`. */
             429: {
                 headers: {
+                    /** @description Seconds to wait before retrying, equal to the body's `retry_after` */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1929,6 +3251,86 @@ export interface operations {
              */
             503: {
                 headers: {
+                    /** @description Seconds to wait before retrying, equal to the body's `retry_after` */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    me: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Tags of cached representations; a match answers 304 */
+                "If-None-Match"?: string;
+                /** @description Token from a command answer: wait until the projection covers it (at most CONSISTENCY_WAIT_MS, else 503). Opaque and URL-safe; only a token this system issued is taken, anything else is a 400 */
+                "X-Consistency-Token"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The caller's account */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Me"];
+                };
+            };
+            /** @description A query parameter (named in `parameter`) or the `X-Consistency-Token` header (named in `header`) is invalid */
+            400: {
+                headers: {
+                    /** @description no-store */
+                    "Cache-Control"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No valid access token (`WWW-Authenticate` says why) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The account lacks the role or the right */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource */
+            404: {
+                headers: {
+                    /** @description no-store */
+                    "Cache-Control"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The database is unavailable, or the projection did not reach the `X-Consistency-Token` within `CONSISTENCY_WAIT_MS` */
+            503: {
+                headers: {
+                    /** @description no-store */
+                    "Cache-Control"?: string;
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1990,8 +3392,9 @@ export interface operations {
                 };
             };
             /**
-             * @description A concurrent change won (retry); for `refresh`, `/problems/refresh-raced`: another tab
-             *     just rotated this token, retry with the cookie now held.
+             * @description A concurrent change won (retry; `code` `contention`); for `refresh`,
+             *     `/problems/refresh-raced` (`code` `refresh_raced`): another tab just rotated this
+             *     token, retry with the cookie now held.
              */
             409: {
                 headers: {
@@ -2031,6 +3434,8 @@ export interface operations {
             /** @description `/problems/rate-limited`, with `Retry-After` and `retry_after`. */
             429: {
                 headers: {
+                    /** @description Seconds to wait before retrying, equal to the body's `retry_after` */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2043,6 +3448,8 @@ export interface operations {
              */
             503: {
                 headers: {
+                    /** @description Seconds to wait before retrying, equal to the body's `retry_after` */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2095,8 +3502,9 @@ export interface operations {
                 };
             };
             /**
-             * @description A concurrent change won (retry); for `refresh`, `/problems/refresh-raced`: another tab
-             *     just rotated this token, retry with the cookie now held.
+             * @description A concurrent change won (retry; `code` `contention`); for `refresh`,
+             *     `/problems/refresh-raced` (`code` `refresh_raced`): another tab just rotated this
+             *     token, retry with the cookie now held.
              */
             409: {
                 headers: {
@@ -2136,6 +3544,8 @@ export interface operations {
             /** @description `/problems/rate-limited`, with `Retry-After` and `retry_after`. */
             429: {
                 headers: {
+                    /** @description Seconds to wait before retrying, equal to the body's `retry_after` */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2148,6 +3558,8 @@ export interface operations {
              */
             503: {
                 headers: {
+                    /** @description Seconds to wait before retrying, equal to the body's `retry_after` */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2200,8 +3612,9 @@ export interface operations {
                 };
             };
             /**
-             * @description A concurrent change won (retry); for `refresh`, `/problems/refresh-raced`: another tab
-             *     just rotated this token, retry with the cookie now held.
+             * @description A concurrent change won (retry; `code` `contention`); for `refresh`,
+             *     `/problems/refresh-raced` (`code` `refresh_raced`): another tab just rotated this
+             *     token, retry with the cookie now held.
              */
             409: {
                 headers: {
@@ -2241,6 +3654,8 @@ export interface operations {
             /** @description `/problems/rate-limited`, with `Retry-After` and `retry_after`. */
             429: {
                 headers: {
+                    /** @description Seconds to wait before retrying, equal to the body's `retry_after` */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2253,6 +3668,127 @@ export interface operations {
              */
             503: {
                 headers: {
+                    /** @description Seconds to wait before retrying, equal to the body's `retry_after` */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    regenerate_recovery_codes: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["FactorStepUp"];
+            };
+        };
+        responses: {
+            /** @description A new set of 10 recovery codes replaced the old one, shown this once; `mfa_changed` mailed */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RecoveryCodesAnswer"];
+                };
+            };
+            /**
+             * @description Malformed JSON; for `verify-email` and `password/reset`, a mail token that is unknown,
+             *     expired or used (`/problems/invalid-token`).
+             */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No valid access token (`Authorization: Bearer`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `step-up-failed`: the password or the code is wrong */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description A concurrent change won (retry; `code` `contention`); for `refresh`,
+             *     `/problems/refresh-raced` (`code` `refresh_raced`): another tab just rotated this
+             *     token, retry with the cookie now held.
+             */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is over 256 KiB. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is not JSON (every route that reads the refresh cookie requires JSON). */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid address or password (each field named), or unknown fields. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `/problems/rate-limited`, with `Retry-After` and `retry_after`. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying, equal to the body's `retry_after` */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Password hashing is saturated or the event store is unavailable; retry after
+             *     `Retry-After`.
+             */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying, equal to the body's `retry_after` */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2305,8 +3841,9 @@ export interface operations {
                 };
             };
             /**
-             * @description A concurrent change won (retry); for `refresh`, `/problems/refresh-raced`: another tab
-             *     just rotated this token, retry with the cookie now held.
+             * @description A concurrent change won (retry; `code` `contention`); for `refresh`,
+             *     `/problems/refresh-raced` (`code` `refresh_raced`): another tab just rotated this
+             *     token, retry with the cookie now held.
              */
             409: {
                 headers: {
@@ -2346,6 +3883,8 @@ export interface operations {
             /** @description `/problems/rate-limited`, with `Retry-After` and `retry_after`. */
             429: {
                 headers: {
+                    /** @description Seconds to wait before retrying, equal to the body's `retry_after` */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2358,6 +3897,8 @@ export interface operations {
              */
             503: {
                 headers: {
+                    /** @description Seconds to wait before retrying, equal to the body's `retry_after` */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2410,8 +3951,9 @@ export interface operations {
                 };
             };
             /**
-             * @description A concurrent change won (retry); for `refresh`, `/problems/refresh-raced`: another tab
-             *     just rotated this token, retry with the cookie now held.
+             * @description A concurrent change won (retry; `code` `contention`); for `refresh`,
+             *     `/problems/refresh-raced` (`code` `refresh_raced`): another tab just rotated this
+             *     token, retry with the cookie now held.
              */
             409: {
                 headers: {
@@ -2451,6 +3993,8 @@ export interface operations {
             /** @description `/problems/rate-limited`, with `Retry-After` and `retry_after`. */
             429: {
                 headers: {
+                    /** @description Seconds to wait before retrying, equal to the body's `retry_after` */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2463,6 +4007,8 @@ export interface operations {
              */
             503: {
                 headers: {
+                    /** @description Seconds to wait before retrying, equal to the body's `retry_after` */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2515,8 +4061,9 @@ export interface operations {
                 };
             };
             /**
-             * @description A concurrent change won (retry); for `refresh`, `/problems/refresh-raced`: another tab
-             *     just rotated this token, retry with the cookie now held.
+             * @description A concurrent change won (retry; `code` `contention`); for `refresh`,
+             *     `/problems/refresh-raced` (`code` `refresh_raced`): another tab just rotated this
+             *     token, retry with the cookie now held.
              */
             409: {
                 headers: {
@@ -2556,6 +4103,8 @@ export interface operations {
             /** @description `/problems/rate-limited`, with `Retry-After` and `retry_after`. */
             429: {
                 headers: {
+                    /** @description Seconds to wait before retrying, equal to the body's `retry_after` */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2568,6 +4117,682 @@ export interface operations {
              */
             503: {
                 headers: {
+                    /** @description Seconds to wait before retrying, equal to the body's `retry_after` */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    sessions: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Tags of cached representations; a match answers 304 */
+                "If-None-Match"?: string;
+                /** @description Token from a command answer: wait until the projection covers it (at most CONSISTENCY_WAIT_MS, else 503). Opaque and URL-safe; only a token this system issued is taken, anything else is a 400 */
+                "X-Consistency-Token"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Live sessions, newest first */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Sessions"];
+                };
+            };
+            /** @description A query parameter (named in `parameter`) or the `X-Consistency-Token` header (named in `header`) is invalid */
+            400: {
+                headers: {
+                    /** @description no-store */
+                    "Cache-Control"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No valid access token (`WWW-Authenticate` says why) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The account lacks the role or the right */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The database is unavailable, or the projection did not reach the `X-Consistency-Token` within `CONSISTENCY_WAIT_MS` */
+            503: {
+                headers: {
+                    /** @description no-store */
+                    "Cache-Control"?: string;
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    revoke_other_sessions: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["StepUp"];
+            };
+        };
+        responses: {
+            /** @description Every other session revoked */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RevokedAnswer"];
+                };
+            };
+            /**
+             * @description Malformed JSON; for `verify-email` and `password/reset`, a mail token that is unknown,
+             *     expired or used (`/problems/invalid-token`).
+             */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No valid access token (`WWW-Authenticate` says why) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `step-up-failed`: the password is wrong */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description A concurrent change won (retry; `code` `contention`); for `refresh`,
+             *     `/problems/refresh-raced` (`code` `refresh_raced`): another tab just rotated this
+             *     token, retry with the cookie now held.
+             */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is over 256 KiB. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is not JSON (every route that reads the refresh cookie requires JSON). */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid address or password (each field named), or unknown fields. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `/problems/rate-limited`, with `Retry-After` and `retry_after`. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying, equal to the body's `retry_after` */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Password hashing is saturated or the event store is unavailable; retry after
+             *     `Retry-After`.
+             */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying, equal to the body's `retry_after` */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    revoke_session: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The session's id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["StepUp"];
+            };
+        };
+        responses: {
+            /** @description Revoked; its tokens stop working */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AccountAnswer"];
+                };
+            };
+            /**
+             * @description Malformed JSON; for `verify-email` and `password/reset`, a mail token that is unknown,
+             *     expired or used (`/problems/invalid-token`).
+             */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No valid access token (`WWW-Authenticate` says why) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `step-up-failed`: the password is wrong */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No live session of the caller has this id */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description A concurrent change won (retry; `code` `contention`); for `refresh`,
+             *     `/problems/refresh-raced` (`code` `refresh_raced`): another tab just rotated this
+             *     token, retry with the cookie now held.
+             */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is over 256 KiB. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is not JSON (every route that reads the refresh cookie requires JSON). */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid address or password (each field named), or unknown fields. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `/problems/rate-limited`, with `Retry-After` and `retry_after`. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying, equal to the body's `retry_after` */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Password hashing is saturated or the event store is unavailable; retry after
+             *     `Retry-After`.
+             */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying, equal to the body's `retry_after` */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    totp_disable: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["FactorStepUp"];
+            };
+        };
+        responses: {
+            /** @description TOTP is off and the recovery codes are gone; `mfa_changed` mailed */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AccountAnswer"];
+                };
+            };
+            /**
+             * @description Malformed JSON; for `verify-email` and `password/reset`, a mail token that is unknown,
+             *     expired or used (`/problems/invalid-token`).
+             */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No valid access token (`Authorization: Bearer`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `step-up-failed`: the password or the code is wrong */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description A concurrent change won (retry; `code` `contention`); for `refresh`,
+             *     `/problems/refresh-raced` (`code` `refresh_raced`): another tab just rotated this
+             *     token, retry with the cookie now held.
+             */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is over 256 KiB. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is not JSON (every route that reads the refresh cookie requires JSON). */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid address or password (each field named), or unknown fields. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `/problems/rate-limited`, with `Retry-After` and `retry_after`. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying, equal to the body's `retry_after` */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Password hashing is saturated or the event store is unavailable; retry after
+             *     `Retry-After`.
+             */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying, equal to the body's `retry_after` */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    totp_enable: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["TotpEnable"];
+            };
+        };
+        responses: {
+            /** @description TOTP is on; 10 recovery codes, shown this once; `mfa_changed` mailed */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RecoveryCodesAnswer"];
+                };
+            };
+            /**
+             * @description Malformed JSON; for `verify-email` and `password/reset`, a mail token that is unknown,
+             *     expired or used (`/problems/invalid-token`).
+             */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No valid access token (`Authorization: Bearer`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `step-up-failed`: the code is wrong, used, or older than one already used */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description A concurrent change won (retry; `code` `contention`); for `refresh`,
+             *     `/problems/refresh-raced` (`code` `refresh_raced`): another tab just rotated this
+             *     token, retry with the cookie now held.
+             */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is over 256 KiB. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is not JSON (every route that reads the refresh cookie requires JSON). */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid address or password (each field named), or unknown fields. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `/problems/rate-limited`, with `Retry-After` and `retry_after`. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying, equal to the body's `retry_after` */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Password hashing is saturated or the event store is unavailable; retry after
+             *     `Retry-After`.
+             */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying, equal to the body's `retry_after` */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    totp_setup: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["TotpSetup"];
+            };
+        };
+        responses: {
+            /** @description A pending secret, shown this once; `Cache-Control: no-store` */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TotpSetupAnswer"];
+                };
+            };
+            /**
+             * @description Malformed JSON; for `verify-email` and `password/reset`, a mail token that is unknown,
+             *     expired or used (`/problems/invalid-token`).
+             */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No valid access token (`Authorization: Bearer`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `step-up-failed`: the password is wrong */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description A concurrent change won (retry; `code` `contention`); for `refresh`,
+             *     `/problems/refresh-raced` (`code` `refresh_raced`): another tab just rotated this
+             *     token, retry with the cookie now held.
+             */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is over 256 KiB. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is not JSON (every route that reads the refresh cookie requires JSON). */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid address or password (each field named), or unknown fields. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `/problems/rate-limited`, with `Retry-After` and `retry_after`. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying, equal to the body's `retry_after` */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Password hashing is saturated or the event store is unavailable; retry after
+             *     `Retry-After`.
+             */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying, equal to the body's `retry_after` */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2620,8 +4845,9 @@ export interface operations {
                 };
             };
             /**
-             * @description A concurrent change won (retry); for `refresh`, `/problems/refresh-raced`: another tab
-             *     just rotated this token, retry with the cookie now held.
+             * @description A concurrent change won (retry; `code` `contention`); for `refresh`,
+             *     `/problems/refresh-raced` (`code` `refresh_raced`): another tab just rotated this
+             *     token, retry with the cookie now held.
              */
             409: {
                 headers: {
@@ -2661,6 +4887,8 @@ export interface operations {
             /** @description `/problems/rate-limited`, with `Retry-After` and `retry_after`. */
             429: {
                 headers: {
+                    /** @description Seconds to wait before retrying, equal to the body's `retry_after` */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2673,6 +4901,8 @@ export interface operations {
              */
             503: {
                 headers: {
+                    /** @description Seconds to wait before retrying, equal to the body's `retry_after` */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2825,7 +5055,9 @@ export interface operations {
             /**
              * @description A rule of the aggregate forbids the command in its current state, a create names an id
              *     that exists, the request's `Idempotency-Key` is still in flight (with `Retry-After`),
-             *     or concurrent writers kept winning every retry.
+             *     or concurrent writers kept winning every retry; `code` says which (`already_exists`,
+             *     `archived`, `deleted`, `invalid_transition` with `from` and `to`,
+             *     `idempotency_in_flight`, `contention`).
              */
             409: {
                 headers: {
@@ -2837,7 +5069,8 @@ export interface operations {
             };
             /**
              * @description `If-Match` does not name the aggregate's version (a weak tag never matches); the body
-             *     carries `current_version`.
+             *     carries `current_version` and `current`, the resource as the query API would serve it
+             *     now (read from the event stream).
              */
             412: {
                 headers: {
@@ -2883,6 +5116,8 @@ export interface operations {
              */
             503: {
                 headers: {
+                    /** @description Seconds to wait before retrying, equal to the body's `retry_after` */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3056,7 +5291,9 @@ export interface operations {
             /**
              * @description A rule of the aggregate forbids the command in its current state, a create names an id
              *     that exists, the request's `Idempotency-Key` is still in flight (with `Retry-After`),
-             *     or concurrent writers kept winning every retry.
+             *     or concurrent writers kept winning every retry; `code` says which (`already_exists`,
+             *     `archived`, `deleted`, `invalid_transition` with `from` and `to`,
+             *     `idempotency_in_flight`, `contention`).
              */
             409: {
                 headers: {
@@ -3068,7 +5305,8 @@ export interface operations {
             };
             /**
              * @description `If-Match` does not name the aggregate's version (a weak tag never matches); the body
-             *     carries `current_version`.
+             *     carries `current_version` and `current`, the resource as the query API would serve it
+             *     now (read from the event stream).
              */
             412: {
                 headers: {
@@ -3114,6 +5352,8 @@ export interface operations {
              */
             503: {
                 headers: {
+                    /** @description Seconds to wait before retrying, equal to the body's `retry_after` */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3191,7 +5431,9 @@ export interface operations {
             /**
              * @description A rule of the aggregate forbids the command in its current state, a create names an id
              *     that exists, the request's `Idempotency-Key` is still in flight (with `Retry-After`),
-             *     or concurrent writers kept winning every retry.
+             *     or concurrent writers kept winning every retry; `code` says which (`already_exists`,
+             *     `archived`, `deleted`, `invalid_transition` with `from` and `to`,
+             *     `idempotency_in_flight`, `contention`).
              */
             409: {
                 headers: {
@@ -3203,7 +5445,8 @@ export interface operations {
             };
             /**
              * @description `If-Match` does not name the aggregate's version (a weak tag never matches); the body
-             *     carries `current_version`.
+             *     carries `current_version` and `current`, the resource as the query API would serve it
+             *     now (read from the event stream).
              */
             412: {
                 headers: {
@@ -3249,6 +5492,8 @@ export interface operations {
              */
             503: {
                 headers: {
+                    /** @description Seconds to wait before retrying, equal to the body's `retry_after` */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3330,6 +5575,8 @@ export interface operations {
             /** @description Over the per-IP limit (`RATE_LIMIT_CSP_REPORTS`, 120 per minute); with `Retry-After`. */
             429: {
                 headers: {
+                    /** @description Seconds to wait before retrying, equal to the body's `retry_after` */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3339,6 +5586,8 @@ export interface operations {
             /** @description More requests are in flight than the service admits; with `Retry-After`. */
             503: {
                 headers: {
+                    /** @description Seconds to wait before retrying, equal to the body's `retry_after` */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3558,7 +5807,9 @@ export interface operations {
             /**
              * @description A rule of the aggregate forbids the command in its current state, a create names an id
              *     that exists, the request's `Idempotency-Key` is still in flight (with `Retry-After`),
-             *     or concurrent writers kept winning every retry.
+             *     or concurrent writers kept winning every retry; `code` says which (`already_exists`,
+             *     `archived`, `deleted`, `invalid_transition` with `from` and `to`,
+             *     `idempotency_in_flight`, `contention`).
              */
             409: {
                 headers: {
@@ -3570,7 +5821,8 @@ export interface operations {
             };
             /**
              * @description `If-Match` does not name the aggregate's version (a weak tag never matches); the body
-             *     carries `current_version`.
+             *     carries `current_version` and `current`, the resource as the query API would serve it
+             *     now (read from the event stream).
              */
             412: {
                 headers: {
@@ -3616,6 +5868,8 @@ export interface operations {
              */
             503: {
                 headers: {
+                    /** @description Seconds to wait before retrying, equal to the body's `retry_after` */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3802,7 +6056,9 @@ export interface operations {
             /**
              * @description A rule of the aggregate forbids the command in its current state, a create names an id
              *     that exists, the request's `Idempotency-Key` is still in flight (with `Retry-After`),
-             *     or concurrent writers kept winning every retry.
+             *     or concurrent writers kept winning every retry; `code` says which (`already_exists`,
+             *     `archived`, `deleted`, `invalid_transition` with `from` and `to`,
+             *     `idempotency_in_flight`, `contention`).
              */
             409: {
                 headers: {
@@ -3814,7 +6070,8 @@ export interface operations {
             };
             /**
              * @description `If-Match` does not name the aggregate's version (a weak tag never matches); the body
-             *     carries `current_version`.
+             *     carries `current_version` and `current`, the resource as the query API would serve it
+             *     now (read from the event stream).
              */
             412: {
                 headers: {
@@ -3860,6 +6117,8 @@ export interface operations {
              */
             503: {
                 headers: {
+                    /** @description Seconds to wait before retrying, equal to the body's `retry_after` */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3933,7 +6192,9 @@ export interface operations {
             /**
              * @description A rule of the aggregate forbids the command in its current state, a create names an id
              *     that exists, the request's `Idempotency-Key` is still in flight (with `Retry-After`),
-             *     or concurrent writers kept winning every retry.
+             *     or concurrent writers kept winning every retry; `code` says which (`already_exists`,
+             *     `archived`, `deleted`, `invalid_transition` with `from` and `to`,
+             *     `idempotency_in_flight`, `contention`).
              */
             409: {
                 headers: {
@@ -3945,7 +6206,8 @@ export interface operations {
             };
             /**
              * @description `If-Match` does not name the aggregate's version (a weak tag never matches); the body
-             *     carries `current_version`.
+             *     carries `current_version` and `current`, the resource as the query API would serve it
+             *     now (read from the event stream).
              */
             412: {
                 headers: {
@@ -3991,6 +6253,8 @@ export interface operations {
              */
             503: {
                 headers: {
+                    /** @description Seconds to wait before retrying, equal to the body's `retry_after` */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4064,7 +6328,9 @@ export interface operations {
             /**
              * @description A rule of the aggregate forbids the command in its current state, a create names an id
              *     that exists, the request's `Idempotency-Key` is still in flight (with `Retry-After`),
-             *     or concurrent writers kept winning every retry.
+             *     or concurrent writers kept winning every retry; `code` says which (`already_exists`,
+             *     `archived`, `deleted`, `invalid_transition` with `from` and `to`,
+             *     `idempotency_in_flight`, `contention`).
              */
             409: {
                 headers: {
@@ -4076,7 +6342,8 @@ export interface operations {
             };
             /**
              * @description `If-Match` does not name the aggregate's version (a weak tag never matches); the body
-             *     carries `current_version`.
+             *     carries `current_version` and `current`, the resource as the query API would serve it
+             *     now (read from the event stream).
              */
             412: {
                 headers: {
@@ -4122,6 +6389,8 @@ export interface operations {
              */
             503: {
                 headers: {
+                    /** @description Seconds to wait before retrying, equal to the body's `retry_after` */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4361,7 +6630,9 @@ export interface operations {
             /**
              * @description A rule of the aggregate forbids the command in its current state, a create names an id
              *     that exists, the request's `Idempotency-Key` is still in flight (with `Retry-After`),
-             *     or concurrent writers kept winning every retry.
+             *     or concurrent writers kept winning every retry; `code` says which (`already_exists`,
+             *     `archived`, `deleted`, `invalid_transition` with `from` and `to`,
+             *     `idempotency_in_flight`, `contention`).
              */
             409: {
                 headers: {
@@ -4373,7 +6644,8 @@ export interface operations {
             };
             /**
              * @description `If-Match` does not name the aggregate's version (a weak tag never matches); the body
-             *     carries `current_version`.
+             *     carries `current_version` and `current`, the resource as the query API would serve it
+             *     now (read from the event stream).
              */
             412: {
                 headers: {
@@ -4419,6 +6691,8 @@ export interface operations {
              */
             503: {
                 headers: {
+                    /** @description Seconds to wait before retrying, equal to the body's `retry_after` */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4576,7 +6850,9 @@ export interface operations {
             /**
              * @description A rule of the aggregate forbids the command in its current state, a create names an id
              *     that exists, the request's `Idempotency-Key` is still in flight (with `Retry-After`),
-             *     or concurrent writers kept winning every retry.
+             *     or concurrent writers kept winning every retry; `code` says which (`already_exists`,
+             *     `archived`, `deleted`, `invalid_transition` with `from` and `to`,
+             *     `idempotency_in_flight`, `contention`).
              */
             409: {
                 headers: {
@@ -4588,7 +6864,8 @@ export interface operations {
             };
             /**
              * @description `If-Match` does not name the aggregate's version (a weak tag never matches); the body
-             *     carries `current_version`.
+             *     carries `current_version` and `current`, the resource as the query API would serve it
+             *     now (read from the event stream).
              */
             412: {
                 headers: {
@@ -4628,12 +6905,23 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `/problems/rate-limited`: over the per-IP limit on anonymous tickets (`RATE_LIMIT_TICKETS_IP`, 30 per hour), with `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /**
              * @description The event store is unavailable, or the command timed out before its append (nothing
              *     was written); retry after `Retry-After`.
              */
             503: {
                 headers: {
+                    /** @description Seconds to wait before retrying, equal to the body's `retry_after` */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4820,7 +7108,9 @@ export interface operations {
             /**
              * @description A rule of the aggregate forbids the command in its current state, a create names an id
              *     that exists, the request's `Idempotency-Key` is still in flight (with `Retry-After`),
-             *     or concurrent writers kept winning every retry.
+             *     or concurrent writers kept winning every retry; `code` says which (`already_exists`,
+             *     `archived`, `deleted`, `invalid_transition` with `from` and `to`,
+             *     `idempotency_in_flight`, `contention`).
              */
             409: {
                 headers: {
@@ -4832,7 +7122,8 @@ export interface operations {
             };
             /**
              * @description `If-Match` does not name the aggregate's version (a weak tag never matches); the body
-             *     carries `current_version`.
+             *     carries `current_version` and `current`, the resource as the query API would serve it
+             *     now (read from the event stream).
              */
             412: {
                 headers: {
@@ -4878,6 +7169,8 @@ export interface operations {
              */
             503: {
                 headers: {
+                    /** @description Seconds to wait before retrying, equal to the body's `retry_after` */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {

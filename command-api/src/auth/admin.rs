@@ -11,6 +11,7 @@ use events::account::ResetRequestedBy;
 use events::session::RevokeReason;
 use serde::{Deserialize, Serialize};
 use service_kit::Problem;
+use service_kit::openapi::ConflictCode;
 use service_kit::problem::FieldError;
 use utoipa::{IntoResponses, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -118,7 +119,7 @@ fn not_found() -> Problem {
 }
 
 fn last_admin() -> Problem {
-    Problem::conflict("this would leave no enabled admin")
+    Problem::conflict(ConflictCode::LastAdmin, "this would leave no enabled admin")
 }
 
 /// The target account, or 404.

@@ -4,6 +4,7 @@ use axum::http::StatusCode;
 use event_store::append::AppendError;
 use event_store::load::LoadError;
 use service_kit::Problem;
+use service_kit::openapi::ConflictCode;
 
 use super::crypto::{HashFailure, KeyError};
 
@@ -78,6 +79,7 @@ pub fn totp_already_enabled() -> Problem {
         "TOTP already enabled",
     )
     .detail("Disable TOTP before setting it up again.")
+    .with("code", ConflictCode::TotpAlreadyEnabled.as_str())
 }
 
 /// 409 `no-pending-totp`: enable without a live pending secret (set up again), or disable or
@@ -89,6 +91,7 @@ pub fn no_pending_totp(detail: &str) -> Problem {
         "No pending TOTP",
     )
     .detail(detail)
+    .with("code", ConflictCode::NoPendingTotp.as_str())
 }
 
 /// 403 `email-not-verified`: right password, address not proven yet.
@@ -128,6 +131,7 @@ pub fn refresh_raced() -> Problem {
         "Refresh raced",
     )
     .detail("Another request just refreshed this session; retry.")
+    .with("code", ConflictCode::RefreshRaced.as_str())
 }
 
 /// 429 `rate-limited`, never saying which limit.
@@ -181,7 +185,7 @@ impl From<AuthFailure> for Problem {
                 Problem::unavailable("The event store is unavailable.", 1)
             }
             AuthFailure::Append(AppendError::Conflict) => {
-                Problem::conflict("A concurrent change won; retry.")
+                Problem::conflict(ConflictCode::Contention, "A concurrent change won; retry.")
             }
             _ => Problem::internal(&failure),
         }

@@ -129,8 +129,9 @@ pub enum AuthErrors {
     /// expired or used (`/problems/invalid-token`).
     #[response(status = 400, content_type = "application/problem+json")]
     BadRequest(ProblemDoc),
-    /// A concurrent change won (retry); for `refresh`, `/problems/refresh-raced`: another tab
-    /// just rotated this token, retry with the cookie now held.
+    /// A concurrent change won (retry; `code` `contention`); for `refresh`,
+    /// `/problems/refresh-raced` (`code` `refresh_raced`): another tab just rotated this
+    /// token, retry with the cookie now held.
     #[response(status = 409, content_type = "application/problem+json")]
     Conflict(ProblemDoc),
     /// The body is over 256 KiB.
@@ -143,11 +144,11 @@ pub enum AuthErrors {
     #[response(status = 422, content_type = "application/problem+json")]
     Unprocessable(ProblemDoc),
     /// `/problems/rate-limited`, with `Retry-After` and `retry_after`.
-    #[response(status = 429, content_type = "application/problem+json")]
+    #[response(status = 429, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Seconds to wait before retrying, equal to the body's `retry_after`")))]
     TooManyRequests(ProblemDoc),
     /// Password hashing is saturated or the event store is unavailable; retry after
     /// `Retry-After`.
-    #[response(status = 503, content_type = "application/problem+json")]
+    #[response(status = 503, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Seconds to wait before retrying, equal to the body's `retry_after`")))]
     Unavailable(ProblemDoc),
 }
 

@@ -5,6 +5,8 @@ use cqrs_es::DomainEvent;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub use event_store::load::StreamEnds;
+
 /// An aggregate's pure heart: which events a command produces (`decide`) and how an event
 /// changes the state (`evolve`). [`impl_aggregate!`] turns it into a cqrs-es `Aggregate`.
 pub trait Decide: Default + Serialize + DeserializeOwned + Send + Sync {
@@ -23,6 +25,13 @@ pub trait Decide: Default + Serialize + DeserializeOwned + Send + Sync {
 
     /// The pure evolution: the state after `event`.
     fn evolve(&mut self, event: Self::Event);
+
+    /// The resource as the query API serves it, in this state at the stream's `ends`: a
+    /// 412's `current`, so a client sees "theirs" without another request (FRONTEND.md).
+    /// `None` for aggregates of which the query API serves no item.
+    fn current(&self, _id: &str, _ends: &StreamEnds) -> Option<serde_json::Value> {
+        None
+    }
 }
 
 /// Implements cqrs-es's `Aggregate` for a [`Decide`] type: `handle` writes the decided events
@@ -53,6 +62,16 @@ macro_rules! impl_aggregate {
 
             fn apply(&mut self, event: Self::Event) {
                 $crate::domain::Decide::evolve(self, event);
+            }
+        }
+
+        impl $crate::execute::Current for $state {
+            fn current(
+                &self,
+                id: &str,
+                ends: &$crate::domain::StreamEnds,
+            ) -> Option<::serde_json::Value> {
+                $crate::domain::Decide::current(self, id, ends)
             }
         }
     };

@@ -3,8 +3,8 @@
 use events::post::{AGGREGATE_TYPE, PostEvent};
 use serde::{Deserialize, Serialize};
 
-use super::Decide;
 use super::text::{TextError, checked};
+use super::{Decide, StreamEnds};
 
 /// A post's title: trimmed, 1 to 200 characters, one line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,6 +168,26 @@ impl Decide for CommunityPost {
             }
             PostEvent::PostDeleted {} => self.deleted = true,
         }
+    }
+
+    /// The query API's `Post`: the author's name as published (the first event), the times
+    /// the log recorded for the first and the last event; none once deleted (reads answer 404).
+    fn current(&self, id: &str, ends: &StreamEnds) -> Option<serde_json::Value> {
+        if !self.published || self.deleted {
+            return None;
+        }
+        // Stored as cqrs-es writes an event: `{"PostPublished": {...}}`.
+        let published = ends.first_payload.get("PostPublished")?;
+        Some(serde_json::json!({
+            "id": id,
+            "title": self.title,
+            "content": self.content,
+            "author": published.get("author")?,
+            "created_at": ends.created_at,
+            "updated_at": ends.updated_at,
+            "version": ends.version,
+            "author_id": self.author_id,
+        }))
     }
 }
 

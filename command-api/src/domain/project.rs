@@ -4,8 +4,8 @@ use events::project::{AGGREGATE_TYPE, ProjectEvent};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::Decide;
 use super::text::{TextError, checked};
+use super::{Decide, StreamEnds};
 
 /// A project's name: trimmed, 1 to 120 characters.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -169,6 +169,30 @@ impl Decide for Project {
             ProjectEvent::ProjectArchived {} => self.archived = true,
             ProjectEvent::ProjectRestored {} => self.archived = false,
         }
+    }
+
+    /// The query API's `Project`: the owner is the creation's `owner_id` (not its creator),
+    /// the times are those the log recorded for the first and the last event.
+    fn current(&self, id: &str, ends: &StreamEnds) -> Option<serde_json::Value> {
+        if !self.created {
+            return None;
+        }
+        // Stored as cqrs-es writes an event: `{"ProjectCreated": {...}}`.
+        let owner_id = ends
+            .first_payload
+            .get("ProjectCreated")
+            .and_then(|created| created.get("owner_id"))
+            .and_then(|owner| serde_json::from_value::<Uuid>(owner.clone()).ok());
+        Some(serde_json::json!({
+            "id": id,
+            "name": self.name,
+            "description": self.description,
+            "owner_id": owner_id,
+            "archived": self.archived,
+            "created_at": ends.created_at,
+            "updated_at": ends.updated_at,
+            "version": ends.version,
+        }))
     }
 }
 

@@ -3,6 +3,7 @@
 use axum::http::StatusCode;
 use event_store::idempotency::IdempotencyError;
 use service_kit::Problem;
+use service_kit::openapi::ConflictCode;
 
 use crate::domain::analytics::AnalyticsError;
 use crate::domain::post::PostError;
@@ -21,7 +22,9 @@ impl RuleProblem for AnalyticsError {
     fn problem(&self) -> Problem {
         match self {
             // 409: the batch id was used before (batch ids are server-made v7 UUIDs).
-            Self::AlreadyIngested => Problem::conflict(self.to_string()),
+            Self::AlreadyIngested => {
+                Problem::conflict(ConflictCode::AlreadyExists, self.to_string())
+            }
         }
     }
 }
@@ -32,9 +35,13 @@ impl RuleProblem for ProjectError {
             // 404: the project does not exist.
             Self::NotFound => Problem::not_found(self.to_string()),
             // 409: every other rule is a conflict with the project's state.
-            Self::AlreadyExists | Self::Archived | Self::AlreadyArchived | Self::NotArchived => {
-                Problem::conflict(self.to_string())
+            Self::AlreadyExists => Problem::conflict(ConflictCode::AlreadyExists, self.to_string()),
+            Self::Archived => Problem::conflict(ConflictCode::Archived, self.to_string()),
+            // The lifecycle's moves: archive of an archived project, restore of an active one.
+            Self::AlreadyArchived => {
+                Problem::invalid_transition("archived", "archived", self.to_string())
             }
+            Self::NotArchived => Problem::invalid_transition("active", "active", self.to_string()),
         }
     }
 }
@@ -45,7 +52,10 @@ impl RuleProblem for TicketError {
             // 404: the ticket does not exist.
             Self::NotFound => Problem::not_found(self.to_string()),
             // 409: the id is taken, or the lifecycle has no such move from the current status.
-            Self::AlreadyExists | Self::ForbiddenMove { .. } => Problem::conflict(self.to_string()),
+            Self::AlreadyExists => Problem::conflict(ConflictCode::AlreadyExists, self.to_string()),
+            Self::ForbiddenMove { from, to } => {
+                Problem::invalid_transition(from.to_string(), to.to_string(), self.to_string())
+            }
             // 403: the submitter may see the ticket but not make this move.
             Self::SubmitterMove => service_kit::caller::forbidden(self.to_string()),
         }
@@ -58,7 +68,8 @@ impl RuleProblem for PostError {
             // 404: the post was never published.
             Self::NotFound => Problem::not_found(self.to_string()),
             // 409: the id is taken, or the post was deleted and takes nothing more.
-            Self::AlreadyExists | Self::Deleted => Problem::conflict(self.to_string()),
+            Self::AlreadyExists => Problem::conflict(ConflictCode::AlreadyExists, self.to_string()),
+            Self::Deleted => Problem::conflict(ConflictCode::Deleted, self.to_string()),
             // 403: posts are public, so another's post is visible but not changeable.
             Self::NotAuthor => service_kit::caller::forbidden(self.to_string()),
         }
@@ -77,11 +88,17 @@ impl<E: RuleProblem> From<ExecuteError<E>> for Problem {
         match error {
             ExecuteError::Rejected(rule) => rule.problem(),
             // 412 with the current version, so the client can refetch and decide.
-            ExecuteError::PreconditionFailed { current } => Problem::precondition_failed(current),
+            ExecuteError::PreconditionFailed { current, resource } => {
+                Problem::precondition_failed(current, resource)
+            }
             // 409: retried and still lost; the client may retry.
-            ExecuteError::Contention => Problem::conflict(error.to_string()),
+            ExecuteError::Contention => {
+                Problem::conflict(ConflictCode::Contention, error.to_string())
+            }
             // 409: another attempt with this key runs now.
-            ExecuteError::ClaimLost => Problem::conflict(error.to_string()),
+            ExecuteError::ClaimLost => {
+                Problem::conflict(ConflictCode::IdempotencyInFlight, error.to_string())
+            }
             // 503: transient; retry later.
             ExecuteError::Unavailable(_) => {
                 tracing::warn!(%error, "event store unavailable");
@@ -109,6 +126,7 @@ pub fn idempotency_problem(error: IdempotencyError) -> Problem {
             "Request in progress",
         )
         .detail(error.to_string())
+        .with("code", ConflictCode::IdempotencyInFlight.as_str())
         .retry_after(1),
         IdempotencyError::Database(ref database) if service_kit::db::is_unavailable(database) => {
             Problem::unavailable("the database is unavailable", 1)

@@ -50,7 +50,7 @@ pub async fn run_command<A>(
     command: A::Command,
 ) -> Result<Response, Problem>
 where
-    A: Aggregate,
+    A: Aggregate + crate::execute::Current,
     A::Command: Clone,
     A::Error: RuleProblem,
 {
@@ -67,7 +67,7 @@ pub async fn run_guarded<A>(
     guard: &(dyn Fn(&A) -> Result<(), A::Error> + Sync),
 ) -> Result<Response, Problem>
 where
-    A: Aggregate,
+    A: Aggregate + crate::execute::Current,
     A::Command: Clone,
     A::Error: RuleProblem,
 {
@@ -144,7 +144,7 @@ pub async fn create<A>(
     command: A::Command,
 ) -> Result<Response, Problem>
 where
-    A: Aggregate,
+    A: Aggregate + crate::execute::Current,
     A::Command: Clone,
     A::Error: RuleProblem,
 {
@@ -166,7 +166,7 @@ pub async fn change<A>(
     command: A::Command,
 ) -> Result<Response, Problem>
 where
-    A: Aggregate,
+    A: Aggregate + crate::execute::Current,
     A::Command: Clone,
     A::Error: RuleProblem,
 {
@@ -183,7 +183,7 @@ pub async fn change_guarded<A>(
     guard: &(dyn Fn(&A) -> Result<(), A::Error> + Sync),
 ) -> Result<Response, Problem>
 where
-    A: Aggregate,
+    A: Aggregate + crate::execute::Current,
     A::Command: Clone,
     A::Error: RuleProblem,
 {

@@ -1,58 +1,9 @@
 //! The answer sets every command operation shares in the OpenAPI document, declared once:
 //! each route lists its success answer and these sets instead of repeating the error list.
 
-use serde::Serialize;
-use utoipa::{IntoResponses, ToSchema};
+use utoipa::IntoResponses;
 
-/// An error answer (RFC 9457), as `service_kit::Problem` renders it. Documentation only.
-#[derive(Debug, Serialize, ToSchema)]
-#[schema(as = Problem)]
-pub struct ProblemDoc {
-    /// The problem type's documentation path, e.g. `/problems/validation`.
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// A short, fixed summary of the type.
-    pub title: String,
-    /// The HTTP status.
-    pub status: u16,
-    /// What happened in this instance.
-    pub detail: Option<String>,
-    /// The request's `X-Request-ID`.
-    pub request_id: Option<String>,
-    /// The invalid fields, for validation problems.
-    pub errors: Option<Vec<FieldErrorDoc>>,
-    /// Whole seconds to wait before retrying, equal to `Retry-After`; on every 429 and 503.
-    pub retry_after: Option<u64>,
-}
-
-/// One invalid field of a request, e.g. `events[3].properties`.
-#[derive(Debug, Serialize, ToSchema)]
-#[schema(as = FieldError)]
-pub struct FieldErrorDoc {
-    /// The field's name.
-    pub field: String,
-    /// What is wrong with it.
-    pub message: String,
-}
-
-/// The 412 answer: a problem that says which version the aggregate is at.
-#[derive(Debug, Serialize, ToSchema)]
-#[schema(as = PreconditionFailed)]
-pub struct PreconditionFailedDoc {
-    /// `/problems/precondition-failed`.
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// `Precondition failed`.
-    pub title: String,
-    /// 412.
-    pub status: u16,
-    /// What happened.
-    pub detail: Option<String>,
-    /// The request's `X-Request-ID`.
-    pub request_id: Option<String>,
-    /// The version the aggregate is at: refetch, decide, and send `If-Match` with it.
-    pub current_version: i64,
-}
+pub use service_kit::openapi::{ConflictCode, FieldErrorDoc, PreconditionFailedDoc, ProblemDoc};
 
 /// The errors any command may answer, whatever it does.
 #[derive(IntoResponses)]
@@ -62,11 +13,14 @@ pub enum CommandErrors {
     BadRequest(ProblemDoc),
     /// A rule of the aggregate forbids the command in its current state, a create names an id
     /// that exists, the request's `Idempotency-Key` is still in flight (with `Retry-After`),
-    /// or concurrent writers kept winning every retry.
+    /// or concurrent writers kept winning every retry; `code` says which (`already_exists`,
+    /// `archived`, `deleted`, `invalid_transition` with `from` and `to`,
+    /// `idempotency_in_flight`, `contention`).
     #[response(status = 409, content_type = "application/problem+json")]
     Conflict(ProblemDoc),
     /// `If-Match` does not name the aggregate's version (a weak tag never matches); the body
-    /// carries `current_version`.
+    /// carries `current_version` and `current`, the resource as the query API would serve it
+    /// now (read from the event stream).
     #[response(status = 412, content_type = "application/problem+json")]
     PreconditionFailed(PreconditionFailedDoc),
     /// The body is over the route's limit (256 KiB; 1 MiB for analytics batches).
@@ -81,7 +35,7 @@ pub enum CommandErrors {
     Unprocessable(ProblemDoc),
     /// The event store is unavailable, or the command timed out before its append (nothing
     /// was written); retry after `Retry-After`.
-    #[response(status = 503, content_type = "application/problem+json")]
+    #[response(status = 503, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Seconds to wait before retrying, equal to the body's `retry_after`")))]
     Unavailable(ProblemDoc),
 }
 

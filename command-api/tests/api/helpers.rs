@@ -10,6 +10,9 @@ use serde_json::Value;
 use sqlx::PgPool;
 pub use test_support::{Answer, Call, TestAccount};
 
+/// The one browser origin the test app allows (CORS).
+pub const TEST_ORIGIN: &str = "http://localhost:5173";
+
 /// Settings for tests: small limits where a test needs them.
 pub fn settings() -> Settings {
     Settings {
@@ -24,6 +27,7 @@ pub fn settings() -> Settings {
         // tests (service-kit, faults).
         admission: service_kit::shed::AdmissionSettings::unbounded(),
         auth: test_support::auth::settings(),
+        cors: service_kit::frontend::CorsSettings::parse(TEST_ORIGIN).expect("an origin"),
     }
 }
 

@@ -79,6 +79,7 @@ async fn a_key_still_in_flight_is_409(pool: PgPool) {
         second.value()["type"],
         "/problems/idempotency-key-in-flight"
     );
+    assert_eq!(second.value()["code"], "idempotency_in_flight");
     assert_eq!(event_count(&pool).await, 0);
 }
 

@@ -6,6 +6,8 @@ mod analytics;
 mod authz;
 mod bad_input;
 mod community_posts;
+mod conflicts;
+mod frontend;
 mod helpers;
 mod idempotency;
 mod metrics;

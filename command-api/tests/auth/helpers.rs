@@ -63,6 +63,7 @@ pub fn settings() -> Settings {
         trust_forwarded_for: true,
         admission: service_kit::shed::AdmissionSettings::unbounded(),
         auth: test_support::auth::settings(),
+        cors: service_kit::frontend::CorsSettings::default(),
     }
 }
 

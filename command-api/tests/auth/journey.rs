@@ -83,10 +83,9 @@ async fn register_verify_login_refresh_reuse_and_logout(pool: PgPool) {
     assert_eq!(second.id, first.id);
     assert_ne!(second.refresh, first.refresh);
     let raced = api.refresh(&first.refresh).await;
-    assert_eq!(
-        raced.problem(StatusCode::CONFLICT)["type"],
-        "/problems/refresh-raced"
-    );
+    let problem = raced.problem(StatusCode::CONFLICT);
+    assert_eq!(problem["type"], "/problems/refresh-raced");
+    assert_eq!(problem["code"], "refresh_raced");
     assert_eq!(
         raced.header("set-cookie"),
         None,

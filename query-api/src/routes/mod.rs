@@ -11,10 +11,6 @@ pub mod projects;
 pub mod status;
 pub mod support;
 
-use std::sync::Arc;
-
-use axum::Json;
-use axum::response::IntoResponse as _;
 use axum::routing::get;
 use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
@@ -51,21 +47,15 @@ pub const PUBLIC_OPERATIONS: &[(&str, &str)] = &[
     ("get", "/api/v1/auth/jwks.json"),
 ];
 
-/// The API routes plus `GET /api/v1/openapi.json`, bound to `state` (without the shared
-/// plumbing; see [`crate::router`]).
+/// The API routes plus `GET /api/v1/openapi.json` (the one document of both APIs), bound to
+/// `state` (without the shared plumbing; see [`crate::router`]).
 pub fn router(state: AppState) -> axum::Router {
-    let (routes, mut document) = api().split_for_parts();
-    service_kit::caller::document_bearer_auth(&mut document, PUBLIC_OPERATIONS);
+    let (routes, _) = api().split_for_parts();
     let authenticator = state.authenticator().clone();
-    // Built once: the document cannot change while the process runs.
-    let document = Arc::new(document);
     routes
         .route(
-            &format!("{API_PREFIX}/openapi.json"),
-            get(move || {
-                let document = Arc::clone(&document);
-                async move { Json(document.as_ref()).into_response() }
-            }),
+            service_kit::openapi::DOCUMENT_PATH,
+            get(service_kit::openapi::serve_document),
         )
         // Outermost of the routes: a bad token is a 401 before anything else is looked at.
         .layer(axum::middleware::from_fn_with_state(

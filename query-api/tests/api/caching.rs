@@ -170,3 +170,61 @@ async fn no_problem_answer_is_ever_stored(pool: PgPool) {
         );
     }
 }
+
+// CORS (FRONTEND.md): reads of an allowed origin may be read by its pages, with credentials;
+// any other origin gets no CORS headers; every answer varies by `Origin` as well.
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn reads_are_readable_cross_origin_by_allowed_origins_only(pool: PgPool) {
+    let settings = query_api::Settings {
+        cors: service_kit::frontend::CorsSettings::parse("http://localhost:5173")
+            .expect("an origin"),
+        ..query_api::Settings::default()
+    };
+    let app = app_with(&pool, settings).await;
+    let allowed = get_with(
+        &app,
+        "/api/v1/projects",
+        &[("origin", "http://localhost:5173")],
+    )
+    .await;
+    assert_eq!(allowed.status, StatusCode::OK);
+    assert_eq!(
+        allowed.header("access-control-allow-origin"),
+        Some("http://localhost:5173")
+    );
+    assert_eq!(
+        allowed.header("access-control-allow-credentials"),
+        Some("true")
+    );
+    let exposed = allowed
+        .header("access-control-expose-headers")
+        .expect("exposed headers")
+        .to_lowercase();
+    assert!(
+        exposed.contains("etag") && exposed.contains("link"),
+        "{exposed}"
+    );
+    // The read's own `Vary` comes first; CORS adds `Origin` beside it.
+    assert_caching(&allowed, PRIVATE, "allowed");
+    let vary: Vec<&str> = allowed
+        .headers
+        .get_all("vary")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .collect();
+    assert!(
+        vary.iter()
+            .any(|value| value.to_lowercase().contains("origin")),
+        "{vary:?}"
+    );
+
+    let refused = get_with(
+        &app,
+        "/api/v1/projects",
+        &[("origin", "https://evil.example")],
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::OK);
+    assert_eq!(refused.header("access-control-allow-origin"), None);
+    assert_eq!(refused.header("access-control-allow-credentials"), None);
+}

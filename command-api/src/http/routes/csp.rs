@@ -597,10 +597,10 @@ pub enum CspReportErrors {
     #[response(status = 422, content_type = "application/problem+json")]
     Unprocessable(ProblemDoc),
     /// Over the per-IP limit (`RATE_LIMIT_CSP_REPORTS`, 120 per minute); with `Retry-After`.
-    #[response(status = 429, content_type = "application/problem+json")]
+    #[response(status = 429, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Seconds to wait before retrying, equal to the body's `retry_after`")))]
     RateLimited(ProblemDoc),
     /// More requests are in flight than the service admits; with `Retry-After`.
-    #[response(status = 503, content_type = "application/problem+json")]
+    #[response(status = 503, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Seconds to wait before retrying, equal to the body's `retry_after`")))]
     Unavailable(ProblemDoc),
 }
 

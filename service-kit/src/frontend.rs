@@ -1,0 +1,233 @@
+//! What browsers need of both APIs (FRONTEND.md, "Backoff and caching"): CORS for the
+//! configured origins, compression of larger JSON answers, and `Cache-Control: no-store` on
+//! every problem. [`layers`] mounts all three, outermost, so a refusal of the plumbing (a shed
+//! 503, an unknown route) is readable by a browser and never cached either.
+//!
+//! Configuration (environment variables):
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `CORS_ALLOWED_ORIGINS` | empty (no cross-origin caller) | comma-separated origins (`https://app.example.com`) whose browser pages may call the API, with credentials (the refresh cookie); the dev runner defaults to [`DEV_ORIGINS`] |
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::header::{self, HeaderName};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::Response;
+use tower_http::compression::predicate::{Predicate, SizeAbove};
+use tower_http::compression::{CompressionLayer, CompressionLevel};
+use tower_http::cors::{AllowCredentials, AllowOrigin, CorsLayer};
+
+use crate::env::EnvError;
+use crate::problem::PROBLEM_JSON;
+
+/// The origins the dev runner allows when `CORS_ALLOWED_ORIGINS` is unset: Vite's dev server
+/// and a static server for the built PWA.
+pub const DEV_ORIGINS: &[&str] = &["http://localhost:5173", "http://localhost:8000"];
+
+/// Answers smaller than this are sent as they are: compressing them saves less than it costs.
+pub const COMPRESS_ABOVE_BYTES: u64 = 1024;
+
+/// The request headers a browser may send (the preflight allows them).
+pub const ALLOWED_HEADERS: &[&str] = &[
+    "authorization",
+    "content-type",
+    "if-match",
+    "if-none-match",
+    "idempotency-key",
+    "x-request-id",
+    "x-consistency-token",
+];
+
+/// The response headers a page's script may read.
+pub const EXPOSED_HEADERS: &[&str] = &[
+    "etag",
+    "location",
+    "link",
+    "retry-after",
+    "x-request-id",
+    "x-consistency-token",
+    "idempotent-replayed",
+];
+
+/// How long a browser may cache a preflight's answer.
+const PREFLIGHT_MAX_AGE: Duration = Duration::from_secs(600);
+
+/// Which browser origins may call the API.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CorsSettings {
+    /// Exact origins (`scheme://host[:port]`); none means no cross-origin caller.
+    pub allowed_origins: Vec<HeaderValue>,
+}
+
+impl CorsSettings {
+    /// `CORS_ALLOWED_ORIGINS`, or no origin when unset.
+    ///
+    /// # Errors
+    ///
+    /// An entry is not an origin.
+    pub fn from_env() -> Result<Self, EnvError> {
+        Self::from_env_or(&[])
+    }
+
+    /// `CORS_ALLOWED_ORIGINS`, or `default` when unset or empty (the dev runner's
+    /// [`DEV_ORIGINS`]).
+    ///
+    /// # Errors
+    ///
+    /// An entry is not an origin.
+    pub fn from_env_or(default: &[&str]) -> Result<Self, EnvError> {
+        let value = std::env::var("CORS_ALLOWED_ORIGINS")
+            .ok()
+            .filter(|value| !value.trim().is_empty())
+            .unwrap_or_else(|| default.join(","));
+        Self::parse(&value).map_err(|reason| EnvError {
+            name: "CORS_ALLOWED_ORIGINS".to_owned(),
+            value,
+            reason,
+        })
+    }
+
+    /// Comma-separated origins.
+    ///
+    /// # Errors
+    ///
+    /// An entry is not `http(s)://host[:port]` without a path.
+    pub fn parse(list: &str) -> Result<Self, String> {
+        let mut allowed_origins = Vec::new();
+        for origin in list.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+            let rest = origin
+                .strip_prefix("https://")
+                .or_else(|| origin.strip_prefix("http://"))
+                .ok_or_else(|| format!("{origin:?} does not start with http:// or https://"))?;
+            if rest.is_empty() || rest.contains(['/', '?', '#', '*', ' ']) {
+                return Err(format!(
+                    "{origin:?} is not an origin (scheme://host[:port])"
+                ));
+            }
+            let value = HeaderValue::from_str(origin)
+                .map_err(|_| format!("{origin:?} is not a valid header value"))?;
+            allowed_origins.push(value);
+        }
+        Ok(Self { allowed_origins })
+    }
+
+    /// The CORS layer: the configured origins only, with credentials, the methods and request
+    /// headers of the API, the response headers a client reads; `Vary: Origin` (and the
+    /// preflight's request headers) on every answer.
+    pub fn layer(&self) -> CorsLayer {
+        let names = |names: &'static [&'static str]| -> Vec<HeaderName> {
+            names
+                .iter()
+                .map(|name| HeaderName::from_static(name))
+                .collect()
+        };
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(self.allowed_origins.clone()))
+            .allow_methods([
+                Method::GET,
+                Method::HEAD,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+            ])
+            .allow_headers(names(ALLOWED_HEADERS))
+            .expose_headers(names(EXPOSED_HEADERS))
+            // Said only to allowed origins: the header means nothing without a matching
+            // `Access-Control-Allow-Origin`, but another origin learns nothing from it either.
+            .allow_credentials(AllowCredentials::predicate({
+                let allowed = self.allowed_origins.clone();
+                move |origin, _| allowed.contains(origin)
+            }))
+            .max_age(PREFLIGHT_MAX_AGE)
+    }
+}
+
+/// Whether an answer is JSON (an API answer or a problem): only those are compressed.
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| {
+            value.starts_with("application/json") || value.starts_with(PROBLEM_JSON)
+        })
+}
+
+/// The compression layer: gzip or br, as the client accepts, for JSON over
+/// [`COMPRESS_ABOVE_BYTES`].
+pub fn compression() -> CompressionLayer<impl Predicate> {
+    let json = |_: StatusCode,
+                _: axum::http::Version,
+                headers: &HeaderMap,
+                _: &axum::http::Extensions| { is_json(headers) };
+    CompressionLayer::new()
+        .gzip(true)
+        .br(true)
+        // The fastest levels: answers are small and latency counts more than bytes.
+        .quality(CompressionLevel::Fastest)
+        .compress_when(SizeAbove::new(COMPRESS_ABOVE_BYTES).and(json))
+}
+
+/// Marks every problem answer `Cache-Control: no-store`: an error says something about one
+/// moment (an outage, a wait that timed out, a conflict) that no cache should repeat.
+pub async fn no_store_problems(mut response: Response) -> Response {
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
+    if is_problem {
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    response
+}
+
+/// Wraps an API (with its plumbing) in what browsers need: problems never stored, compression,
+/// and CORS for `cors`'s origins outermost, except on the paths of `own_cors`, whose routes
+/// carry a CORS policy of their own (CSP reports: any origin, no credentials) that a
+/// service-wide layer would otherwise pre-empt by answering their preflights first.
+pub fn layers(router: Router, cors: &CorsSettings, own_cors: &[&str]) -> Router {
+    use tower::ServiceExt as _;
+
+    let app = router
+        .layer(axum::middleware::map_response(no_store_problems))
+        .layer(compression());
+    let with_cors = app.clone().layer(cors.layer());
+    let own: Vec<String> = own_cors.iter().map(|path| (*path).to_owned()).collect();
+    Router::new().fallback_service(tower::service_fn(move |request: axum::extract::Request| {
+        let target = if own.iter().any(|path| path == request.uri().path()) {
+            app.clone()
+        } else {
+            with_cors.clone()
+        };
+        target.oneshot(request)
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_are_parsed_and_anything_else_refused() {
+        let settings = CorsSettings::parse(" http://localhost:5173, https://app.example.com ")
+            .expect("two origins");
+        assert_eq!(settings.allowed_origins.len(), 2);
+        assert_eq!(settings.allowed_origins[0], "http://localhost:5173");
+        for bad in [
+            "localhost:5173",
+            "https://app.example.com/",
+            "*",
+            "https://",
+        ] {
+            assert!(CorsSettings::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            CorsSettings::parse("").expect("none"),
+            CorsSettings::default()
+        );
+    }
+}

@@ -10,6 +10,7 @@
 //! cargo build --release --workspace --bins
 //! cargo run --release -p bench -- [--quick] [--out bench-results/<file>.json]
 //! cargo run --release -p bench -- --token-ab   # access tokens: cache on vs off, and nothing else
+//! cargo run --release -p bench -- --log-only [--quick] [--log-events 1000000]   # large log, long stream
 //! ```
 //!
 //! Environment: `BENCH_BIN_DIR` (where the service binaries are; default the workspace's
@@ -58,6 +59,10 @@ struct Options {
     quick: bool,
     no_relay: bool,
     token_ab: bool,
+    /// Only the large-log and long-stream system: no main system, no rebuild.
+    log_only: bool,
+    /// Overrides the plan's large-log size.
+    log_events: Option<i64>,
     out: Option<PathBuf>,
 }
 
@@ -66,6 +71,8 @@ fn parse_args() -> anyhow::Result<Options> {
         quick: false,
         no_relay: false,
         token_ab: false,
+        log_only: false,
+        log_events: None,
         out: None,
     };
     let mut args = std::env::args().skip(1);
@@ -74,6 +81,15 @@ fn parse_args() -> anyhow::Result<Options> {
             "--quick" => options.quick = true,
             "--no-relay" => options.no_relay = true,
             "--token-ab" => options.token_ab = true,
+            "--log-only" => options.log_only = true,
+            "--log-events" => {
+                let events = args.next().context("--log-events needs a number")?;
+                options.log_events = Some(
+                    events
+                        .parse()
+                        .with_context(|| format!("--log-events {events:?}"))?,
+                );
+            }
             "--out" => {
                 options.out = Some(PathBuf::from(
                     args.next().context("--out needs a file name")?,
@@ -81,7 +97,8 @@ fn parse_args() -> anyhow::Result<Options> {
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: bench [--quick] [--no-relay] [--out bench-results/<file>.json]\n       \
+                    "usage: bench [--quick] [--no-relay] [--log-only] [--log-events N] \
+                     [--out bench-results/<file>.json]\n       \
                      bench --token-ab [--quick]"
                 );
                 std::process::exit(0);
@@ -97,7 +114,10 @@ async fn main() -> anyhow::Result<()> {
     let options = parse_args()?;
     let started = Instant::now();
     let started_at = chrono::Utc::now();
-    let plan = Plan::new(options.quick);
+    let mut plan = Plan::new(options.quick);
+    if let Some(events) = options.log_events {
+        plan.large_log_events = events;
+    }
     let binaries = system::binary_dir();
     system::check_binaries(&binaries)?;
     let log_dir = binaries.join("..").join("bench-logs");
@@ -114,6 +134,110 @@ async fn main() -> anyhow::Result<()> {
         )
         .await;
     }
+    let bearer = system::access_token()?;
+    let mut main_part = if options.log_only {
+        eprintln!("--log-only: large log and long streams only");
+        MainPart::default()
+    } else {
+        main_system(&options, plan, &binaries, &log_dir, &http, &bearer).await?
+    };
+    let mut memory = std::mem::take(&mut main_part.memory);
+    let mut rows = std::mem::take(&mut main_part.rows);
+    let mut meter = main_part
+        .meter
+        .take()
+        .unwrap_or_else(|| cpu::Meter::new(Vec::new()));
+
+    // A system of its own: a fresh log the size of which the scenario controls, and no relay
+    // (it reads every type and would publish the whole seed).
+    eprintln!("large log and long streams ({LOG_DATABASE})");
+    system::recreate_database(LOG_DATABASE).await?;
+    let mut log_system =
+        System::start("log", &binaries, LOG_DATABASE, &log_dir, &http, &Relay::Off).await?;
+    let log_pool = system::pool(LOG_DATABASE, 4).await?;
+    let log_context = Context {
+        http: http.with_bearer(&bearer)?,
+        plain: http.clone(),
+        bearer: bearer.clone(),
+        command: log_system.base("command-api")?.to_owned(),
+        query: log_system.base("query-api")?.to_owned(),
+        projector: log_system.base("projector")?.to_owned(),
+        reference: None,
+        database: LOG_DATABASE.to_owned(),
+        work_dir: log_dir.clone(),
+        pool: log_pool.clone(),
+        plan,
+        projects: Arc::new(Mutex::new(Vec::new())),
+    };
+    meter.watch(log_system.pids());
+    rows.extend(scenarios::large_log::large_log(&log_context, &mut meter).await?);
+    eprintln!("long streams");
+    rows.extend(scenarios::streams::long_streams(&log_context).await?);
+    meter.section("long streams");
+    memory.extend(log_system.memory());
+    log_system.stop();
+    log_pool.close().await;
+
+    if !options.log_only {
+        eprintln!("rebuild");
+        rows.extend(scenarios::rebuild::rebuild(&plan).await?);
+    }
+
+    let report = Report {
+        started_at: started_at.to_rfc3339(),
+        mode: match (options.quick, options.log_only) {
+            (true, true) => "quick-log",
+            (false, true) => "log",
+            (true, false) => "quick",
+            (false, false) => "full",
+        },
+        machine: machine(),
+        rows,
+        side_by_side: main_part.side_by_side,
+        memory,
+        cpu: meter.sections,
+        total_seconds: started.elapsed().as_secs_f64(),
+    };
+    println!("\n{}", report.table());
+    let out = options.out.unwrap_or_else(|| {
+        PathBuf::from(format!(
+            "bench-results/{}-{}.json",
+            report.mode,
+            started_at.format("%Y%m%dT%H%M%SZ")
+        ))
+    });
+    if let Some(parent) = out.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    std::fs::write(&out, serde_json::to_string_pretty(&report)?)
+        .with_context(|| format!("writing {}", out.display()))?;
+    eprintln!(
+        "wrote {} ({:.0} s in all)",
+        out.display(),
+        report.total_seconds
+    );
+    Ok(())
+}
+
+/// What the main system's sections produce.
+#[derive(Default)]
+struct MainPart {
+    rows: Vec<Row>,
+    side_by_side: Vec<report::SideBySide>,
+    memory: Vec<report::Memory>,
+    meter: Option<cpu::Meter>,
+}
+
+/// The main system's sections: commands, idempotency, lag, queries, analytics.
+async fn main_system(
+    options: &Options,
+    plan: Plan,
+    binaries: &std::path::Path,
+    log_dir: &std::path::Path,
+    http: &Http,
+    bearer: &str,
+) -> anyhow::Result<MainPart> {
     let relay = if options.no_relay {
         eprintln!("relay off (--no-relay)");
         Relay::Off
@@ -129,26 +253,25 @@ async fn main() -> anyhow::Result<()> {
     system::recreate_database(DATABASE).await?;
     system::recreate_database(REFERENCE_DATABASE).await?;
     eprintln!("starting services from {}", binaries.display());
-    let mut running = System::start("main", &binaries, DATABASE, &log_dir, &http, &relay).await?;
+    let mut running = System::start("main", binaries, DATABASE, log_dir, http, &relay).await?;
     running
-        .spawn(system::REFERENCE, REFERENCE_DATABASE, &Relay::Off, &http)
+        .spawn(system::REFERENCE, REFERENCE_DATABASE, &Relay::Off, http)
         .await?;
     // After the services: they migrate the database as they start; their embedded migrations
     // are the ones that must match (the bench's own copy may be newer or older). Small: the
     // raw-INSERT baseline is pgbench, with connections of its own.
     let pool = system::pool(DATABASE, 4).await?;
     // Every request to the services carries an access token, as a real client's would.
-    let bearer = system::access_token()?;
     let context = Context {
-        http: http.with_bearer(&bearer)?,
+        http: http.with_bearer(bearer)?,
         plain: http.clone(),
-        bearer,
+        bearer: bearer.to_owned(),
         command: running.base("command-api")?.to_owned(),
         query: running.base("query-api")?.to_owned(),
         projector: running.base("projector")?.to_owned(),
         reference: Some(running.base(system::REFERENCE)?.to_owned()),
         database: DATABASE.to_owned(),
-        work_dir: log_dir.clone(),
+        work_dir: log_dir.to_path_buf(),
         pool: pool.clone(),
         plan,
         projects: Arc::new(Mutex::new(Vec::new())),
@@ -187,65 +310,12 @@ async fn main() -> anyhow::Result<()> {
     running.stop();
     pool.close().await;
 
-    // A system of its own: a fresh log the size of which the scenario controls, and no relay
-    // (it reads every type and would publish the whole seed).
-    eprintln!("large log and long streams ({LOG_DATABASE})");
-    system::recreate_database(LOG_DATABASE).await?;
-    let mut log_system =
-        System::start("log", &binaries, LOG_DATABASE, &log_dir, &http, &Relay::Off).await?;
-    let log_pool = system::pool(LOG_DATABASE, 4).await?;
-    let log_context = Context {
-        command: log_system.base("command-api")?.to_owned(),
-        query: log_system.base("query-api")?.to_owned(),
-        projector: log_system.base("projector")?.to_owned(),
-        reference: None,
-        database: LOG_DATABASE.to_owned(),
-        pool: log_pool.clone(),
-        projects: Arc::new(Mutex::new(Vec::new())),
-        ..context.clone()
-    };
-    meter.watch(log_system.pids());
-    rows.extend(scenarios::large_log::large_log(&log_context, &mut meter).await?);
-    eprintln!("long streams");
-    rows.extend(scenarios::streams::long_streams(&log_context).await?);
-    meter.section("long streams");
-    memory.extend(log_system.memory());
-    log_system.stop();
-    log_pool.close().await;
-
-    eprintln!("rebuild");
-    rows.extend(scenarios::rebuild::rebuild(&plan).await?);
-
-    let report = Report {
-        started_at: started_at.to_rfc3339(),
-        mode: if options.quick { "quick" } else { "full" },
-        machine: machine(),
+    Ok(MainPart {
         rows,
         side_by_side: throughput.side_by_side,
         memory,
-        cpu: meter.sections,
-        total_seconds: started.elapsed().as_secs_f64(),
-    };
-    println!("\n{}", report.table());
-    let out = options.out.unwrap_or_else(|| {
-        PathBuf::from(format!(
-            "bench-results/{}-{}.json",
-            report.mode,
-            started_at.format("%Y%m%dT%H%M%SZ")
-        ))
-    });
-    if let Some(parent) = out.parent().filter(|parent| !parent.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("creating {}", parent.display()))?;
-    }
-    std::fs::write(&out, serde_json::to_string_pretty(&report)?)
-        .with_context(|| format!("writing {}", out.display()))?;
-    eprintln!(
-        "wrote {} ({:.0} s in all)",
-        out.display(),
-        report.total_seconds
-    );
-    Ok(())
+        meter: Some(meter),
+    })
 }
 
 /// What the figures were measured on: CPU count and model, and the shared-machine caveat.

@@ -173,6 +173,13 @@ pub async fn read_after_within<'e>(
 }
 
 /// One index-backed read of the log after `after`: of aggregate type `kind`, or of all.
+///
+/// The read is a range of the index that starts with the most selective equality the filter
+/// holds (stream id, event type, actor, aggregate type, in that order; the commit-order index
+/// without one), written as a 3-column row comparison and ordered as that index is: a generic
+/// plan for `actor = $n AND (tx_id, global_position) > (..)` estimated half the log per actor
+/// and walked the commit-order index filtering every row (3.0 s on 1,000,000 events of
+/// another actor; 0.12 ms as a range of `events_actor_idx`). The other equalities filter.
 fn push_branch(
     query: &mut QueryBuilder<'_, Postgres>,
     kind: Option<&String>,
@@ -180,13 +187,23 @@ fn push_branch(
     limit: i64,
     filter: &LogFilter,
 ) {
+    // (column as indexed, its value); `None`: the commit-order index.
+    let lead: Option<(&str, &String)> = if let Some(id) = &filter.aggregate_id {
+        Some(("aggregate_id", id))
+    } else if let Some(event_type) = &filter.event_type {
+        Some(("event_type", event_type))
+    } else if let Some(actor) = &filter.actor {
+        Some(("(metadata ->> 'actor')", actor))
+    } else {
+        kind.map(|kind| ("aggregate_type", kind))
+    };
     query.push(format!("SELECT {COLUMNS} FROM events WHERE "));
-    if let Some(kind) = kind {
+    if let Some((column, value)) = lead {
         query
-            .push("aggregate_type = ")
-            .push_bind(kind.clone())
-            .push(" AND (aggregate_type, tx_id, global_position) > (")
-            .push_bind(kind.clone())
+            .push(format!("{column} = "))
+            .push_bind(value.clone())
+            .push(format!(" AND ({column}, tx_id, global_position) > ("))
+            .push_bind(value.clone())
             .push(", ");
     } else {
         query.push("(tx_id, global_position) > (");
@@ -196,15 +213,27 @@ fn push_branch(
         .push("::xid8, ")
         .push_bind(after.position)
         .push(") AND tx_id < pg_snapshot_xmin(pg_current_snapshot())");
-    if let Some(id) = &filter.aggregate_id {
+    let leads = |column: &str| lead.is_some_and(|(leading, _)| leading == column);
+    if let Some(kind) = kind
+        && !leads("aggregate_type")
+    {
+        query.push(" AND aggregate_type = ").push_bind(kind.clone());
+    }
+    if let Some(id) = &filter.aggregate_id
+        && !leads("aggregate_id")
+    {
         query.push(" AND aggregate_id = ").push_bind(id.clone());
     }
-    if let Some(event_type) = &filter.event_type {
+    if let Some(event_type) = &filter.event_type
+        && !leads("event_type")
+    {
         query
             .push(" AND event_type = ")
             .push_bind(event_type.clone());
     }
-    if let Some(actor) = &filter.actor {
+    if let Some(actor) = &filter.actor
+        && !leads("(metadata ->> 'actor')")
+    {
         query
             .push(" AND metadata->>'actor' = ")
             .push_bind(actor.clone());
@@ -217,12 +246,16 @@ fn push_branch(
     }
     // Qualified: the select list's `tx_id::text::bigint` is also named `tx_id`, and ORDER BY
     // would sort by that cast, which no index provides (a full sort of everything after the
-    // checkpoint, every batch). With a type, the order is the aggregate-type index's.
-    query.push(if kind.is_some() {
-        " ORDER BY events.aggregate_type, events.tx_id, events.global_position LIMIT "
-    } else {
-        " ORDER BY events.tx_id, events.global_position LIMIT "
-    });
+    // checkpoint, every batch). With a leading equality, the order is that index's.
+    match lead {
+        Some(("(metadata ->> 'actor')", _)) => query.push(
+            " ORDER BY (events.metadata ->> 'actor'), events.tx_id, events.global_position LIMIT ",
+        ),
+        Some((column, _)) => query.push(format!(
+            " ORDER BY events.{column}, events.tx_id, events.global_position LIMIT "
+        )),
+        None => query.push(" ORDER BY events.tx_id, events.global_position LIMIT "),
+    };
     query.push_bind(limit);
 }
 
@@ -375,11 +408,16 @@ pub async fn settled_without(
     for aggregate_type in aggregate_types {
         statements += 1;
         let none: bool = sqlx::query_scalar(
+            // The first row of a type-index range, as in `first_between`: a 2-column row
+            // comparison inside `NOT EXISTS` was a sequential scan of the log under a generic
+            // plan (617 ms on 1,000,000 events of other types; 0.09 ms now).
             "SELECT $3::text::xid8 < pg_snapshot_xmin(pg_current_snapshot()) \
-                AND NOT EXISTS (SELECT 1 FROM events \
-                                 WHERE aggregate_type = $5 \
-                                   AND (tx_id, global_position) > ($1::text::xid8, $2) \
-                                   AND (tx_id, global_position) <= ($3::text::xid8, $4))",
+                AND (SELECT 1 FROM events \
+                      WHERE aggregate_type = $5 \
+                        AND (aggregate_type, tx_id, global_position) > ($5, $1::text::xid8, $2) \
+                        AND (aggregate_type, tx_id, global_position) <= ($5, $3::text::xid8, $4) \
+                      ORDER BY events.aggregate_type, events.tx_id, events.global_position \
+                      LIMIT 1) IS NULL",
         )
         .bind(after.tx_id.to_string())
         .bind(after.position)

@@ -154,6 +154,104 @@ async fn a_snapshot_that_no_longer_reads_is_ignored_and_the_stream_replayed(pool
     assert_eq!(same.value()["version"], 2);
 }
 
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn a_snapshot_holds_the_upcast_state_and_later_loads_start_from_it(pool: PgPool) {
+    let app = app(&pool);
+    let (owner, stranger) = (TestAccount::user(), TestAccount::user());
+    let id = uuid::Uuid::now_v7().to_string();
+    // A project created before `created_by` existed (ProjectCreated v1): its owner is the
+    // actor of its metadata, and only the upcaster says so.
+    let created = NewEvent::from_parts(
+        "Project",
+        &id,
+        1,
+        ("ProjectCreated", "1"),
+        json!({ "ProjectCreated": { "name": "Apollo", "description": "" } }),
+        json!({ "actor": owner.id.to_string() }),
+    );
+    append(&pool, &[created], None).await.unwrap();
+    seed_updates(&pool, &id, 2, 100).await;
+
+    let first = rename(&id, "Gemini").as_account(&owner).send(&app).await;
+    assert_eq!(first.status, StatusCode::OK, "{:?}", first.value());
+    assert_eq!(first.value()["version"], 101);
+    assert_eq!(snapshot_versions(&pool, &id).await, vec![101]);
+    let stored: serde_json::Value =
+        sqlx::query_scalar("SELECT payload::jsonb FROM snapshots WHERE aggregate_id = $1")
+            .bind(&id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(stored["owner"], json!(owner.id.to_string()), "{stored}");
+    assert_eq!(stored["name"], "Gemini");
+
+    // Loaded from the snapshot: the owner (known only through the upcast) still decides.
+    let hidden = rename(&id, "Mercury")
+        .as_account(&stranger)
+        .send(&app)
+        .await;
+    assert_eq!(hidden.status, StatusCode::NOT_FOUND, "{:?}", hidden.value());
+    let second = rename(&id, "Mercury").as_account(&owner).send(&app).await;
+    assert_eq!(second.status, StatusCode::OK, "{:?}", second.value());
+    assert_eq!(second.value()["version"], 102);
+    // Renaming to the current name changes nothing: the state read is the snapshot's plus
+    // the event after it.
+    let same = rename(&id, "Mercury").as_account(&owner).send(&app).await;
+    assert_eq!(same.value()["version"], 102);
+    assert_eq!(stream_versions(&pool, &id).await.len(), 102);
+}
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn concurrent_commands_on_a_snapshotted_stream_still_conflict(pool: PgPool) {
+    let app = app(&pool);
+    let id = create_project(&app, "Apollo").await;
+    seed_updates(&pool, &id, 2, 100).await;
+    let first = rename(&id, "Gemini").send(&app).await;
+    assert_eq!(first.status, StatusCode::OK, "{:?}", first.value());
+    assert_eq!(snapshot_versions(&pool, &id).await, vec![101]);
+
+    // Every one of these loads the same snapshot at 101 and passes `If-Match: "101"`; the
+    // append's revision check lets exactly one of them write revision 102.
+    let conditioned = futures::future::join_all((0..8).map(|n| {
+        rename(&id, &format!("conditioned {n}"))
+            .header("if-match", "\"101\"")
+            .send(&app)
+    }))
+    .await;
+    let statuses: Vec<StatusCode> = conditioned.iter().map(|answer| answer.status).collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == StatusCode::OK).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses
+            .iter()
+            .all(|s| *s == StatusCode::OK || *s == StatusCode::PRECONDITION_FAILED),
+        "{statuses:?}"
+    );
+    assert_eq!(stream_versions(&pool, &id).await.len(), 102);
+
+    // Unconditioned ones are re-decided on fresh state when they lose: each lands once.
+    let unconditioned = futures::future::join_all(
+        (0..8).map(|n| rename(&id, &format!("unconditioned {n}")).send(&app)),
+    )
+    .await;
+    let mut versions: Vec<i64> = unconditioned
+        .iter()
+        .map(|answer| {
+            assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.value());
+            answer.value()["version"].as_i64().unwrap()
+        })
+        .collect();
+    versions.sort_unstable();
+    assert_eq!(versions, (103..=110).collect::<Vec<_>>());
+    assert_eq!(
+        stream_versions(&pool, &id).await,
+        (1..=110).collect::<Vec<_>>()
+    );
+}
+
 /// PATCH latency on a project of 100 000 events against one of 1 event. A measurement, not a
 /// check (wall-clock times vary with the machine):
 /// `cargo test --release -p command-api --test api patch_latency -- --ignored --nocapture`.

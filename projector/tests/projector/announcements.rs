@@ -133,3 +133,97 @@ async fn an_idle_projection_moves_its_checkpoint_past_events_that_do_not_concern
     shutdown.trigger();
     running.await.unwrap().unwrap();
 }
+
+/// The idle skip moves only up to the commit-safe horizon: a `Project` event whose
+/// transaction is still open when later, unrelated transactions commit (decision 0001's
+/// out-of-order commit) is applied once it commits, never skipped.
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn the_idle_skip_never_passes_a_concerning_event_committed_out_of_order(pool: PgPool) {
+    let first = Uuid::now_v7();
+    append(&pool, &[project_event(first, 1, &created("first"))], None)
+        .await
+        .unwrap();
+    // The slow transaction takes its position and transaction id first...
+    let late = Uuid::now_v7();
+    let mut slow = pool.begin().await.unwrap();
+    let slow_receipt =
+        event_store::append::append_in(&mut slow, &[project_event(late, 1, &created("late"))])
+            .await
+            .unwrap();
+    // ...then unrelated transactions append after it and commit.
+    let mut last = None;
+    for n in 0..5 {
+        let unrelated = crate::deep_payloads::analytics_event(&format!("other{n}"), 0);
+        last = Some(append(&pool, &[unrelated], None).await.unwrap().last);
+    }
+    let last = last.unwrap();
+    assert!(last > slow_receipt.last);
+
+    let shutdown = Shutdown::new();
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let projection: Arc<dyn Projection> = Arc::new(ProjectsProjection);
+    let running = tokio::spawn(projector::run_projection(
+        pool.clone(),
+        projection,
+        LoopSettings {
+            batch_size: 100,
+            poll_interval: Duration::from_millis(20),
+            max_bytes: event_store::log::DEFAULT_MAX_BYTES,
+        },
+        wake,
+        shutdown.clone(),
+    ));
+    let position = || {
+        let pool = pool.clone();
+        async move {
+            let row: Option<(i64, i64)> = sqlx::query_as(
+                "SELECT tx_id, position FROM projection_checkpoints WHERE name = 'projects'",
+            )
+            .fetch_optional(&pool)
+            .await
+            .unwrap();
+            row.map(|(tx_id, position)| events::LogPosition { tx_id, position })
+        }
+    };
+    // The first event is applied; then about fifty idle rounds (one every 20 ms) while the
+    // slow transaction is open: none may move the checkpoint onto or past its event.
+    eventually(
+        Duration::from_secs(20),
+        "the first event is applied",
+        || {
+            let position = position();
+            async move { position.await.is_some_and(|at| at.position > 0) }
+        },
+    )
+    .await;
+    let window = Instant::now();
+    while window.elapsed() < Duration::from_secs(1) {
+        let at = position().await.unwrap();
+        assert!(
+            at < slow_receipt.last,
+            "the checkpoint {at:?} passed the open transaction's event {:?}",
+            slow_receipt.last
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    slow.commit().await.unwrap();
+    eventually(
+        Duration::from_secs(20),
+        "the late event is applied and the unrelated ones skipped",
+        || {
+            let position = position();
+            async move { position.await == Some(last) }
+        },
+    )
+    .await;
+    let names: Vec<String> = sqlx::query_scalar("SELECT name FROM projects ORDER BY name")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(names, vec!["first".to_owned(), "late".to_owned()]);
+    assert_eq!(checkpoint(&pool).await.events_applied, 2);
+
+    shutdown.trigger();
+    running.await.unwrap().unwrap();
+}

@@ -353,8 +353,7 @@ pub(super) async fn second_factor_due(
         .await
         .map_err(db)?;
     tx.commit().await.map_err(db)?;
-    metrics::counter!(service_kit::metric_names::AUTH_LOGINS_TOTAL, "result" => "mfa_required")
-        .increment(1);
+    super::routes::count_login("mfa_required");
     Ok(Some(no_store(
         problems::mfa_required(&token.value, ttl.as_secs()).into_response(),
     )))
@@ -393,8 +392,7 @@ async fn mfa_failed(
     )
     .await?;
     security::record(SecurityEvent::MfaFailed, 1);
-    metrics::counter!(service_kit::metric_names::AUTH_LOGINS_TOTAL, "result" => "failure")
-        .increment(1);
+    super::routes::count_login("failure");
     Ok(problems::invalid_credentials())
 }
 

@@ -549,8 +549,8 @@ async fn login(
             problems::email_not_verified()
         });
     }
+    // Counted as `mfa_required` by second_factor_due.
     if let Some(mfa_required) = super::mfa::second_factor_due(&auth, &credentials).await? {
-        count_login("mfa_required");
         return Ok(mfa_required);
     }
     open_session(

@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use cqrs_es::Aggregate;
 use event_store::idempotency::{self, Claimed};
 use service_kit::Problem;
+use tracing::Instrument as _;
 use utoipa::ToSchema;
 
 use crate::execute::{CommandBus, Committed, Kind, Outcome, Reads, Request};
@@ -79,6 +80,7 @@ where
             fingerprint,
             state.settings.idempotency_lease,
         )
+        .instrument(tracing::info_span!("idempotency.claim"))
         .await
         .map_err(|error| {
             match error {

@@ -55,6 +55,7 @@ async fn a_post_with_a_traceparent_gives_one_trace_from_the_server_span_through_
             "traceparent",
             &format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01"),
         )
+        .header("idempotency-key", "traced-create-1")
         .json(&serde_json::json!({ "name": "Traced" }))
         .send(&app)
         .await;
@@ -116,6 +117,20 @@ async fn a_post_with_a_traceparent_gives_one_trace_from_the_server_span_through_
     assert_eq!(
         attribute(command, "outcome").map(Value::as_str).as_deref(),
         Some("ok")
+    );
+
+    // The idempotency claim in the same trace, with its own statement under it.
+    let claim = finished
+        .iter()
+        .find(|span| span.name == "idempotency.claim")
+        .expect("an idempotency.claim span");
+    assert!(descends_from(&by_id, claim, server.span_context.span_id()));
+    assert!(
+        finished
+            .iter()
+            .any(|span| span.span_kind == SpanKind::Client
+                && span.parent_span_id == claim.span_context.span_id()),
+        "no statement span under the claim: {finished:#?}"
     );
 
     // The append under the command, and the INSERT under the append, with the rows it wrote.

@@ -710,7 +710,7 @@ mod tests {
             let token = jsonwebtoken::encode(
                 &head,
                 &sample_claims(&keys),
-                &EncodingKey::from_secret(&public).expect("hmac key"),
+                &EncodingKey::from_secret(&public),
             )
             .expect("encode");
             assert_eq!(

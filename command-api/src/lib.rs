@@ -58,6 +58,7 @@ fn api() -> utoipa_axum::router::OpenApiRouter<AppState> {
         .merge(http::routes::router())
         .merge(auth::routes::router())
         .merge(auth::mfa::router())
+        .merge(auth::passkeys::router())
         .merge(auth::sessions::router())
         .merge(auth::admin::router())
 }

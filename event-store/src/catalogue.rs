@@ -57,7 +57,7 @@ pub const ANALYTICS_DAILY: ReadModel = ReadModel {
 pub const AUTH_ACCOUNTS: ReadModel = ReadModel {
     name: "auth_accounts",
     sources: &[account::AGGREGATE_TYPE],
-    tables: &["auth_accounts"],
+    tables: &["auth_accounts", "auth_account_passkeys"],
 };
 
 /// Sessions as `GET /auth/sessions` serves them.

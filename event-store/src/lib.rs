@@ -16,6 +16,7 @@ pub mod load;
 pub mod log;
 pub mod mail_outbox;
 pub mod mfa;
+pub mod passkeys;
 pub mod rate_limits;
 pub mod sessions;
 pub mod wake;

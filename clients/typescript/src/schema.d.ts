@@ -483,6 +483,103 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/auth/webauthn/credentials": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The caller's passkeys. */
+        get: operations["passkeys"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/auth/webauthn/credentials/{id}/remove": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post: operations["remove"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/auth/webauthn/login/finish": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post: operations["login_finish"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/auth/webauthn/login/options": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post: operations["login_options"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/auth/webauthn/register/finish": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post: operations["register_finish"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/auth/webauthn/register/options": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post: operations["register_options"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/community/posts": {
         parameters: {
             query?: never;
@@ -787,6 +884,20 @@ export interface components {
              */
             version: number;
         };
+        /** @description A ceremony begun: finish it with the same `challenge_id`. */
+        CeremonyAnswer: {
+            /**
+             * Format: uuid
+             * @description Names this ceremony at finish; it works once, within 5 minutes.
+             */
+            challenge_id: string;
+            /**
+             * @description webauthn-rs's `CreationChallengeResponse` or `RequestChallengeResponse`: pass
+             *     `options.publicKey` to `PublicKeyCredential.parseCreationOptionsFromJSON` (or
+             *     `parseRequestOptionsFromJSON`).
+             */
+            options: Record<string, never>;
+        };
         /** @description The answer to a create or change. */
         ChangeAnswer: {
             /** @description Pass as `X-Consistency-Token` to a query to read this write. */
@@ -1059,6 +1170,24 @@ export interface components {
             /** @description Always `Bearer`. */
             token_type: string;
         };
+        /** @description `{challenge_id, credential}`: login/finish. */
+        LoginFinish: {
+            /**
+             * Format: uuid
+             * @description The `challenge_id` of login/options.
+             */
+            challenge_id: string;
+            /** @description The authenticator's answer: `credential.toJSON()` (`AuthenticationResponseJSON`). */
+            credential: Record<string, never>;
+        };
+        /** @description `{email}`: login/options. */
+        LoginOptions: {
+            /**
+             * Format: email
+             * @description The address to sign in as.
+             */
+            email: string;
+        };
         /** @description `{token}`: verify-email. */
         MailedToken: {
             /** @description The token from the mailed link's fragment. */
@@ -1081,7 +1210,7 @@ export interface components {
              * @description Its address.
              */
             email: string;
-            /** @description The account's passkeys (none until passkeys exist). */
+            /** @description The account's passkeys, oldest first. */
             passkeys: components["schemas"]["PasskeyDoc"][];
             /**
              * Format: int32
@@ -1384,7 +1513,21 @@ export interface components {
              */
             total: number;
         };
-        /** @description A passkey of the account. Documentation only until passkeys exist. */
+        /** @description A passkey registered. */
+        PasskeyAnswer: {
+            /** @description Pass as `X-Consistency-Token` to read this change. */
+            consistency_token: string;
+            /**
+             * Format: date-time
+             * @description When it was registered.
+             */
+            created_at: string;
+            /** @description The credential id, base64url. */
+            id: string;
+            /** @description Its label. */
+            label: string;
+        };
+        /** @description A passkey of the account. */
         PasskeyDoc: {
             /**
              * Format: date-time
@@ -1397,9 +1540,14 @@ export interface components {
             label: string;
             /**
              * Format: date-time
-             * @description When it last signed in.
+             * @description When it last signed in (not recorded yet: always `null`).
              */
             last_used_at?: string | null;
+        };
+        /** @description `GET /auth/webauthn/credentials`. */
+        Passkeys: {
+            /** @description The account's passkeys, oldest first. */
+            items: components["schemas"]["PasskeyDoc"][];
         };
         /** @description A community post as the read model holds it. */
         Post: {
@@ -1591,6 +1739,36 @@ export interface components {
              * @description The account stream's version.
              */
             version: number;
+        };
+        /** @description `{challenge_id, credential, label?}`: register/finish. */
+        RegisterFinish: {
+            /**
+             * Format: uuid
+             * @description The `challenge_id` of register/options.
+             */
+            challenge_id: string;
+            /** @description The authenticator's answer: `credential.toJSON()` (`RegistrationResponseJSON`). */
+            credential: Record<string, never>;
+            /** @description 1 to 64 characters after trimming white space, no control characters; one line */
+            label?: string | null;
+        };
+        /** @description `{password, label?}`: register/options. */
+        RegisterOptions: {
+            /** @description 1 to 64 characters after trimming white space, no control characters; one line */
+            label?: string | null;
+            /**
+             * Format: password
+             * @description The account's password, re-entered.
+             */
+            password: string;
+        };
+        /** @description `{password}`: removing a passkey. */
+        RemovePasskey: {
+            /**
+             * Format: password
+             * @description The account's password, re-entered.
+             */
+            password: string;
         };
         /**
          * @description One Reporting API report (`application/reports+json` holds an array of them).
@@ -4837,6 +5015,680 @@ export interface operations {
             };
             /** @description No valid access token (`WWW-Authenticate` says why) */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description A concurrent change won (retry; `code` `contention`); for `refresh`,
+             *     `/problems/refresh-raced` (`code` `refresh_raced`): another tab just rotated this
+             *     token, retry with the cookie now held.
+             */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is over 256 KiB. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is not JSON (every route that reads the refresh cookie requires JSON). */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid address or password (each field named), or unknown fields. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `/problems/rate-limited`, with `Retry-After` and `retry_after`. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying, equal to the body's `retry_after` */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Password hashing is saturated or the event store is unavailable; retry after
+             *     `Retry-After`.
+             */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying, equal to the body's `retry_after` */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    passkeys: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Tags of cached representations; a match answers 304 */
+                "If-None-Match"?: string;
+                /** @description Token from a command answer: wait until the projection covers it (at most CONSISTENCY_WAIT_MS, else 503). Opaque and URL-safe; only a token this system issued is taken, anything else is a 400 */
+                "X-Consistency-Token"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The caller's passkeys, oldest first */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Passkeys"];
+                };
+            };
+            /** @description A query parameter (named in `parameter`) or the `X-Consistency-Token` header (named in `header`) is invalid */
+            400: {
+                headers: {
+                    /** @description no-store */
+                    "Cache-Control"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No valid access token (`WWW-Authenticate` says why) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The account lacks the role or the right */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The database is unavailable, or the projection did not reach the `X-Consistency-Token` within `CONSISTENCY_WAIT_MS` */
+            503: {
+                headers: {
+                    /** @description no-store */
+                    "Cache-Control"?: string;
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    remove: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The credential id, base64url */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["RemovePasskey"];
+            };
+        };
+        responses: {
+            /** @description The passkey is removed; `PasskeyRemoved` appended, `mfa_changed` mailed */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AccountAnswer"];
+                };
+            };
+            /**
+             * @description Malformed JSON; for `verify-email` and `password/reset`, a mail token that is unknown,
+             *     expired or used (`/problems/invalid-token`).
+             */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No valid access token (`Authorization: Bearer`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `step-up-failed`: the password is wrong */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The account has no passkey with this id */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description A concurrent change won (retry; `code` `contention`); for `refresh`,
+             *     `/problems/refresh-raced` (`code` `refresh_raced`): another tab just rotated this
+             *     token, retry with the cookie now held.
+             */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is over 256 KiB. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is not JSON (every route that reads the refresh cookie requires JSON). */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid address or password (each field named), or unknown fields. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `/problems/rate-limited`, with `Retry-After` and `retry_after`. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying, equal to the body's `retry_after` */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Password hashing is saturated or the event store is unavailable; retry after
+             *     `Retry-After`.
+             */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying, equal to the body's `retry_after` */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    login_finish: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["LoginFinish"];
+            };
+        };
+        responses: {
+            /** @description Signed in with a passkey (two factors: `amr` `["hwk", "mfa"]`); the refresh cookie is set */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LoginAnswer"];
+                };
+            };
+            /**
+             * @description Malformed JSON; for `verify-email` and `password/reset`, a mail token that is unknown,
+             *     expired or used (`/problems/invalid-token`).
+             */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `invalid-credentials`: the `challenge_id` is unknown, expired or spent, or the answer does not verify */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `email-not-verified` or `account-disabled` (a verified passkey only) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description A concurrent change won (retry; `code` `contention`); for `refresh`,
+             *     `/problems/refresh-raced` (`code` `refresh_raced`): another tab just rotated this
+             *     token, retry with the cookie now held.
+             */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is over 256 KiB. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is not JSON (every route that reads the refresh cookie requires JSON). */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid address or password (each field named), or unknown fields. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `/problems/rate-limited`, with `Retry-After` and `retry_after`. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying, equal to the body's `retry_after` */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Password hashing is saturated or the event store is unavailable; retry after
+             *     `Retry-After`.
+             */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying, equal to the body's `retry_after` */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    login_options: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["LoginOptions"];
+            };
+        };
+        responses: {
+            /** @description A sign-in ceremony begun (5 minutes, once); the same shape whether or not the address has passkeys; `Cache-Control: no-store` */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CeremonyAnswer"];
+                };
+            };
+            /**
+             * @description Malformed JSON; for `verify-email` and `password/reset`, a mail token that is unknown,
+             *     expired or used (`/problems/invalid-token`).
+             */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No valid access token (`WWW-Authenticate` says why) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The account lacks the role or the right */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description A concurrent change won (retry; `code` `contention`); for `refresh`,
+             *     `/problems/refresh-raced` (`code` `refresh_raced`): another tab just rotated this
+             *     token, retry with the cookie now held.
+             */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is over 256 KiB. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is not JSON (every route that reads the refresh cookie requires JSON). */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid address or password (each field named), or unknown fields. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `/problems/rate-limited`, with `Retry-After` and `retry_after`. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying, equal to the body's `retry_after` */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Password hashing is saturated or the event store is unavailable; retry after
+             *     `Retry-After`.
+             */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying, equal to the body's `retry_after` */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    register_finish: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["RegisterFinish"];
+            };
+        };
+        responses: {
+            /** @description The passkey is registered; `PasskeyRegistered` appended, `mfa_changed` mailed */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PasskeyAnswer"];
+                };
+            };
+            /**
+             * @description Malformed JSON; for `verify-email` and `password/reset`, a mail token that is unknown,
+             *     expired or used (`/problems/invalid-token`).
+             */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No valid access token (`Authorization: Bearer`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The account lacks the role or the right */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description A concurrent change won (retry; `code` `contention`); for `refresh`,
+             *     `/problems/refresh-raced` (`code` `refresh_raced`): another tab just rotated this
+             *     token, retry with the cookie now held.
+             */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is over 256 KiB. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is not JSON (every route that reads the refresh cookie requires JSON). */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid address or password (each field named), or unknown fields. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `/problems/rate-limited`, with `Retry-After` and `retry_after`. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying, equal to the body's `retry_after` */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Password hashing is saturated or the event store is unavailable; retry after
+             *     `Retry-After`.
+             */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying, equal to the body's `retry_after` */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    register_options: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["RegisterOptions"];
+            };
+        };
+        responses: {
+            /** @description A registration ceremony begun (5 minutes, once); `Cache-Control: no-store` */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CeremonyAnswer"];
+                };
+            };
+            /**
+             * @description Malformed JSON; for `verify-email` and `password/reset`, a mail token that is unknown,
+             *     expired or used (`/problems/invalid-token`).
+             */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No valid access token (`Authorization: Bearer`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `step-up-failed`: the password is wrong */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -51,6 +51,7 @@ pub struct Crypto {
     hasher: PasswordHasher,
     hash_work: Arc<AtomicU64>,
     totp_box: SecretBox,
+    passkeys: super::passkeys::RelyingParty,
 }
 
 /// Why a password could not be hashed or checked.
@@ -89,8 +90,12 @@ impl Crypto {
         let verifier = keys.verifier();
         let secret_key = auth::secret::SecretKey::from_base64(settings.secret_key.expose())
             .map_err(|error| KeyError(error.to_string()))?;
+        let passkeys =
+            super::passkeys::RelyingParty::new(&settings.webauthn, secret_key.as_bytes())
+                .map_err(KeyError)?;
         Ok(Self {
             totp_box: SecretBox::new(&secret_key),
+            passkeys,
             keys,
             verifier,
             hasher: PasswordHasher::new(settings.hash_concurrency, settings.hash_max_wait),
@@ -174,6 +179,11 @@ impl Crypto {
             }
         }
         Ok(None)
+    }
+
+    /// The passkeys' relying party.
+    pub fn passkeys(&self) -> &super::passkeys::RelyingParty {
+        &self.passkeys
     }
 
     /// Seals a TOTP secret for `account_id` (AES-256-GCM, see [`SecretBox`]).

@@ -271,7 +271,7 @@ async fn spend(
 }
 
 /// The caller's live session and usable account, or the 401 to answer.
-async fn caller(
+pub(super) async fn caller(
     auth: &AuthState,
     headers: &HeaderMap,
 ) -> Result<Result<(crypto::Bearer, Credentials), Response>, Problem> {

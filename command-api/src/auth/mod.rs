@@ -11,6 +11,7 @@ pub mod admin;
 pub mod crypto;
 pub mod limits;
 pub mod mfa;
+pub mod passkeys;
 pub mod problems;
 pub mod routes;
 pub mod sessions;

@@ -19,6 +19,10 @@
 //!   the least recently used.
 //! - `AUTH_BOOTSTRAP_ADMIN_EMAIL`, `AUTH_BOOTSTRAP_ADMIN_PASSWORD` (or `_FILE`): the first
 //!   admin, created at start-up when no account has that address.
+//! - `AUTH_WEBAUTHN_RP_ID` (default `localhost`), `AUTH_WEBAUTHN_ORIGINS` (comma-separated,
+//!   default `http://localhost:8080,http://localhost:8000`), `AUTH_WEBAUTHN_RP_NAME` (default
+//!   `Chronicle`), `AUTH_WEBAUTHN_CEREMONY_TTL_SECS` (default 300): passkeys' relying party
+//!   and how long a ceremony begun by `options` can be finished.
 //! - `RATE_LIMIT_<NAME>` (`count/seconds`), names as in [`RateLimits`].
 
 use std::fmt;
@@ -198,6 +202,56 @@ pub struct AuthSettings {
     pub bootstrap_admin: Option<BootstrapAdmin>,
     /// How often the background worker looks for queued requests another replica took in.
     pub worker_poll: Duration,
+    /// Passkeys' relying party.
+    pub webauthn: WebauthnSettings,
+}
+
+/// Passkeys' relying party (`AUTH_WEBAUTHN_*`).
+#[derive(Debug, Clone)]
+pub struct WebauthnSettings {
+    /// `AUTH_WEBAUTHN_RP_ID`: the domain passkeys are bound to.
+    pub rp_id: String,
+    /// `AUTH_WEBAUTHN_RP_NAME`: the name authenticators show.
+    pub rp_name: String,
+    /// `AUTH_WEBAUTHN_ORIGINS`: the origins ceremonies may come from.
+    pub origins: Vec<String>,
+    /// `AUTH_WEBAUTHN_CEREMONY_TTL_SECS`: how long a ceremony can be finished.
+    pub ceremony_ttl: Duration,
+}
+
+impl Default for WebauthnSettings {
+    fn default() -> Self {
+        Self {
+            rp_id: "localhost".to_owned(),
+            rp_name: "Chronicle".to_owned(),
+            origins: vec![
+                "http://localhost:8080".to_owned(),
+                "http://localhost:8000".to_owned(),
+            ],
+            ceremony_ttl: Duration::from_secs(300),
+        }
+    }
+}
+
+impl WebauthnSettings {
+    fn from_env() -> Result<Self, EnvError> {
+        let default = Self::default();
+        let origins = string_or("AUTH_WEBAUTHN_ORIGINS", &default.origins.join(","))
+            .split(',')
+            .map(str::trim)
+            .filter(|origin| !origin.is_empty())
+            .map(str::to_owned)
+            .collect();
+        Ok(Self {
+            rp_id: string_or("AUTH_WEBAUTHN_RP_ID", &default.rp_id),
+            rp_name: string_or("AUTH_WEBAUTHN_RP_NAME", &default.rp_name),
+            origins,
+            ceremony_ttl: Duration::from_secs(var_or(
+                "AUTH_WEBAUTHN_CEREMONY_TTL_SECS",
+                default.ceremony_ttl.as_secs(),
+            )?),
+        })
+    }
 }
 
 /// Why the accounts' settings cannot be read.
@@ -304,6 +358,7 @@ impl AuthSettings {
             rate_limits: RateLimits::from_env()?,
             bootstrap_admin,
             worker_poll: Duration::from_secs(1),
+            webauthn: WebauthnSettings::from_env()?,
         })
     }
 

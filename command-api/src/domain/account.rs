@@ -62,6 +62,18 @@ pub enum AccountCommand {
         /// How many are left after it.
         remaining: u32,
     },
+    /// A passkey was registered (its row is written in the same transaction).
+    RegisterPasskey {
+        /// The credential id, base64url.
+        credential_id: String,
+        /// The owner's label for it.
+        label: String,
+    },
+    /// A passkey is removed (its row is deleted in the same transaction).
+    RemovePasskey {
+        /// The credential id, base64url.
+        credential_id: String,
+    },
     /// An admin sets the granted roles (`user` is implied and never listed).
     SetRoles {
         /// The roles granted from now on, each `admin` or `auditor`, without repeats.
@@ -230,6 +242,22 @@ impl Decide for Account {
                     remaining,
                 }])
             }
+            // Which passkeys exist is `auth_passkeys`' fact (decision 0016): a registration of
+            // a taken id or a removal of an unknown one never reaches the aggregate.
+            AccountCommand::RegisterPasskey {
+                credential_id,
+                label,
+            } => Ok(vec![AccountEvent::PasskeyRegistered {
+                account_id: self.id()?,
+                credential_id,
+                label,
+            }]),
+            AccountCommand::RemovePasskey { credential_id } => {
+                Ok(vec![AccountEvent::PasskeyRemoved {
+                    account_id: self.id()?,
+                    credential_id,
+                }])
+            }
             AccountCommand::ChangePassword { sessions_revoked } => {
                 Ok(vec![AccountEvent::PasswordChanged {
                     account_id: self.id()?,
@@ -320,6 +348,36 @@ mod tests {
             Err(AccountError::AlreadyVerified)
         );
         assert_eq!(account.decide(AccountCommand::VerifyEmail), Ok(Vec::new()));
+    }
+
+    #[test]
+    fn a_passkey_is_recorded_for_a_registered_account_only() {
+        let register = || AccountCommand::RegisterPasskey {
+            credential_id: "Y3JlZA".to_owned(),
+            label: "laptop".to_owned(),
+        };
+        assert_eq!(
+            Account::default().decide(register()),
+            Err(AccountError::NotFound)
+        );
+        let (account, id) = registered();
+        assert_eq!(
+            account.decide(register()),
+            Ok(vec![AccountEvent::PasskeyRegistered {
+                account_id: id,
+                credential_id: "Y3JlZA".to_owned(),
+                label: "laptop".to_owned(),
+            }])
+        );
+        assert_eq!(
+            account.decide(AccountCommand::RemovePasskey {
+                credential_id: "Y3JlZA".to_owned()
+            }),
+            Ok(vec![AccountEvent::PasskeyRemoved {
+                account_id: id,
+                credential_id: "Y3JlZA".to_owned(),
+            }])
+        );
     }
 
     #[test]

@@ -217,6 +217,11 @@ pub mod text {
         )))
     }
 
+    /// A passkey's label (`null` or absent means the default).
+    pub fn passkey_label() -> RefOr<Schema> {
+        optional(1, 64, false)
+    }
+
     /// A session or user id of an analytics event (`null` means absent).
     pub fn client_id() -> RefOr<Schema> {
         optional(1, 128, false)

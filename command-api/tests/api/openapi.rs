@@ -54,8 +54,8 @@ fn every_command_operation_documents_its_error_answers() {
             operations += 1;
         }
     }
-    // 11 resource routes, 9 accounts, 5 second-factor, 2 sessions, 5 admin.
-    assert_eq!(operations, 11 + 9 + 5 + 2 + 5);
+    // 11 resource routes, 9 accounts, 5 second-factor, 2 sessions, 5 admin, 5 passkeys.
+    assert_eq!(operations, 11 + 9 + 5 + 2 + 5 + 5);
 }
 
 #[test]

@@ -48,6 +48,7 @@ pub fn auth_settings() -> AuthSettings {
         rate_limits: RateLimits::default(),
         bootstrap_admin: None,
         worker_poll: Duration::from_millis(50),
+        webauthn: Default::default(),
     }
 }
 

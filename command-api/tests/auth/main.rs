@@ -8,6 +8,7 @@ mod enumeration;
 mod helpers;
 mod journey;
 mod metrics;
+mod passkeys;
 mod rate_limits;
 mod reset;
 mod secrets;

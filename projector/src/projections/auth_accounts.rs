@@ -1,6 +1,7 @@
 //! The `auth_accounts` read model: one row per account with its address, the roles its
 //! tokens would carry now, whether it is verified or disabled, its second factors, and the stream revision it
-//! reflects. No secret reaches it: the account events carry none.
+//! reflects, and its passkeys (`auth_account_passkeys`: id, label, when). No secret reaches it:
+//! the account events carry none.
 
 use async_trait::async_trait;
 use events::RecordedEvent;
@@ -40,6 +41,14 @@ enum Change {
     RecoveryCodes(i32),
 }
 
+/// A change to the account's listed passkeys (`auth_account_passkeys`).
+enum PasskeyChange {
+    /// Listed: credential id and label.
+    Registered(String, String),
+    /// No longer listed.
+    Removed(String),
+}
+
 #[async_trait]
 impl Projection for AuthAccountsProjection {
     fn model(&self) -> ReadModel {
@@ -55,6 +64,7 @@ impl Projection for AuthAccountsProjection {
         let id = uuid_id(event)?;
         let at = event.recorded_at;
         let version = event.version;
+        let mut passkey = None;
         let change = match decoded {
             AccountEvent::AccountRegistered { email, .. } => {
                 // A registration is revision 1 of its stream; a conflict can only be a replay.
@@ -84,8 +94,20 @@ impl Projection for AuthAccountsProjection {
             AccountEvent::RecoveryCodeUsed { remaining, .. } => {
                 Change::RecoveryCodes(i32::try_from(remaining).unwrap_or(i32::MAX))
             }
-            // Passkeys are not shown yet; the row still moves to this revision so its ETag
-            // follows the stream.
+            AccountEvent::PasskeyRegistered {
+                credential_id,
+                label,
+                ..
+            } => {
+                passkey = Some(PasskeyChange::Registered(credential_id, label));
+                Change::Nothing
+            }
+            AccountEvent::PasskeyRemoved { credential_id, .. } => {
+                passkey = Some(PasskeyChange::Removed(credential_id));
+                Change::Nothing
+            }
+            // Events this model does not show; the row still moves to this revision so its
+            // ETag follows the stream.
             _ => Change::Nothing,
         };
         let set = match &change {
@@ -118,10 +140,37 @@ impl Projection for AuthAccountsProjection {
             Change::Nothing | Change::Verified => query,
         };
         let updated = query.execute(&mut **tx).await?;
-        if updated.rows_affected() > 0 {
-            return Ok(());
+        if updated.rows_affected() == 0 {
+            return ensure_row(tx, id, version).await;
         }
-        ensure_row(tx, id, version).await
+        // Only when the row moved: a replayed event changes no passkey either.
+        match passkey {
+            Some(PasskeyChange::Registered(credential_id, label)) => {
+                sqlx::query(
+                    "INSERT INTO auth_account_passkeys \
+                         (credential_id, account_id, label, created_at) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (credential_id) DO NOTHING",
+                )
+                .bind(credential_id)
+                .bind(id)
+                .bind(label)
+                .bind(at)
+                .execute(&mut **tx)
+                .await?;
+            }
+            Some(PasskeyChange::Removed(credential_id)) => {
+                sqlx::query(
+                    "DELETE FROM auth_account_passkeys \
+                      WHERE credential_id = $1 AND account_id = $2",
+                )
+                .bind(credential_id)
+                .bind(id)
+                .execute(&mut **tx)
+                .await?;
+            }
+            None => {}
+        }
+        Ok(())
     }
 }
 

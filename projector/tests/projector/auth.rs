@@ -180,6 +180,63 @@ async fn accounts_show_totp_and_the_recovery_codes_left(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn accounts_list_their_passkeys_until_removed(pool: PgPool) {
+    let account_id = Uuid::now_v7();
+    let listed = |pool: PgPool| async move {
+        sqlx::query_as::<_, (String, String)>(
+            "SELECT credential_id, label FROM auth_account_passkeys \
+              WHERE account_id = $1 ORDER BY created_at, credential_id",
+        )
+        .bind(account_id)
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+    };
+    let registered = |id: &str, label: &str| AccountEvent::PasskeyRegistered {
+        account_id,
+        credential_id: id.to_owned(),
+        label: label.to_owned(),
+    };
+    let steps = [
+        AccountEvent::AccountRegistered {
+            account_id,
+            email: "lin@example.com".into(),
+        },
+        registered("Y3JlZC1h", "laptop"),
+        registered("Y3JlZC1i", "phone"),
+        AccountEvent::PasskeyRemoved {
+            account_id,
+            credential_id: "Y3JlZC1h".to_owned(),
+        },
+    ];
+    let pair = |id: &str, label: &str| (id.to_owned(), label.to_owned());
+    let expected = [
+        vec![],
+        vec![pair("Y3JlZC1h", "laptop")],
+        vec![pair("Y3JlZC1h", "laptop"), pair("Y3JlZC1i", "phone")],
+        vec![pair("Y3JlZC1i", "phone")],
+    ];
+    for ((payload, sequence), want) in steps.iter().zip(1..).zip(expected) {
+        append(&pool, &[account_event(account_id, sequence, payload)], None)
+            .await
+            .unwrap();
+        settle(&pool, &AuthAccountsProjection).await;
+        assert_eq!(
+            listed(pool.clone()).await,
+            want,
+            "after revision {sequence}"
+        );
+    }
+    let version: i64 =
+        sqlx::query_scalar("SELECT version FROM auth_accounts WHERE account_id = $1")
+            .bind(account_id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(version, 4, "the row follows the stream");
+}
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn sessions_show_where_they_came_from_their_family_and_their_end(pool: PgPool) {
     let (account_id, kept, revoked) = seed(&pool).await;
     assert_eq!(settle(&pool, &AuthSessionsProjection).await, 5);

@@ -1,7 +1,8 @@
 //! The accounts' reads (ACCOUNTS.md): `GET /auth/jwks.json`, the public keys access tokens
 //! are verified with, for clients and other services that check tokens themselves; and the
-//! caller's own account and live sessions (`GET /auth/me`, `GET /auth/sessions`) from the
-//! `auth_accounts` and `auth_sessions` read models.
+//! caller's own account, live sessions and passkeys (`GET /auth/me`, `GET /auth/sessions`,
+//! `GET /auth/webauthn/credentials`) from the `auth_accounts` (with `auth_account_passkeys`)
+//! and `auth_sessions` read models.
 
 use axum::Json;
 use axum::extract::State;
@@ -42,6 +43,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         OpenApiRouter::new()
             .routes(routes!(me))
             .routes(routes!(sessions))
+            .routes(routes!(passkeys))
             .route_layer(axum::middleware::from_fn(
                 service_kit::caller::needs_account,
             )),
@@ -63,7 +65,7 @@ pub struct Me {
     pub totp_enabled: bool,
     /// How many unused recovery codes are left.
     pub recovery_codes_remaining: i32,
-    /// The account's passkeys (none until passkeys exist).
+    /// The account's passkeys, oldest first.
     pub passkeys: Vec<PasskeyDoc>,
     /// When it registered (RFC 3339, UTC).
     pub created_at: DateTime<Utc>,
@@ -71,8 +73,8 @@ pub struct Me {
     pub session_id: Uuid,
 }
 
-/// A passkey of the account. Documentation only until passkeys exist.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+/// A passkey of the account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema, sqlx::FromRow)]
 pub struct PasskeyDoc {
     /// The credential id, base64url.
     pub id: String,
@@ -80,8 +82,51 @@ pub struct PasskeyDoc {
     pub label: String,
     /// When it was registered.
     pub created_at: DateTime<Utc>,
-    /// When it last signed in.
+    /// When it last signed in (not recorded yet: always `null`).
     pub last_used_at: Option<DateTime<Utc>>,
+}
+
+/// `GET /auth/webauthn/credentials`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Passkeys {
+    /// The account's passkeys, oldest first.
+    pub items: Vec<PasskeyDoc>,
+}
+
+/// The passkeys of `account_id`, oldest first (an account has a handful).
+async fn passkeys_of(state: &AppState, account_id: Uuid) -> Result<Vec<PasskeyDoc>, ApiError> {
+    Ok(sqlx::query_as(
+        "SELECT credential_id AS id, label, created_at, last_used_at \
+           FROM auth_account_passkeys WHERE account_id = $1 \
+          ORDER BY created_at, credential_id LIMIT 100",
+    )
+    .bind(account_id)
+    .fetch_all(state.pool())
+    .await?)
+}
+
+/// The caller's passkeys.
+#[utoipa::path(
+    get,
+    path = "/auth/webauthn/credentials",
+    tag = "auth",
+    operation_id = "passkeys",
+    params(ReadHeaders),
+    responses(
+        (status = 200, description = "The caller's passkeys, oldest first", body = Passkeys),
+        BadRequest,
+        Unavailable,
+    )
+)]
+pub async fn passkeys(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let account = caller.account().ok_or(ApiError::Unauthenticated)?;
+    consistency::honour(&state, &headers, ACCOUNTS_PROJECTION).await?;
+    let items = passkeys_of(&state, account.account_id).await?;
+    Ok(private(Passkeys { items }))
 }
 
 /// One live session of the caller.
@@ -163,7 +208,7 @@ pub async fn me(
         roles: row.roles,
         totp_enabled: row.totp_enabled,
         recovery_codes_remaining: row.recovery_codes_remaining,
-        passkeys: Vec::new(),
+        passkeys: passkeys_of(&state, account.account_id).await?,
         created_at: row.created_at,
         session_id: account.session_id,
     }))

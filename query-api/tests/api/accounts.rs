@@ -86,6 +86,57 @@ async fn me_is_the_callers_account_with_its_session(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn me_and_credentials_list_the_callers_passkeys_only(pool: PgPool) {
+    let caller = TestAccount::user();
+    let other = Uuid::now_v7();
+    insert_account(&pool, caller.id, "ada@example.com", &["user"], false).await;
+    insert_account(&pool, other, "bob@example.com", &["user"], false).await;
+    for (id, account, label, minutes) in [
+        ("Y3JlZC1h", caller.id, "laptop", 2),
+        ("Y3JlZC1i", caller.id, "phone", 1),
+        ("Y3JlZC1j", other, "bob's", 3),
+    ] {
+        sqlx::query(
+            "INSERT INTO auth_account_passkeys (credential_id, account_id, label, created_at) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(id)
+        .bind(account)
+        .bind(label)
+        .bind(at(minutes))
+        .execute(&pool)
+        .await
+        .expect("passkey inserted");
+    }
+    let app = bare_app(&pool).await;
+    let listed = Call::get("/api/v1/auth/webauthn/credentials")
+        .as_account(&caller)
+        .send(&app)
+        .await;
+    assert_eq!(listed.status, StatusCode::OK, "{}", listed.text());
+    assert_eq!(listed.header("cache-control"), Some("private, no-cache"));
+    let items = listed.json()["items"].clone();
+    let ids: Vec<&str> = items
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|item| item["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(ids, ["Y3JlZC1i", "Y3JlZC1h"], "the caller's, oldest first");
+    assert_eq!(items[0]["last_used_at"], serde_json::Value::Null);
+
+    let me = Call::get("/api/v1/auth/me")
+        .as_account(&caller)
+        .send(&app)
+        .await;
+    assert_eq!(me.json()["passkeys"], items);
+    let anonymous = Call::get("/api/v1/auth/webauthn/credentials")
+        .send(&app)
+        .await;
+    anonymous.problem(StatusCode::UNAUTHORIZED);
+}
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn sessions_lists_live_ones_newest_first_and_flags_the_current(pool: PgPool) {
     let caller = TestAccount::user();
     let (older, newer) = (Uuid::now_v7(), caller.session);

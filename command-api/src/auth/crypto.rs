@@ -51,7 +51,7 @@ pub struct Crypto {
     hasher: PasswordHasher,
     hash_work: Arc<AtomicU64>,
     totp_box: SecretBox,
-    passkeys: super::passkeys::RelyingParty,
+    passkeys: super::relying_party::RelyingParty,
 }
 
 /// Why a password could not be hashed or checked.
@@ -91,7 +91,7 @@ impl Crypto {
         let secret_key = auth::secret::SecretKey::from_base64(settings.secret_key.expose())
             .map_err(|error| KeyError(error.to_string()))?;
         let passkeys =
-            super::passkeys::RelyingParty::new(&settings.webauthn, secret_key.as_bytes())
+            super::relying_party::RelyingParty::new(&settings.webauthn, secret_key.as_bytes())
                 .map_err(KeyError)?;
         Ok(Self {
             totp_box: SecretBox::new(&secret_key),
@@ -182,7 +182,7 @@ impl Crypto {
     }
 
     /// The passkeys' relying party.
-    pub fn passkeys(&self) -> &super::passkeys::RelyingParty {
+    pub fn passkeys(&self) -> &super::relying_party::RelyingParty {
         &self.passkeys
     }
 

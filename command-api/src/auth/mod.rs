@@ -13,6 +13,7 @@ pub mod limits;
 pub mod mfa;
 pub mod passkeys;
 pub mod problems;
+pub mod relying_party;
 pub mod routes;
 pub mod sessions;
 pub mod settings;

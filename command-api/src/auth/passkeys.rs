@@ -19,22 +19,18 @@ use event_store::accounts::{self, Credentials};
 use event_store::passkeys::{self, Ceremony, CeremonyKind, PasskeyError};
 use events::login_attempt::FailureReason;
 use events::session::LoginMethod;
-use hmac::{Hmac, Mac};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use service_kit::Problem;
-use sha2::Sha256;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
-use webauthn_rs::fake::{FakePasskeyDistribution, WebauthnFakeCredentialGenerator};
 use webauthn_rs::prelude::{
     Passkey, PasskeyAuthentication, PasskeyRegistration, PublicKeyCredential,
-    RegisterPublicKeyCredential, RequestChallengeResponse, Url,
+    RegisterPublicKeyCredential, RequestChallengeResponse,
 };
-use webauthn_rs::{Webauthn, WebauthnBuilder};
 
 use super::limits::{self, ip_of};
 use super::problems;
@@ -42,7 +38,6 @@ use super::routes::{
     AccountAnswer, AuthErrors, Login, LoginAnswer, account_answer, auth_of, count_login, failure,
     invalid, no_store, open_session_in, record_failure, session_metadata, step_up,
 };
-use super::settings::WebauthnSettings;
 use super::{AuthState, token};
 use crate::domain::account::AccountCommand;
 use crate::http::X_CONSISTENCY_TOKEN;
@@ -54,59 +49,6 @@ use crate::state::AppState;
 const DEFAULT_LABEL: &str = "Passkey";
 /// Longest label, in characters.
 const MAX_LABEL: usize = 64;
-
-/// The relying party: webauthn-rs configured from `AUTH_WEBAUTHN_*`, and the generator of fake
-/// credential ids for addresses without passkeys.
-pub struct RelyingParty {
-    webauthn: Webauthn,
-    fake_ids: WebauthnFakeCredentialGenerator<FakePasskeyDistribution>,
-    timeout_ms: u32,
-}
-
-impl RelyingParty {
-    /// Builds the relying party; the fake ids are keyed by HMAC-SHA256(`AUTH_SECRET_KEY`,
-    /// purpose), so they are stable across replicas and restarts and say nothing without the
-    /// key (the same derivation as the TOTP key, another purpose).
-    ///
-    /// # Errors
-    ///
-    /// An origin is not a URL, or webauthn-rs refuses the RP id for the origins.
-    pub fn new(settings: &WebauthnSettings, secret_key: &[u8; 32]) -> Result<Self, String> {
-        let origins = settings
-            .origins
-            .iter()
-            .map(|origin| {
-                Url::parse(origin).map_err(|e| format!("AUTH_WEBAUTHN_ORIGINS {origin}: {e}"))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let Some((first, rest)) = origins.split_first() else {
-            return Err("AUTH_WEBAUTHN_ORIGINS names no origin".to_owned());
-        };
-        let mut builder = WebauthnBuilder::new(&settings.rp_id, first)
-            .map_err(|e| format!("AUTH_WEBAUTHN_RP_ID: {e}"))?
-            .rp_name(&settings.rp_name)
-            .timeout(settings.ceremony_ttl);
-        for origin in rest {
-            builder = builder.append_allowed_origin(origin);
-        }
-        let webauthn = builder
-            .build()
-            .map_err(|e| format!("AUTH_WEBAUTHN_*: {e}"))?;
-        let mac = <Hmac<Sha256> as Mac>::new_from_slice(secret_key)
-            .map_err(|e| format!("AUTH_SECRET_KEY: {e}"))?;
-        let key = mac
-            .chain_update(b"chronicle/webauthn-fake-ids/v1")
-            .finalize()
-            .into_bytes();
-        let fake_ids = WebauthnFakeCredentialGenerator::new(&key)
-            .map_err(|e| format!("fake credential key: {e}"))?;
-        Ok(Self {
-            webauthn,
-            fake_ids,
-            timeout_ms: u32::try_from(settings.ceremony_ttl.as_millis()).unwrap_or(u32::MAX),
-        })
-    }
-}
 
 /// The passkey routes, with their OpenAPI description.
 pub fn router() -> OpenApiRouter<AppState> {

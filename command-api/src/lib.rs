@@ -50,6 +50,8 @@ pub const PUBLIC_OPERATIONS: &[(&str, &str)] = &[
     ("post", "/api/v1/auth/password/forgot"),
     ("post", "/api/v1/auth/password/reset"),
     ("post", "/api/v1/auth/login/mfa"),
+    ("post", "/api/v1/auth/webauthn/login/options"),
+    ("post", "/api/v1/auth/webauthn/login/finish"),
 ];
 
 /// Every documented route, with its OpenAPI paths.

@@ -5449,15 +5449,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The account lacks the role or the right */
-            403: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
             /**
              * @description A concurrent change won (retry; `code` `contention`); for `refresh`,
              *     `/problems/refresh-raced` (`code` `refresh_raced`): another tab just rotated this

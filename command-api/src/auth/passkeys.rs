@@ -36,7 +36,7 @@ use super::limits::{self, ip_of};
 use super::problems;
 use super::routes::{
     AccountAnswer, AuthErrors, Login, LoginAnswer, account_answer, auth_of, count_login, failure,
-    invalid, no_store, open_session_in, record_failure, session_metadata, step_up,
+    invalid, no_store, open_session_in, record_failure, refuse_unusable, session_metadata, step_up,
 };
 use super::{AuthState, token};
 use crate::domain::account::AccountCommand;
@@ -506,22 +506,7 @@ async fn login_finish(
         count_login("failure");
         return Err(problems::invalid_credentials());
     };
-    if credentials.disabled || !credentials.verified {
-        record_failure(
-            &auth,
-            Some(credentials.account_id),
-            LoginMethod::Passkey,
-            FailureReason::UnverifiedOrDisabled,
-            &input.metadata,
-        )
-        .await?;
-        count_login("failure");
-        return Err(if credentials.disabled {
-            problems::account_disabled()
-        } else {
-            problems::email_not_verified()
-        });
-    }
+    refuse_unusable(&auth, &credentials, LoginMethod::Passkey, &input.metadata).await?;
     let mut tx = auth.pool.begin().await.map_err(db)?;
     passkeys::used(&mut tx, &id, &updated).await.map_err(db)?;
     let login = Login {

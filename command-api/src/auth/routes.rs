@@ -533,22 +533,7 @@ async fn login(
             return Err(problems::invalid_credentials());
         }
     };
-    if credentials.disabled || !credentials.verified {
-        record_failure(
-            &auth,
-            Some(credentials.account_id),
-            LoginMethod::Password,
-            FailureReason::UnverifiedOrDisabled,
-            &input.metadata,
-        )
-        .await?;
-        count_login("failure");
-        return Err(if credentials.disabled {
-            problems::account_disabled()
-        } else {
-            problems::email_not_verified()
-        });
-    }
+    refuse_unusable(&auth, &credentials, LoginMethod::Password, &input.metadata).await?;
     // Counted as `mfa_required` by second_factor_due.
     if let Some(mfa_required) = super::mfa::second_factor_due(&auth, &credentials).await? {
         return Ok(mfa_required);
@@ -1232,3 +1217,31 @@ pub(crate) async fn caller_credentials(
 
 /// Who asked for a reset through `password/forgot`.
 pub(crate) const OWNER: ResetRequestedBy = ResetRequestedBy::Owner;
+
+/// Refuses a login whose account is disabled or unverified, once its first factor was right
+/// (only the right factor may learn more than `invalid-credentials`): records the failure,
+/// counts it, and answers `account-disabled` or `email-not-verified`.
+pub(crate) async fn refuse_unusable(
+    auth: &AuthState,
+    credentials: &Credentials,
+    method: LoginMethod,
+    metadata: &EventMetadata,
+) -> Result<(), Problem> {
+    if !credentials.disabled && credentials.verified {
+        return Ok(());
+    }
+    record_failure(
+        auth,
+        Some(credentials.account_id),
+        method,
+        FailureReason::UnverifiedOrDisabled,
+        metadata,
+    )
+    .await?;
+    count_login("failure");
+    Err(if credentials.disabled {
+        problems::account_disabled()
+    } else {
+        problems::email_not_verified()
+    })
+}

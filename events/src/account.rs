@@ -126,6 +126,13 @@ pub enum AccountEvent {
         /// The credential id, base64url.
         credential_id: String,
     },
+    /// A passkey signed in (appended with the session it opened).
+    PasskeyUsed {
+        /// The account.
+        account_id: Uuid,
+        /// The credential id, base64url.
+        credential_id: String,
+    },
     /// An admin changed the granted roles (`user` is implied and never listed).
     RolesChanged {
         /// The account.
@@ -165,6 +172,7 @@ impl DomainEvent for AccountEvent {
             Self::RecoveryCodeUsed { .. } => "RecoveryCodeUsed",
             Self::PasskeyRegistered { .. } => "PasskeyRegistered",
             Self::PasskeyRemoved { .. } => "PasskeyRemoved",
+            Self::PasskeyUsed { .. } => "PasskeyUsed",
             Self::RolesChanged { .. } => "RolesChanged",
             Self::AccountDisabled { .. } => "AccountDisabled",
             Self::AccountEnabled { .. } => "AccountEnabled",

@@ -1540,7 +1540,7 @@ export interface components {
             label: string;
             /**
              * Format: date-time
-             * @description When it last signed in (not recorded yet: always `null`).
+             * @description When it last signed in; `null` until it does.
              */
             last_used_at?: string | null;
         };

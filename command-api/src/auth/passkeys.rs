@@ -17,6 +17,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use event_store::accounts::{self, Credentials};
 use event_store::passkeys::{self, Ceremony, CeremonyKind, PasskeyError};
+use events::EventMetadata;
 use events::login_attempt::FailureReason;
 use events::session::LoginMethod;
 use rand::RngCore;
@@ -509,12 +510,25 @@ async fn login_finish(
     refuse_unusable(&auth, &credentials, LoginMethod::Passkey, &input.metadata).await?;
     let mut tx = auth.pool.begin().await.map_err(db)?;
     passkeys::used(&mut tx, &id, &updated).await.map_err(db)?;
+    // Which passkey signed in is what the credentials list shows as `last_used_at`.
+    let metadata = EventMetadata {
+        actor: credentials.account_id.to_string(),
+        ..input.metadata.clone()
+    };
+    let used = auth
+        .stage_account(
+            credentials.account_id,
+            AccountCommand::UsePasskey { credential_id: id },
+            &metadata,
+        )
+        .await
+        .map_err(failure)?;
     let login = Login {
         credentials: &credentials,
         method: LoginMethod::Passkey,
         amr: vec!["hwk".to_owned(), "mfa".to_owned()],
     };
-    open_session_in(&auth, jar, tx, Vec::new(), login, &input.metadata).await
+    open_session_in(&auth, jar, tx, used.events, login, &input.metadata).await
 }
 
 /// Checks a sign-in answer against the ceremony's state and the account's passkeys: the

@@ -74,6 +74,11 @@ pub enum AccountCommand {
         /// The credential id, base64url.
         credential_id: String,
     },
+    /// A passkey signed in (its counter is updated in the same transaction).
+    UsePasskey {
+        /// The credential id, base64url.
+        credential_id: String,
+    },
     /// An admin sets the granted roles (`user` is implied and never listed).
     SetRoles {
         /// The roles granted from now on, each `admin` or `auditor`, without repeats.
@@ -258,6 +263,10 @@ impl Decide for Account {
                     credential_id,
                 }])
             }
+            AccountCommand::UsePasskey { credential_id } => Ok(vec![AccountEvent::PasskeyUsed {
+                account_id: self.id()?,
+                credential_id,
+            }]),
             AccountCommand::ChangePassword { sessions_revoked } => {
                 Ok(vec![AccountEvent::PasswordChanged {
                     account_id: self.id()?,
@@ -374,6 +383,21 @@ mod tests {
                 credential_id: "Y3JlZA".to_owned()
             }),
             Ok(vec![AccountEvent::PasskeyRemoved {
+                account_id: id,
+                credential_id: "Y3JlZA".to_owned(),
+            }])
+        );
+        assert_eq!(
+            Account::default().decide(AccountCommand::UsePasskey {
+                credential_id: "Y3JlZA".to_owned()
+            }),
+            Err(AccountError::NotFound)
+        );
+        assert_eq!(
+            account.decide(AccountCommand::UsePasskey {
+                credential_id: "Y3JlZA".to_owned()
+            }),
+            Ok(vec![AccountEvent::PasskeyUsed {
                 account_id: id,
                 credential_id: "Y3JlZA".to_owned(),
             }])

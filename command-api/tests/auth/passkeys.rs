@@ -157,6 +157,18 @@ async fn a_passkey_registered_on_one_replica_signs_in_on_another_as_two_factors(
     .unwrap();
     assert_eq!(method, "passkey");
     assert_eq!(amr, json!(["hwk", "mfa"]));
+    // The sign-in names its passkey, in the account's stream, with the account as actor.
+    let (used, actor): (String, String) = sqlx::query_as(
+        "SELECT payload->'PasskeyUsed'->>'credential_id', metadata->>'actor' FROM events \
+          WHERE aggregate_type = 'Account' AND event_type = 'PasskeyUsed'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (used.as_str(), actor.as_str()),
+        (id.as_str(), account_id.as_str())
+    );
 
     // The same assertion replayed is the generic 401 and a failed login.
     let replayed = second

@@ -47,6 +47,8 @@ enum PasskeyChange {
     Registered(String, String),
     /// No longer listed.
     Removed(String),
+    /// Signed in now: its `last_used_at`.
+    Used(String),
 }
 
 #[async_trait]
@@ -104,6 +106,10 @@ impl Projection for AuthAccountsProjection {
             }
             AccountEvent::PasskeyRemoved { credential_id, .. } => {
                 passkey = Some(PasskeyChange::Removed(credential_id));
+                Change::Nothing
+            }
+            AccountEvent::PasskeyUsed { credential_id, .. } => {
+                passkey = Some(PasskeyChange::Used(credential_id));
                 Change::Nothing
             }
             // Events this model does not show; the row still moves to this revision so its
@@ -165,6 +171,18 @@ impl Projection for AuthAccountsProjection {
                 )
                 .bind(credential_id)
                 .bind(id)
+                .execute(&mut **tx)
+                .await?;
+            }
+            // A sign-in racing the removal finds no row, and lists nothing again.
+            Some(PasskeyChange::Used(credential_id)) => {
+                sqlx::query(
+                    "UPDATE auth_account_passkeys SET last_used_at = $3 \
+                      WHERE credential_id = $1 AND account_id = $2",
+                )
+                .bind(credential_id)
+                .bind(id)
+                .bind(at)
                 .execute(&mut **tx)
                 .await?;
             }

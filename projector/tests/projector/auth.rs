@@ -180,11 +180,11 @@ async fn accounts_show_totp_and_the_recovery_codes_left(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "event_store::MIGRATOR")]
-async fn accounts_list_their_passkeys_until_removed(pool: PgPool) {
+async fn accounts_list_their_passkeys_and_their_last_use_until_removed(pool: PgPool) {
     let account_id = Uuid::now_v7();
     let listed = |pool: PgPool| async move {
-        sqlx::query_as::<_, (String, String)>(
-            "SELECT credential_id, label FROM auth_account_passkeys \
+        sqlx::query_as::<_, (String, String, bool)>(
+            "SELECT credential_id, label, last_used_at IS NOT NULL FROM auth_account_passkeys \
               WHERE account_id = $1 ORDER BY created_at, credential_id",
         )
         .bind(account_id)
@@ -204,17 +204,34 @@ async fn accounts_list_their_passkeys_until_removed(pool: PgPool) {
         },
         registered("Y3JlZC1h", "laptop"),
         registered("Y3JlZC1i", "phone"),
+        AccountEvent::PasskeyUsed {
+            account_id,
+            credential_id: "Y3JlZC1i".to_owned(),
+        },
         AccountEvent::PasskeyRemoved {
             account_id,
             credential_id: "Y3JlZC1h".to_owned(),
         },
+        // A sign-in that raced the removal lists nothing again.
+        AccountEvent::PasskeyUsed {
+            account_id,
+            credential_id: "Y3JlZC1h".to_owned(),
+        },
     ];
-    let pair = |id: &str, label: &str| (id.to_owned(), label.to_owned());
+    let row = |id: &str, label: &str, used| (id.to_owned(), label.to_owned(), used);
     let expected = [
         vec![],
-        vec![pair("Y3JlZC1h", "laptop")],
-        vec![pair("Y3JlZC1h", "laptop"), pair("Y3JlZC1i", "phone")],
-        vec![pair("Y3JlZC1i", "phone")],
+        vec![row("Y3JlZC1h", "laptop", false)],
+        vec![
+            row("Y3JlZC1h", "laptop", false),
+            row("Y3JlZC1i", "phone", false),
+        ],
+        vec![
+            row("Y3JlZC1h", "laptop", false),
+            row("Y3JlZC1i", "phone", true),
+        ],
+        vec![row("Y3JlZC1i", "phone", true)],
+        vec![row("Y3JlZC1i", "phone", true)],
     ];
     for ((payload, sequence), want) in steps.iter().zip(1..).zip(expected) {
         append(&pool, &[account_event(account_id, sequence, payload)], None)
@@ -233,7 +250,7 @@ async fn accounts_list_their_passkeys_until_removed(pool: PgPool) {
             .fetch_one(&pool)
             .await
             .unwrap();
-    assert_eq!(version, 4, "the row follows the stream");
+    assert_eq!(version, 6, "the row follows the stream");
 }
 
 #[sqlx::test(migrator = "event_store::MIGRATOR")]

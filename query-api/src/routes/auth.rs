@@ -82,7 +82,7 @@ pub struct PasskeyDoc {
     pub label: String,
     /// When it was registered.
     pub created_at: DateTime<Utc>,
-    /// When it last signed in (not recorded yet: always `null`).
+    /// When it last signed in; `null` until it does.
     pub last_used_at: Option<DateTime<Utc>>,
 }
 

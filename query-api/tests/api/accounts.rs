@@ -91,19 +91,21 @@ async fn me_and_credentials_list_the_callers_passkeys_only(pool: PgPool) {
     let other = Uuid::now_v7();
     insert_account(&pool, caller.id, "ada@example.com", &["user"], false).await;
     insert_account(&pool, other, "bob@example.com", &["user"], false).await;
-    for (id, account, label, minutes) in [
-        ("Y3JlZC1h", caller.id, "laptop", 2),
-        ("Y3JlZC1i", caller.id, "phone", 1),
-        ("Y3JlZC1j", other, "bob's", 3),
+    for (id, account, label, minutes, used) in [
+        ("Y3JlZC1h", caller.id, "laptop", 2, None),
+        ("Y3JlZC1i", caller.id, "phone", 1, Some(at(4))),
+        ("Y3JlZC1j", other, "bob's", 3, None),
     ] {
         sqlx::query(
-            "INSERT INTO auth_account_passkeys (credential_id, account_id, label, created_at) \
-             VALUES ($1, $2, $3, $4)",
+            "INSERT INTO auth_account_passkeys \
+                 (credential_id, account_id, label, created_at, last_used_at) \
+             VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(id)
         .bind(account)
         .bind(label)
         .bind(at(minutes))
+        .bind(used)
         .execute(&pool)
         .await
         .expect("passkey inserted");
@@ -123,7 +125,8 @@ async fn me_and_credentials_list_the_callers_passkeys_only(pool: PgPool) {
         .map(|item| item["id"].as_str().expect("id"))
         .collect();
     assert_eq!(ids, ["Y3JlZC1i", "Y3JlZC1h"], "the caller's, oldest first");
-    assert_eq!(items[0]["last_used_at"], serde_json::Value::Null);
+    assert_eq!(items[0]["last_used_at"], serde_json::json!(at(4)));
+    assert_eq!(items[1]["last_used_at"], serde_json::Value::Null);
 
     let me = Call::get("/api/v1/auth/me")
         .as_account(&caller)

@@ -3,6 +3,8 @@
 //! in the payload; an unknown account is 404. A change that would leave no enabled admin is
 //! 409, decided under one lock so two admins cannot demote each other at once.
 
+use std::sync::Arc;
+
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::response::Response;
@@ -13,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use service_kit::Problem;
 use service_kit::openapi::ConflictCode;
 use service_kit::problem::FieldError;
+use sqlx::{Postgres, Transaction};
 use utoipa::{IntoResponses, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -122,12 +125,42 @@ fn last_admin() -> Problem {
     Problem::conflict(ConflictCode::LastAdmin, "this would leave no enabled admin")
 }
 
-/// The target account, or 404.
-async fn target(auth: &AuthState, account_id: Uuid) -> Result<Credentials, Problem> {
-    accounts::by_id(&auth.pool, account_id)
+/// What every admin command starts from: the accounts state, the path's account id and that
+/// account, or the 404.
+async fn addressed(
+    state: &AppState,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<(Arc<AuthState>, Uuid, Credentials), Problem> {
+    let auth = auth_of(state)?;
+    let account_id = account_id_of(id)?;
+    let credentials = accounts::by_id(&auth.pool, account_id)
         .await
         .map_err(|e| failure(e.into()))?
-        .ok_or_else(not_found)
+        .ok_or_else(not_found)?;
+    Ok((auth, account_id, credentials))
+}
+
+/// Takes the admin-changes lock and refuses with 409 when the account, read again under it (so
+/// every committed demotion is seen), is an enabled admin that `loses_admin` and no other
+/// enabled admin would be left.
+async fn keep_an_admin(
+    tx: &mut Transaction<'_, Postgres>,
+    account_id: Uuid,
+    loses_admin: impl FnOnce(&Credentials) -> bool,
+) -> Result<(), Problem> {
+    let db = |e: sqlx::Error| failure(e.into());
+    accounts::lock_admin_changes(tx).await.map_err(db)?;
+    let Some(current) = accounts::by_id(&mut **tx, account_id).await.map_err(db)? else {
+        return Err(not_found());
+    };
+    let enabled_admin = current.roles.iter().any(|r| r == "admin") && !current.disabled;
+    if enabled_admin
+        && loses_admin(&current)
+        && accounts::other_admins(tx, account_id).await.map_err(db)? == 0
+    {
+        return Err(last_admin());
+    }
+    Ok(())
 }
 
 /// Sets the roles an account is granted.
@@ -146,8 +179,6 @@ async fn set_roles(
     id: Result<Path<String>, PathRejection>,
     input: CommandInput,
 ) -> Result<Response, Problem> {
-    let auth = auth_of(&state)?;
-    let account_id = account_id_of(id)?;
     let body: SetRoles = input.json()?;
     let mut roles: Vec<String> = Vec::new();
     for role in &body.roles {
@@ -159,25 +190,10 @@ async fn set_roles(
         }
         roles.push(role.as_str().to_owned());
     }
-    target(&auth, account_id).await?;
+    let (auth, account_id, _) = addressed(&state, id).await?;
     let db = |e: sqlx::Error| failure(e.into());
     let mut tx = auth.pool.begin().await.map_err(db)?;
-    accounts::lock_admin_changes(&mut tx).await.map_err(db)?;
-    // Read again under the lock: the check below must see every committed demotion.
-    let Some(current) = accounts::by_id(&mut *tx, account_id).await.map_err(db)? else {
-        return Err(not_found());
-    };
-    let loses_admin = current.roles.iter().any(|r| r == "admin")
-        && !roles.iter().any(|r| r == "admin")
-        && !current.disabled;
-    if loses_admin
-        && accounts::other_admins(&mut tx, account_id)
-            .await
-            .map_err(db)?
-            == 0
-    {
-        return Err(last_admin());
-    }
+    keep_an_admin(&mut tx, account_id, |_| !roles.iter().any(|r| r == "admin")).await?;
     let staged = auth
         .stage_account(
             account_id,
@@ -211,8 +227,6 @@ async fn disable(
     id: Result<Path<String>, PathRejection>,
     input: CommandInput,
 ) -> Result<Response, Problem> {
-    let auth = auth_of(&state)?;
-    let account_id = account_id_of(id)?;
     let body: Disable = if input.is_empty() {
         Disable::default()
     } else {
@@ -231,22 +245,10 @@ async fn disable(
             "must be at most 500 characters",
         )]));
     }
-    target(&auth, account_id).await?;
+    let (auth, account_id, _) = addressed(&state, id).await?;
     let db = |e: sqlx::Error| failure(e.into());
     let mut tx = auth.pool.begin().await.map_err(db)?;
-    accounts::lock_admin_changes(&mut tx).await.map_err(db)?;
-    let Some(current) = accounts::by_id(&mut *tx, account_id).await.map_err(db)? else {
-        return Err(not_found());
-    };
-    if current.roles.iter().any(|r| r == "admin")
-        && !current.disabled
-        && accounts::other_admins(&mut tx, account_id)
-            .await
-            .map_err(db)?
-            == 0
-    {
-        return Err(last_admin());
-    }
+    keep_an_admin(&mut tx, account_id, |_| true).await?;
     let (_, mut events) = revoke_all(
         &auth,
         &mut tx,
@@ -287,9 +289,7 @@ async fn enable(
     id: Result<Path<String>, PathRejection>,
     input: CommandInput,
 ) -> Result<Response, Problem> {
-    let auth = auth_of(&state)?;
-    let account_id = account_id_of(id)?;
-    target(&auth, account_id).await?;
+    let (auth, account_id, _) = addressed(&state, id).await?;
     let db = |e: sqlx::Error| failure(e.into());
     let staged = auth
         .stage_account(account_id, AccountCommand::Enable, &input.metadata)
@@ -318,9 +318,7 @@ async fn revoke_sessions(
     id: Result<Path<String>, PathRejection>,
     input: CommandInput,
 ) -> Result<Response, Problem> {
-    let auth = auth_of(&state)?;
-    let account_id = account_id_of(id)?;
-    target(&auth, account_id).await?;
+    let (auth, account_id, _) = addressed(&state, id).await?;
     let mut tx = auth.pool.begin().await.map_err(|e| failure(e.into()))?;
     let (revoked, events) = revoke_all(
         &auth,
@@ -350,9 +348,7 @@ async fn password_reset(
     id: Result<Path<String>, PathRejection>,
     input: CommandInput,
 ) -> Result<Response, Problem> {
-    let auth = auth_of(&state)?;
-    let account_id = account_id_of(id)?;
-    let credentials = target(&auth, account_id).await?;
+    let (auth, _, credentials) = addressed(&state, id).await?;
     let mut tx = auth.pool.begin().await.map_err(|e| failure(e.into()))?;
     let events = worker::reset(
         &auth,

@@ -6,11 +6,13 @@
 //! - [`poll`]: wait, bounded, until a condition holds ([`eventually`]);
 //! - [`metadata`]: the audit metadata test events carry ([`metadata::json`]);
 //! - [`auth`]: a signing key per process and access tokens for any account ([`TestAccount`]);
+//! - [`broker`]: a queue of the test's own on a relay's exchange in the local RabbitMQ;
 //! - [`init_logging`]: `TEST_LOG=1` shows the system's logs in tests.
 //!
 //! A dev-dependency only (`publish = false`); it never reaches a release build.
 
 pub mod auth;
+pub mod broker;
 pub mod exposition;
 pub mod http;
 pub mod metadata;

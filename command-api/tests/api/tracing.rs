@@ -178,10 +178,7 @@ async fn a_message_consumed_from_rabbitmq_carries_a_traceparent_in_the_commands_
     pool: PgPool,
 ) {
     use futures::StreamExt as _;
-    use lapin::options::{
-        BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
-    };
-    use lapin::types::{AMQPValue, FieldTable};
+    use lapin::types::AMQPValue;
     use projector::relay::{BrokerUrl, DEFAULT_RABBITMQ_URL, RelaySettings};
 
     // The command, with the caller's trace (the test binary's subscriber: export off).
@@ -206,56 +203,8 @@ async fn a_message_consumed_from_rabbitmq_carries_a_traceparent_in_the_commands_
     let tag = uuid::Uuid::new_v4().simple().to_string();
     let exchange = format!("chronicle.test.{tag}");
     let queue = format!("chronicle.test.{tag}.all");
-    let connection =
-        lapin::Connection::connect(DEFAULT_RABBITMQ_URL, lapin::ConnectionProperties::default())
-            .await
-            .unwrap();
-    let channel = connection.create_channel().await.unwrap();
-    channel
-        .exchange_declare(
-            exchange.as_str().into(),
-            lapin::ExchangeKind::Topic,
-            ExchangeDeclareOptions {
-                durable: true,
-                ..ExchangeDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    channel
-        .queue_declare(
-            queue.as_str().into(),
-            QueueDeclareOptions {
-                auto_delete: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    channel
-        .queue_bind(
-            queue.as_str().into(),
-            exchange.as_str().into(),
-            "Project.#".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    let mut consumer = channel
-        .basic_consume(
-            queue.as_str().into(),
-            format!("consumer-{tag}").into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..BasicConsumeOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let (connection, mut consumer) =
+        test_support::broker::subscribe(&exchange, &queue, "Project.#", true).await;
 
     let settings = RelaySettings {
         enabled: true,

@@ -10,19 +10,16 @@ use command_api::auth::settings::{AuthSettings, RateLimits, Secret};
 use command_api::auth::{AuthState, worker};
 use command_api::{AppState, Hooks, Settings};
 use futures::StreamExt as _;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
-use lapin::{Connection, ConnectionProperties, Consumer};
+use lapin::options::BasicAckOptions;
+use lapin::{Connection, Consumer};
 use serde_json::{Value, json};
 use service_kit::shutdown::Shutdown;
 use sqlx::PgPool;
+use test_support::broker;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 pub use test_support::{Answer, Call};
-
-/// The broker of this machine.
-const RABBITMQ_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
 /// A password no policy refuses.
 pub const PASSWORD: &str = "correct horse battery staple";
@@ -207,54 +204,9 @@ pub struct Mailbox {
 impl Mailbox {
     /// Declares and binds a queue with a unique name; bind it before acting.
     pub async fn open() -> Self {
-        let connection = Connection::connect(RABBITMQ_URL, ConnectionProperties::default())
-            .await
-            .unwrap();
-        let channel = connection.create_channel().await.unwrap();
-        channel
-            .exchange_declare(
-                "chronicle.mail".into(),
-                lapin::ExchangeKind::Topic,
-                lapin::options::ExchangeDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
         let queue = format!("chronicle.test.mail.{}", Uuid::now_v7().simple());
-        channel
-            .queue_declare(
-                queue.as_str().into(),
-                QueueDeclareOptions {
-                    auto_delete: true,
-                    exclusive: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        channel
-            .queue_bind(
-                queue.as_str().into(),
-                "chronicle.mail".into(),
-                "mail.#".into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        let consumer = channel
-            .basic_consume(
-                queue.as_str().into(),
-                "mailbox".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
+        let (connection, consumer) =
+            broker::subscribe("chronicle.mail", &queue, "mail.#", false).await;
         Self {
             _connection: connection,
             consumer,

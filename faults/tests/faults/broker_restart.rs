@@ -12,58 +12,13 @@ use faults::{
     status_histogram,
 };
 use futures::StreamExt as _;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptions,
-    QueueDeclareOptions, QueueDeleteOptions,
-};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
-use lapin::{Connection, ConnectionProperties, ExchangeKind};
+use lapin::{Connection, ConnectionProperties};
+use test_support::broker;
 use uuid::Uuid;
 
 const RELAY: &str = "rabbitmq-relay";
-
-/// Declares the relay's exchange as the relay does, and a durable queue bound to every key
-/// (durable so that it and its persistent messages outlive the broker's stop).
-async fn bind_queue(url: &str, exchange: &str, queue: &str) -> Connection {
-    let connection = Connection::connect(url, ConnectionProperties::default())
-        .await
-        .unwrap();
-    let channel = connection.create_channel().await.unwrap();
-    channel
-        .exchange_declare(
-            exchange.into(),
-            ExchangeKind::Topic,
-            ExchangeDeclareOptions {
-                durable: true,
-                ..ExchangeDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    channel
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    channel
-        .queue_bind(
-            queue.into(),
-            exchange.into(),
-            "#".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    connection
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs scripts/faults.sh"]
@@ -74,7 +29,15 @@ async fn a_broker_restart_leaves_commands_alone_and_the_relay_delivers_every_eve
     let tag = Uuid::new_v4().simple().to_string();
     let exchange = format!("faults.{tag}");
     let queue = format!("faults.{tag}.all");
-    let setup = bind_queue(&instances.rabbit_url, &exchange, &queue).await;
+    // Durable, so that it and its persistent messages outlive the broker's stop.
+    let (setup, _) = broker::bind(
+        &instances.rabbit_url,
+        &exchange,
+        &queue,
+        "#",
+        broker::Lifetime::Durable,
+    )
+    .await;
     let _ = setup.close(200, "bound".into()).await;
 
     let mut command = Service::start(Bin::CommandApi, &db.url, &[]);

@@ -10,15 +10,13 @@ use std::time::{Duration, Instant};
 
 use event_store::append::append;
 use futures::StreamExt as _;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptions,
-    QueueDeclareOptions,
-};
+use lapin::options::BasicAckOptions;
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{Connection, ConnectionProperties, Consumer, ExchangeKind};
+use lapin::{Connection, Consumer};
 use projector::relay::{BrokerUrl, DEFAULT_RABBITMQ_URL, RELAY_CHECKPOINT, RelaySettings};
 use service_kit::shutdown::Shutdown;
 use sqlx::PgPool;
+use test_support::broker;
 use uuid::Uuid;
 
 use crate::helpers::{created, project_event, renamed};
@@ -48,56 +46,9 @@ pub fn relay_settings(tag: &str) -> RelaySettings {
     }
 }
 
-/// Declares the exchange (as the relay does) and a queue bound to every routing key.
+/// A queue of this test's own bound to every routing key of `exchange`.
 pub async fn bind_queue(exchange: &str, tag: &str) -> (Connection, Consumer) {
-    let connection = Connection::connect(DEFAULT_RABBITMQ_URL, ConnectionProperties::default())
-        .await
-        .unwrap();
-    let channel = connection.create_channel().await.unwrap();
-    channel
-        .exchange_declare(
-            exchange.into(),
-            ExchangeKind::Topic,
-            ExchangeDeclareOptions {
-                durable: true,
-                ..ExchangeDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    let queue = format!("chronicle.test.{tag}.all");
-    channel
-        .queue_declare(
-            queue.as_str().into(),
-            QueueDeclareOptions {
-                auto_delete: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    channel
-        .queue_bind(
-            queue.as_str().into(),
-            exchange.into(),
-            "#".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    let consumer = channel
-        .basic_consume(
-            queue.as_str().into(),
-            format!("consumer-{tag}").into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    (connection, consumer)
+    broker::subscribe(exchange, &format!("chronicle.test.{tag}.all"), "#", false).await
 }
 
 /// Consumes until `expected` distinct message ids arrived (bounded), returning every delivery

@@ -92,6 +92,9 @@ pub enum SessionEvent {
         amr: Vec<String>,
         /// When the session ends whatever happens.
         expires_at: DateTime<Utc>,
+        /// When its refresh token lapses unless spent first (absent before it was recorded).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        refresh_expires_at: Option<DateTime<Utc>>,
     },
     /// A refresh spent the current token and issued the next generation.
     SessionRefreshed {
@@ -99,6 +102,10 @@ pub enum SessionEvent {
         session_id: Uuid,
         /// The generation now current.
         generation: i64,
+        /// When the new refresh token lapses unless spent first (absent before it was
+        /// recorded).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        refresh_expires_at: Option<DateTime<Utc>>,
     },
     /// A spent refresh token was presented again: the session is revoked with it.
     RefreshReused {

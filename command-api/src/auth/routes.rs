@@ -620,6 +620,7 @@ pub(crate) async fn open_session_in(
                 method,
                 amr: amr.clone(),
                 expires_at: session_expires_at,
+                refresh_expires_at: expires_at,
             },
             &metadata,
         )
@@ -787,8 +788,13 @@ async fn rotate(
         )));
     };
     let metadata = session_metadata(metadata, row.account_id, row.session_id);
+    let now = Utc::now();
+    let expires_at = (now + auth.settings.refresh_ttl).min(row.session_expires_at);
+    let refresh = SessionCommand::Refresh {
+        refresh_expires_at: expires_at,
+    };
     let staged = match auth
-        .stage_session(row.session_id, SessionCommand::Refresh, &metadata)
+        .stage_session(row.session_id, refresh, &metadata)
         .await
         .map_err(failure)?
     {
@@ -807,9 +813,7 @@ async fn rotate(
     {
         return Ok(None);
     }
-    let now = Utc::now();
     let fresh = crypto::refresh_token();
-    let expires_at = (now + auth.settings.refresh_ttl).min(row.session_expires_at);
     sessions::insert(
         &mut tx,
         &RefreshToken {

@@ -23,9 +23,14 @@ pub enum SessionCommand {
         amr: Vec<String>,
         /// When the session ends whatever happens.
         expires_at: DateTime<Utc>,
+        /// When its first refresh token lapses unless spent.
+        refresh_expires_at: DateTime<Utc>,
     },
     /// The current refresh token was spent for the next generation.
-    Refresh,
+    Refresh {
+        /// When the next one lapses unless spent.
+        refresh_expires_at: DateTime<Utc>,
+    },
     /// A spent refresh token of `presented` generation came back: revoke the session.
     DetectReuse {
         /// The generation of the token presented.
@@ -88,6 +93,7 @@ impl Decide for Session {
                 method,
                 amr,
                 expires_at,
+                refresh_expires_at,
             } => {
                 if self.session_id.is_some() {
                     return Err(SessionError::AlreadyExists);
@@ -98,9 +104,10 @@ impl Decide for Session {
                     method,
                     amr,
                     expires_at,
+                    refresh_expires_at: Some(refresh_expires_at),
                 }])
             }
-            SessionCommand::Refresh => {
+            SessionCommand::Refresh { refresh_expires_at } => {
                 let (session_id, _) = self.ids()?;
                 if self.revoked {
                     return Err(SessionError::Revoked);
@@ -108,6 +115,7 @@ impl Decide for Session {
                 Ok(vec![SessionEvent::SessionRefreshed {
                     session_id,
                     generation: self.generation + 1,
+                    refresh_expires_at: Some(refresh_expires_at),
                 }])
             }
             SessionCommand::DetectReuse { presented } => {
@@ -176,6 +184,7 @@ mod tests {
                 method: LoginMethod::Password,
                 amr: vec!["pwd".into()],
                 expires_at: Utc::now(),
+                refresh_expires_at: Utc::now(),
             })
             .expect("opens")
         {
@@ -187,10 +196,16 @@ mod tests {
     #[test]
     fn each_refresh_moves_to_the_next_generation() {
         let mut session = opened();
-        let events = session.decide(SessionCommand::Refresh).expect("refreshes");
+        let lapses = Utc::now();
+        let events = session
+            .decide(SessionCommand::Refresh {
+                refresh_expires_at: lapses,
+            })
+            .expect("refreshes");
         assert!(matches!(
             events.as_slice(),
-            [SessionEvent::SessionRefreshed { generation: 2, .. }]
+            [SessionEvent::SessionRefreshed { generation: 2, refresh_expires_at: Some(at), .. }]
+                if *at == lapses
         ));
         for event in events {
             session.evolve(event);
@@ -209,7 +224,9 @@ mod tests {
             session.evolve(event);
         }
         assert_eq!(
-            session.decide(SessionCommand::Refresh),
+            session.decide(SessionCommand::Refresh {
+                refresh_expires_at: Utc::now()
+            }),
             Err(SessionError::Revoked)
         );
         assert_eq!(

@@ -94,6 +94,23 @@ async fn register_verify_login_refresh_reuse_and_logout(pool: PgPool) {
 
     // Once the current token is used, the old one is reuse: the session dies, others live.
     let third = Session::of(&api.refresh(&second.refresh).await);
+    // Each token's lapse is recorded where it was issued, the same as the stored token's (to
+    // the millisecond: sqlx truncates to microseconds where PostgreSQL's text input rounds).
+    let lapses: Vec<(bool, bool)> = sqlx::query_as(
+        "SELECT abs(extract(epoch FROM (e.payload -> e.event_type ->> 'refresh_expires_at') \
+                    ::timestamptz - r.expires_at)) < 0.001, \
+                r.expires_at <= now() + interval '14 days' \
+           FROM events e JOIN auth_refresh_tokens r \
+             ON r.session_id::text = e.aggregate_id AND r.generation = e.sequence \
+          WHERE e.aggregate_id = $1 \
+            AND e.event_type IN ('LoginSucceeded', 'SessionRefreshed') \
+          ORDER BY e.sequence",
+    )
+    .bind(first.id.to_string())
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(lapses, [(true, true); 3]);
     let reused = api.refresh(&first.refresh).await;
     assert_eq!(
         reused.problem(StatusCode::UNAUTHORIZED)["type"],

@@ -56,6 +56,7 @@ impl Projection for AuthSessionsProjection {
                     method,
                     amr,
                     expires_at,
+                    refresh_expires_at,
                     ..
                 } => {
                     let method = serde_json::to_value(method)
@@ -66,8 +67,8 @@ impl Projection for AuthSessionsProjection {
                     sqlx::query(
                         "INSERT INTO auth_sessions \
                          (id, account_id, created_at, last_used_at, expires_at, ip, user_agent, \
-                          method, amr, version) \
-                     VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $8, $9) \
+                          method, amr, version, refresh_expires_at) \
+                     VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $8, $9, $10) \
                      ON CONFLICT (id) DO NOTHING",
                     )
                     .bind(id)
@@ -79,22 +80,27 @@ impl Projection for AuthSessionsProjection {
                     .bind(method)
                     .bind(amr)
                     .bind(version)
+                    .bind(refresh_expires_at)
                     .execute(&mut **tx)
                     .await?;
                     return Ok(());
                 }
-                SessionEvent::SessionRefreshed { generation, .. } => {
-                    sqlx::query(
-                        "UPDATE auth_sessions SET last_used_at = $2, generation = $4, version = $3 \
+                SessionEvent::SessionRefreshed {
+                    generation,
+                    refresh_expires_at,
+                    ..
+                } => sqlx::query(
+                    "UPDATE auth_sessions SET last_used_at = $2, generation = $4, version = $3, \
+                                refresh_expires_at = $5 \
                       WHERE id = $1 AND version < $3",
-                    )
-                    .bind(id)
-                    .bind(at)
-                    .bind(version)
-                    .bind(generation)
-                    .execute(&mut **tx)
-                    .await?
-                }
+                )
+                .bind(id)
+                .bind(at)
+                .bind(version)
+                .bind(generation)
+                .bind(refresh_expires_at)
+                .execute(&mut **tx)
+                .await?,
                 SessionEvent::RefreshReused { .. } => {
                     sqlx::query(
                         "UPDATE auth_sessions SET reuse_detected_at = $2, version = $3 \

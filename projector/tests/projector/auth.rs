@@ -21,6 +21,12 @@ fn session_event(id: Uuid, sequence: i64, payload: &SessionEvent) -> NewEvent {
     row
 }
 
+/// When the seed's refresh says the new token lapses: a whole second, so it survives the
+/// database's microseconds.
+fn refreshed_lapses() -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp(2_000_000_000, 0).unwrap()
+}
+
 /// An account registered, verified, made admin and auditor, then admin only, disabled, and
 /// enabled again; with two sessions, one refreshed and one revoked.
 async fn seed(pool: &PgPool) -> (Uuid, Uuid, Uuid) {
@@ -62,6 +68,7 @@ async fn seed(pool: &PgPool) -> (Uuid, Uuid, Uuid) {
         method: LoginMethod::Password,
         amr: vec!["pwd".into()],
         expires_at: chrono::Utc::now() + chrono::Duration::days(30),
+        refresh_expires_at: Some(chrono::Utc::now() + chrono::Duration::days(1)),
     };
     // The refresh commits after the login, as it would: its time is the session's last use.
     append(pool, &[session_event(kept, 1, &login(kept))], None)
@@ -76,6 +83,7 @@ async fn seed(pool: &PgPool) -> (Uuid, Uuid, Uuid) {
                 &SessionEvent::SessionRefreshed {
                     session_id: kept,
                     generation: 2,
+                    refresh_expires_at: Some(refreshed_lapses()),
                 },
             ),
             session_event(revoked, 1, &login(revoked)),
@@ -267,13 +275,15 @@ async fn sessions_show_where_they_came_from_their_family_and_their_end(pool: PgP
         bool,
         Option<String>,
         bool,
+        Option<chrono::DateTime<chrono::Utc>>,
     );
     let row = |id: Uuid| {
         let pool = pool.clone();
         async move {
             let row: Row = sqlx::query_as(
                 "SELECT account_id, ip, user_agent, amr, generation, \
-                        reuse_detected_at IS NOT NULL, revoke_reason, last_used_at > created_at \
+                        reuse_detected_at IS NOT NULL, revoke_reason, last_used_at > created_at, \
+                        refresh_expires_at \
                    FROM auth_sessions WHERE id = $1",
             )
             .bind(id)
@@ -290,6 +300,7 @@ async fn sessions_show_where_they_came_from_their_family_and_their_end(pool: PgP
     assert_eq!(live.3, ["pwd"]);
     assert_eq!(live.4, 2, "the refresh moved the generation");
     assert!(live.7, "the refresh moved last_used_at");
+    assert_eq!(live.8, Some(refreshed_lapses()), "and the refresh's lapse");
     assert_eq!(live.6, None);
     let ended = row(revoked).await;
     assert!(ended.5, "reuse is recorded");

@@ -248,6 +248,7 @@ pub async fn sessions(
         "SELECT id, created_at, last_used_at, expires_at, ip, user_agent, amr \
            FROM auth_sessions \
           WHERE account_id = $1 AND revoked_at IS NULL AND expires_at > now() \
+            AND (refresh_expires_at IS NULL OR refresh_expires_at > now()) \
           ORDER BY created_at DESC, id DESC LIMIT $2",
     )
     .bind(account.account_id)

@@ -28,31 +28,43 @@ async fn insert_account(pool: &PgPool, id: Uuid, email: &str, roles: &[&str], di
     .expect("account inserted");
 }
 
+/// Where a test session stands.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Standing {
+    Live,
+    Revoked,
+    /// Past its end.
+    Expired,
+    /// Its refresh token lapsed unused.
+    Lapsed,
+    /// Opened before the lapse was recorded: live until its end.
+    Unrecorded,
+}
+
 /// Inserts a session row as the projector would.
-async fn insert_session(
-    pool: &PgPool,
-    id: Uuid,
-    account: Uuid,
-    minutes: i64,
-    revoked: bool,
-    expired: bool,
-) {
-    let expires_at = if expired {
-        Utc::now() - Duration::minutes(1)
-    } else {
-        Utc::now() + Duration::days(30)
+async fn insert_session(pool: &PgPool, id: Uuid, account: Uuid, minutes: i64, standing: Standing) {
+    let past = Utc::now() - Duration::minutes(1);
+    let expires_at = match standing {
+        Standing::Expired => past,
+        _ => Utc::now() + Duration::days(30),
+    };
+    let refresh_expires_at = match standing {
+        Standing::Lapsed => Some(past),
+        Standing::Unrecorded => None,
+        _ => Some(Utc::now() + Duration::days(14)),
     };
     sqlx::query(
         "INSERT INTO auth_sessions \
              (id, account_id, created_at, last_used_at, expires_at, ip, user_agent, method, amr, \
-              revoked_at, version) \
-         VALUES ($1, $2, $3, $3, $4, '203.0.113.7', 'curl/8', 'password', '{pwd}', $5, 1)",
+              revoked_at, version, refresh_expires_at) \
+         VALUES ($1, $2, $3, $3, $4, '203.0.113.7', 'curl/8', 'password', '{pwd}', $5, 1, $6)",
     )
     .bind(id)
     .bind(account)
     .bind(at(minutes))
     .bind(expires_at)
-    .bind(revoked.then(Utc::now))
+    .bind((standing == Standing::Revoked).then(Utc::now))
+    .bind(refresh_expires_at)
     .execute(pool)
     .await
     .expect("session inserted");
@@ -141,13 +153,15 @@ async fn me_and_credentials_list_the_callers_passkeys_only(pool: PgPool) {
 
 #[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn sessions_lists_live_ones_newest_first_and_flags_the_current(pool: PgPool) {
+    // Live: neither revoked, nor past its end, nor with its refresh token lapsed.
     let caller = TestAccount::user();
     let (older, newer) = (Uuid::now_v7(), caller.session);
-    insert_session(&pool, older, caller.id, 1, false, false).await;
-    insert_session(&pool, newer, caller.id, 5, false, false).await;
-    insert_session(&pool, Uuid::now_v7(), caller.id, 7, true, false).await;
-    insert_session(&pool, Uuid::now_v7(), caller.id, 8, false, true).await;
-    insert_session(&pool, Uuid::now_v7(), Uuid::now_v7(), 9, false, false).await;
+    insert_session(&pool, older, caller.id, 1, Standing::Unrecorded).await;
+    insert_session(&pool, newer, caller.id, 5, Standing::Live).await;
+    insert_session(&pool, Uuid::now_v7(), caller.id, 7, Standing::Revoked).await;
+    insert_session(&pool, Uuid::now_v7(), caller.id, 8, Standing::Expired).await;
+    insert_session(&pool, Uuid::now_v7(), caller.id, 9, Standing::Lapsed).await;
+    insert_session(&pool, Uuid::now_v7(), Uuid::now_v7(), 10, Standing::Live).await;
     let app = bare_app(&pool).await;
 
     let answer = Call::get("/api/v1/auth/sessions")

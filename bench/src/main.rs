@@ -11,6 +11,8 @@
 //! cargo run --release -p bench -- [--quick] [--out bench-results/<file>.json]
 //! cargo run --release -p bench -- --token-ab   # access tokens: cache on vs off, and nothing else
 //! cargo run --release -p bench -- --log-only [--quick] [--log-events 1000000]   # large log, long stream
+//! cargo run --release -p bench -- --reads [--quick] [--projector-ab PROJECTOR_BATCH_BYTES=8388608] [--lag-rate 500]
+//!     # read path only: create peak, lag, queries A/B, analytics, memory
 //! ```
 //!
 //! Environment: `BENCH_BIN_DIR` (where the service binaries are; default the workspace's
@@ -61,6 +63,14 @@ struct Options {
     token_ab: bool,
     /// Only the large-log and long-stream system: no main system, no rebuild.
     log_only: bool,
+    /// Only the read path: a create peak, projection lag, queries and analytics, with memory.
+    reads: bool,
+    /// With `--reads`: the projector's environment of an A run (`NAME=value,...`): lag and
+    /// analytics are measured with it first, then with the defaults, each projector's memory
+    /// apart.
+    projector_ab: Vec<(&'static str, String)>,
+    /// With `--reads`: the lag's fixed create rate instead of half the measured peak.
+    lag_rate: Option<f64>,
     /// Overrides the plan's large-log size.
     log_events: Option<i64>,
     out: Option<PathBuf>,
@@ -72,6 +82,9 @@ fn parse_args() -> anyhow::Result<Options> {
         no_relay: false,
         token_ab: false,
         log_only: false,
+        reads: false,
+        projector_ab: Vec::new(),
+        lag_rate: None,
         log_events: None,
         out: None,
     };
@@ -82,6 +95,27 @@ fn parse_args() -> anyhow::Result<Options> {
             "--no-relay" => options.no_relay = true,
             "--token-ab" => options.token_ab = true,
             "--log-only" => options.log_only = true,
+            "--reads" => options.reads = true,
+            "--lag-rate" => {
+                let rate = args.next().context("--lag-rate needs creates per second")?;
+                options.lag_rate = Some(
+                    rate.parse()
+                        .with_context(|| format!("--lag-rate {rate:?}"))?,
+                );
+            }
+            "--projector-ab" => {
+                let list = args
+                    .next()
+                    .context("--projector-ab needs NAME=value[,NAME=value]")?;
+                for pair in list.split(',').filter(|pair| !pair.is_empty()) {
+                    let (name, value) = pair
+                        .split_once('=')
+                        .with_context(|| format!("--projector-ab {pair:?}: NAME=value"))?;
+                    // Leaked once per run: the System's environment names are 'static.
+                    let name: &'static str = Box::leak(name.to_owned().into_boxed_str());
+                    options.projector_ab.push((name, value.to_owned()));
+                }
+            }
             "--log-events" => {
                 let events = args.next().context("--log-events needs a number")?;
                 options.log_events = Some(
@@ -97,7 +131,8 @@ fn parse_args() -> anyhow::Result<Options> {
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: bench [--quick] [--no-relay] [--log-only] [--log-events N] \
+                    "usage: bench [--quick] [--no-relay] [--log-only | --reads [--projector-ab NAME=v,..] [--lag-rate N]] \
+                     [--log-events N] \
                      [--out bench-results/<file>.json]\n       \
                      bench --token-ab [--quick]"
                 );
@@ -135,6 +170,24 @@ async fn main() -> anyhow::Result<()> {
         .await;
     }
     let bearer = system::access_token()?;
+    if options.reads {
+        let part = main_system(&options, plan, &binaries, &log_dir, &http, &bearer).await?;
+        let report = Report {
+            started_at: started_at.to_rfc3339(),
+            mode: if options.quick {
+                "quick-reads"
+            } else {
+                "reads"
+            },
+            machine: machine(),
+            rows: part.rows,
+            side_by_side: part.side_by_side,
+            memory: part.memory,
+            cpu: part.meter.map(|meter| meter.sections).unwrap_or_default(),
+            total_seconds: started.elapsed().as_secs_f64(),
+        };
+        return write_report(&report, options.out, started_at);
+    }
     let mut main_part = if options.log_only {
         eprintln!("--log-only: large log and long streams only");
         MainPart::default()
@@ -198,8 +251,17 @@ async fn main() -> anyhow::Result<()> {
         cpu: meter.sections,
         total_seconds: started.elapsed().as_secs_f64(),
     };
+    write_report(&report, options.out, started_at)
+}
+
+/// Prints `report` and writes it as JSON to `out`, by default `bench-results/<mode>-<time>.json`.
+fn write_report(
+    report: &Report,
+    out: Option<PathBuf>,
+    started_at: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<()> {
     println!("\n{}", report.table());
-    let out = options.out.unwrap_or_else(|| {
+    let out = out.unwrap_or_else(|| {
         PathBuf::from(format!(
             "bench-results/{}-{}.json",
             report.mode,
@@ -210,7 +272,7 @@ async fn main() -> anyhow::Result<()> {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating {}", parent.display()))?;
     }
-    std::fs::write(&out, serde_json::to_string_pretty(&report)?)
+    std::fs::write(&out, serde_json::to_string_pretty(report)?)
         .with_context(|| format!("writing {}", out.display()))?;
     eprintln!(
         "wrote {} ({:.0} s in all)",
@@ -254,9 +316,11 @@ async fn main_system(
     system::recreate_database(REFERENCE_DATABASE).await?;
     eprintln!("starting services from {}", binaries.display());
     let mut running = System::start("main", binaries, DATABASE, log_dir, http, &relay).await?;
-    running
-        .spawn(system::REFERENCE, REFERENCE_DATABASE, &Relay::Off, http)
-        .await?;
+    if !options.reads {
+        running
+            .spawn(system::REFERENCE, REFERENCE_DATABASE, &Relay::Off, http)
+            .await?;
+    }
     // After the services: they migrate the database as they start; their embedded migrations
     // are the ones that must match (the bench's own copy may be newer or older). Small: the
     // raw-INSERT baseline is pgbench, with connections of its own.
@@ -269,7 +333,11 @@ async fn main_system(
         command: running.base("command-api")?.to_owned(),
         query: running.base("query-api")?.to_owned(),
         projector: running.base("projector")?.to_owned(),
-        reference: Some(running.base(system::REFERENCE)?.to_owned()),
+        reference: if options.reads {
+            None
+        } else {
+            Some(running.base(system::REFERENCE)?.to_owned())
+        },
         database: DATABASE.to_owned(),
         work_dir: log_dir.to_path_buf(),
         pool: pool.clone(),
@@ -280,6 +348,96 @@ async fn main_system(
 
     let mut rows: Vec<Row> = Vec::new();
     let mut meter = cpu::Meter::new(running.pids());
+    if options.reads {
+        eprintln!("commands: create peak at 32 clients");
+        let create = scenarios::commands::create_peak(&context, 32).await?;
+        let peak = create.measured.as_ref().map_or(1.0, |m| m.rate);
+        rows.push(create);
+        meter.section("commands: create peak");
+        let half = options.lag_rate.unwrap_or((peak / 2.0).max(1.0));
+        let mut memory = Vec::new();
+        if !options.projector_ab.is_empty() {
+            // A: the projector with the given environment, then B: the defaults, started
+            // afresh on the same database, so each variant's peak memory is its own.
+            eprintln!("projector A: {:?}", options.projector_ab);
+            memory.extend(running.stop_service("projector"));
+            running.set_env(options.projector_ab.clone());
+            running.spawn("projector", DATABASE, &relay, http).await?;
+            running.set_env(Vec::new());
+            meter.watch(running.pids());
+            let a = Context {
+                projector: running.base("projector")?.to_owned(),
+                ..context.clone()
+            };
+            eprintln!("projection lag (A)");
+            rows.extend(label(
+                scenarios::lag::lag(&a, half).await?,
+                "projection lag (A)",
+            ));
+            meter.section("projection lag (A)");
+            eprintln!("analytics (A)");
+            rows.extend(label(
+                scenarios::analytics::ingest(&a).await?,
+                "analytics (A)",
+            ));
+            meter.section("analytics (A)");
+            memory.extend(running.stop_service("projector").map(|m| report::Memory {
+                service: "projector (A)".to_owned(),
+                ..m
+            }));
+            running.spawn("projector", DATABASE, &relay, http).await?;
+            meter.watch(running.pids());
+        }
+        let context = Context {
+            projector: running.base("projector")?.to_owned(),
+            ..context.clone()
+        };
+        eprintln!("projection lag");
+        rows.extend(scenarios::lag::lag(&context, half).await?);
+        meter.section("projection lag");
+        if !options.projector_ab.is_empty() {
+            eprintln!("analytics");
+            rows.extend(scenarios::analytics::ingest(&context).await?);
+            meter.section("analytics + multi-row INSERT");
+        }
+        eprintln!("queries");
+        rows.extend(scenarios::queries::queries(&context).await?);
+        meter.section("queries + bare axum");
+        // A/B in the same run: the same figures from a query API with the version map's
+        // learning and the totals cache off (what it did before they existed).
+        eprintln!("queries, learning and totals cache off");
+        memory.extend(running.stop_service("query-api"));
+        running.set_env(vec![
+            ("QUERY_LEARN_VERSIONS", "false".to_owned()),
+            ("QUERY_TOTALS_CACHE", "0".to_owned()),
+        ]);
+        running.spawn("query-api", DATABASE, &relay, http).await?;
+        running.set_env(Vec::new());
+        meter.watch(running.pids());
+        let off = Context {
+            query: running.base("query-api")?.to_owned(),
+            ..context.clone()
+        };
+        rows.extend(
+            scenarios::queries::queries_as(&off, "queries (learning, totals cache off)").await?,
+        );
+        meter.section("queries (off) + bare axum");
+        if options.projector_ab.is_empty() {
+            eprintln!("analytics");
+            rows.extend(scenarios::analytics::ingest(&context).await?);
+            meter.section("analytics + multi-row INSERT");
+        }
+        memory.extend(running.memory());
+        eprintln!("stopping services");
+        running.stop();
+        pool.close().await;
+        return Ok(MainPart {
+            rows,
+            side_by_side: Vec::new(),
+            memory,
+            meter: Some(meter),
+        });
+    }
     eprintln!("commands");
     let throughput = scenarios::commands::throughput(&context).await?;
     rows.extend(throughput.rows);
@@ -316,6 +474,16 @@ async fn main_system(
         memory,
         meter: Some(meter),
     })
+}
+
+/// `rows` moved to section `section` (the variant of an A/B run).
+fn label(rows: Vec<Row>, section: &'static str) -> Vec<Row> {
+    rows.into_iter()
+        .map(|mut row| {
+            row.section = section;
+            row
+        })
+        .collect()
 }
 
 /// What the figures were measured on: CPU count and model, and the shared-machine caveat.

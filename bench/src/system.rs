@@ -257,6 +257,11 @@ impl System {
         Ok(system)
     }
 
+    /// Replaces the extra environment of every service started from now on.
+    pub fn set_env(&mut self, env: Vec<(&'static str, String)>) {
+        self.env = env;
+    }
+
     /// Starts one service binary of `dir` (a Chronicle service or the bench's `reference`)
     /// against database `database` on a free loopback port, and waits until it answers
     /// `/readyz`.

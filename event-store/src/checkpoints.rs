@@ -47,6 +47,32 @@ pub async fn read<'e>(
     Ok(row.map(checkpoint))
 }
 
+/// Pushes, into the select list of a statement being built, a scalar subquery naming
+/// checkpoint `name` as `ARRAY[tx_id, position, generation]` (NULL without a row) under
+/// `alias`. The checkpoint is then read in the statement's own snapshot: whatever the
+/// statement reads from the projection's table is exactly what that checkpoint covers, since
+/// the projector moves the two in one transaction. Read it back with [`from_array`].
+pub fn push_in_statement(query: &mut sqlx::QueryBuilder<'_, Postgres>, name: &str, alias: &str) {
+    query
+        .push(
+            "(SELECT ARRAY[tx_id, position, generation] FROM public.projection_checkpoints \
+              WHERE name = ",
+        )
+        .push_bind(name.to_owned())
+        .push(format!(") AS {alias}"));
+}
+
+/// The checkpoint of a column pushed by [`push_in_statement`]: NULL (no row yet) is the start
+/// of the log, generation 0, as the query side reads a missing row; `None` only for an array
+/// that is not three numbers.
+pub fn from_array(values: Option<&[i64]>) -> Option<Checkpoint> {
+    match values {
+        None => Some(Checkpoint::default()),
+        Some(&[tx_id, position, generation]) => Some(checkpoint((tx_id, position, generation))),
+        Some(_) => None,
+    }
+}
+
 /// Reads checkpoint `name`, creating its row at the start of the log when missing.
 ///
 /// # Errors

@@ -6,9 +6,12 @@
 //! - `PROJECTOR_ADDR` (default `0.0.0.0:8082`): where `/healthz`, `/readyz` and `/metrics` are
 //!   served.
 //! - `PROJECTOR_BATCH_SIZE` (default 500): the most events applied in one transaction.
-//! - `PROJECTOR_BATCH_BYTES` (default 8388608, 8 MiB): the most payload bytes read into one
+//! - `PROJECTOR_BATCH_BYTES` (default 1048576, 1 MiB): the most payload bytes read into one
 //!   batch (of a projection or the relay); the first event of a batch is always read, whatever
-//!   its size.
+//!   its size. Every loop may hold one batch, decoded, at a time: this bounds the projector's
+//!   memory (docs/decisions/0019-projector-batches-and-idle-skips.md).
+//! - `PROJECTOR_SKIP_EVERY_MS` (default 1000): the least time between two moves of an idle
+//!   projection's checkpoint past events it does not read; `0` moves it on every idle round.
 //! - `PROJECTOR_POLL_MS` (default 500): how long an idle projection waits for an append
 //!   notification before reading the log anyway.
 //! - `PROJECTOR_READ_DATABASE_URL` (default: unset, read through `DATABASE_URL`): where the log
@@ -47,6 +50,12 @@ pub use subscription::{
     catch_up_target, run_projection, run_projection_with,
 };
 
+/// `PROJECTOR_BATCH_BYTES` when unset: 1 MiB. Eight loops (seven projections and the relay)
+/// each hold at most one batch of about this much payload, plus its decoded form, so the
+/// projector's memory stays within tens of MiB whatever the events weigh; 500 small events
+/// are far below it, so it only ever shortens batches of big ones (analytics).
+pub const DEFAULT_BATCH_BYTES: i64 = 1024 * 1024;
+
 /// The projector's settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -54,8 +63,10 @@ pub struct Settings {
     pub addr: SocketAddr,
     /// `PROJECTOR_BATCH_SIZE` (default 500, at least 1).
     pub batch_size: i64,
-    /// `PROJECTOR_BATCH_BYTES` (default 8 MiB, at least 1).
+    /// `PROJECTOR_BATCH_BYTES` (default [`DEFAULT_BATCH_BYTES`], at least 1).
     pub batch_bytes: i64,
+    /// `PROJECTOR_SKIP_EVERY_MS` (default 1000).
+    pub skip_every: Duration,
     /// `PROJECTOR_POLL_MS` (default 500, at least 1).
     pub poll_interval: Duration,
     /// `PROJECTOR_READ_DATABASE_URL`: the pool settings for reading the log, when it is read
@@ -124,8 +135,7 @@ impl Settings {
         if batch_size < 1 {
             return Err(out_of_range("PROJECTOR_BATCH_SIZE", batch_size));
         }
-        let batch_bytes: i64 =
-            var_or("PROJECTOR_BATCH_BYTES", event_store::log::DEFAULT_MAX_BYTES)?;
+        let batch_bytes: i64 = var_or("PROJECTOR_BATCH_BYTES", DEFAULT_BATCH_BYTES)?;
         if batch_bytes < 1 {
             return Err(out_of_range("PROJECTOR_BATCH_BYTES", batch_bytes));
         }
@@ -146,6 +156,10 @@ impl Settings {
                 ..service_kit::db::DatabaseSettings::from_env()?
             })
         };
+        let skip_every = Duration::from_millis(var_or(
+            "PROJECTOR_SKIP_EVERY_MS",
+            u64::try_from(LoopSettings::DEFAULT_SKIP_EVERY.as_millis()).unwrap_or(1000),
+        )?);
         let poll_interval = Duration::from_millis(poll_ms);
         let relay = relay::RelaySettings::from_env(batch_size, batch_bytes, poll_interval)?;
         Ok(Self {
@@ -153,6 +167,7 @@ impl Settings {
             addr,
             batch_size,
             batch_bytes,
+            skip_every,
             poll_interval,
             read_database,
             dead_letter: DeadLetter::parse(&service_kit::env::string_or(
@@ -170,7 +185,8 @@ impl Settings {
         Self {
             addr,
             batch_size: 500,
-            batch_bytes: event_store::log::DEFAULT_MAX_BYTES,
+            batch_bytes: DEFAULT_BATCH_BYTES,
+            skip_every: LoopSettings::DEFAULT_SKIP_EVERY,
             poll_interval: Duration::from_millis(500),
             read_database: None,
             dead_letter: DeadLetter::Off,
@@ -186,6 +202,7 @@ impl Settings {
             batch_size: self.batch_size,
             poll_interval: self.poll_interval,
             max_bytes: self.batch_bytes,
+            skip_every: self.skip_every,
         }
     }
 }

@@ -133,7 +133,7 @@ impl RelaySettings {
             url: BrokerUrl::new(DEFAULT_RABBITMQ_URL),
             exchange: DEFAULT_EXCHANGE.to_owned(),
             batch_size: 500,
-            max_bytes: event_store::log::DEFAULT_MAX_BYTES,
+            max_bytes: crate::DEFAULT_BATCH_BYTES,
             poll_interval: Duration::from_millis(500),
             connection_name: "chronicle-relay".to_owned(),
         }
@@ -523,6 +523,8 @@ pub async fn run_relay(
         batch_size: settings.batch_size,
         poll_interval: settings.poll_interval,
         max_bytes: settings.max_bytes,
+        // It reads every type: it never has unrelated events to skip.
+        skip_every: LoopSettings::DEFAULT_SKIP_EVERY,
     };
     let running = subscription::run(pools, &mut sink, loop_settings, &wake, &shutdown);
     if let Err(error) = tracing::Instrument::instrument(running, span).await {

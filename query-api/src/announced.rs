@@ -11,6 +11,16 @@
 //! [`Delivery::Gap`] (the listener reconnected) or a lagged receiver each clear what they may
 //! have invalidated. So once the announcement of a move is applied, the old version is never
 //! vouched for again.
+//!
+//! The map also learns from the query API's own reads ([`Announced::learn`]), so a row read
+//! once is revalidated without a query even when no announcement named it since start. A read
+//! is learned only if nothing was applied to its projection between the moment just before the
+//! read was sent ([`Announced::mark`]) and the moment it is learned: an announcement applied
+//! before the mark was committed before the read began, so the read saw its move; one applied
+//! after it makes the mark stale and the read is dropped. Learning therefore never puts back a
+//! version that an applied announcement has moved past. It is only sound when reads go to the
+//! primary the projector writes to (a replica may not yet show what was announced), which the
+//! state decides ([`crate::state::AppState::learns_from_reads`]).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -29,8 +39,21 @@ pub const MAX_VERSIONS_PER_PROJECTION: usize = 100_000;
 struct View {
     /// The newest checkpoint announced since start, if any.
     seen: Option<Checkpoint>,
-    /// Aggregate id -> the version an announcement said the row reached.
+    /// Aggregate id -> the version an announcement (or a learned read) said the row reached.
     versions: HashMap<String, i64>,
+    /// Deliveries applied to this view since start: a read learned with an older count may
+    /// have missed a move.
+    applied: u64,
+}
+
+/// What had been applied just before a read was sent ([`Announced::mark`]); a read is learned
+/// only while it is still current.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark {
+    /// [`Announced::forgotten`] at the time.
+    forgotten: u64,
+    /// The view's `applied` at the time (0 before its first delivery).
+    applied: u64,
 }
 
 /// The in-process view of the announcements. Shared by every request; each method holds the
@@ -43,6 +66,9 @@ pub struct Announced {
     /// Counts deliveries that say "something moved" without saying what: a waiter that sees it
     /// change must read the checkpoint from the database.
     plain_wakes: AtomicU64,
+    /// Counts the times every view was forgotten at once (a gap, a lag, a bare wake naming no
+    /// known projection); read and compared under the views' lock.
+    forgotten: AtomicU64,
 }
 
 impl Announced {
@@ -55,8 +81,11 @@ impl Announced {
                     // An older projector's bare name (or anything else): rows of that
                     // projection (or of any, when it names none we know) moved unseen.
                     self.with_views(|views| match views.get_mut(payload.as_ref()) {
-                        Some(view) => view.versions.clear(),
-                        None => views.values_mut().for_each(|view| view.versions.clear()),
+                        Some(view) => {
+                            view.versions.clear();
+                            view.applied += 1;
+                        }
+                        None => self.clear_all(views),
                     });
                     self.plain_wakes.fetch_add(1, Ordering::SeqCst);
                 }
@@ -73,8 +102,15 @@ impl Announced {
     }
 
     fn forget_all(&self) {
-        self.with_views(|views| views.values_mut().for_each(|view| view.versions.clear()));
+        self.with_views(|views| self.clear_all(views));
         self.plain_wakes.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Clears every view, and makes every outstanding [`Mark`] stale, including those of
+    /// projections that have no view yet. Called with the views' lock held.
+    fn clear_all(&self, views: &mut HashMap<String, View>) {
+        self.forgotten.fetch_add(1, Ordering::SeqCst);
+        views.values_mut().for_each(|view| view.versions.clear());
     }
 
     fn moved(&self, moved: &CheckpointMoved) {
@@ -84,6 +120,7 @@ impl Announced {
         };
         self.with_views(|views| {
             let view = views.entry(moved.projection.clone()).or_default();
+            view.applied += 1;
             let same_generation = view
                 .seen
                 .is_none_or(|seen| seen.generation == announced.generation);
@@ -137,6 +174,40 @@ impl Announced {
             views
                 .get(projection)
                 .and_then(|view| view.versions.get(id).copied())
+        })
+    }
+
+    /// What has been applied to `projection` so far: take it just before sending a read whose
+    /// versions are to be [`learn`](Self::learn)ed.
+    pub fn mark(&self, projection: &str) -> Mark {
+        self.with_views(|views| Mark {
+            forgotten: self.forgotten.load(Ordering::SeqCst),
+            applied: views.get(projection).map_or(0, |view| view.applied),
+        })
+    }
+
+    /// Records that row `id` of `projection` was read at `version` by a read sent after `mark`
+    /// was taken, unless a delivery was applied to the projection since (the read may then
+    /// predate an announced move). Returns whether it was recorded. A full view records
+    /// nothing rather than forget what it holds.
+    pub fn learn(&self, projection: &str, mark: Mark, id: &str, version: i64) -> bool {
+        self.with_views(|views| {
+            if self.forgotten.load(Ordering::SeqCst) != mark.forgotten {
+                return false;
+            }
+            let view = views.entry(projection.to_owned()).or_default();
+            if view.applied != mark.applied {
+                return false;
+            }
+            let room = view.versions.len() < MAX_VERSIONS_PER_PROJECTION;
+            match view.versions.get_mut(id) {
+                Some(known) => *known = (*known).max(version),
+                None if room => {
+                    view.versions.insert(id.to_owned(), version);
+                }
+                None => return false,
+            }
+            true
         })
     }
 
@@ -207,6 +278,47 @@ mod tests {
             forget(&announced);
             assert_eq!(announced.version("projects", "a"), None, "case {n}");
         }
+    }
+
+    #[test]
+    fn a_read_is_learned_only_when_nothing_was_applied_since_its_mark() {
+        let announced = Announced::default();
+        let mark = announced.mark("projects");
+        assert!(announced.learn("projects", mark, "a", 3));
+        assert_eq!(announced.version("projects", "a"), Some(3));
+
+        // An announcement lands while the read is in flight: the read may predate it.
+        let mark = announced.mark("projects");
+        announced.apply(&moved(1, 0, &[("a", 4)], true));
+        assert!(!announced.learn("projects", mark, "a", 3));
+        assert_eq!(announced.version("projects", "a"), Some(4));
+
+        // Another projection's announcement does not matter; a gap does.
+        let mark = announced.mark("projects");
+        announced.apply(&Delivery::Payload(Arc::from(
+            CheckpointMoved {
+                projection: "tickets".to_owned(),
+                checkpoint: LogPosition::default(),
+                generation: 0,
+                changed: Vec::new(),
+                complete: true,
+            }
+            .to_payload(),
+        )));
+        assert!(announced.learn("projects", mark, "b", 1));
+        let mark = announced.mark("posts");
+        announced.apply(&Delivery::Gap);
+        assert!(!announced.learn("posts", mark, "c", 1));
+        assert_eq!(announced.version("posts", "c"), None);
+    }
+
+    #[test]
+    fn a_learned_read_never_lowers_a_version() {
+        let announced = Announced::default();
+        announced.apply(&moved(1, 0, &[("a", 5)], true));
+        let mark = announced.mark("projects");
+        assert!(announced.learn("projects", mark, "a", 4));
+        assert_eq!(announced.version("projects", "a"), Some(5));
     }
 
     #[test]

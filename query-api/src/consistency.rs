@@ -128,14 +128,18 @@ async fn wait_until(
                 waited_ms: started.elapsed().as_millis(),
             });
         }
-        tokio::select! {
-            () = &mut notified => {
+        // The wait holds no connection, so it gives back its admission place meanwhile:
+        // waiters must not keep out the requests that need the database (nor, at a high
+        // command rate, refuse each other with 503).
+        ask_database = service_kit::shed::without_place(async {
+            tokio::select! {
                 // An announcement that says where the checkpoint is needs no query; only a
                 // bare wake-up or a gap does.
-                ask_database = announced.plain_wakes() != plain_wakes;
+                () = &mut notified => announced.plain_wakes() != plain_wakes,
+                () = tokio::time::sleep_until(fallback.min(deadline)) => true,
             }
-            () = tokio::time::sleep_until(fallback.min(deadline)) => ask_database = true,
-        }
+        })
+        .await;
     };
     let result = wait_result(&outcome);
     metrics::histogram!(service_kit::metric_names::CONSISTENCY_WAIT_SECONDS, "result" => result)

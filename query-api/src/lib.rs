@@ -12,6 +12,8 @@
 //! | `QUERY_API_ADDR` | `0.0.0.0:8081` | address to listen on |
 //! | `CONSISTENCY_WAIT_MS` | `5000` | longest wait for a projection to reach an `X-Consistency-Token` |
 //! | `REQUEST_TIMEOUT_MS` | `15000` | a read not answered this long after its arrival gets 503 ([`service_kit::deadline`]) |
+//! | `QUERY_LEARN_VERSIONS` | `true` | item reads feed the version map that answers `If-None-Match` without a query ([`announced`]; off on a replica) |
+//! | `QUERY_TOTALS_CACHE` | `4096` | list totals kept per filter while the checkpoint stands still ([`read::totals`]); `0` turns it off |
 //!
 //! The database is configured by [`service_kit::db::DatabaseSettings`]; `QUERY_DATABASE_URL`
 //! (default: unset) points the query API at another server instead, such as a streaming
@@ -67,14 +69,16 @@ pub async fn run(settings: Settings, pool: PgPool, shutdown: Shutdown) -> anyhow
     let local = listener.local_addr().context("reading the bound address")?;
     tracing::info!(addr = %local, "query-api listening");
     // Revocations are read from the primary even when reads come from a replica.
-    let primary = match read_database_settings()? {
-        Some(_) => service_kit::db::DatabaseSettings::from_env()?
-            .connect()
-            .await
-            .context("connecting to the primary for revocations")?,
-        None => pool.clone(),
+    let state = match read_database_settings()? {
+        Some(_) => {
+            let primary = service_kit::db::DatabaseSettings::from_env()?
+                .connect()
+                .await
+                .context("connecting to the primary for revocations")?;
+            app_state_with_primary(pool, primary, settings).await?
+        }
+        None => app_state(pool, settings).await?,
     };
-    let state = app_state_with_primary(pool, primary, settings).await?;
     service_kit::http::serve(listener, router(state), shutdown)
         .await
         .context("serving the query API")

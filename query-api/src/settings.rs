@@ -21,6 +21,13 @@ pub struct Settings {
     pub auth: service_kit::caller::AuthSettings,
     /// `CORS_ALLOWED_ORIGINS` (default none): the browser origins that may call the API.
     pub cors: service_kit::frontend::CorsSettings,
+    /// `QUERY_LEARN_VERSIONS` (default `true`): whether item reads feed the in-process version
+    /// map that answers `If-None-Match` without a query ([`crate::announced`]); always off
+    /// when reads go to a replica. `false` exists to measure what it saves.
+    pub learn_versions: bool,
+    /// `QUERY_TOTALS_CACHE` (default 4096): the most list totals kept, each valid while its
+    /// projection's checkpoint stands still ([`crate::read::totals`]); `0` turns it off.
+    pub totals_cache: usize,
 }
 
 /// `QUERY_API_ADDR` when unset: every interface, port 8081.
@@ -30,6 +37,9 @@ pub const DEFAULT_ADDR: SocketAddr =
 /// `CONSISTENCY_WAIT_MS` when unset.
 pub const DEFAULT_CONSISTENCY_WAIT_MS: u64 = 5000;
 
+/// `QUERY_TOTALS_CACHE` when unset.
+pub const DEFAULT_TOTALS_CACHE: usize = 4096;
+
 impl Default for Settings {
     fn default() -> Self {
         Self {
@@ -38,6 +48,8 @@ impl Default for Settings {
             admission: service_kit::shed::AdmissionSettings::default(),
             auth: service_kit::caller::AuthSettings::default(),
             cors: service_kit::frontend::CorsSettings::default(),
+            learn_versions: true,
+            totals_cache: DEFAULT_TOTALS_CACHE,
         }
     }
 }
@@ -58,6 +70,8 @@ impl Settings {
             admission: service_kit::shed::AdmissionSettings::from_env()?,
             auth: service_kit::caller::AuthSettings::from_env()?,
             cors: service_kit::frontend::CorsSettings::from_env()?,
+            learn_versions: var_or("QUERY_LEARN_VERSIONS", true)?,
+            totals_cache: var_or("QUERY_TOTALS_CACHE", DEFAULT_TOTALS_CACHE)?,
         })
     }
 }

@@ -12,6 +12,7 @@ use service_kit::Authenticator;
 use service_kit::caller::AuthSetupError;
 
 use crate::announced::Announced;
+use crate::read::totals::Totals;
 use crate::settings::Settings;
 
 /// What every handler shares: the pool, the settings and what the projectors announced.
@@ -26,6 +27,9 @@ struct Inner {
     authenticator: Authenticator,
     settings: Settings,
     announced: Arc<Announced>,
+    /// Whether reads may feed the version map: only when they go to the primary.
+    learns_from_reads: bool,
+    totals: Totals,
     wait_queries: AtomicU64,
     listener: JoinHandle<()>,
     follower: JoinHandle<()>,
@@ -61,6 +65,18 @@ impl AppState {
         &self.inner.announced
     }
 
+    /// Whether item reads may feed [`Self::announced`]'s version map ([`Announced::learn`]):
+    /// `QUERY_LEARN_VERSIONS`, and only when reads go to the primary the projector writes to,
+    /// since a replica may not yet show a move already announced.
+    pub fn learns_from_reads(&self) -> bool {
+        self.inner.learns_from_reads
+    }
+
+    /// List totals by filter, each valid at one checkpoint.
+    pub fn totals(&self) -> &Totals {
+        &self.inner.totals
+    }
+
     /// Counts a database query made by a consistency wait.
     pub(crate) fn count_wait_query(&self) {
         self.inner.wait_queries.fetch_add(1, Ordering::Relaxed);
@@ -88,12 +104,13 @@ impl axum::extract::FromRef<AppState> for Authenticator {
 /// No token signing keys are configured, or they do not load.
 pub async fn app_state(pool: PgPool, settings: Settings) -> Result<AppState, AuthSetupError> {
     let primary = pool.clone();
-    app_state_with_primary(pool, primary, settings).await
+    let learns = settings.learn_versions;
+    build(pool, primary, settings, learns)
 }
 
 /// [`app_state`] reading from `pool` (a replica, say) and revocations from `primary`:
 /// a revocation must reach every replica within two seconds, which a lagging replica would not
-/// promise.
+/// promise. Reads never feed the version map here (`pool` may lag behind the announcements).
 ///
 /// # Errors
 ///
@@ -102,6 +119,15 @@ pub async fn app_state_with_primary(
     pool: PgPool,
     primary: PgPool,
     settings: Settings,
+) -> Result<AppState, AuthSetupError> {
+    build(pool, primary, settings, false)
+}
+
+fn build(
+    pool: PgPool,
+    primary: PgPool,
+    settings: Settings,
+    learns_from_reads: bool,
 ) -> Result<AppState, AuthSetupError> {
     let authenticator = Authenticator::with_feed(settings.auth.signing_keys()?.verifier(), primary);
     let listener = spawn_listener(pool.clone(), CHECKPOINTS_CHANNEL);
@@ -122,12 +148,15 @@ pub async fn app_state_with_primary(
             }
         }
     });
+    let totals = Totals::new(settings.totals_cache);
     Ok(AppState {
         inner: Arc::new(Inner {
             pool,
             authenticator,
             settings,
             announced,
+            learns_from_reads,
+            totals,
             wait_queries: AtomicU64::new(0),
             listener: listener.task,
             follower,

@@ -174,21 +174,78 @@ pub async fn admit(State(admission): State<Admission>, request: Request, next: N
     let Some(permit) = admission.enter().await else {
         return refuse(&admission, &request, route.to_owned());
     };
+    let seat = Seat {
+        permits: Arc::clone(&admission.permits),
+        held: Arc::new(std::sync::Mutex::new(Some(permit))),
+    };
     let place = Place {
-        _permit: permit,
         service: admission.service,
     };
     metrics::gauge!(HTTP_REQUESTS_IN_FLIGHT, "service" => admission.service).increment(1);
-    let response = next.run(request).await;
+    let response = SEAT.scope(seat.clone(), next.run(request)).await;
+    seat.release();
     drop(place);
     response
 }
 
-/// An admitted request's place; given back (and `chronicle_http_requests_in_flight` decremented) when
-/// the request is answered or dropped (the client went away).
+/// An admitted request's place, counted in `chronicle_http_requests_in_flight` until the
+/// request is answered or dropped (the client went away); its permit is its [`Seat`].
 struct Place {
-    _permit: OwnedSemaphorePermit,
     service: &'static str,
+}
+
+tokio::task_local! {
+    /// The seat of the request the current task serves, set by [`admit`].
+    static SEAT: Seat;
+}
+
+/// An admitted request's permit, which the request may give back while it waits on something
+/// that uses no database connection ([`without_place`]).
+#[derive(Debug, Clone)]
+struct Seat {
+    permits: Arc<Semaphore>,
+    held: Arc<std::sync::Mutex<Option<OwnedSemaphorePermit>>>,
+}
+
+impl Seat {
+    fn held(&self) -> std::sync::MutexGuard<'_, Option<OwnedSemaphorePermit>> {
+        // Only ever holds an Option: a panic elsewhere cannot leave it half-written.
+        self.held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn release(&self) {
+        drop(self.held().take());
+    }
+
+    async fn retake(&self) {
+        if self.held().is_some() {
+            return;
+        }
+        // Waits rather than refuses: the request was admitted, and what it does next (a query)
+        // is what the bound exists for. Its deadline still cuts it off.
+        if let Ok(permit) = Arc::clone(&self.permits).acquire_owned().await {
+            *self.held() = Some(permit);
+        }
+    }
+}
+
+/// Runs `wait` without holding the current request's admission place, and takes a place
+/// again (waiting for one if need be) before returning. For waits that hold no database
+/// connection, such as the query API's consistency-token wait: a request that only waits for
+/// an announcement must not keep a request that needs the database out. Outside a request
+/// admitted by [`admit`], it only runs `wait`.
+pub async fn without_place<F: std::future::Future>(wait: F) -> F::Output {
+    let seat = SEAT.try_with(Seat::clone).ok();
+    if let Some(seat) = &seat {
+        seat.release();
+    }
+    let output = wait.await;
+    if let Some(seat) = &seat {
+        seat.retake().await;
+    }
+    output
 }
 
 impl Drop for Place {
@@ -363,6 +420,53 @@ mod tests {
         let hurried = Admission::new(1, Duration::ZERO);
         let _held = hurried.enter().await.expect("a free place");
         assert!(hurried.enter().await.is_none(), "no wait: refused at once");
+    }
+
+    #[tokio::test]
+    async fn a_request_waiting_without_its_place_lets_another_in_and_takes_one_back() {
+        let admission = Admission::new(1, Duration::ZERO);
+        let entered = Arc::new(tokio::sync::Notify::new());
+        let leave = Arc::new(tokio::sync::Notify::new());
+        let router = axum::Router::new()
+            .route(
+                "/wait",
+                axum::routing::get({
+                    let (entered, leave) = (Arc::clone(&entered), Arc::clone(&leave));
+                    move || async move {
+                        without_place(async {
+                            entered.notify_one();
+                            leave.notified().await;
+                        })
+                        .await;
+                    }
+                }),
+            )
+            .route("/quick", axum::routing::get(|| async {}))
+            .layer(axum::middleware::from_fn_with_state(
+                admission.clone(),
+                admit,
+            ));
+        let call = |uri: &'static str| {
+            let router = router.clone();
+            async move {
+                let request = Request::builder()
+                    .uri(uri)
+                    .body(axum::body::Body::empty())
+                    .expect("a request");
+                match tower::ServiceExt::oneshot(router, request).await {
+                    Ok(response) => response.status(),
+                    Err(never) => match never {},
+                }
+            }
+        };
+        let waiting = tokio::spawn(call("/wait"));
+        entered.notified().await;
+        // The waiter gave its only place back: another request is admitted meanwhile.
+        assert_eq!(call("/quick").await, axum::http::StatusCode::OK);
+        assert!(!waiting.is_finished());
+        leave.notify_one();
+        assert_eq!(waiting.await.expect("joins"), axum::http::StatusCode::OK);
+        assert_eq!(admission.in_flight(), 0, "every place given back");
     }
 
     #[tokio::test]

@@ -94,6 +94,21 @@ async fn run_commands(
     .await
 }
 
+/// Creates at `concurrency` clients for one closed-loop step, for `--reads`: the peak the
+/// fixed-rate loads take half of, and the projects the queries read, without the pgbench,
+/// reference and wrk figures of [`throughput`].
+pub async fn create_peak(context: &Context, concurrency: usize) -> anyhow::Result<Row> {
+    let create = run_commands(context, Kind::Create, concurrency, false)
+        .await?
+        .measurement(1, "req/s");
+    Ok(Row::new(
+        "commands",
+        "create project (POST)",
+        format!("{concurrency} clients, closed loop"),
+    )
+    .measured(create))
+}
+
 /// The same create on the reference service; `None` when it is not running.
 async fn run_reference(context: &Context, concurrency: usize) -> anyhow::Result<Option<Outcome>> {
     let Some(base) = context.reference.clone() else {

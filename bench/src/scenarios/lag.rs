@@ -59,8 +59,11 @@ pub async fn lag(context: &Context, rate: f64) -> anyhow::Result<Vec<Row>> {
                 context
                     .http
                     .get(&url, &[("x-consistency-token", &token)])
-                    .await?
-                    .expect(&[200])?;
+                    .await
+                    .and_then(|answer| answer.expect(&[200]))
+                    // Said apart from a refused create: a wait that holds a slot is the read
+                    // side's load, not the write side's.
+                    .map_err(|error| OpError::Invalid(format!("query API: {error}")))?;
                 if let Ok(mut histogram) = token_lag.lock() {
                     record(&mut histogram, acknowledged.elapsed());
                 }
@@ -77,12 +80,10 @@ pub async fn lag(context: &Context, rate: f64) -> anyhow::Result<Vec<Row>> {
     for name in metrics {
         after.push(scrape(&context.http, &context.projector, name).await);
     }
-    let delta = |i: usize| match (
-        before.get(i).copied().flatten(),
-        after.get(i).copied().flatten(),
-    ) {
-        (Some(b), Some(a)) => Some(a - b),
-        _ => None,
+    // A projector started just before has no samples yet: its metrics start at zero.
+    let delta = |i: usize| {
+        let after = after.get(i).copied().flatten()?;
+        Some(after - before.get(i).copied().flatten().unwrap_or(0.0))
     };
     let projector_note = match (delta(0), delta(1), delta(2)) {
         (Some(events), Some(batches), Some(seconds)) if batches > 0.0 => format!(

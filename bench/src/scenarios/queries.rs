@@ -26,6 +26,9 @@ const CONCURRENCY: usize = 32;
 /// Connections of the bare handlers' pool: the query API's default `DATABASE_MAX_CONNECTIONS`.
 const BASELINE_POOL: u32 = 16;
 
+/// Interleaved rounds of each figure and its baseline.
+const ROUNDS: usize = 2;
+
 /// Projects sampled for item reads.
 const SAMPLE: usize = 1000;
 
@@ -180,10 +183,13 @@ struct Target {
     status: u16,
 }
 
-async fn measure(context: &Context, http: &Http, target: Target) -> anyhow::Result<Measurement> {
-    let target = Arc::new(target);
+async fn measure(
+    context: &Context,
+    http: &Http,
+    target: Arc<Target>,
+) -> anyhow::Result<crate::load::Outcome> {
     let http = http.clone();
-    let outcome = closed_loop(CONCURRENCY, context.plan.step_budget(), move |i| {
+    closed_loop(CONCURRENCY, context.plan.step_budget(), move |i| {
         let (http, target) = (http.clone(), Arc::clone(&target));
         async move {
             let n = usize::try_from(i).unwrap_or_default() % target.urls.len().max(1);
@@ -200,8 +206,37 @@ async fn measure(context: &Context, http: &Http, target: Target) -> anyhow::Resu
             Ok(())
         }
     })
-    .await?;
-    Ok(outcome.measurement(1, "req/s"))
+    .await
+}
+
+/// Baseline and figure, [`ROUNDS`] times each, interleaved (B A B A): on a shared machine the
+/// load of the neighbours moves by more than one path differs from the other within a minute.
+async fn measure_pair(
+    context: &Context,
+    target: Target,
+    base_target: Target,
+) -> anyhow::Result<(Measurement, Measurement)> {
+    let (target, base_target) = (Arc::new(target), Arc::new(base_target));
+    let mut measured: Option<crate::load::Outcome> = None;
+    let mut base: Option<crate::load::Outcome> = None;
+    for _ in 0..ROUNDS {
+        let round = measure(context, &context.plain, Arc::clone(&base_target)).await?;
+        match &mut base {
+            Some(base) => base.merge(&round)?,
+            None => base = Some(round),
+        }
+        let round = measure(context, &context.http, Arc::clone(&target)).await?;
+        match &mut measured {
+            Some(measured) => measured.merge(&round)?,
+            None => measured = Some(round),
+        }
+    }
+    let done = |outcome: Option<crate::load::Outcome>| {
+        outcome
+            .map(|outcome| outcome.measurement(1, "req/s"))
+            .ok_or_else(|| anyhow::anyhow!("no round ran"))
+    };
+    Ok((done(measured)?, done(base)?))
 }
 
 /// Fetches each URL once and keeps its ETag.
@@ -216,6 +251,11 @@ async fn etags(context: &Context, urls: &[String]) -> anyhow::Result<Vec<Option<
 
 /// Every query figure and its baseline.
 pub async fn queries(context: &Context) -> anyhow::Result<Vec<Row>> {
+    queries_as(context, "queries").await
+}
+
+/// [`queries`], its rows in section `section` (an A/B names its variant there).
+pub async fn queries_as(context: &Context, section: &'static str) -> anyhow::Result<Vec<Row>> {
     // Make sure the read model has caught up with everything written so far.
     let (_, token) = commands::create_one(&context.http, &context.command).await?;
     context
@@ -266,7 +306,8 @@ pub async fn queries(context: &Context) -> anyhow::Result<Vec<Row>> {
         .map(|_| format!("{baseline}/list-304"))
         .collect();
 
-    let load = format!("{CONCURRENCY} clients, closed loop, {total} projects");
+    let load =
+        format!("{CONCURRENCY} clients, closed loop, {ROUNDS}x interleaved, {total} projects");
     let mut rows = Vec::new();
     let specs = [
         (
@@ -329,10 +370,9 @@ pub async fn queries(context: &Context) -> anyhow::Result<Vec<Row>> {
     let mut ok_rates = Vec::new();
     for (index, (figure, target, base_target, base_name)) in specs.into_iter().enumerate() {
         eprintln!("  {figure}");
-        let base = measure(context, &context.plain, base_target).await?;
-        let measured = measure(context, &context.http, target).await?;
+        let (measured, base) = measure_pair(context, target, base_target).await?;
         let rate = measured.rate;
-        let mut row = Row::new("queries", figure, load.clone())
+        let mut row = Row::new(section, figure, load.clone())
             .measured(measured)
             .baseline(base_name, base);
         if index % 2 == 0 {

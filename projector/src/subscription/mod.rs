@@ -282,6 +282,7 @@ async fn subscribe<S: Sink>(
     let (min, max) = sink.retry_bounds();
     let mut backoff = Backoff::new(min, max);
     let mut recheck = Backoff::new(RECHECK_MIN, poll_interval.min(RECHECK_MAX));
+    let mut skipped_at: Option<tokio::time::Instant> = None;
 
     let mut checkpoint = loop {
         match sink.start(pools.write).await {
@@ -338,8 +339,14 @@ async fn subscribe<S: Sink>(
                 continue;
             }
             Ok(Step::Idle) => {
-                if let Some(skipped) = skip_unrelated(pools, sink, checkpoint).await {
-                    checkpoint = skipped;
+                // At most once per `skip_every`: between skips, the checks after the
+                // checkpoint stay per-type index ranges, cheap however much lies between.
+                let due = skipped_at.is_none_or(|at| at.elapsed() >= settings.skip_every);
+                if due {
+                    skipped_at = Some(tokio::time::Instant::now());
+                    if let Some(skipped) = skip_unrelated(pools, sink, checkpoint).await {
+                        checkpoint = skipped;
+                    }
                 }
                 Ok(())
             }

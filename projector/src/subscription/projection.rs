@@ -155,6 +155,16 @@ pub struct LoopSettings {
     /// The most payload bytes read into one batch (the first event always is, whatever its
     /// size): big events make batches shorter, so memory stays bounded.
     pub max_bytes: i64,
+    /// The least time between two skips of unrelated events by an idle loop
+    /// ([`skip_unrelated`](super::skip)): a skip is a checkpoint write and an announcement,
+    /// which on every append wake-up of every idle projection cost more than the appends.
+    /// Zero skips on every idle round.
+    pub skip_every: Duration,
+}
+
+impl LoopSettings {
+    /// [`LoopSettings::skip_every`] by default (`PROJECTOR_SKIP_EVERY_MS`).
+    pub const DEFAULT_SKIP_EVERY: Duration = Duration::from_secs(1);
 }
 
 /// How a projection loop runs beyond its pace: where it reads the log and what it does with

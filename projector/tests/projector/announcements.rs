@@ -105,6 +105,7 @@ async fn an_idle_projection_moves_its_checkpoint_past_events_that_do_not_concern
             batch_size: 100,
             poll_interval: Duration::from_millis(20),
             max_bytes: event_store::log::DEFAULT_MAX_BYTES,
+            skip_every: LoopSettings::DEFAULT_SKIP_EVERY,
         },
         wake,
         shutdown.clone(),
@@ -169,6 +170,8 @@ async fn the_idle_skip_never_passes_a_concerning_event_committed_out_of_order(po
             batch_size: 100,
             poll_interval: Duration::from_millis(20),
             max_bytes: event_store::log::DEFAULT_MAX_BYTES,
+            // Every idle round tries to skip: the test wants many tries.
+            skip_every: Duration::ZERO,
         },
         wake,
         shutdown.clone(),

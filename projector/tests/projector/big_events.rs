@@ -130,6 +130,7 @@ async fn a_batch_cut_by_bytes_is_followed_at_once_not_after_the_poll(pool: PgPoo
             // Nothing wakes the loop but its own judgement that the batch was full.
             poll_interval: Duration::from_secs(600),
             max_bytes: i64::try_from(1024 * KIB).unwrap(),
+            skip_every: LoopSettings::DEFAULT_SKIP_EVERY,
         },
         Arc::new(tokio::sync::Notify::new()),
         shutdown.clone(),

@@ -55,6 +55,7 @@ async fn a_rebuild_under_concurrent_reads_serves_no_errors_and_no_half_built_tab
             batch_size: 100,
             poll_interval: Duration::from_millis(20),
             max_bytes: event_store::log::DEFAULT_MAX_BYTES,
+            skip_every: LoopSettings::DEFAULT_SKIP_EVERY,
         },
         wake,
         shutdown.clone(),

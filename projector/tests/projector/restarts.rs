@@ -161,6 +161,7 @@ async fn a_projector_killed_at_random_moments_ends_equal_to_a_fresh_rebuild(
                     batch_size: 1 + i64::try_from(rng.below(20)).unwrap(),
                     poll_interval: Duration::from_millis(20),
                     max_bytes: event_store::log::DEFAULT_MAX_BYTES,
+                    skip_every: LoopSettings::DEFAULT_SKIP_EVERY,
                 };
                 tokio::spawn(projector::run_projection(
                     process.clone(),

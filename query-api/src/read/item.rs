@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use events::LogPosition;
 use uuid::Uuid;
 
+use crate::announced::Mark;
 use crate::checkpoint::Checkpoint;
 use crate::consistency;
 use crate::error::ApiError;
@@ -98,6 +99,7 @@ pub async fn item_response_scoped<T: Item>(
             }
         }
         // Else from the version alone, without reading the whole row.
+        let mark = state.announced().mark(T::PROJECTION);
         let sql = format!(
             "SELECT version FROM {} WHERE id = $1 AND {}{owner_clause}",
             T::TABLE,
@@ -108,7 +110,9 @@ pub async fn item_response_scoped<T: Item>(
             query = query.bind(owner);
         }
         let version: Option<i64> = query.fetch_optional(state.pool()).await?;
-        let etag = ETag::strong(version.ok_or_else(not_found)?);
+        let version = version.ok_or_else(not_found)?;
+        learn::<T>(state, mark, id, version);
+        let etag = ETag::strong(version);
         if etag.matches_if_none_match(headers) {
             metrics::counter!(service_kit::metric_names::QUERY_ITEM_REVALIDATIONS_TOTAL, "answered_by" => "database")
                 .increment(1);
@@ -126,11 +130,23 @@ pub async fn item_response_scoped<T: Item>(
     if let Some((_, owner)) = restricted {
         query = query.bind(owner);
     }
+    let mark = state.announced().mark(T::PROJECTION);
     let item: T = query
         .fetch_optional(state.pool())
         .await?
         .ok_or_else(not_found)?;
+    learn::<T>(state, mark, id, item.version());
     Ok(ETag::strong(item.version()).decorate(audience, Json(item).into_response()))
+}
+
+/// Feeds the version map with row `id` of `T` read at `version` by a read sent after `mark`
+/// (see [`crate::announced`] for when that is sound), when the state reads from the primary.
+fn learn<T: Item>(state: &AppState, mark: Mark, id: Uuid, version: i64) {
+    if state.learns_from_reads() {
+        state
+            .announced()
+            .learn(T::PROJECTION, mark, &id.to_string(), version);
+    }
 }
 
 /// The version of row `id` the announcements vouch for, if the request may rely on them: a

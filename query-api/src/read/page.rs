@@ -17,6 +17,7 @@ use crate::consistency;
 use crate::error::ApiError;
 use crate::etag::{Audience, ETag, list_etag};
 use crate::pagination::{self, PageRequest};
+use crate::read::totals::Totals;
 use crate::state::AppState;
 
 /// A read-model table whose rows are `Self`.
@@ -59,6 +60,15 @@ pub trait ListRequest: Sync {
     /// the input of the list ETag.
     fn query_string(&self, page: i64) -> String;
 
+    /// What the total of this request depends on, as a key of
+    /// [`Totals`](crate::read::totals::Totals): by default the path and the canonical query
+    /// string of page 1, which between them name every filter (a service's history has its
+    /// service in the path), and the sort and page size, which do not change the total but
+    /// only make a key less shared. A request narrowed to a scope must name it.
+    fn totals_key(&self) -> String {
+        format!("{}?{}", self.path(), self.query_string(1))
+    }
+
     /// The list ETag at checkpoint `at` (see [`list_etag`] for why it is sound without
     /// reading the rows).
     fn etag(&self, at: Checkpoint) -> ETag {
@@ -82,10 +92,12 @@ pub struct Page<T> {
     pub pages: i64,
 }
 
-/// A row and the window count that came with it.
+/// A row, the count that came with it (when the page query counted) and the checkpoint its
+/// statement saw.
 struct Counted<T> {
     item: T,
-    total: i64,
+    total: Option<i64>,
+    checkpoint: Option<Vec<i64>>,
 }
 
 impl<'r, T: FromRow<'r, PgRow>> FromRow<'r, PgRow> for Counted<T> {
@@ -93,32 +105,38 @@ impl<'r, T: FromRow<'r, PgRow>> FromRow<'r, PgRow> for Counted<T> {
         Ok(Self {
             item: T::from_row(row)?,
             total: row.try_get("total")?,
+            checkpoint: row.try_get("read_at")?,
         })
     }
 }
 
-/// Reads one page of `request` and the total matching its filters.
-///
-/// # Errors
-///
-/// The database fails.
-pub async fn fetch_page<R: ListRequest>(
+/// One page of `request`, with the projection's checkpoint in the same snapshot, and the
+/// total when `count` is set.
+async fn page_query<R: ListRequest>(
     pool: &PgPool,
     request: &R,
-) -> Result<Page<R::Item>, sqlx::Error> {
+    count: bool,
+) -> Result<Vec<Counted<R::Item>>, sqlx::Error> {
     let page = request.page();
-    // The total is an uncorrelated subquery, computed once per statement in the page's own
-    // snapshot. A `count(*) OVER ()` window instead makes the page query read and sort every
-    // matching row before its LIMIT (43 ms against 4 ms at 40k projects, docs/PERFORMANCE.md).
-    let mut query = QueryBuilder::new(format!(
-        "SELECT {}, (SELECT count(*) FROM {} WHERE {}",
-        R::Item::COLUMNS,
-        R::Item::TABLE,
-        R::Item::VISIBLE
-    ));
-    request.push_filters(&mut query);
+    let mut query = QueryBuilder::new(format!("SELECT {}, ", R::Item::COLUMNS));
+    event_store::checkpoints::push_in_statement(&mut query, R::Item::PROJECTION, "read_at");
+    if count {
+        // The total is an uncorrelated subquery, computed once per statement in the page's own
+        // snapshot. A `count(*) OVER ()` window instead makes the page query read and sort
+        // every matching row before its LIMIT (43 ms against 4 ms at 40k projects,
+        // docs/PERFORMANCE.md).
+        query.push(format!(
+            ", (SELECT count(*) FROM {} WHERE {}",
+            R::Item::TABLE,
+            R::Item::VISIBLE
+        ));
+        request.push_filters(&mut query);
+        query.push(") AS total");
+    } else {
+        query.push(", NULL::bigint AS total");
+    }
     query.push(format!(
-        ") AS total FROM {} WHERE {}",
+        " FROM {} WHERE {}",
         R::Item::TABLE,
         R::Item::VISIBLE
     ));
@@ -128,12 +146,48 @@ pub async fn fetch_page<R: ListRequest>(
         .push_bind(page.page_size)
         .push(" OFFSET ")
         .push_bind(page.offset());
-    let rows: Vec<Counted<R::Item>> = query.build_query_as().fetch_all(pool).await?;
+    query.build_query_as().fetch_all(pool).await
+}
 
-    // The count comes with the rows; a page past the end has no rows to carry it, so only
-    // then is the total counted on its own.
-    let total = match rows.first() {
-        Some(row) => row.total,
+/// Reads one page of `request` and the total matching its filters. `tagged` is the
+/// checkpoint the answer is tagged with, read before the page: when `totals` holds the total
+/// counted at it, and the page's own statement still sees it, the total is not counted again.
+/// A total counted with a page is kept for the checkpoint that statement saw.
+///
+/// # Errors
+///
+/// The database fails.
+pub async fn fetch_page<R: ListRequest>(
+    pool: &PgPool,
+    totals: &Totals,
+    request: &R,
+    tagged: Checkpoint,
+) -> Result<Page<R::Item>, sqlx::Error> {
+    let page = request.page();
+    let key = totals.enabled().then(|| request.totals_key());
+    let kept = key
+        .as_deref()
+        .and_then(|key| totals.get(R::Item::TABLE, key, tagged));
+    let mut rows = page_query(pool, request, kept.is_none()).await?;
+    let read_at = |rows: &[Counted<R::Item>]| {
+        rows.first()
+            .and_then(|row| event_store::checkpoints::from_array(row.checkpoint.as_deref()))
+    };
+    let mut counted = rows.first().and_then(|row| row.total);
+    if counted.is_none() && !rows.is_empty() && read_at(&rows) != Some(tagged) {
+        // The projection moved between the tag and the page: the kept total is not this
+        // page's. Rare (a write in that millisecond); read the page again, counted.
+        rows = page_query(pool, request, true).await?;
+        counted = rows.first().and_then(|row| row.total);
+    }
+    if let (Some(key), Some(total), Some(at)) = (key, counted, read_at(&rows)) {
+        totals.put(R::Item::TABLE, key, at, total);
+    }
+
+    // The count comes with the rows, or was kept for their checkpoint; a page past the end
+    // has no rows to carry a count, so only then is the total counted on its own.
+    let total = match counted.or(kept) {
+        Some(total) => total,
         None if page.page > 1 => {
             let mut count = QueryBuilder::new(format!(
                 "SELECT count(*) FROM {} WHERE {}",
@@ -174,7 +228,7 @@ pub async fn list_response<R: ListRequest>(
         return Ok(etag.not_modified(audience));
     }
 
-    let page = fetch_page(state.pool(), request).await?;
+    let page = fetch_page(state.pool(), state.totals(), request, checkpoint).await?;
     let path = request.path();
     let link = pagination::link_header(page.page, page.pages, |n| {
         format!("{path}?{}", request.query_string(n))

@@ -82,6 +82,13 @@ impl<R: ListRequest> ListRequest for Scoped<'_, R> {
         self.request.query_string(page)
     }
 
+    fn totals_key(&self) -> String {
+        match self.scope.owner {
+            Some(owner) => format!("{}&scope={owner}", self.request.totals_key()),
+            None => self.request.totals_key(),
+        }
+    }
+
     fn etag(&self, at: Checkpoint) -> ETag {
         let canonical = self.query_string(self.page().page);
         match self.scope.owner {

@@ -11,6 +11,7 @@ mod community;
 mod consistency;
 mod generation;
 mod helpers;
+mod learned_versions;
 mod metrics;
 mod openapi;
 mod plumbing;

@@ -10,6 +10,7 @@
 //! cargo build --release --workspace --bins
 //! cargo run --release -p bench -- [--quick] [--out bench-results/<file>.json]
 //! cargo run --release -p bench -- --token-ab   # access tokens: cache on vs off, and nothing else
+//! cargo run --release -p bench -- --tracing-ab # tracing with export off vs OTEL_SDK_DISABLED=true
 //! cargo run --release -p bench -- --log-only [--quick] [--log-events 1000000]   # large log, long stream
 //! ```
 //!
@@ -19,6 +20,7 @@
 //! pgbench's scratch files go to `target/bench-logs/`. The databases are left in place after a
 //! run for inspection (`EXPLAIN ANALYZE`) and dropped at the start of the next one.
 
+mod ab;
 mod client;
 mod cpu;
 mod load;
@@ -27,6 +29,7 @@ mod report;
 mod scenarios;
 mod system;
 mod token_ab;
+mod tracing_ab;
 mod wrk;
 
 use std::path::PathBuf;
@@ -59,6 +62,7 @@ struct Options {
     quick: bool,
     no_relay: bool,
     token_ab: bool,
+    tracing_ab: bool,
     /// Only the large-log and long-stream system: no main system, no rebuild.
     log_only: bool,
     /// Overrides the plan's large-log size.
@@ -71,6 +75,7 @@ fn parse_args() -> anyhow::Result<Options> {
         quick: false,
         no_relay: false,
         token_ab: false,
+        tracing_ab: false,
         log_only: false,
         log_events: None,
         out: None,
@@ -81,6 +86,7 @@ fn parse_args() -> anyhow::Result<Options> {
             "--quick" => options.quick = true,
             "--no-relay" => options.no_relay = true,
             "--token-ab" => options.token_ab = true,
+            "--tracing-ab" => options.tracing_ab = true,
             "--log-only" => options.log_only = true,
             "--log-events" => {
                 let events = args.next().context("--log-events needs a number")?;
@@ -99,7 +105,8 @@ fn parse_args() -> anyhow::Result<Options> {
                 println!(
                     "usage: bench [--quick] [--no-relay] [--log-only] [--log-events N] \
                      [--out bench-results/<file>.json]\n       \
-                     bench --token-ab [--quick]"
+                     bench --token-ab [--quick]\n       \
+                     bench --tracing-ab [--quick]"
                 );
                 std::process::exit(0);
             }
@@ -122,10 +129,21 @@ async fn main() -> anyhow::Result<()> {
     system::check_binaries(&binaries)?;
     let log_dir = binaries.join("..").join("bench-logs");
     let http = Http::new();
-    if options.token_ab {
+    let ab = if options.token_ab {
+        Some(("access tokens, cache on and off", token_ab::ab()))
+    } else if options.tracing_ab {
+        Some((
+            "tracing with export off, on and OTEL_SDK_DISABLED",
+            tracing_ab::ab(),
+        ))
+    } else {
+        None
+    };
+    if let Some((title, ab)) = ab {
         let (rounds, step) = if options.quick { (1, 3) } else { (3, 6) };
-        eprintln!("access tokens, cache on and off ({rounds} rounds of {step} s per load)");
-        return token_ab::run(
+        eprintln!("{title} ({rounds} rounds of {step} s per load)");
+        return ab::run(
+            &ab,
             &binaries,
             &log_dir,
             &http,

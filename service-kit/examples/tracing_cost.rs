@@ -74,9 +74,14 @@ fn main() -> anyhow::Result<()> {
     let on = SdkTracerProvider::builder()
         .with_sampler(Sampler::AlwaysOn)
         .build();
-    let cases: [(&str, Case<'_>); 3] = [
+    let cases: [(&str, Case<'_>); 4] = [
         ("OTEL_SDK_DISABLED=true", Case::Disabled),
         ("tracing, export off", Case::ExportOff(&off)),
+        // The export-off layers as they were before they stopped activating contexts.
+        (
+            "tracing, export off, contexts activated",
+            Case::Exporting(&off),
+        ),
         ("tracing, all sampled", Case::Exporting(&on)),
     ];
     let mut figures = vec![Vec::with_capacity(ROUNDS); cases.len()];

@@ -10,6 +10,7 @@
 //! cargo build --release --workspace --bins
 //! cargo run --release -p bench -- [--quick] [--out bench-results/<file>.json]
 //! cargo run --release -p bench -- --token-ab   # access tokens: cache on vs off, and nothing else
+//! cargo run --release -p bench -- --tracing-ab # tracing with export off vs OTEL_SDK_DISABLED=true
 //! cargo run --release -p bench -- --log-only [--quick] [--log-events 1000000]   # large log, long stream
 //! cargo run --release -p bench -- --reads [--quick] [--projector-ab PROJECTOR_BATCH_BYTES=8388608] [--lag-rate 500]
 //!     # read path only: create peak, lag, queries A/B, analytics, memory
@@ -21,6 +22,7 @@
 //! pgbench's scratch files go to `target/bench-logs/`. The databases are left in place after a
 //! run for inspection (`EXPLAIN ANALYZE`) and dropped at the start of the next one.
 
+mod ab;
 mod client;
 mod cpu;
 mod load;
@@ -29,6 +31,7 @@ mod report;
 mod scenarios;
 mod system;
 mod token_ab;
+mod tracing_ab;
 mod wrk;
 
 use std::path::PathBuf;
@@ -61,6 +64,7 @@ struct Options {
     quick: bool,
     no_relay: bool,
     token_ab: bool,
+    tracing_ab: bool,
     /// Only the large-log and long-stream system: no main system, no rebuild.
     log_only: bool,
     /// Only the read path: a create peak, projection lag, queries and analytics, with memory.
@@ -81,6 +85,7 @@ fn parse_args() -> anyhow::Result<Options> {
         quick: false,
         no_relay: false,
         token_ab: false,
+        tracing_ab: false,
         log_only: false,
         reads: false,
         projector_ab: Vec::new(),
@@ -94,6 +99,7 @@ fn parse_args() -> anyhow::Result<Options> {
             "--quick" => options.quick = true,
             "--no-relay" => options.no_relay = true,
             "--token-ab" => options.token_ab = true,
+            "--tracing-ab" => options.tracing_ab = true,
             "--log-only" => options.log_only = true,
             "--reads" => options.reads = true,
             "--lag-rate" => {
@@ -134,7 +140,8 @@ fn parse_args() -> anyhow::Result<Options> {
                     "usage: bench [--quick] [--no-relay] [--log-only | --reads [--projector-ab NAME=v,..] [--lag-rate N]] \
                      [--log-events N] \
                      [--out bench-results/<file>.json]\n       \
-                     bench --token-ab [--quick]"
+                     bench --token-ab [--quick]\n       \
+                     bench --tracing-ab [--quick]"
                 );
                 std::process::exit(0);
             }
@@ -157,10 +164,21 @@ async fn main() -> anyhow::Result<()> {
     system::check_binaries(&binaries)?;
     let log_dir = binaries.join("..").join("bench-logs");
     let http = Http::new();
-    if options.token_ab {
+    let ab = if options.token_ab {
+        Some(("access tokens, cache on and off", token_ab::ab()))
+    } else if options.tracing_ab {
+        Some((
+            "tracing with export off, on and OTEL_SDK_DISABLED",
+            tracing_ab::ab(),
+        ))
+    } else {
+        None
+    };
+    if let Some((title, ab)) = ab {
         let (rounds, step) = if options.quick { (1, 3) } else { (3, 6) };
-        eprintln!("access tokens, cache on and off ({rounds} rounds of {step} s per load)");
-        return token_ab::run(
+        eprintln!("{title} ({rounds} rounds of {step} s per load)");
+        return ab::run(
+            &ab,
             &binaries,
             &log_dir,
             &http,

@@ -1,220 +1,26 @@
 //! `--token-ab`: what verifying the access token of every request costs, with the services'
-//! verified-token cache on and off (`AUTH_TOKEN_CACHE=0`), in one run: `GET /projects/{id}`
-//! and `POST /projects` at 32 clients, each variant started afresh on one database, the
-//! variants alternating over rounds so that drift in the machine's load falls on both.
+//! verified-token cache on and off (`AUTH_TOKEN_CACHE=0`), in one run ([`crate::ab`]).
 //!
 //! There is no figure without a token: every project route needs one, and no public route
-//! does the same work. The CPU each service spends per request is printed beside the rates:
-//! the difference between the variants is the verification the cache saves.
+//! does the same work. The difference in CPU per request between the variants is the
+//! verification the cache saves.
 
-use std::path::Path;
-use std::time::Duration;
+use crate::ab::{Ab, Variant};
 
-use bytes::Bytes;
-use http::Method;
-use uuid::Uuid;
-
-use crate::client::{Http, OpError};
-use crate::load::{Budget, closed_loop};
-use crate::report::Measurement;
-use crate::system::{self, Relay, System};
-
-/// The A/B's own database.
-const DATABASE: &str = "chronicle_bench_tokens";
-
-/// Clients of each load, as the issue asks.
-const CLIENTS: usize = 32;
-
-/// Projects the reads cycle over.
-const PROJECTS: usize = 200;
-
-/// One variant's figures in one round.
-struct Figures {
-    variant: &'static str,
-    round: usize,
-    read: Measurement,
-    read_cpu_us: f64,
-    create: Measurement,
-    create_cpu_us: f64,
-}
-
-/// Runs the A/B for `rounds` rounds of `step` per load and prints its table.
-pub async fn run(
-    binaries: &Path,
-    log_dir: &Path,
-    http: &Http,
-    rounds: usize,
-    step: Duration,
-) -> anyhow::Result<()> {
-    system::recreate_database(DATABASE).await?;
-    let authed = http.with_bearer(&system::access_token()?)?;
-    let budget = Budget {
-        duration: step,
-        max_ops: 1_000_000,
-    };
-    let mut ids: Vec<Uuid> = Vec::new();
-    let mut figures = Vec::new();
-    for round in 1..=rounds {
-        for (variant, cache) in [("cache on", None), ("cache off", Some("0"))] {
-            let env = cache
-                .map(|size| vec![("AUTH_TOKEN_CACHE", size.to_owned())])
-                .unwrap_or_default();
-            let mut running = System::start_with(
-                "tokens",
-                binaries,
-                DATABASE,
-                log_dir,
-                http,
-                &Relay::Off,
-                env,
-            )
-            .await?;
-            let command = running.base("command-api")?.to_owned();
-            let query = running.base("query-api")?.to_owned();
-            if ids.is_empty() {
-                ids = seed(&authed, &command, &query).await?;
-            }
-            eprintln!("  round {round}, {variant}");
-            let pids = running.pids();
-            let pid = |name: &str| {
-                pids.iter()
-                    .filter(|(service, _)| *service == name)
-                    .map(|(service, pid)| (*service, *pid))
-                    .collect::<Vec<_>>()
-            };
-            let (query_pid, command_pid) = (pid("query-api"), pid("command-api"));
-
-            let urls: std::sync::Arc<Vec<String>> = std::sync::Arc::new(
-                ids.iter()
-                    .map(|id| format!("{query}/api/v1/projects/{id}"))
-                    .collect(),
-            );
-            let before = crate::cpu::sample(&query_pid);
-            let client = authed.clone();
-            let read = closed_loop(CLIENTS, budget, move |i| {
-                let (client, urls) = (client.clone(), std::sync::Arc::clone(&urls));
-                async move {
-                    let n = usize::try_from(i).unwrap_or_default() % urls.len().max(1);
-                    let url = urls
-                        .get(n)
-                        .ok_or_else(|| OpError::Invalid("no url".into()))?;
-                    client.get(url, &[]).await?.expect(&[200])?;
-                    Ok(())
-                }
-            })
-            .await?;
-            let read_cpu_us = cpu_per_request(&query_pid, &before, read.histogram.len());
-
-            let before = crate::cpu::sample(&command_pid);
-            let (client, url) = (authed.clone(), format!("{command}/api/v1/projects"));
-            let create = closed_loop(CLIENTS, budget, move |i| {
-                let (client, url) = (client.clone(), url.clone());
-                async move {
-                    let body = format!(
-                        r#"{{"id":"{}","name":"token bench {i}","description":"created by the benchmark"}}"#,
-                        Uuid::now_v7()
-                    );
-                    client
-                        .send(Method::POST, &url, &[], Some(Bytes::from(body)))
-                        .await?
-                        .expect(&[201])?;
-                    Ok(())
-                }
-            })
-            .await?;
-            let create_cpu_us = cpu_per_request(&command_pid, &before, create.histogram.len());
-            running.stop();
-            figures.push(Figures {
-                variant,
-                round,
-                read: read.measurement(1, "req/s"),
-                read_cpu_us,
-                create: create.measurement(1, "req/s"),
-                create_cpu_us,
-            });
-        }
+/// The comparison: cache on (the default), then off.
+pub fn ab() -> Ab {
+    Ab {
+        label: "tokens",
+        database: "chronicle_bench_tokens",
+        variants: vec![
+            Variant {
+                name: "cache on",
+                env: Vec::new(),
+            },
+            Variant {
+                name: "cache off",
+                env: vec![("AUTH_TOKEN_CACHE", "0".to_owned())],
+            },
+        ],
     }
-    println!("\n{}", table(&figures));
-    Ok(())
-}
-
-/// Creates the projects the reads cycle over and waits until the query API serves the last.
-async fn seed(http: &Http, command: &str, query: &str) -> anyhow::Result<Vec<Uuid>> {
-    let mut ids = Vec::with_capacity(PROJECTS);
-    let mut consistency = String::new();
-    for _ in 0..PROJECTS {
-        let (id, token) = crate::scenarios::commands::create_one(http, command).await?;
-        ids.push(id);
-        consistency = token;
-    }
-    // The consistency token makes the query API wait for the projection to reach the write.
-    http.get(
-        &format!("{query}/api/v1/projects?page_size=1"),
-        &[("x-consistency-token", &consistency)],
-    )
-    .await?
-    .expect(&[200])?;
-    Ok(ids)
-}
-
-/// The service's CPU time per successful request since `before`, in µs.
-fn cpu_per_request(
-    service: &[(&'static str, u32)],
-    before: &crate::cpu::Sample,
-    requests: u64,
-) -> f64 {
-    let after = crate::cpu::sample(service);
-    let used = crate::cpu::usage("", 1.0, before, &after)
-        .services
-        .iter()
-        .map(|(_, seconds)| seconds)
-        .sum::<f64>();
-    used * 1e6 / (requests.max(1) as f64)
-}
-
-/// The figures, a row per variant and round, then each variant's mean.
-fn table(figures: &[Figures]) -> String {
-    let mut out = String::from(
-        "variant    round  GET req/s  p50 ms  p99 ms  µs CPU/GET  POST req/s  p50 ms  p99 ms  \
-         µs CPU/POST  errors\n",
-    );
-    let line = |label: String, read: &Measurement, rcpu: f64, create: &Measurement, ccpu: f64| {
-        format!(
-            "{label:<17}{:>9.0}  {:>6.1}  {:>6.1}  {rcpu:>10.0}  {:>10.0}  {:>6.1}  {:>6.1}  \
-             {ccpu:>11.0}  {}\n",
-            read.rate,
-            read.p50_ms.unwrap_or(f64::NAN),
-            read.p99_ms.unwrap_or(f64::NAN),
-            create.rate,
-            create.p50_ms.unwrap_or(f64::NAN),
-            create.p99_ms.unwrap_or(f64::NAN),
-            read.errors + create.errors,
-        )
-    };
-    for f in figures {
-        out.push_str(&line(
-            format!("{:<11}{:>5}", f.variant, f.round),
-            &f.read,
-            f.read_cpu_us,
-            &f.create,
-            f.create_cpu_us,
-        ));
-    }
-    for variant in ["cache on", "cache off"] {
-        let of: Vec<&Figures> = figures.iter().filter(|f| f.variant == variant).collect();
-        let n = of.len().max(1) as f64;
-        let mean = |pick: &dyn Fn(&Figures) -> f64| of.iter().map(|f| pick(f)).sum::<f64>() / n;
-        out.push_str(&format!(
-            "{variant:<11} mean{:>9.0}  {:>6}  {:>6}  {:>10.0}  {:>10.0}  {:>6}  {:>6}  {:>11.0}\n",
-            mean(&|f| f.read.rate),
-            "",
-            "",
-            mean(&|f| f.read_cpu_us),
-            mean(&|f| f.create.rate),
-            "",
-            "",
-            mean(&|f| f.create_cpu_us),
-        ));
-    }
-    out
 }

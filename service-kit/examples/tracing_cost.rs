@@ -1,7 +1,7 @@
 //! What tracing costs one request through the shared plumbing (request id, server span,
-//! metrics, problem mapping) with export off, against the same router with no tracing layers
-//! at all; and, for scale, with every span sampled into a no-op processor. For
-//! docs/tracing.md ("Cost"):
+//! metrics, problem mapping) with export off, against the same router with the SDK disabled
+//! (`OTEL_SDK_DISABLED=true`: the SQL layer alone, as `init_tracing` then installs it); and,
+//! for scale, with every span sampled into a no-op processor. For docs/tracing.md ("Cost"):
 //!
 //! ```sh
 //! cargo run --release -p service-kit --example tracing_cost
@@ -74,15 +74,20 @@ fn main() -> anyhow::Result<()> {
     let on = SdkTracerProvider::builder()
         .with_sampler(Sampler::AlwaysOn)
         .build();
-    let cases: [(&str, Option<&SdkTracerProvider>); 3] = [
-        ("no tracing layers", None),
-        ("tracing, export off", Some(&off)),
-        ("tracing, all sampled", Some(&on)),
+    let cases: [(&str, Case<'_>); 4] = [
+        ("OTEL_SDK_DISABLED=true", Case::Disabled),
+        ("tracing, export off", Case::ExportOff(&off)),
+        // The export-off layers as they were before they stopped activating contexts.
+        (
+            "tracing, export off, contexts activated",
+            Case::Exporting(&off),
+        ),
+        ("tracing, all sampled", Case::Exporting(&on)),
     ];
     let mut figures = vec![Vec::with_capacity(ROUNDS); cases.len()];
     // Warm up each case once.
-    for (_, provider) in &cases {
-        run_case(&runtime, &app, *provider)?;
+    for (_, case) in &cases {
+        run_case(&runtime, &app, *case)?;
     }
     for round in 0..ROUNDS {
         for offset in 0..cases.len() {
@@ -105,20 +110,27 @@ fn main() -> anyhow::Result<()> {
 fn run_case(
     runtime: &tokio::runtime::Runtime,
     app: &Router,
-    provider: Option<&SdkTracerProvider>,
+    case: Case<'_>,
 ) -> anyhow::Result<f64> {
-    match provider {
-        None => {
-            let subscriber =
-                tracing_subscriber::registry().with(service_kit::sql_metrics::layer(None));
-            let _guard = tracing::subscriber::set_default(subscriber);
-            per_request(runtime, app)
-        }
-        Some(provider) => {
-            let subscriber =
-                tracing_subscriber::registry().with(service_kit::telemetry::trace_layers(provider));
-            let _guard = tracing::subscriber::set_default(subscriber);
-            per_request(runtime, app)
-        }
-    }
+    use service_kit::telemetry::{trace_layers, unexported_trace_layers, untraced_layers};
+    use tracing_subscriber::Layer as _;
+
+    let layers = match case {
+        Case::Disabled => untraced_layers().boxed(),
+        Case::ExportOff(provider) => unexported_trace_layers(provider).boxed(),
+        Case::Exporting(provider) => trace_layers(provider).boxed(),
+    };
+    let _guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(layers));
+    per_request(runtime, app)
+}
+
+/// The layers a case runs under, as `init_tracing` installs them.
+#[derive(Clone, Copy)]
+enum Case<'a> {
+    /// `OTEL_SDK_DISABLED=true`.
+    Disabled,
+    /// The default: no exporter.
+    ExportOff(&'a SdkTracerProvider),
+    /// As when exporting, on this provider.
+    Exporting(&'a SdkTracerProvider),
 }

@@ -1,5 +1,5 @@
 //! OpenTelemetry: the tracer provider every binary installs (exporting over OTLP/HTTP only when
-//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set), W3C trace-context propagation in and out (HTTP
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set; none at all with `OTEL_SDK_DISABLED=true`), W3C trace-context propagation in and out (HTTP
 //! headers, event metadata, AMQP headers), and the ids a log line is correlated by.
 //!
 //! The `tracing` spans of our crates become OpenTelemetry spans through
@@ -27,6 +27,20 @@ pub const SCOPE: &str = "chronicle";
 pub const DEFAULT_SERVICE_NAME: &str = "chronicle";
 /// The W3C header (and event metadata key) carrying a span context.
 pub const TRACEPARENT: &str = "traceparent";
+/// The standard variable that turns the SDK off: `true` (any case) for no OpenTelemetry spans.
+pub const SDK_DISABLED: &str = "OTEL_SDK_DISABLED";
+
+/// Whether `OTEL_SDK_DISABLED` is `true`: then no span of ours becomes an OpenTelemetry span
+/// and no statement span is made (see [`crate::telemetry::init_tracing`]).
+pub fn sdk_disabled() -> bool {
+    is_true(std::env::var(SDK_DISABLED).ok().as_deref())
+}
+
+/// The specification's reading of a boolean variable: `true` in any case is true, anything
+/// else (unset, empty, `false`, a typo) false.
+fn is_true(value: Option<&str>) -> bool {
+    value.is_some_and(|value| value.trim().eq_ignore_ascii_case("true"))
+}
 
 /// Whether spans are exported: `OTEL_EXPORTER_OTLP_ENDPOINT` or
 /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set and not empty.
@@ -103,15 +117,27 @@ pub fn extract(headers: &axum::http::HeaderMap) -> opentelemetry::Context {
     TraceContextPropagator::new().extract(&opentelemetry_http::HeaderExtractor(headers))
 }
 
+/// The caller's `traceparent` in `headers`, written anew from what parsed (so a malformed one
+/// is dropped, never stored), when it names a valid context. With the SDK disabled no span of
+/// ours has a context, and this is what an event's metadata carries: the caller's trace passes
+/// through the service unchanged, as the OpenTelemetry API without an SDK propagates it.
+pub fn caller_traceparent(headers: &axum::http::HeaderMap) -> Option<String> {
+    traceparent_in(&extract(headers))
+}
+
 /// The W3C `traceparent` of `span`'s OpenTelemetry context, when it has a valid one (the
 /// telemetry layer is installed and the span is enabled).
 pub fn traceparent_of(span: &tracing::Span) -> Option<String> {
-    let context = span.context();
+    traceparent_in(&span.context())
+}
+
+/// The `traceparent` naming `context`'s span, when it is valid.
+fn traceparent_in(context: &opentelemetry::Context) -> Option<String> {
     if !context.span().span_context().is_valid() {
         return None;
     }
     let mut carrier = HashMap::with_capacity(2);
-    TraceContextPropagator::new().inject_context(&context, &mut carrier);
+    TraceContextPropagator::new().inject_context(context, &mut carrier);
     carrier.remove(TRACEPARENT)
 }
 
@@ -183,10 +209,21 @@ impl Extractor for Single<'_> {
     }
 }
 
-/// The trace and span ids (lower-case hex) of the OpenTelemetry context active on this thread:
-/// the innermost entered span of ours. `None` outside any.
+/// The trace and span ids (lower-case hex) of the innermost entered span of ours: the
+/// OpenTelemetry context active on this thread when spans activate theirs (export on), else the
+/// current `tracing` span's own. `None` outside any.
 pub fn current_ids() -> Option<(String, String)> {
-    let context = opentelemetry::Context::current();
+    active_ids().or_else(|| ids_of(&tracing::Span::current().context()))
+}
+
+/// The ids of the OpenTelemetry context active on this thread (set only when spans activate
+/// theirs, i.e. when exporting).
+pub(crate) fn active_ids() -> Option<(String, String)> {
+    ids_of(&opentelemetry::Context::current())
+}
+
+/// The trace and span ids of `context`'s span, when it is valid.
+pub(crate) fn ids_of(context: &opentelemetry::Context) -> Option<(String, String)> {
     let span = context.span();
     let span_context = span.span_context();
     span_context.is_valid().then(|| {
@@ -211,5 +248,29 @@ mod tests {
         );
         assert!(context.is_remote());
         assert!(span_context_of("nonsense").is_none());
+    }
+
+    #[test]
+    fn only_true_in_any_case_disables_the_sdk() {
+        assert!(is_true(Some("true")));
+        assert!(is_true(Some(" TRUE ")));
+        assert!(!is_true(Some("false")));
+        assert!(!is_true(Some("1")));
+        assert!(!is_true(Some("")));
+        assert!(!is_true(None));
+    }
+
+    #[test]
+    fn the_callers_traceparent_is_kept_when_it_parses_and_dropped_when_not() {
+        let mut headers = axum::http::HeaderMap::new();
+        assert_eq!(caller_traceparent(&headers), None);
+        let sent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        headers.insert(TRACEPARENT, axum::http::HeaderValue::from_static(sent));
+        assert_eq!(caller_traceparent(&headers).as_deref(), Some(sent));
+        headers.insert(
+            TRACEPARENT,
+            axum::http::HeaderValue::from_static("00-zz-01"),
+        );
+        assert_eq!(caller_traceparent(&headers), None);
     }
 }

@@ -3,15 +3,17 @@
 //! One subscriber: the log lines (each written while serving a request carries `request_id`,
 //! `trace_id` and `span_id`), the OpenTelemetry layer that turns our spans into OTel spans
 //! ([`crate::otel`]), and the SQL layer that times sqlx's statements and makes their spans
-//! ([`crate::sql_metrics`]).
+//! ([`crate::sql_metrics`]). `OTEL_SDK_DISABLED=true` leaves out the OpenTelemetry layer and the
+//! statement spans, never the statement timings.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
+use tracing::dispatcher::WeakDispatch;
 use tracing::field::{Field, Visit};
-use tracing::{Event, Metadata, Subscriber};
+use tracing::{Dispatch, Event, Metadata, Subscriber};
 use tracing_opentelemetry::OpenTelemetryLayer;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::Layer;
@@ -52,26 +54,35 @@ impl LogFormat {
 /// environment asks for ([`otel::provider_from_env`]: exporting only when
 /// `OTEL_EXPORTER_OTLP_ENDPOINT` is set); and the SQL timings and spans
 /// ([`crate::sql_metrics`]), whose filter is their own. Safe to call more than once.
+///
+/// With `OTEL_SDK_DISABLED=true` ([`otel::sdk_disabled`]) there is no provider and no
+/// OpenTelemetry layer: the SQL layer still times every statement, and makes no span
+/// ([`untraced_layers`]); log lines carry `request_id` but no `trace_id`/`span_id`.
 pub fn init_tracing() {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
-    let provider = match otel::provider_from_env() {
+    let provider = (!otel::sdk_disabled()).then(|| match otel::provider_from_env() {
         Ok(provider) => provider,
         Err(error) => {
             // Tracing is not worth refusing to serve for: say so once the logs are up.
             eprintln!("OpenTelemetry export disabled: {error}");
             SdkTracerProvider::builder().build()
         }
-    };
+    });
     let installed = tracing_subscriber::registry()
         .with(log_layer(LogFormat::from_env(), std::io::stdout).with_filter(filter))
-        .with(trace_layers(&provider))
+        .with(layers(
+            provider.as_ref().map(otel::tracer),
+            otel::export_enabled(),
+        ))
         .try_init();
     if installed.is_ok() {
         opentelemetry::global::set_text_map_propagator(
             opentelemetry_sdk::propagation::TraceContextPropagator::new(),
         );
-        let _ = PROVIDER.set(provider);
+        if let Some(provider) = provider {
+            let _ = PROVIDER.set(provider);
+        }
     }
 }
 
@@ -96,37 +107,88 @@ where
         .with_span_events(FmtSpan::NONE)
         .with_ansi(false)
         .with_writer(writer);
+    let dispatch = Arc::new(OnceLock::new());
+    let correlation = Correlation {
+        dispatch: Arc::clone(&dispatch),
+    };
     match format {
         LogFormat::Json => {
             let logs = logs.json().flatten_event(true);
             let inner = tracing_subscriber::fmt::format().json().flatten_event(true);
-            logs.event_format(Correlated { inner, json: true })
-                .and_then(Correlation)
-                .boxed()
+            logs.event_format(Correlated {
+                inner,
+                json: true,
+                dispatch,
+            })
+            .and_then(correlation)
+            .boxed()
         }
         LogFormat::Text => {
             let inner = tracing_subscriber::fmt::format().compact().with_ansi(false);
-            logs.event_format(Correlated { inner, json: false })
-                .and_then(Correlation)
-                .boxed()
+            logs.event_format(Correlated {
+                inner,
+                json: false,
+                dispatch,
+            })
+            .and_then(correlation)
+            .boxed()
         }
     }
 }
 
 /// The OpenTelemetry layer (our crates' spans, on `provider`'s tracer) and the SQL layer
-/// (statement timings, and a client span per statement on the same tracer).
+/// (statement timings, and a client span per statement on the same tracer): what
+/// [`init_tracing`] installs when it exports.
 pub fn trace_layers<S>(provider: &SdkTracerProvider) -> impl Layer<S> + Send + Sync
 where
     S: Subscriber + for<'a> LookupSpan<'a> + Send + Sync,
 {
-    let tracer = otel::tracer(provider);
-    span_layer(tracer.clone()).and_then(sql_metrics::layer(Some(tracer)))
+    layers(Some(otel::tracer(provider)), true)
+}
+
+/// What [`init_tracing`] installs when it does not export: the OpenTelemetry layer without
+/// context activation (see [`span_layer`]) and the SQL layer without statement spans (nothing
+/// would receive them); span contexts, and so the ids in event metadata, AMQP headers and log
+/// lines, are as with [`trace_layers`].
+pub fn unexported_trace_layers<S>(provider: &SdkTracerProvider) -> impl Layer<S> + Send + Sync
+where
+    S: Subscriber + for<'a> LookupSpan<'a> + Send + Sync,
+{
+    layers(Some(otel::tracer(provider)), false)
+}
+
+/// What [`init_tracing`] installs beside the logs with `OTEL_SDK_DISABLED=true`: the SQL layer
+/// alone, timing statements and making no span.
+pub fn untraced_layers<S>() -> impl Layer<S> + Send + Sync
+where
+    S: Subscriber + for<'a> LookupSpan<'a> + Send + Sync,
+{
+    layers(None, false)
+}
+
+/// The span layer on `tracer` when there is one, and the SQL layer, with statement spans on the
+/// same tracer when `export`.
+fn layers<S>(tracer: Option<SdkTracer>, export: bool) -> impl Layer<S> + Send + Sync
+where
+    S: Subscriber + for<'a> LookupSpan<'a> + Send + Sync,
+{
+    let spans = tracer.clone().map(|tracer| span_layer(tracer, export));
+    let statements = tracer.filter(|_| export);
+    // `Option`'s own `and_then` would shadow the layer's.
+    Layer::and_then(spans, sql_metrics::layer(statements))
 }
 
 /// Our crates' spans as OpenTelemetry spans; events stay log lines (not span events), and
 /// other crates' spans (hyper, lapin, ...) are not traced.
+///
+/// `activate`: make each span's context the current OpenTelemetry context while it is entered,
+/// which is how a statement span finds its parent ([`sql_metrics`]). It costs a context clone
+/// and attach on every poll of every instrumented future, the largest part of what tracing
+/// cost with export off (docs/PERFORMANCE.md, "Tracing with export off"), so only when
+/// exporting; [`otel::current_ids`] finds the span's context without it.
 fn span_layer<S>(
     tracer: SdkTracer,
+    activate: bool,
 ) -> Filtered<OpenTelemetryLayer<S, SdkTracer>, FilterFn<sql_metrics::TargetFilter>, S>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
@@ -137,6 +199,7 @@ where
         .with_threads(false)
         .with_target(false)
         .with_tracked_inactivity(false)
+        .with_context_activation(activate)
         .with_filter(FilterFn::new(ours))
 }
 
@@ -156,8 +219,12 @@ fn is_ours(metadata: &Metadata<'_>) -> bool {
     CRATES.contains(&root)
 }
 
-/// Keeps a span's `request_id` field in its extensions, for [`Correlated`] to find.
-struct Correlation;
+/// Keeps a span's `request_id` field in its extensions, for [`Correlated`] to find, and the
+/// subscriber it is part of, through which [`Correlated`] reaches a span's OpenTelemetry context
+/// when spans do not activate theirs (export off: [`span_layer`]).
+struct Correlation {
+    dispatch: Arc<OnceLock<WeakDispatch>>,
+}
 
 /// A span's `request_id`.
 struct RequestIdField(String);
@@ -166,6 +233,10 @@ impl<S> Layer<S> for Correlation
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
+    fn on_register_dispatch(&self, subscriber: &Dispatch) {
+        let _ = self.dispatch.set(subscriber.downgrade());
+    }
+
     fn on_new_span(
         &self,
         attrs: &tracing::span::Attributes<'_>,
@@ -204,6 +275,8 @@ impl Visit for RequestIdVisitor {
 struct Correlated<F> {
     inner: F,
     json: bool,
+    /// Set by [`Correlation`] when the subscriber is built.
+    dispatch: Arc<OnceLock<WeakDispatch>>,
 }
 
 impl<S, N, F> FormatEvent<S, N> for Correlated<F>
@@ -225,7 +298,15 @@ where
                     .map(|id| id.0.clone())
             })
         });
-        let ids = otel::current_ids();
+        // Inside the subscriber `tracing::Span::current()` is no span (the dispatcher does not
+        // re-enter), so without an active OpenTelemetry context the innermost span's own is
+        // looked up through the subscriber.
+        let ids = otel::active_ids().or_else(|| {
+            let dispatch = self.dispatch.get()?.upgrade()?;
+            let span = ctx.event_scope()?.next()?;
+            let context = tracing_opentelemetry::get_otel_context(&span.id(), &dispatch)?;
+            otel::ids_of(&context)
+        });
         if request_id.is_none() && ids.is_none() {
             return self.inner.format_event(ctx, writer, event);
         }
@@ -280,7 +361,7 @@ pub fn init_test_logging() {
     if !wanted {
         // No logs, but the SQL timings still reach the metrics the scrape tests read.
         let _ = tracing_subscriber::registry()
-            .with(trace_layers(&provider))
+            .with(unexported_trace_layers(&provider))
             .try_init();
         return;
     }
@@ -296,7 +377,7 @@ pub fn init_test_logging() {
         .with_filter(filter);
     let _ = tracing_subscriber::registry()
         .with(logs)
-        .with(trace_layers(&provider))
+        .with(unexported_trace_layers(&provider))
         .try_init();
 }
 

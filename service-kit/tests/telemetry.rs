@@ -12,8 +12,9 @@ use axum::routing::{get, post};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use prost::Message as _;
-use service_kit::telemetry::{LogFormat, log_layer, trace_layers};
+use service_kit::telemetry::{LogFormat, log_layer, trace_layers, unexported_trace_layers};
 use tower::ServiceExt as _;
+use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 
 const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -139,14 +140,20 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
     }
 }
 
-/// Serves one request with a handler that logs a line, under `format`; returns the captured
+/// Serves one request with a handler that logs a line, under `format`, with the layers of an
+/// exporting service or (`exported` false) of one that does not export; returns the captured
 /// lines and the (trace id, span id) the handler ran in.
-async fn log_during_request(format: LogFormat) -> (String, (String, String)) {
+async fn log_during_request(format: LogFormat, exported: bool) -> (String, (String, String)) {
     let captured = Captured::default();
     let provider = SdkTracerProvider::builder().build();
+    let traces = if exported {
+        trace_layers(&provider).boxed()
+    } else {
+        unexported_trace_layers(&provider).boxed()
+    };
     let subscriber = tracing_subscriber::registry()
         .with(log_layer(format, captured.clone()))
-        .with(trace_layers(&provider));
+        .with(traces);
     let seen = Arc::new(Mutex::new(None));
     let seen_in_handler = Arc::clone(&seen);
     let routes = Router::new().route(
@@ -180,35 +187,39 @@ async fn log_during_request(format: LogFormat) -> (String, (String, String)) {
 
 #[tokio::test]
 async fn a_json_log_line_written_while_serving_carries_request_trace_and_span_ids() {
-    let (text, (trace_id, span_id)) = log_during_request(LogFormat::Json).await;
-    assert_eq!(trace_id, CALLER_TRACE);
-    assert_ne!(
-        span_id, CALLER_SPAN,
-        "the server's own span, not the caller's"
-    );
-    let line: serde_json::Value = text
-        .lines()
-        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
-        .find(|line| line["message"] == "looked the thing up")
-        .unwrap_or_else(|| panic!("no such line in {text}"));
-    assert_eq!(line["request_id"], "log-test-1", "{line}");
-    assert_eq!(line["trace_id"], trace_id.as_str(), "{line}");
-    assert_eq!(line["span_id"], span_id.as_str(), "{line}");
-    assert_eq!(line["thing"], 7, "{line}");
+    for exported in [true, false] {
+        let (text, (trace_id, span_id)) = log_during_request(LogFormat::Json, exported).await;
+        assert_eq!(trace_id, CALLER_TRACE);
+        assert_ne!(
+            span_id, CALLER_SPAN,
+            "the server's own span, not the caller's"
+        );
+        let line: serde_json::Value = text
+            .lines()
+            .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+            .find(|line| line["message"] == "looked the thing up")
+            .unwrap_or_else(|| panic!("no such line in {text}"));
+        assert_eq!(line["request_id"], "log-test-1", "{line}");
+        assert_eq!(line["trace_id"], trace_id.as_str(), "{line}");
+        assert_eq!(line["span_id"], span_id.as_str(), "{line}");
+        assert_eq!(line["thing"], 7, "{line}");
+    }
 }
 
 #[tokio::test]
 async fn a_text_log_line_written_while_serving_carries_request_trace_and_span_ids() {
-    let (text, (trace_id, span_id)) = log_during_request(LogFormat::Text).await;
-    let line = text
-        .lines()
-        .find(|line| line.contains("looked the thing up"))
-        .unwrap_or_else(|| panic!("no such line in {text}"));
-    for pair in [
-        "request_id=log-test-1".to_owned(),
-        format!("trace_id={trace_id}"),
-        format!("span_id={span_id}"),
-    ] {
-        assert!(line.contains(&pair), "{pair} missing from {line}");
+    for exported in [true, false] {
+        let (text, (trace_id, span_id)) = log_during_request(LogFormat::Text, exported).await;
+        let line = text
+            .lines()
+            .find(|line| line.contains("looked the thing up"))
+            .unwrap_or_else(|| panic!("no such line in {text}"));
+        for pair in [
+            "request_id=log-test-1".to_owned(),
+            format!("trace_id={trace_id}"),
+            format!("span_id={span_id}"),
+        ] {
+            assert!(line.contains(&pair), "{pair} missing from {line}");
+        }
     }
 }

@@ -146,8 +146,10 @@ impl FromRequest<AppState> for CommandInput {
             .map_or_else(|| request_id.clone(), str::to_owned);
         // The server span's context (which continues the caller's `traceparent`), never the
         // client's header as it came: a consumer of the events continues our trace. A command
-        // run through `CommandBus` stores its command span's context in its place.
-        let traceparent = service_kit::otel::current_traceparent();
+        // run through `CommandBus` stores its command span's context in its place. With the SDK
+        // disabled we have no span context, and pass the caller's (re-written) through.
+        let traceparent = service_kit::otel::current_traceparent()
+            .or_else(|| service_kit::otel::caller_traceparent(headers));
         let user_agent = header_str(headers, header::USER_AGENT.as_str())
             .map(|agent| agent.chars().take(512).collect::<String>());
         let metadata = EventMetadata {

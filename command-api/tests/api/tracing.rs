@@ -21,6 +21,16 @@ fn attribute<'a>(span: &'a SpanData, key: &str) -> Option<&'a Value> {
         .map(|pair| &pair.value)
 }
 
+/// The `traceparent` in the metadata of the one project event.
+async fn stored_traceparent(pool: &PgPool) -> String {
+    sqlx::query_scalar(
+        "SELECT metadata->>'traceparent' FROM events WHERE aggregate_type = 'Project'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
 /// Whether `ancestor` is `span`'s parent, grandparent, ...
 fn descends_from(spans: &HashMap<SpanId, &SpanData>, span: &SpanData, ancestor: SpanId) -> bool {
     let mut parent = span.parent_span_id;
@@ -161,12 +171,7 @@ async fn a_post_with_a_traceparent_gives_one_trace_from_the_server_span_through_
         "{insert:#?}"
     );
     // The event's metadata carries the command span's context, not the caller's header.
-    let stored: String = sqlx::query_scalar(
-        "SELECT metadata->>'traceparent' FROM events WHERE aggregate_type = 'Project'",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    let stored = stored_traceparent(&pool).await;
     assert_eq!(
         stored,
         format!("00-{CALLER_TRACE}-{}-01", command.span_context.span_id())
@@ -192,12 +197,7 @@ async fn a_message_consumed_from_rabbitmq_carries_a_traceparent_in_the_commands_
         .send(&app)
         .await;
     assert_eq!(answer.status, StatusCode::CREATED, "{:?}", answer.value());
-    let stored: String = sqlx::query_scalar(
-        "SELECT metadata->>'traceparent' FROM events WHERE aggregate_type = 'Project'",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    let stored = stored_traceparent(&pool).await;
 
     // A queue of our own on an exchange of our own, declared as the relay declares it.
     let tag = uuid::Uuid::new_v4().simple().to_string();
@@ -254,4 +254,49 @@ async fn a_message_consumed_from_rabbitmq_carries_a_traceparent_in_the_commands_
     relay.await.unwrap();
     listener.abort();
     connection.close(0, "done".into()).await.unwrap();
+}
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn with_the_sdk_disabled_a_post_is_served_its_statements_timed_and_the_callers_trace_passed_on(
+    pool: PgPool,
+) {
+    let app = app(&pool);
+    // This thread's subscriber and metrics recorder (the test runtime is single-threaded): what
+    // `init_tracing` installs with OTEL_SDK_DISABLED=true, and a recorder no other test feeds.
+    let subscriber = tracing_subscriber::registry().with(service_kit::telemetry::untraced_layers());
+    let tracing_guard = tracing::subscriber::set_default(subscriber);
+    let recorder = service_kit::telemetry::metrics_builder()
+        .unwrap()
+        .build_recorder();
+    let metrics_guard = metrics::set_default_local_recorder(&recorder);
+
+    let sent = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01");
+    let answer = Call::post("/api/v1/projects")
+        .header("traceparent", &sent)
+        .header("idempotency-key", "untraced-create-1")
+        .json(&serde_json::json!({ "name": "Untraced" }))
+        .send(&app)
+        .await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{:?}", answer.value());
+    // No OpenTelemetry layer: no span of ours has a context.
+    assert_eq!(service_kit::otel::current_traceparent(), None);
+    drop(metrics_guard);
+    drop(tracing_guard);
+
+    let text = recorder.handle().render();
+    // The append, and statements classed OTHER (those starting with WITH).
+    for operation in ["INSERT", "OTHER"] {
+        let timed = test_support::exposition::value(
+            &text,
+            "chronicle_db_query_duration_seconds_count",
+            &[("service", "command-api"), ("operation", operation)],
+        );
+        assert!(
+            timed.is_some_and(|count| count >= 1.0),
+            "{operation}:\n{text}"
+        );
+    }
+    // The caller's context passes through unchanged, as the API without an SDK propagates it.
+    let stored = stored_traceparent(&pool).await;
+    assert_eq!(stored, sent);
 }

@@ -11,6 +11,7 @@
 //! cargo run --release -p bench -- [--quick] [--out bench-results/<file>.json]
 //! cargo run --release -p bench -- --token-ab   # access tokens: cache on vs off, and nothing else
 //! cargo run --release -p bench -- --log-only [--quick] [--log-events 1000000]   # large log, long stream
+//! cargo run --release -p bench -- --write-ab [--quick] [--variant name=dir]...   # the write path only
 //! ```
 //!
 //! Environment: `BENCH_BIN_DIR` (where the service binaries are; default the workspace's
@@ -27,6 +28,7 @@ mod report;
 mod scenarios;
 mod system;
 mod token_ab;
+mod write_ab;
 mod wrk;
 
 use std::path::PathBuf;
@@ -59,6 +61,10 @@ struct Options {
     quick: bool,
     no_relay: bool,
     token_ab: bool,
+    /// Only the write path, builds side by side (`--write-ab`).
+    write_ab: bool,
+    /// The builds `--write-ab` compares (`--variant name=dir`, repeatable).
+    variants: Vec<write_ab::Variant>,
     /// Only the large-log and long-stream system: no main system, no rebuild.
     log_only: bool,
     /// Overrides the plan's large-log size.
@@ -71,6 +77,8 @@ fn parse_args() -> anyhow::Result<Options> {
         quick: false,
         no_relay: false,
         token_ab: false,
+        write_ab: false,
+        variants: Vec::new(),
         log_only: false,
         log_events: None,
         out: None,
@@ -82,6 +90,11 @@ fn parse_args() -> anyhow::Result<Options> {
             "--no-relay" => options.no_relay = true,
             "--token-ab" => options.token_ab = true,
             "--log-only" => options.log_only = true,
+            "--write-ab" => options.write_ab = true,
+            "--variant" => {
+                let variant = args.next().context("--variant needs name=dir")?;
+                options.variants.push(write_ab::Variant::parse(&variant)?);
+            }
             "--log-events" => {
                 let events = args.next().context("--log-events needs a number")?;
                 options.log_events = Some(
@@ -99,7 +112,8 @@ fn parse_args() -> anyhow::Result<Options> {
                 println!(
                     "usage: bench [--quick] [--no-relay] [--log-only] [--log-events N] \
                      [--out bench-results/<file>.json]\n       \
-                     bench --token-ab [--quick]"
+                     bench --token-ab [--quick]\n       \
+                     bench --write-ab [--quick] [--variant name=dir]..."
                 );
                 std::process::exit(0);
             }
@@ -132,6 +146,27 @@ async fn main() -> anyhow::Result<()> {
             rounds,
             std::time::Duration::from_secs(step),
         )
+        .await;
+    }
+    if options.write_ab {
+        let (rounds, step) = if options.quick { (2, 3) } else { (3, 5) };
+        let variants = if options.variants.is_empty() {
+            vec![write_ab::Variant {
+                name: "current".to_owned(),
+                dir: binaries.clone(),
+            }]
+        } else {
+            options.variants
+        };
+        return write_ab::run(write_ab::Setup {
+            variants,
+            reference_dir: binaries,
+            log_dir: &log_dir,
+            http: &http,
+            rounds,
+            step: std::time::Duration::from_secs(step),
+            perf_dir: std::env::var_os("BENCH_PERF_DIR").map(PathBuf::from),
+        })
         .await;
     }
     let bearer = system::access_token()?;

@@ -191,7 +191,7 @@ fn claims_pool(pool: &PgPool) -> PgPool {
         .as_ref()
         .clone()
         .options([("synchronous_commit", "off")]);
-    sqlx::postgres::PgPoolOptions::new()
+    service_kit::db::pool_options()
         .max_connections(pool.options().get_max_connections().div_ceil(2).max(1))
         .acquire_timeout(pool.options().get_acquire_timeout())
         .connect_lazy_with(options)

@@ -493,7 +493,7 @@ async fn count_round_trips(
     variant: &Variant,
     authed: &Http,
     relay: &Relay,
-) -> anyhow::Result<Vec<(Load, bool, Counted)>> {
+) -> anyhow::Result<Counts> {
     system::recreate_database(DATABASE).await?;
     let mut running = System::start_with(
         "write-count",
@@ -563,6 +563,9 @@ fn read_lines(path: &Path) -> Vec<String> {
         .collect()
 }
 
+/// One variant's counts: per load, whether it ran from [`CLIENTS`] clients, and the count.
+type Counts = Vec<(Load, bool, Counted)>;
+
 /// What the command API's log said a batch of `ops` commands cost.
 #[derive(Debug, Clone, Default)]
 struct Counted {
@@ -606,7 +609,7 @@ fn summary(line: &str) -> String {
         .join(" ")
 }
 
-fn counts_table(counts: &[(String, Vec<(Load, bool, Counted)>)]) -> String {
+fn counts_table(counts: &[(String, Counts)]) -> String {
     let mut out = format!(
         "Per command, from command-api's sqlx events ({COUNTED} sequential commands of each \
          kind, then {CLIENTS} clients for a step). Every statement is a round trip and its own \

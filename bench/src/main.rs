@@ -14,6 +14,7 @@
 //! cargo run --release -p bench -- --log-only [--quick] [--log-events 1000000]   # large log, long stream
 //! cargo run --release -p bench -- --reads [--quick] [--projector-ab PROJECTOR_BATCH_BYTES=8388608] [--lag-rate 500]
 //!     # read path only: create peak, lag, queries A/B, analytics, memory
+//! cargo run --release -p bench -- --write-ab [--quick] [--variant name=dir]...   # the write path only
 //! ```
 //!
 //! Environment: `BENCH_BIN_DIR` (where the service binaries are; default the workspace's
@@ -32,6 +33,7 @@ mod scenarios;
 mod system;
 mod token_ab;
 mod tracing_ab;
+mod write_ab;
 mod wrk;
 
 use std::path::PathBuf;
@@ -65,6 +67,10 @@ struct Options {
     no_relay: bool,
     token_ab: bool,
     tracing_ab: bool,
+    /// Only the write path, builds side by side (`--write-ab`).
+    write_ab: bool,
+    /// The builds `--write-ab` compares (`--variant name=dir`, repeatable).
+    variants: Vec<write_ab::Variant>,
     /// Only the large-log and long-stream system: no main system, no rebuild.
     log_only: bool,
     /// Only the read path: a create peak, projection lag, queries and analytics, with memory.
@@ -86,6 +92,8 @@ fn parse_args() -> anyhow::Result<Options> {
         no_relay: false,
         token_ab: false,
         tracing_ab: false,
+        write_ab: false,
+        variants: Vec::new(),
         log_only: false,
         reads: false,
         projector_ab: Vec::new(),
@@ -122,6 +130,11 @@ fn parse_args() -> anyhow::Result<Options> {
                     options.projector_ab.push((name, value.to_owned()));
                 }
             }
+            "--write-ab" => options.write_ab = true,
+            "--variant" => {
+                let variant = args.next().context("--variant needs name=dir")?;
+                options.variants.push(write_ab::Variant::parse(&variant)?);
+            }
             "--log-events" => {
                 let events = args.next().context("--log-events needs a number")?;
                 options.log_events = Some(
@@ -141,7 +154,8 @@ fn parse_args() -> anyhow::Result<Options> {
                      [--log-events N] \
                      [--out bench-results/<file>.json]\n       \
                      bench --token-ab [--quick]\n       \
-                     bench --tracing-ab [--quick]"
+                     bench --tracing-ab [--quick]\n       \
+                     bench --write-ab [--quick] [--variant name=dir]..."
                 );
                 std::process::exit(0);
             }
@@ -185,6 +199,27 @@ async fn main() -> anyhow::Result<()> {
             rounds,
             std::time::Duration::from_secs(step),
         )
+        .await;
+    }
+    if options.write_ab {
+        let (rounds, step) = if options.quick { (2, 3) } else { (3, 5) };
+        let variants = if options.variants.is_empty() {
+            vec![write_ab::Variant {
+                name: "current".to_owned(),
+                dir: binaries.clone(),
+            }]
+        } else {
+            options.variants
+        };
+        return write_ab::run(write_ab::Setup {
+            variants,
+            reference_dir: binaries,
+            log_dir: &log_dir,
+            http: &http,
+            rounds,
+            step: std::time::Duration::from_secs(step),
+            perf_dir: std::env::var_os("BENCH_PERF_DIR").map(PathBuf::from),
+        })
         .await;
     }
     let bearer = system::access_token()?;

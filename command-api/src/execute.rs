@@ -1,7 +1,7 @@
 //! Running a command against an aggregate: read what deciding needs of its stream (its state
 //! from a snapshot and later events, its revision alone, or nothing for a new stream; see
 //! [`Reads`] and docs/decisions/0008-bounded-write-cost.md), decide, append, retry on a lost
-//! race, and complete the request's idempotency claim in the statement that appends.
+//! race, and record the request's idempotency key in the statement that appends.
 //!
 //! This is cqrs-es's `CqrsFramework::execute_with_metadata` loop (load, `handle` into an
 //! `EventSink`, commit) written out, because the framework returns `()` and we need what the
@@ -15,7 +15,7 @@ use cqrs_es::Aggregate;
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::EventUpcaster;
 use event_store::append::{self, AppendError, NewEvent};
-use event_store::idempotency::{Completion, IdempotencyClaim};
+use event_store::idempotency::{Completion, IdempotencyKey};
 use event_store::load::{AggregateLoader, LoadError, Loaded};
 use event_store::wake::AppendNotifier;
 use events::{ConsistencyToken, EventMetadata, LogPosition};
@@ -88,8 +88,9 @@ pub enum ExecuteError<E: std::error::Error> {
     /// Every retry lost the race to other writers.
     #[error("too many concurrent writers on this aggregate")]
     Contention,
-    /// Another attempt with the same idempotency key took over the claim.
-    #[error("idempotency claim was taken over")]
+    /// Another attempt with the same idempotency key completed first: its outcome is the
+    /// answer.
+    #[error("another attempt with this idempotency key completed first")]
     ClaimLost,
     /// The event store could not be read or written.
     #[error("event store: {0}")]
@@ -105,12 +106,19 @@ fn outcome_label<E: std::error::Error>(
 ) -> &'static str {
     match result {
         Ok(_) => "ok",
-        Err(ExecuteError::Rejected(_)) => "rejected",
-        Err(ExecuteError::PreconditionFailed { .. }) => "precondition_failed",
-        Err(ExecuteError::Contention | ExecuteError::ClaimLost) => "conflict",
+        Err(error) => error_label(error),
+    }
+}
+
+/// The `outcome` label of `chronicle_commands_total` for a command that did not commit.
+pub(crate) fn error_label<E: std::error::Error>(error: &ExecuteError<E>) -> &'static str {
+    match error {
+        ExecuteError::Rejected(_) => "rejected",
+        ExecuteError::PreconditionFailed { .. } => "precondition_failed",
+        ExecuteError::Contention | ExecuteError::ClaimLost => "conflict",
         // The catalogue's outcomes have no separate "error": a store failure is a 5xx as
         // unavailability is.
-        Err(ExecuteError::Store(_) | ExecuteError::Unavailable(_)) => "unavailable",
+        ExecuteError::Store(_) | ExecuteError::Unavailable(_) => "unavailable",
     }
 }
 
@@ -196,8 +204,8 @@ pub struct Request<'a> {
     pub expected_version: Option<IfMatch>,
     /// Audit metadata for every event.
     pub metadata: &'a EventMetadata,
-    /// The idempotency claim to complete with the outcome, if any.
-    pub claim: Option<&'a IdempotencyClaim>,
+    /// The idempotency key to record with the outcome, if any.
+    pub key: Option<&'a IdempotencyKey>,
     /// The kind of change the command makes when it succeeds.
     pub kind: Kind,
     /// What deciding it reads of the stream.
@@ -277,7 +285,11 @@ where
             .await;
         let outcome = outcome_label(&result);
         span.record("outcome", outcome);
-        count_command(A::TYPE, outcome);
+        // A keyed command that did not commit is counted by the caller: an earlier attempt's
+        // stored answer may replace its failure (a replay), and a command is counted once.
+        if result.is_ok() || request.key.is_none() {
+            count_command(A::TYPE, outcome);
+        }
         result
     }
 
@@ -320,15 +332,15 @@ where
                 version: loaded.version + i64::try_from(new_events.len()).unwrap_or(i64::MAX),
                 appended: new_events.len(),
             };
-            if new_events.is_empty() && request.claim.is_none() {
+            if new_events.is_empty() && request.key.is_none() {
                 return Ok(Committed {
                     outcome,
                     position: LogPosition::START,
                 });
             }
             let completion = request
-                .claim
-                .map(|claim| Completion::new(claim, &outcome))
+                .key
+                .map(|key| Completion::new(key, &outcome))
                 .transpose()
                 .map_err(|error| ExecuteError::Store(error.to_string()))?;
             if tokio::time::Instant::now() >= request.deadline {

@@ -26,7 +26,9 @@ pub struct Settings {
     pub body_limit: usize,
     /// `IDEMPOTENCY_TTL_HOURS` (default 24): how long answers are kept for replay.
     pub idempotency_ttl: Duration,
-    /// `IDEMPOTENCY_LEASE_SECS` (default 30): after this an unfinished claim is presumed dead.
+    /// `IDEMPOTENCY_LEASE_SECS` (default 30): after this an open claim is presumed dead and
+    /// taken over. Only versions before decision 0017 leave open claims; this version writes a
+    /// key's record complete, with its events.
     pub idempotency_lease: Duration,
     /// `COMMAND_MAX_RETRIES` (default 5): re-runs of an unconditioned command that lost a race.
     pub max_retries: u32,
@@ -85,8 +87,6 @@ impl Default for Hooks {
 pub struct AppState {
     /// The event store's pool.
     pub pool: PgPool,
-    /// Idempotency claims' pool (asynchronous commit; see `claims_pool`).
-    pub claims: PgPool,
     /// Settings.
     pub settings: Arc<Settings>,
     /// Project commands.
@@ -132,7 +132,6 @@ impl AppState {
         };
         Ok(Self {
             authenticator,
-            claims: claims_pool(&pool),
             projects: bus.build(),
             tickets: bus.build(),
             posts: bus.build(),
@@ -178,21 +177,4 @@ impl Bus<'_> {
             self.max_retries,
         ))
     }
-}
-
-/// A pool on the same database whose sessions commit without waiting for the WAL flush, for
-/// idempotency claims only. A claim lost in a server crash is harmless (the retry claims
-/// again), and it cannot be lost while its command's append survives: the append commits
-/// later in the same WAL, and flushing it flushes the claim. This takes a durable commit off
-/// every keyed command's path.
-fn claims_pool(pool: &PgPool) -> PgPool {
-    let options = pool
-        .connect_options()
-        .as_ref()
-        .clone()
-        .options([("synchronous_commit", "off")]);
-    sqlx::postgres::PgPoolOptions::new()
-        .max_connections(pool.options().get_max_connections().div_ceil(2).max(1))
-        .acquire_timeout(pool.options().get_acquire_timeout())
-        .connect_lazy_with(options)
 }

@@ -1,6 +1,7 @@
 //! Appending to the event store: one statement inserts every event of a command, returns
-//! their log positions and, for a request with an idempotency key, completes its claim, so a
-//! stored outcome exists exactly when its events do (docs/decisions/0003-atomic-idempotency.md).
+//! their log positions and, for a request with an idempotency key, records the key with its
+//! outcome, so a stored outcome exists exactly when its events do
+//! (docs/decisions/0003-atomic-idempotency.md, 0017-one-statement-idempotency.md).
 
 use std::sync::LazyLock;
 
@@ -95,8 +96,9 @@ pub enum AppendError {
     /// Another writer took one of the stream revisions first.
     #[error("stream revision already taken")]
     Conflict,
-    /// The idempotency claim was taken over by another attempt.
-    #[error("idempotency claim lost")]
+    /// The idempotency key has a record already: another attempt with the key completed
+    /// first (or an earlier version's claim on it is still open).
+    #[error("idempotency key already recorded")]
     ClaimLost,
     /// The database failed.
     #[error(transparent)]
@@ -104,8 +106,8 @@ pub enum AppendError {
 }
 
 /// Appends `events` atomically and returns where they landed. With a `completion`, the same
-/// statement completes the request's idempotency claim with its outcome, and appends nothing
-/// when the claim was taken over ([`AppendError::ClaimLost`]).
+/// statement records the request's idempotency key with its outcome, and appends nothing
+/// when the key has a record already ([`AppendError::ClaimLost`]).
 pub async fn append(
     pool: &PgPool,
     events: &[NewEvent],
@@ -126,7 +128,7 @@ pub async fn append(
     }
 }
 
-/// Appends `events` inside the caller's transaction, completing `completion`'s claim in the
+/// Appends `events` inside the caller's transaction, recording `completion`'s key in the
 /// same statement as [`append`] does: for commands that write rows of their own beside the
 /// log (credentials, refresh tokens, the mail outbox) which must commit with their events or
 /// not at all (docs/decisions/0009-transactional-side-rows.md). The caller begins the
@@ -167,7 +169,7 @@ pub async fn append_in(
     insert(tx, events, None).await
 }
 
-/// The one statement that appends `events`, and completes `completion`'s claim when given.
+/// The one statement that appends `events`, and records `completion`'s key when given.
 async fn insert(
     connection: &mut PgConnection,
     events: &[NewEvent],
@@ -227,8 +229,8 @@ async fn insert(
 /// keeps positions in input order.
 static INSERT: LazyLock<String> = LazyLock::new(|| insert_sql(""));
 
-/// The append statement that also completes an idempotency claim: a data-modifying CTE
-/// completes it and the insert depends on it, so both land or neither does (the whole
+/// The append statement that also records an idempotency key: a data-modifying CTE inserts
+/// the record and the insert depends on it, so both land or neither does (the whole
 /// statement fails on a revision conflict).
 static COMPLETING_INSERT: LazyLock<String> = LazyLock::new(|| {
     format!(

@@ -1,6 +1,6 @@
-//! Idempotency records: every statement on `idempotency_keys` (claim, replay lookup, release,
-//! purge, and the completion the append statement runs as a CTE), so the table has one owner
-//! (docs/decisions/0003-atomic-idempotency.md).
+//! Idempotency records: every statement on `idempotency_keys` (the record the append statement
+//! writes as a CTE, the replay lookup, the purge), so the table has one owner
+//! (docs/decisions/0003-atomic-idempotency.md, 0017-one-statement-idempotency.md).
 //!
 //! A record stores what a request committed as an outcome the caller chooses (any serde type:
 //! the store knows nothing of HTTP), plus the stream revision it wrote last. A replay reads
@@ -16,28 +16,22 @@ use serde_json::Value;
 use sqlx::postgres::PgArguments;
 use sqlx::query::QueryAs;
 use sqlx::{PgConnection, PgPool, Postgres};
-use uuid::Uuid;
 
 use crate::append::{AppendError, NewEvent};
 
-/// A request's claim on an idempotency key, completed by the append that answers it.
+/// A request's idempotency key: the append that answers the request records it with the
+/// outcome, in the same statement, and appends nothing when the key already has a record.
 #[derive(Debug, Clone)]
-pub struct IdempotencyClaim {
+pub struct IdempotencyKey {
     /// Whose key it is.
     pub principal: String,
     /// The client's `Idempotency-Key`.
     pub key: String,
-    /// Identifies the attempt holding the claim; a takeover replaces it.
-    pub owner: Uuid,
-}
-
-/// What a claim attempt found.
-#[derive(Debug)]
-pub enum Claimed<O> {
-    /// The key is ours: run the command and complete the claim in its append.
-    Owned(IdempotencyClaim),
-    /// The key already completed this very request: its stored outcome.
-    Replay(Replayed<O>),
+    /// What the key is bound to: a hash of the request.
+    pub fingerprint: Vec<u8>,
+    /// How long an open claim left by an earlier version (which claimed keys before running
+    /// the command) may stay incomplete before this key's append takes it over.
+    pub lease: Duration,
 }
 
 /// A completed record, read back for a repeat of its request.
@@ -56,7 +50,8 @@ pub enum IdempotencyError {
     /// The key was used for a different request.
     #[error("this Idempotency-Key was used for a different request")]
     Mismatch,
-    /// A request with this key is still running.
+    /// A request with this key is still running (an open claim, which only an earlier
+    /// version writes).
     #[error("a request with this Idempotency-Key is still in progress")]
     InFlight,
     /// The stored outcome is not of the type the caller reads (written by another version).
@@ -67,94 +62,60 @@ pub enum IdempotencyError {
     Database(#[from] sqlx::Error),
 }
 
-/// The completion of a claim: the outcome to store, serialized. The append that carries it
+/// The completion of a key: the outcome to store, serialized. The append that carries it
 /// writes it in the statement that appends the events ([`crate::append::append`]).
 #[derive(Debug, Clone)]
 pub struct Completion<'a> {
-    claim: &'a IdempotencyClaim,
+    key: &'a IdempotencyKey,
     outcome: Value,
 }
 
 impl<'a> Completion<'a> {
-    /// Completes `claim` with `outcome`.
+    /// Completes `key` with `outcome`.
     ///
     /// # Errors
     ///
     /// The outcome does not serialize.
-    pub fn new<O: Serialize>(claim: &'a IdempotencyClaim, outcome: &O) -> serde_json::Result<Self> {
+    pub fn new<O: Serialize>(key: &'a IdempotencyKey, outcome: &O) -> serde_json::Result<Self> {
         Ok(Self {
-            claim,
+            key,
             outcome: serde_json::to_value(outcome)?,
         })
     }
 }
 
-/// Claims `key` for `principal`, or reads back its completed outcome, or says why not.
-/// `lease` is how long a claim may stay incomplete before another attempt may take it over.
+/// What is stored for `key` of `principal`: `None` when nothing is (the key is unused, or its
+/// only attempts failed), the completed outcome when it was bound to `fingerprint`.
 ///
 /// # Errors
 ///
 /// [`IdempotencyError::Mismatch`] for a key bound to another fingerprint,
-/// [`IdempotencyError::InFlight`] for a claim still held, [`IdempotencyError::Unreadable`] for
-/// an outcome that is not an `O`, and database failures.
-pub async fn claim<O: DeserializeOwned>(
+/// [`IdempotencyError::InFlight`] for an open claim (written by an earlier version),
+/// [`IdempotencyError::Unreadable`] for an outcome that is not an `O`, and database failures.
+pub async fn lookup<O: DeserializeOwned>(
     pool: &PgPool,
     principal: &str,
     key: &str,
     fingerprint: &[u8],
-    lease: Duration,
-) -> Result<Claimed<O>, IdempotencyError> {
-    // Bounded: the key is free again only when a racing attempt released it between our two
-    // statements, which needs that attempt to fail each time.
-    for _ in 0..8 {
-        let owner = Uuid::now_v7();
-        // Insert a fresh claim, or take over one whose owner is presumed dead; in one
-        // statement so two racing attempts cannot both win.
-        let claimed: Option<Uuid> = sqlx::query_scalar(
-            "INSERT INTO idempotency_keys (principal, key, fingerprint, owner) \
-             VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (principal, key) DO UPDATE \
-                SET owner = EXCLUDED.owner, claimed_at = now() \
-              WHERE idempotency_keys.completed_at IS NULL \
-                AND idempotency_keys.fingerprint = EXCLUDED.fingerprint \
-                AND idempotency_keys.claimed_at < now() - make_interval(secs => $5) \
-             RETURNING owner",
-        )
-        .bind(principal)
-        .bind(key)
-        .bind(fingerprint)
-        .bind(owner)
-        .bind(lease.as_secs_f64())
-        .fetch_optional(pool)
-        .await?;
-        if claimed.is_some() {
-            return Ok(Claimed::Owned(IdempotencyClaim {
-                principal: principal.to_owned(),
-                key: key.to_owned(),
-                owner,
-            }));
-        }
-        let row: Option<StoredRow> = sqlx::query_as(
-            "SELECT k.fingerprint, k.completed_at IS NOT NULL AS completed, k.response_body, \
-                    e.tx_id::text::bigint AS tx_id, e.global_position AS position \
-               FROM idempotency_keys AS k \
-               LEFT JOIN events AS e \
-                 ON e.aggregate_type = k.stream_type AND e.aggregate_id = k.stream_id \
-                AND e.sequence = k.stream_version \
-              WHERE k.principal = $1 AND k.key = $2",
-        )
-        .bind(principal)
-        .bind(key)
-        .fetch_optional(pool)
-        .await?;
-        match row {
-            Some(row) if row.fingerprint != fingerprint => return Err(IdempotencyError::Mismatch),
-            Some(row) => return row.replayed().map(Claimed::Replay),
-            // Released between our two statements: the key is free again.
-            None => {}
-        }
+) -> Result<Option<Replayed<O>>, IdempotencyError> {
+    let row: Option<StoredRow> = sqlx::query_as(
+        "SELECT k.fingerprint, k.completed_at IS NOT NULL AS completed, k.response_body, \
+                e.tx_id::text::bigint AS tx_id, e.global_position AS position \
+           FROM idempotency_keys AS k \
+           LEFT JOIN events AS e \
+             ON e.aggregate_type = k.stream_type AND e.aggregate_id = k.stream_id \
+            AND e.sequence = k.stream_version \
+          WHERE k.principal = $1 AND k.key = $2",
+    )
+    .bind(principal)
+    .bind(key)
+    .fetch_optional(pool)
+    .await?;
+    match row {
+        None => Ok(None),
+        Some(row) if row.fingerprint != fingerprint => Err(IdempotencyError::Mismatch),
+        Some(row) => row.replayed().map(Some),
     }
-    Err(IdempotencyError::InFlight)
 }
 
 /// A record, with the log position of the stream revision its request appended last.
@@ -183,24 +144,6 @@ impl StoredRow {
     }
 }
 
-/// Gives up a claim whose command failed, so the client may retry with the same key; failed
-/// requests store nothing. A failure here is logged, not returned: the claim then expires
-/// after its lease, and nothing is lost.
-pub async fn release(pool: &PgPool, claim: &IdempotencyClaim) {
-    let result = sqlx::query(
-        "DELETE FROM idempotency_keys \
-          WHERE principal = $1 AND key = $2 AND owner = $3 AND completed_at IS NULL",
-    )
-    .bind(&claim.principal)
-    .bind(&claim.key)
-    .bind(claim.owner)
-    .execute(pool)
-    .await;
-    if let Err(error) = result {
-        tracing::warn!(%error, "could not release idempotency claim");
-    }
-}
-
 /// Deletes records completed more than `ttl` ago, and claims abandoned that long; returns how
 /// many.
 ///
@@ -221,17 +164,29 @@ const PURGE: &str = "DELETE FROM idempotency_keys \
      WHERE completed_at < now() - make_interval(secs => $1) \
         OR (completed_at IS NULL AND claimed_at < now() - make_interval(secs => $1))";
 
-/// The CTE the append statement opens with to complete a claim, its parameters numbered from
-/// `$first`; the insert guards on `EXISTS (SELECT 1 FROM claim)`. The record names the stream
-/// revision the request wrote last (NULL when it wrote nothing).
+/// The CTE the append statement opens with to record a key, its parameters numbered from
+/// `$first`; the insert guards on `EXISTS (SELECT 1 FROM claim)`. The record is written
+/// complete, naming the stream revision the request wrote last (NULL when it wrote nothing).
+/// When the key has a record already, nothing is written and `claim` is empty, so the events
+/// are not appended either; while the transaction that wrote that record is still running,
+/// the insert waits for it to end (a unique index's rule), so a repeat in flight never
+/// appends beside its first attempt. The one record taken over is an open claim past its
+/// lease with the same fingerprint, which only an earlier version leaves behind.
 pub(crate) fn completion_cte(first: usize) -> String {
     let p = |n: usize| first + n;
     format!(
         "WITH claim AS ( \
-           UPDATE idempotency_keys \
-              SET response_body = ${}, stream_type = ${}, stream_id = ${}, \
-                  stream_version = ${}, completed_at = now(), owner = NULL \
-            WHERE principal = ${} AND key = ${} AND owner = ${} AND completed_at IS NULL \
+           INSERT INTO idempotency_keys AS k \
+                  (principal, key, fingerprint, response_body, stream_type, stream_id, \
+                   stream_version, completed_at) \
+           VALUES (${}, ${}, ${}, ${}, ${}, ${}, ${}, now()) \
+           ON CONFLICT (principal, key) DO UPDATE \
+              SET response_body = EXCLUDED.response_body, \
+                  stream_type = EXCLUDED.stream_type, stream_id = EXCLUDED.stream_id, \
+                  stream_version = EXCLUDED.stream_version, completed_at = now(), \
+                  owner = NULL, claimed_at = now() \
+            WHERE k.completed_at IS NULL AND k.fingerprint = EXCLUDED.fingerprint \
+              AND k.claimed_at < now() - make_interval(secs => ${}) \
            RETURNING 1) ",
         p(0),
         p(1),
@@ -240,6 +195,7 @@ pub(crate) fn completion_cte(first: usize) -> String {
         p(4),
         p(5),
         p(6),
+        p(7),
     )
 }
 
@@ -250,20 +206,21 @@ pub(crate) fn bind_completion<'q, R>(
     last: Option<&'q NewEvent>,
 ) -> QueryAs<'q, Postgres, R, PgArguments> {
     query
+        .bind(&completion.key.principal)
+        .bind(&completion.key.key)
+        .bind(&completion.key.fingerprint)
         .bind(sqlx::types::Json(&completion.outcome))
         .bind(last.map(|event| event.aggregate_type.as_str()))
         .bind(last.map(|event| event.aggregate_id.as_str()))
         .bind(last.map(|event| event.sequence))
-        .bind(&completion.claim.principal)
-        .bind(&completion.claim.key)
-        .bind(completion.claim.owner)
+        .bind(completion.key.lease.as_secs_f64())
 }
 
-/// Completes a claim whose request appended nothing.
+/// Records the key of a request that appended nothing.
 ///
 /// # Errors
 ///
-/// [`AppendError::ClaimLost`] when the claim was taken over; database failures.
+/// [`AppendError::ClaimLost`] when the key has a record already; database failures.
 pub(crate) async fn complete(
     connection: &mut PgConnection,
     completion: &Completion<'_>,

@@ -22,7 +22,7 @@ pub mod sessions;
 pub mod wake;
 
 pub use append::{AppendError, AppendReceipt, NewEvent, append};
-pub use idempotency::IdempotencyClaim;
+pub use idempotency::IdempotencyKey;
 pub use log::LogFilter;
 
 /// The migrations of the whole system (event store and read models), embedded so every binary

@@ -76,7 +76,7 @@ impl DatabaseSettings {
         let options = options
             .options([("idle_in_transaction_session_timeout", "30s")])
             .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1));
-        PgPoolOptions::new()
+        pool_options()
             // Every acquire's wait as an event, for chronicle_db_pool_acquire_duration_seconds
             // (sql_metrics); logged only where RUST_LOG asks for sqlx at debug.
             .acquire_time_level(tracing::log::LevelFilter::Debug)
@@ -86,6 +86,30 @@ impl DatabaseSettings {
             .await
             .with_context(|| format!("connecting to {:?}", self.url))
     }
+}
+
+/// How long a pooled connection may sit idle before it is tested (one round trip) on its way
+/// out of the pool.
+pub const TEST_IDLE_AFTER: Duration = Duration::from_secs(1);
+
+/// The options every pool of the services starts from: a connection idle for
+/// [`TEST_IDLE_AFTER`] or longer is pinged before it is handed out, one used a moment ago is
+/// not. sqlx's default pings every connection on every acquire, one round trip per statement
+/// on a busy pool (docs/decisions/0017-one-statement-idempotency.md). A connection that died
+/// since its last use fails the statement it is given instead (an I/O error: 503, retry),
+/// and sqlx drops it; under load connections are reused within milliseconds, and after a
+/// pause the test is back.
+pub fn pool_options() -> PgPoolOptions {
+    PgPoolOptions::new()
+        .test_before_acquire(false)
+        .before_acquire(|connection, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= TEST_IDLE_AFTER {
+                    sqlx::Connection::ping(connection).await?;
+                }
+                Ok(true)
+            })
+        })
 }
 
 /// Creates the database named in `url` when it does not exist yet (connecting to the server's

@@ -67,7 +67,10 @@ async fn command(
             let id = ids
                 .get(index)
                 .ok_or_else(|| OpError::Invalid("no project to update".into()))?;
-            let body = format!(r#"{{"name":"renamed {i}"}}"#);
+            // A name no earlier load gave this project: the loads cycle over the same
+            // projects from i = 0, and a rename to the name a project has appends nothing
+            // (the keyed half of the idempotency figure measured such no-ops before).
+            let body = format!(r#"{{"name":"renamed {}"}}"#, Uuid::now_v7());
             let url = format!("{}/api/v1/projects/{id}", context.command);
             context
                 .http

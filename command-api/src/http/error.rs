@@ -95,7 +95,8 @@ impl<E: RuleProblem> From<ExecuteError<E>> for Problem {
             ExecuteError::Contention => {
                 Problem::conflict(ConflictCode::Contention, error.to_string())
             }
-            // 409: another attempt with this key runs now.
+            // 409: another attempt with this key completed, and its record could not be read
+            // back (purged in between, or an earlier version's claim still open): retry.
             ExecuteError::ClaimLost => {
                 Problem::conflict(ConflictCode::IdempotencyInFlight, error.to_string())
             }

@@ -1,5 +1,5 @@
 //! The command API's HTTP surface: routes per resource, merged here, and the one path every
-//! command takes (idempotency claim, execute, answer).
+//! command takes (execute with its idempotency key, answer or replay).
 
 pub mod error;
 pub mod fields;
@@ -11,7 +11,7 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cqrs_es::Aggregate;
-use event_store::idempotency::{self, Claimed};
+use event_store::idempotency;
 use service_kit::Problem;
 use tracing::Instrument as _;
 use utoipa::ToSchema;
@@ -40,9 +40,10 @@ pub struct Target<'a> {
     pub location: Option<Location>,
 }
 
-/// Runs one command the way every endpoint does: claim the idempotency key (or replay its
-/// outcome), execute with retries, answer; a failed command releases its claim and writes
-/// nothing.
+/// Runs one command the way every endpoint does: execute with retries, recording the
+/// idempotency key in the append, and answer; a command that did not commit with a key
+/// answers with what an earlier attempt with the key stored, if one did
+/// (docs/decisions/0017-one-statement-idempotency.md). A failed command writes nothing.
 pub async fn run_command<A>(
     state: &AppState,
     bus: &CommandBus<A>,
@@ -72,59 +73,67 @@ where
     A::Command: Clone,
     A::Error: RuleProblem,
 {
-    let claim = match (&input.idempotency_key, &input.fingerprint) {
-        (Some(key), Some(fingerprint)) => match idempotency::claim::<Outcome>(
-            &state.claims,
-            &input.principal,
-            key,
-            fingerprint,
-            state.settings.idempotency_lease,
-        )
-        .instrument(tracing::info_span!("idempotency.claim"))
-        .await
-        .map_err(|error| {
-            match error {
-                idempotency::IdempotencyError::InFlight => count_idempotency("in_flight"),
-                idempotency::IdempotencyError::Mismatch => count_idempotency("mismatch"),
-                _ => {}
-            }
-            idempotency_problem(error)
-        })? {
-            Claimed::Owned(claim) => {
-                count_idempotency("first");
-                Some(claim)
-            }
-            Claimed::Replay(stored) => {
-                count_idempotency("replayed");
-                crate::execute::count_command(A::TYPE, "replayed");
-                let committed = Committed {
-                    outcome: stored.outcome,
-                    position: stored.position,
-                };
-                return Ok(respond(&committed, target.location, true));
-            }
-        },
+    let key = match (&input.idempotency_key, &input.fingerprint) {
+        (Some(key), Some(fingerprint)) => Some(idempotency::IdempotencyKey {
+            principal: input.principal.clone(),
+            key: key.clone(),
+            fingerprint: fingerprint.clone(),
+            lease: state.settings.idempotency_lease,
+        }),
         _ => None,
     };
     let request = Request {
         aggregate_id: target.id,
         expected_version: input.if_match,
         metadata: &input.metadata,
-        claim: claim.as_ref(),
+        key: key.as_ref(),
         kind: target.kind,
         reads: target.reads,
         deadline: input.deadline,
     };
-    match bus.execute_guarded(&request, command, guard).await {
-        Ok(committed) => {
+    let result = bus.execute_guarded(&request, command, guard).await;
+    let (error, key) = match (result, key) {
+        (Ok(committed), key) => {
+            if key.is_some() {
+                count_idempotency("first");
+            }
             (state.hooks.after_commit)();
-            Ok(respond(&committed, target.location, false))
+            return Ok(respond(&committed, target.location, false));
+        }
+        (Err(error), None) => return Err(error.into()),
+        (Err(error), Some(key)) => (error, key),
+    };
+    // The command did not commit. With a key, an earlier attempt may have: a repeat of a
+    // completed request (its command now refused, or its append finding the key recorded),
+    // or one that ran beside its first attempt and waited for it. What is stored answers.
+    let stored =
+        idempotency::lookup::<Outcome>(&state.pool, &key.principal, &key.key, &key.fingerprint)
+            .instrument(tracing::info_span!("idempotency.lookup"))
+            .await;
+    match stored {
+        Ok(Some(stored)) => {
+            count_idempotency("replayed");
+            crate::execute::count_command(A::TYPE, "replayed");
+            let committed = Committed {
+                outcome: stored.outcome,
+                position: stored.position,
+            };
+            Ok(respond(&committed, target.location, true))
+        }
+        // Nothing stored: the command's own failure is the answer. A key that was recorded
+        // when the append ran and is gone now was purged in between: the answer is lost, as
+        // for any purged key, and the client may retry.
+        Ok(None) => {
+            crate::execute::count_command(A::TYPE, crate::execute::error_label(&error));
+            Err(error.into())
         }
         Err(error) => {
-            if let Some(claim) = &claim {
-                idempotency::release(&state.claims, claim).await;
+            match error {
+                idempotency::IdempotencyError::InFlight => count_idempotency("in_flight"),
+                idempotency::IdempotencyError::Mismatch => count_idempotency("mismatch"),
+                _ => {}
             }
-            Err(error.into())
+            Err(idempotency_problem(error))
         }
     }
 }

@@ -1,4 +1,5 @@
-//! Idempotency keys: replay, reuse for another request, in flight, crash after append.
+//! Idempotency keys: replay, reuse for another request, in flight, crash after append
+//! (docs/decisions/0003-atomic-idempotency.md, 0017-one-statement-idempotency.md).
 
 use std::time::Duration;
 
@@ -6,11 +7,26 @@ use axum::http::StatusCode;
 use command_api::Hooks;
 use command_api::execute::{Kind, Outcome};
 use command_api::idempotency::fingerprint;
-use event_store::idempotency::{self, Claimed};
+use event_store::idempotency;
 use serde_json::json;
 use sqlx::PgPool;
 
 use crate::helpers::*;
+
+/// An open claim on `key`, as versions before decision 0017 wrote one before running the
+/// command: the attempt holding it runs now, or died.
+async fn open_claim(pool: &PgPool, principal: &str, key: &str, fingerprint: &[u8]) {
+    sqlx::query(
+        "INSERT INTO idempotency_keys (principal, key, fingerprint, owner) \
+         VALUES ($1, $2, $3, gen_random_uuid())",
+    )
+    .bind(principal)
+    .bind(key)
+    .bind(fingerprint)
+    .execute(pool)
+    .await
+    .unwrap();
+}
 
 fn create(key: &str, name: &str) -> Call {
     Call::post("/api/v1/projects")
@@ -52,23 +68,14 @@ async fn a_key_reused_for_another_request_is_422(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "event_store::MIGRATOR")]
-async fn a_key_still_in_flight_is_409(pool: PgPool) {
+async fn a_key_an_earlier_version_still_holds_is_409(pool: PgPool) {
     let app = app(&pool);
     let body = json!({ "name": "Apollo" });
-    // Another attempt holds the claim: it is running right now.
+    // An instance of an earlier version claimed the key: its attempt is running right now.
     let fingerprint = fingerprint("POST", "/api/v1/projects", body.to_string().as_bytes());
     // Keys are scoped to the account that sent them.
     let principal = tester().id.to_string();
-    let held = idempotency::claim::<Outcome>(
-        &pool,
-        &principal,
-        "key-3",
-        &fingerprint,
-        Duration::from_secs(30),
-    )
-    .await
-    .unwrap();
-    assert!(matches!(held, Claimed::Owned(_)));
+    open_claim(&pool, &principal, "key-3", &fingerprint).await;
     let second = Call::post("/api/v1/projects")
         .header("idempotency-key", "key-3")
         .json(&body)
@@ -90,16 +97,9 @@ async fn a_claim_abandoned_past_its_lease_is_taken_over_and_appends_once(pool: P
     let app = app_with(&pool, settings, Hooks::default());
     let body = json!({ "name": "Apollo" });
     let fingerprint = fingerprint("POST", "/api/v1/projects", body.to_string().as_bytes());
-    // An attempt claimed the key and died before appending anything.
-    idempotency::claim::<Outcome>(
-        &pool,
-        "anonymous",
-        "key-4",
-        &fingerprint,
-        Duration::from_secs(30),
-    )
-    .await
-    .unwrap();
+    // An attempt of an earlier version claimed the key and died before appending anything.
+    let principal = tester().id.to_string();
+    open_claim(&pool, &principal, "key-4", &fingerprint).await;
     let retry = Call::post("/api/v1/projects")
         .header("idempotency-key", "key-4")
         .json(&body)
@@ -162,13 +162,14 @@ async fn concurrent_repeats_of_one_key_append_once(pool: PgPool) {
         .iter()
         .filter(|a| a.status == StatusCode::CREATED)
         .collect();
-    assert!(!created.is_empty());
+    // Every repeat waits for the attempt whose append recorded the key, and replays it.
+    assert_eq!(created.len(), answers.len(), "{answers:?}");
     assert!(created.iter().all(|a| a.value() == created[0].value()));
-    assert!(
-        answers
-            .iter()
-            .all(|a| a.status == StatusCode::CREATED || a.status == StatusCode::CONFLICT)
-    );
+    let fresh = answers
+        .iter()
+        .filter(|a| a.header("idempotent-replayed").is_none())
+        .count();
+    assert_eq!(fresh, 1);
     assert_eq!(event_count(&pool).await, 1);
 }
 
@@ -195,67 +196,139 @@ async fn expired_answers_are_purged(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "event_store::MIGRATOR")]
-async fn an_append_whose_claim_was_taken_over_appends_nothing(pool: PgPool) {
+async fn an_append_whose_key_another_attempt_recorded_appends_nothing(pool: PgPool) {
     use event_store::append::{AppendError, NewEvent, append};
-    use event_store::idempotency::{Completion, IdempotencyClaim};
+    use event_store::idempotency::{Completion, IdempotencyKey};
     use events::project::ProjectEvent;
 
-    let fingerprint = fingerprint("POST", "/api/v1/projects", b"{}");
-    let Claimed::Owned(current) = idempotency::claim::<Outcome>(
-        &pool,
-        "anonymous",
-        "key-9",
-        &fingerprint,
-        Duration::from_secs(30),
-    )
-    .await
-    .unwrap() else {
-        panic!("a fresh key is claimed");
+    let key = IdempotencyKey {
+        principal: "anonymous".to_owned(),
+        key: "key-9".to_owned(),
+        fingerprint: fingerprint("POST", "/api/v1/projects", b"{}"),
+        lease: Duration::from_secs(30),
     };
-    // The attempt that held the claim before the takeover tries to finish.
-    let stale = IdempotencyClaim {
-        owner: uuid::Uuid::now_v7(),
-        ..current.clone()
+    let archived = |id: &str| {
+        NewEvent::of(
+            "Project",
+            id,
+            1,
+            &ProjectEvent::ProjectArchived {},
+            json!({ "actor": "anonymous" }),
+        )
+        .unwrap()
     };
-    let id = uuid::Uuid::now_v7().to_string();
-    let event = NewEvent::of(
-        "Project",
-        &id,
-        1,
-        &ProjectEvent::ProjectArchived {},
-        json!({ "actor": "anonymous" }),
-    )
-    .unwrap();
-    let outcome = Outcome {
+    let outcome = |id: &str| Outcome {
         kind: Kind::Changed,
-        id,
+        id: id.to_owned(),
         version: 1,
         appended: 1,
     };
-    let stale_completion = Completion::new(&stale, &outcome).unwrap();
-    let appended = append(&pool, std::slice::from_ref(&event), Some(&stale_completion)).await;
+    // Two attempts with one key decided on different streams (a create's generated id).
+    let (first, second) = (
+        uuid::Uuid::now_v7().to_string(),
+        uuid::Uuid::now_v7().to_string(),
+    );
+    let first_outcome = outcome(&first);
+    let completion = Completion::new(&key, &first_outcome).unwrap();
+    append(&pool, &[archived(&first)], Some(&completion))
+        .await
+        .unwrap();
+    let second_outcome = outcome(&second);
+    let late = Completion::new(&key, &second_outcome).unwrap();
+    let appended = append(&pool, &[archived(&second)], Some(&late)).await;
     assert!(
         matches!(appended, Err(AppendError::ClaimLost)),
         "{appended:?}"
     );
-    assert_eq!(event_count(&pool).await, 0);
-
-    // The current owner completes it, events and outcome together.
-    let completion = Completion::new(&current, &outcome).unwrap();
-    append(&pool, &[event], Some(&completion)).await.unwrap();
     assert_eq!(event_count(&pool).await, 1);
-    let Claimed::Replay(stored) = idempotency::claim::<Outcome>(
-        &pool,
-        "anonymous",
-        "key-9",
-        &fingerprint,
-        Duration::from_secs(30),
-    )
-    .await
-    .unwrap() else {
-        panic!("a completed key replays");
+    let stored = idempotency::lookup::<Outcome>(&pool, "anonymous", "key-9", &key.fingerprint)
+        .await
+        .unwrap()
+        .expect("the first attempt's record");
+    assert_eq!(stored.outcome, first_outcome);
+    assert!(matches!(
+        idempotency::lookup::<Outcome>(&pool, "anonymous", "key-9", b"another request").await,
+        Err(idempotency::IdempotencyError::Mismatch)
+    ));
+}
+
+/// A repeat sent while its first attempt's append is running (here: a transaction that wrote
+/// the first attempt's events and record and has not committed) waits for it, appends nothing,
+/// and answers with the first attempt's outcome.
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn a_repeat_while_the_first_attempt_is_in_flight_waits_and_replays(pool: PgPool) {
+    use event_store::append::{NewEvent, append_with};
+    use event_store::idempotency::{Completion, IdempotencyKey};
+    use events::project::ProjectEvent;
+
+    let app = app(&pool);
+    let body = json!({ "name": "Apollo" });
+    let key = IdempotencyKey {
+        principal: tester().id.to_string(),
+        key: "key-11".to_owned(),
+        fingerprint: fingerprint("POST", "/api/v1/projects", body.to_string().as_bytes()),
+        lease: Duration::from_secs(30),
     };
-    assert_eq!(stored.outcome, outcome);
+    let id = uuid::Uuid::now_v7().to_string();
+    let created = NewEvent::of(
+        "Project",
+        &id,
+        1,
+        &ProjectEvent::ProjectCreated {
+            name: "Apollo".to_owned(),
+            description: String::new(),
+            owner_id: Some(tester().id),
+            created_by: tester().id.to_string(),
+        },
+        json!({ "actor": tester().id.to_string() }),
+    )
+    .unwrap();
+    let first = Outcome {
+        kind: Kind::Created,
+        id: id.clone(),
+        version: 1,
+        appended: 1,
+    };
+    let completion = Completion::new(&key, &first).unwrap();
+    let mut in_flight = pool.begin().await.unwrap();
+    append_with(&mut in_flight, &[created], Some(&completion))
+        .await
+        .unwrap();
+
+    let repeat = tokio::spawn({
+        let app = app.clone();
+        async move {
+            Call::post("/api/v1/projects")
+                .header("idempotency-key", "key-11")
+                .json(&json!({ "name": "Apollo" }))
+                .send(&app)
+                .await
+        }
+    });
+    // The repeat's append waits on the first attempt's record.
+    test_support::poll::eventually(
+        Duration::from_secs(10),
+        "the repeat waits on a lock",
+        || {
+            let pool = pool.clone();
+            async move {
+                sqlx::query_scalar::<_, bool>(
+                    "SELECT EXISTS (SELECT 1 FROM pg_stat_activity \
+                  WHERE datname = current_database() AND wait_event_type = 'Lock')",
+                )
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+            }
+        },
+    )
+    .await;
+    in_flight.commit().await.unwrap();
+    let repeat = repeat.await.unwrap();
+    assert_eq!(repeat.status, StatusCode::CREATED);
+    assert_eq!(repeat.header("idempotent-replayed"), Some("true"));
+    assert_eq!(repeat.value()["id"], id.as_str());
+    assert_eq!(event_count(&pool).await, 1);
 }
 
 #[sqlx::test(migrator = "event_store::MIGRATOR")]

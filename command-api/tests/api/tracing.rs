@@ -129,19 +129,19 @@ async fn a_post_with_a_traceparent_gives_one_trace_from_the_server_span_through_
         Some("ok")
     );
 
-    // The idempotency claim in the same trace, with its own statement under it.
-    let claim = finished
-        .iter()
-        .find(|span| span.name == "idempotency.claim")
-        .expect("an idempotency.claim span");
-    assert!(descends_from(&by_id, claim, server.span_context.span_id()));
+    // No claim before the command: the append's statement records the key (decision 0017).
     assert!(
-        finished
-            .iter()
-            .any(|span| span.span_kind == SpanKind::Client
-                && span.parent_span_id == claim.span_context.span_id()),
-        "no statement span under the claim: {finished:#?}"
+        finished.iter().all(|span| span.name != "idempotency.claim"),
+        "{finished:#?}"
     );
+    let recorded: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM idempotency_keys \
+          WHERE key = 'traced-create-1' AND completed_at IS NOT NULL",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(recorded, 1);
 
     // The append under the command, and the INSERT under the append, with the rows it wrote.
     let append = finished

@@ -14,7 +14,11 @@ for d, _, fs in os.walk(root):
             rel = os.path.relpath(p, root)
             mod = rel[:-3].replace(os.sep, '::')
             mod = re.sub(r'(::)?mod$', '', mod)
-            if mod == 'main': continue  # another crate root: it uses query_api::, not crate::
+            # A binary beside a library is another crate root (it uses query_api::, not
+            # crate::); without a library, main.rs is the root the modules hang from.
+            if mod == 'main':
+                if os.path.exists(os.path.join(root, 'lib.rs')): continue
+                mod = ''
             if mod == 'lib': mod = ''
             files[mod] = rel
 def resolve(path):

@@ -45,16 +45,11 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
+pub use subscription::DEFAULT_BATCH_BYTES;
 pub use subscription::{
     CatchUp, EngineError, LoopSettings, Projection, ProjectionError, RunOptions, Target, catch_up,
     catch_up_target, run_projection, run_projection_with,
 };
-
-/// `PROJECTOR_BATCH_BYTES` when unset: 1 MiB. Eight loops (seven projections and the relay)
-/// each hold at most one batch of about this much payload, plus its decoded form, so the
-/// projector's memory stays within tens of MiB whatever the events weigh; 500 small events
-/// are far below it, so it only ever shortens batches of big ones (analytics).
-pub const DEFAULT_BATCH_BYTES: i64 = 1024 * 1024;
 
 /// The projector's settings.
 #[derive(Debug, Clone)]

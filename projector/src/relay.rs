@@ -133,7 +133,7 @@ impl RelaySettings {
             url: BrokerUrl::new(DEFAULT_RABBITMQ_URL),
             exchange: DEFAULT_EXCHANGE.to_owned(),
             batch_size: 500,
-            max_bytes: crate::DEFAULT_BATCH_BYTES,
+            max_bytes: subscription::DEFAULT_BATCH_BYTES,
             poll_interval: Duration::from_millis(500),
             connection_name: "chronicle-relay".to_owned(),
         }

@@ -40,6 +40,12 @@ pub use projection::{
 pub use read_model::ReadModelSink;
 use skip::skip_unrelated;
 
+/// `PROJECTOR_BATCH_BYTES` when unset: 1 MiB. Eight loops (seven projections and the relay)
+/// each hold at most one batch of about this much payload, plus its decoded form, so the
+/// projector's memory stays within tens of MiB whatever the events weigh; 500 small events
+/// are far below it, so it only ever shortens batches of big ones (analytics).
+pub const DEFAULT_BATCH_BYTES: i64 = 1024 * 1024;
+
 /// The first delay before re-reading while committed events wait behind an older transaction.
 const RECHECK_MIN: Duration = Duration::from_millis(5);
 

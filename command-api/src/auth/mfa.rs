@@ -34,7 +34,7 @@ use super::limits::{self, ip_of};
 use super::problems;
 use super::routes::{
     AccountAnswer, AuthErrors, Login, LoginAnswer, account_answer, auth_of, bounded, failure,
-    invalid, live_bearer, no_store, open_session_in, record_failure, revoke_all, session_metadata,
+    invalid, live_bearer, login_refused, no_store, open_session_in, revoke_all, session_metadata,
     unauthenticated,
 };
 use super::{AuthState, crypto, token};
@@ -373,27 +373,17 @@ async fn mfa_failed(
     mfa::mfa_token_failed(&auth.pool, token_hash)
         .await
         .map_err(db)?;
-    if let Some(credentials) = known {
-        limits::login_failed(
-            &auth.pool,
-            &auth.settings.rate_limits,
-            &credentials.email,
-            ip,
-        )
-        .await
-        .map_err(failure)?;
-    }
-    record_failure(
+    security::record(SecurityEvent::MfaFailed, 1);
+    login_refused(
         auth,
+        known.map(|c| c.email.as_str()),
+        ip,
         known.map(|c| c.account_id),
         method,
         FailureReason::MfaFailed,
         metadata,
     )
-    .await?;
-    security::record(SecurityEvent::MfaFailed, 1);
-    super::routes::count_login("failure");
-    Ok(problems::invalid_credentials())
+    .await
 }
 
 #[utoipa::path(

@@ -37,7 +37,7 @@ use super::limits::{self, ip_of};
 use super::problems;
 use super::routes::{
     AccountAnswer, AuthErrors, Login, LoginAnswer, account_answer, auth_of, count_login, failure,
-    invalid, no_store, open_session_in, record_failure, refuse_unusable, session_metadata, step_up,
+    invalid, login_refused, no_store, open_session_in, refuse_unusable, session_metadata, step_up,
 };
 use super::{AuthState, token};
 use crate::domain::account::AccountCommand;
@@ -491,21 +491,16 @@ async fn login_finish(
         _ => None,
     };
     let (Some(credentials), Some((id, updated))) = (known.clone(), verified) else {
-        if let Some(email) = &email {
-            limits::login_failed(&auth.pool, limits, email, &ip)
-                .await
-                .map_err(failure)?;
-        }
-        record_failure(
+        return Err(login_refused(
             &auth,
+            email.as_deref(),
+            &ip,
             known.map(|c| c.account_id),
             LoginMethod::Passkey,
             FailureReason::InvalidCredentials,
             &input.metadata,
         )
-        .await?;
-        count_login("failure");
-        return Err(problems::invalid_credentials());
+        .await?);
     };
     refuse_unusable(&auth, &credentials, LoginMethod::Passkey, &input.metadata).await?;
     let mut tx = auth.pool.begin().await.map_err(db)?;

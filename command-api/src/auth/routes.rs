@@ -518,19 +518,16 @@ async fn login(
     let credentials = match credentials {
         Some(credentials) if right => credentials,
         known => {
-            limits::login_failed(&auth.pool, limits, &email, &ip)
-                .await
-                .map_err(failure)?;
-            record_failure(
+            return Err(login_refused(
                 &auth,
+                Some(&email),
+                &ip,
                 known.map(|c| c.account_id),
                 LoginMethod::Password,
                 FailureReason::InvalidCredentials,
                 &input.metadata,
             )
-            .await?;
-            count_login("failure");
-            return Err(problems::invalid_credentials());
+            .await?);
         }
     };
     refuse_unusable(&auth, &credentials, LoginMethod::Password, &input.metadata).await?;
@@ -1221,6 +1218,28 @@ pub(crate) async fn caller_credentials(
 
 /// Who asked for a reset through `password/forgot`.
 pub(crate) const OWNER: ResetRequestedBy = ResetRequestedBy::Owner;
+
+/// Refuses a login whose factor was wrong or whose account is unknown: counts it against the
+/// rate limits of the address tried (when there is one), records one `LoginFailed` for
+/// `reason`, counts the failure, and gives the generic `invalid-credentials` to answer with.
+pub(crate) async fn login_refused(
+    auth: &AuthState,
+    email: Option<&str>,
+    ip: &str,
+    account_id: Option<Uuid>,
+    method: LoginMethod,
+    reason: FailureReason,
+    metadata: &EventMetadata,
+) -> Result<Problem, Problem> {
+    if let Some(email) = email {
+        limits::login_failed(&auth.pool, &auth.settings.rate_limits, email, ip)
+            .await
+            .map_err(failure)?;
+    }
+    record_failure(auth, account_id, method, reason, metadata).await?;
+    count_login("failure");
+    Ok(problems::invalid_credentials())
+}
 
 /// Refuses a login whose account is disabled or unverified, once its first factor was right
 /// (only the right factor may learn more than `invalid-credentials`): records the failure,

@@ -30,7 +30,7 @@ enum Kind {
 }
 
 /// One command; with `keyed`, a fresh `Idempotency-Key` (every request is a first attempt, so
-/// this measures the claim-and-complete path, not replays).
+/// this measures the key recorded by the append, not replays).
 async fn command(
     context: &Context,
     kind: Kind,

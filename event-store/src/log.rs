@@ -193,11 +193,7 @@ fn push_read(
 /// and walked the commit-order index filtering every row (3.0 s on 1,000,000 events of
 /// another actor; 0.12 ms as a range of `events_actor_idx`). The other equalities filter.
 ///
-/// The leading value bounds the range from above as `{column} <= $v`, never as `{column} = $v`:
-/// given an equality on the first column, PostgreSQL's B-tree starts the scan at the first
-/// entry of that value and walks every entry of it up to `after` (637 buffers, 5.7 ms for a
-/// projection at the head of 128,666 `Project` events; 3 buffers, 0.03 ms bounded this way).
-/// With the row comparison the only lower bound, the scan starts at `after`.
+/// A leading value is written as three conditions ([`push_lead`]).
 fn push_branch(
     query: &mut QueryBuilder<'_, Postgres>,
     kind: Option<&String>,
@@ -217,23 +213,14 @@ fn push_branch(
     };
     query.push(format!("SELECT {COLUMNS} FROM events WHERE "));
     if let Some((column, value)) = lead {
-        query
-            .push(format!("({column}, tx_id, global_position) > ("))
-            .push_bind(value.clone())
-            .push(", ");
-    } else {
-        query.push("(tx_id, global_position) > (");
+        push_lead(query, column, value, after);
     }
     query
+        .push("(tx_id, global_position) > (")
         .push_bind(after.tx_id.to_string())
         .push("::xid8, ")
         .push_bind(after.position)
         .push(") AND tx_id < pg_snapshot_xmin(pg_current_snapshot())");
-    if let Some((column, value)) = lead {
-        query
-            .push(format!(" AND {column} <= "))
-            .push_bind(value.clone());
-    }
     let leads = |column: &str| lead.is_some_and(|(leading, _)| leading == column);
     if let Some(kind) = kind
         && !leads("aggregate_type")
@@ -278,6 +265,42 @@ fn push_branch(
         None => query.push(" ORDER BY events.tx_id, events.global_position LIMIT "),
     };
     query.push_bind(limit);
+}
+
+/// Pushes `{column} = $v AND ({column}, tx_id, global_position) > ($v, ..) AND `: the start of
+/// a read led by a value, three conditions, each for its reader.
+///
+/// - The equality gives the planner the value's share of the log, with or without statistics;
+///   with a range `lead <= $v` instead, an unanalyzed `events` got a plan reading the primary
+///   key's range of the type and sorting it (10,070 buffers at 10,000 events).
+/// - The 3-column comparison is an index condition of the leading index only, so that index
+///   wins over the commit-order one, which a generic plan otherwise walks, filtering the value
+///   (decision 0007).
+/// - The 2-column comparison that the caller pushes next, `(tx_id, global_position) > (..)`,
+///   is where the scan starts. Given an equality on an index's first column, PostgreSQL's
+///   B-tree does not take a row comparison on that column as its start and begins at the
+///   value's first entry: the projects projection at the head of 128,666 `Project` events read
+///   637 buffers (5.7 ms) per check. A row comparison on the columns after the equality's is a
+///   start: 3 buffers (0.03 ms).
+///
+/// `tests::reads_at_the_head_of_a_long_range_start_there` counts the buffers, before and after
+/// `ANALYZE`; decision 0014 has the history.
+fn push_lead(
+    query: &mut QueryBuilder<'_, Postgres>,
+    column: &str,
+    value: &str,
+    after: LogPosition,
+) {
+    query
+        .push(format!("{column} = "))
+        .push_bind(value.to_owned())
+        .push(format!(" AND ({column}, tx_id, global_position) > ("))
+        .push_bind(value.to_owned())
+        .push(", ")
+        .push_bind(after.tx_id.to_string())
+        .push("::xid8, ")
+        .push_bind(after.position)
+        .push(") AND ");
 }
 
 /// Reads up to `limit` events of one stream in version order, from `from_version` on. The
@@ -379,8 +402,8 @@ async fn first_between(
     Ok(found.is_some())
 }
 
-/// Appends [`first_between`]'s statement to `query` (empty, or a test's `EXPLAIN`). The type
-/// bounds the range from above, never as an equality (see [`push_branch`]).
+/// Appends [`first_between`]'s statement to `query` (empty, or a test's `EXPLAIN`), led by the
+/// type ([`push_lead`]).
 fn push_first_between(
     query: &mut QueryBuilder<'_, Postgres>,
     kind: Option<&String>,
@@ -389,14 +412,13 @@ fn push_first_between(
 ) {
     query.push("SELECT 1 FROM events WHERE ");
     let columns = if let Some(kind) = kind {
-        query.push("(aggregate_type, tx_id, global_position) > (");
-        query.push_bind(kind.clone()).push(", ");
+        push_lead(query, "aggregate_type", kind, after);
         "(aggregate_type, tx_id, global_position)"
     } else {
-        query.push("(tx_id, global_position) > (");
         "(tx_id, global_position)"
     };
     query
+        .push("(tx_id, global_position) > (")
         .push_bind(after.tx_id.to_string())
         .push("::xid8, ")
         .push_bind(after.position)
@@ -411,10 +433,6 @@ fn push_first_between(
             .push("::xid8, ")
             .push_bind(upto.position)
             .push(")");
-    } else if let Some(kind) = kind {
-        query
-            .push(" AND aggregate_type <= ")
-            .push_bind(kind.clone());
     }
     // Ordered as the index is, so the plan is the first entry of an index range.
     query.push(if kind.is_some() {
@@ -426,12 +444,13 @@ fn push_first_between(
 
 /// [`settled_without`]'s statement for one type. The first row of a type-index range, as in
 /// [`first_between`]: a 2-column row comparison inside `NOT EXISTS` was a sequential scan of
-/// the log under a generic plan (617 ms on 1,000,000 events of other types; 0.09 ms now). The
-/// two row comparisons bound the range; an added `aggregate_type = $5` would start the scan
-/// at the type's first event (see [`push_branch`]).
+/// the log under a generic plan (617 ms on 1,000,000 events of other types; 0.09 ms now). Led
+/// by the type as [`push_lead`] explains.
 const SETTLED_WITHOUT: &str = "SELECT $3::text::xid8 < pg_snapshot_xmin(pg_current_snapshot()) \
     AND (SELECT 1 FROM events \
-          WHERE (aggregate_type, tx_id, global_position) > ($5, $1::text::xid8, $2) \
+          WHERE aggregate_type = $5 \
+            AND (aggregate_type, tx_id, global_position) > ($5, $1::text::xid8, $2) \
+            AND (tx_id, global_position) > ($1::text::xid8, $2) \
             AND (aggregate_type, tx_id, global_position) <= ($5, $3::text::xid8, $4) \
           ORDER BY events.aggregate_type, events.tx_id, events.global_position \
           LIMIT 1) IS NULL";
@@ -502,9 +521,9 @@ mod tests {
     /// event type and one actor.
     const LONG_RANGE: i64 = 20_000;
 
-    /// At most this many buffers for a read at the head of [`LONG_RANGE`] events: the index's
-    /// root, an inner page, a leaf and the visibility map. A scan that starts at the range's
-    /// first entry instead walks about a hundred leaves.
+    /// At most this many buffers per index range read at the head of [`LONG_RANGE`] events:
+    /// the index's root, an inner page, a leaf, the visibility map, a heap page. A scan that
+    /// starts at the range's first entry instead walks about a hundred leaves.
     const HEAD_READ_BUFFERS: i64 = 8;
 
     /// Appends [`LONG_RANGE`] events of one stream in one transaction; returns the last one's
@@ -524,7 +543,6 @@ mod tests {
         .bind(LONG_RANGE)
         .fetch_one(pool)
         .await?;
-        sqlx::query("ANALYZE events").execute(pool).await?;
         // The commit-safe horizon is the server's: another test's open transaction holds the
         // seed back from commit-safe reads until it ends.
         for _ in 0..1000 {
@@ -562,74 +580,62 @@ mod tests {
         QueryBuilder::new(EXPLAIN)
     }
 
-    /// Every filtered read of the log at the head of a long range of its leading value costs
-    /// what the read returns, not what the range holds before it: the scan starts at the
-    /// checkpoint. An equality on the index's first column made the B-tree start at the
-    /// value's first entry and walk all of them.
-    #[sqlx::test(migrator = "crate::MIGRATOR")]
-    async fn reads_at_the_head_of_a_long_range_start_there(pool: PgPool) -> sqlx::Result<()> {
-        let head = seed_long_range(&pool).await?;
-        let start = LogPosition {
-            tx_id: 0,
-            position: 0,
+    /// The filters every read below is narrowed by, each leading with another index.
+    fn filters() -> [(&'static str, LogFilter); 5] {
+        let only = |build: fn(&mut LogFilter)| {
+            let mut filter = LogFilter::default();
+            build(&mut filter);
+            filter
         };
-        let project = "Project".to_owned();
-        let filters = [
+        [
             (
                 "one type",
-                LogFilter {
-                    aggregate_types: vec![project.clone()],
-                    ..LogFilter::default()
-                },
+                only(|f| f.aggregate_types = vec!["Project".to_owned()]),
             ),
             (
                 "two types",
-                LogFilter {
-                    aggregate_types: vec![project.clone(), "SupportTicket".to_owned()],
-                    ..LogFilter::default()
-                },
+                only(|f| {
+                    f.aggregate_types = vec!["Project".to_owned(), "SupportTicket".to_owned()];
+                }),
             ),
             (
                 "stream id",
-                LogFilter {
-                    aggregate_id: Some("long".to_owned()),
-                    ..LogFilter::default()
-                },
+                only(|f| f.aggregate_id = Some("long".to_owned())),
             ),
             (
                 "event type",
-                LogFilter {
-                    event_type: Some("ProjectRenamed".to_owned()),
-                    ..LogFilter::default()
-                },
+                only(|f| f.event_type = Some("ProjectRenamed".to_owned())),
             ),
-            (
-                "actor",
-                LogFilter {
-                    actor: Some("auditor-x".to_owned()),
-                    ..LogFilter::default()
-                },
-            ),
-        ];
-        for (name, filter) in &filters {
+            ("actor", only(|f| f.actor = Some("auditor-x".to_owned()))),
+        ]
+    }
+
+    /// Asserts that each statement reading the log at `head` touches at most
+    /// [`HEAD_READ_BUFFERS`]; `when` names the statistics' state in the message.
+    async fn assert_reads_start_at(
+        pool: &PgPool,
+        head: LogPosition,
+        when: &str,
+    ) -> sqlx::Result<()> {
+        let project = "Project".to_owned();
+        for (name, filter) in &filters() {
             let mut query = explain();
             push_read(&mut query, head, 500, super::DEFAULT_MAX_BYTES, filter);
-            let touched = buffers(&pool, query).await?;
+            let touched = buffers(pool, query).await?;
+            // One range per type (a branch each), else one.
+            let ranges = i64::try_from(filter.aggregate_types.len().max(1)).unwrap_or(i64::MAX);
             assert!(
-                touched <= HEAD_READ_BUFFERS,
-                "read by {name}: {touched} buffers"
+                touched <= HEAD_READ_BUFFERS * ranges,
+                "{when}, read by {name}: {touched} buffers"
             );
-            // The same read from before the range returns it, so the filter is the one meant.
-            let read = super::read_after(&pool, start, 5, filter).await?;
-            assert_eq!(read.len(), 5, "read by {name}");
         }
         for upto in [None, Some(head)] {
             let mut query = explain();
             push_first_between(&mut query, Some(&project), head, upto);
-            let touched = buffers(&pool, query).await?;
+            let touched = buffers(pool, query).await?;
             assert!(
                 touched <= HEAD_READ_BUFFERS,
-                "check up to {upto:?}: {touched} buffers"
+                "{when}, check up to {upto:?}: {touched} buffers"
             );
         }
         let plan: Value = sqlx::query_scalar(&format!("{EXPLAIN}{SETTLED_WITHOUT}"))
@@ -638,28 +644,34 @@ mod tests {
             .bind(head.tx_id.to_string())
             .bind(head.position)
             .bind(&project)
-            .fetch_one(&pool)
+            .fetch_one(pool)
             .await?;
-        let touched = touched(&plan);
+        let settled = touched(&plan);
         assert!(
-            touched <= HEAD_READ_BUFFERS,
-            "settled_without: {touched} buffers"
+            settled <= HEAD_READ_BUFFERS,
+            "{when}, settled_without: {settled} buffers"
         );
+        let statement = format!("{EXPLAIN}{}", crate::checkpoints::STATUSES);
+        let plan: Value = sqlx::query_scalar(&statement)
+            .bind(["projects"])
+            .bind([&project])
+            .fetch_one(pool)
+            .await?;
+        let lag = touched(&plan);
         assert!(
-            super::settled_without(&pool, &["Project"], head, head)
-                .await?
-                .0
+            lag <= HEAD_READ_BUFFERS,
+            "{when}, checkpoint statuses: {lag} buffers"
         );
-        assert!(super::any_between(&pool, &[project], start, None).await?);
         Ok(())
     }
 
-    /// The projection lag of a checkpoint at the head of a long range of its type is counted
-    /// from the checkpoint on, as the reads are.
+    /// Every read of the log at the head of a long range of its leading value costs what the
+    /// read returns, not what the range holds before it: the scan starts at the checkpoint,
+    /// with the planner's statistics and before it has any (a young database). An equality on
+    /// the index's first column alone made the B-tree start at the value's first entry; a
+    /// range instead of the equality made the planner pick the primary key without statistics.
     #[sqlx::test(migrator = "crate::MIGRATOR")]
-    async fn the_lag_of_a_checkpoint_at_the_head_is_counted_from_there(
-        pool: PgPool,
-    ) -> sqlx::Result<()> {
+    async fn reads_at_the_head_of_a_long_range_start_there(pool: PgPool) -> sqlx::Result<()> {
         let head = seed_long_range(&pool).await?;
         sqlx::query(
             "INSERT INTO projection_checkpoints (name, tx_id, position) VALUES ($1, $2, $3)",
@@ -669,23 +681,33 @@ mod tests {
         .bind(head.position)
         .execute(&pool)
         .await?;
-        // Planned for its values, as `statuses` has it.
-        let mut tx = pool.begin().await?;
-        sqlx::query("SET LOCAL plan_cache_mode = force_custom_plan")
-            .execute(&mut *tx)
-            .await?;
-        let statement = format!("{EXPLAIN}{}", crate::checkpoints::LAG_OF_TYPE);
-        let plan: Value = sqlx::query_scalar(&statement)
-            .bind("Project")
-            .bind(head.tx_id.to_string())
-            .bind(head.position)
-            .fetch_one(&mut *tx)
-            .await?;
-        tx.rollback().await?;
-        let touched = touched(&plan);
+        assert_reads_start_at(&pool, head, "without statistics").await?;
+        sqlx::query("ANALYZE events").execute(&pool).await?;
+        assert_reads_start_at(&pool, head, "with statistics").await?;
+
+        // The same statements return what lies after a position, so each filter is the one
+        // meant and each check sees the range.
+        let start = LogPosition {
+            tx_id: 0,
+            position: 0,
+        };
+        for (name, filter) in &filters() {
+            let read = super::read_after(&pool, start, 5, filter).await?;
+            assert_eq!(read.len(), 5, "read by {name}");
+            assert!(super::read_after(&pool, head, 5, filter).await?.is_empty());
+        }
+        let project = ["Project".to_owned()];
+        assert!(super::any_between(&pool, &project, start, None).await?);
+        assert!(!super::any_between(&pool, &project, head, None).await?);
         assert!(
-            touched <= HEAD_READ_BUFFERS,
-            "lag of a type: {touched} buffers"
+            !super::settled_without(&pool, &["Project"], start, head)
+                .await?
+                .0
+        );
+        assert!(
+            super::settled_without(&pool, &["Project"], head, head)
+                .await?
+                .0
         );
         let statuses = crate::checkpoints::statuses(&pool, &[("projects", "Project")]).await?;
         assert_eq!(statuses.len(), 1);

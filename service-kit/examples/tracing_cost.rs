@@ -1,7 +1,10 @@
 //! What tracing costs one request through the shared plumbing (request id, server span,
-//! metrics, problem mapping) with export off, against the same router with the SDK disabled
-//! (`OTEL_SDK_DISABLED=true`: the SQL layer alone, as `init_tracing` then installs it); and,
-//! for scale, with every span sampled into a no-op processor. For docs/tracing.md ("Cost"):
+//! metrics, problem mapping) with export off (the id layers: no OpenTelemetry SDK), against the
+//! same router with the SDK disabled (`OTEL_SDK_DISABLED=true`: the SQL layer alone, as
+//! `init_tracing` then installs it); for comparison, the export-off layers as they were before
+//! the id layer (`tracing-opentelemetry` on a parent-based always-off SDK provider, no context
+//! activation); and, for scale, with every span sampled into a no-op processor. For
+//! docs/tracing.md ("Cost"):
 //!
 //! ```sh
 //! cargo run --release -p service-kit --example tracing_cost
@@ -17,8 +20,10 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::Request;
 use axum::routing::get;
+use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use tower::ServiceExt as _;
+use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 
 const REQUESTS: u32 = 20_000;
@@ -66,7 +71,7 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let app = runtime.block_on(async { app() })?;
-    // Export off, as `init_tracing` sets it up without OTEL_EXPORTER_OTLP_ENDPOINT.
+    // Export off as it was before the id layer: a non-recording SDK span per span of ours.
     let off = SdkTracerProvider::builder()
         .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOff)))
         .build();
@@ -76,12 +81,8 @@ fn main() -> anyhow::Result<()> {
         .build();
     let cases: [(&str, Case<'_>); 4] = [
         ("OTEL_SDK_DISABLED=true", Case::Disabled),
-        ("tracing, export off", Case::ExportOff(&off)),
-        // The export-off layers as they were before they stopped activating contexts.
-        (
-            "tracing, export off, contexts activated",
-            Case::Exporting(&off),
-        ),
+        ("tracing, export off (id layer)", Case::ExportOff),
+        ("tracing, export off, SDK (before)", Case::SdkOff(&off)),
         ("tracing, all sampled", Case::Exporting(&on)),
     ];
     let mut figures = vec![Vec::with_capacity(ROUNDS); cases.len()];
@@ -112,25 +113,43 @@ fn run_case(
     app: &Router,
     case: Case<'_>,
 ) -> anyhow::Result<f64> {
-    use service_kit::telemetry::{trace_layers, unexported_trace_layers, untraced_layers};
-    use tracing_subscriber::Layer as _;
+    use service_kit::telemetry::{id_layers, trace_layers, untraced_layers};
 
     let layers = match case {
         Case::Disabled => untraced_layers().boxed(),
-        Case::ExportOff(provider) => unexported_trace_layers(provider).boxed(),
+        Case::ExportOff => id_layers().boxed(),
+        Case::SdkOff(provider) => {
+            // What `unexported_trace_layers` installed: the OpenTelemetry layer on our spans,
+            // without context activation, and the SQL layer without statement spans.
+            let ours = tracing_subscriber::filter::FilterFn::new(|metadata| {
+                metadata.is_span() && metadata.target().starts_with("service_kit")
+            });
+            tracing_opentelemetry::layer()
+                .with_tracer(provider.tracer(service_kit::otel::SCOPE))
+                .with_location(false)
+                .with_threads(false)
+                .with_target(false)
+                .with_tracked_inactivity(false)
+                .with_context_activation(false)
+                .with_filter(ours)
+                .and_then(service_kit::sql_metrics::layer(None))
+                .boxed()
+        }
         Case::Exporting(provider) => trace_layers(provider).boxed(),
     };
     let _guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(layers));
     per_request(runtime, app)
 }
 
-/// The layers a case runs under, as `init_tracing` installs them.
+/// The layers a case runs under.
 #[derive(Clone, Copy)]
 enum Case<'a> {
     /// `OTEL_SDK_DISABLED=true`.
     Disabled,
-    /// The default: no exporter.
-    ExportOff(&'a SdkTracerProvider),
+    /// The default: no exporter, the id layers.
+    ExportOff,
+    /// The default before the id layer, on this (always-off) provider.
+    SdkOff(&'a SdkTracerProvider),
     /// As when exporting, on this provider.
     Exporting(&'a SdkTracerProvider),
 }

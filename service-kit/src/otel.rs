@@ -165,8 +165,8 @@ pub fn inject(span: &tracing::Span, mut set: impl FnMut(&str, String)) {
 /// the span takes the trace id and sampled flag (its own span id stays); with the OpenTelemetry
 /// layer the context becomes its remote parent.
 pub fn continue_from(span: &tracing::Span, traceparent: &str) {
-    if let Some(context) = span_context_of(traceparent)
-        && !trace_ids::adopt(span, &context)
+    if !trace_ids::continue_from(span, traceparent)
+        && let Some(context) = span_context_of(traceparent)
     {
         // Fails only when no OpenTelemetry layer is installed, or the span is not ours.
         let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(context));
@@ -177,19 +177,16 @@ pub fn continue_from(span: &tracing::Span, traceparent: &str) {
 /// `traceparent` (and, with the OpenTelemetry layer, `tracestate`), as [`continue_from`] does; a
 /// request without a valid one leaves the span a root.
 pub fn continue_from_headers(span: &tracing::Span, headers: &axum::http::HeaderMap) {
-    if trace_ids::has_ids(span) {
-        // The id layer keeps no `tracestate`: nothing it makes is exported.
-        if let Some(traceparent) = headers
-            .get(TRACEPARENT)
-            .and_then(|value| value.to_str().ok())
-        {
-            continue_from(span, traceparent);
-        }
-        return;
+    // The id layer keeps no `tracestate`: nothing it makes is exported.
+    let traceparent = headers
+        .get(TRACEPARENT)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default();
+    if !trace_ids::continue_from(span, traceparent) {
+        // Fails only when no OpenTelemetry layer is installed (`OTEL_SDK_DISABLED=true`, a bare
+        // test subscriber).
+        let _ = span.set_parent(extract(headers));
     }
-    // Fails only when no OpenTelemetry layer is installed (`OTEL_SDK_DISABLED=true`, a bare test
-    // subscriber).
-    let _ = span.set_parent(extract(headers));
 }
 
 /// The most links a span is given ([`link_each`]): a batch of 500 events would otherwise
@@ -269,6 +266,42 @@ mod tests {
         );
         assert!(context.is_remote());
         assert!(span_context_of("nonsense").is_none());
+    }
+
+    #[test]
+    fn the_id_layers_parser_accepts_what_the_propagator_accepts() {
+        let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+        let span = "00f067aa0ba902b7";
+        let cases = [
+            format!("00-{trace}-{span}-01"),
+            format!("00-{trace}-{span}-00"),
+            format!("00-{trace}-{span}-03"),
+            format!(" 00-{trace}-{span}-01 "),
+            format!("00-{trace}-{span}-01-"),
+            format!("00-{trace}-{span}-01-more"),
+            format!("01-{trace}-{span}-01-more"),
+            format!("fe-{trace}-{span}-01"),
+            format!("ff-{trace}-{span}-01"),
+            format!("00-{}-{span}-01", trace.to_uppercase()),
+            format!("00-{trace}-{}-01", span.to_uppercase()),
+            format!("00-{trace}-{span}-0A"),
+            format!("00-00000000000000000000000000000000-{span}-01"),
+            format!("00-{trace}-0000000000000000-01"),
+            format!("00-{trace}-{span}"),
+            format!("00-{trace}-{span}-zz"),
+            format!("0x-{trace}-{span}-01"),
+            "00-1-2-01".to_owned(),
+            "00-+1-+2-01".to_owned(),
+            "00-zz-01".to_owned(),
+            String::new(),
+        ];
+        for traceparent in cases {
+            let sdk = span_context_of(&traceparent)
+                .map(|context| (context.trace_id(), context.span_id(), context.is_sampled()));
+            let ours =
+                trace_ids::parse(&traceparent).map(|ids| (ids.trace_id, ids.span_id, ids.sampled));
+            assert_eq!(ours, sdk, "{traceparent:?}");
+        }
     }
 
     #[test]

@@ -17,7 +17,7 @@
 use std::cell::RefCell;
 use std::fmt;
 
-use opentelemetry::trace::{SpanContext, SpanId, TraceId};
+use opentelemetry::trace::{SpanId, TraceId};
 use rand::rngs::SmallRng;
 use rand::{Rng as _, SeedableRng as _};
 use tracing::span::{Attributes, Id};
@@ -130,17 +130,48 @@ pub fn has_ids(span: &tracing::Span) -> bool {
     of(span).is_some()
 }
 
-/// Makes `span` (not yet entered, so no child has copied its ids) continue `remote`'s trace:
-/// its trace id and sampled flag become `remote`'s, its span id stays. False when `span` has
-/// no ids of this layer.
-pub fn adopt(span: &tracing::Span, remote: &SpanContext) -> bool {
-    let mut adopted = false;
+/// Makes `span` (not yet entered, so no child has copied its ids) continue the trace
+/// `traceparent` names: its trace id and sampled flag become the remote's, its span id stays; a
+/// `traceparent` that does not parse ([`parse`]) changes nothing. False when `span` has no ids
+/// of this layer (then it may have an OpenTelemetry context to set instead).
+pub fn continue_from(span: &tracing::Span, traceparent: &str) -> bool {
+    let mut has_ids = false;
     with_ids(span, |ids| {
-        ids.trace_id = remote.trace_id();
-        ids.sampled = remote.is_sampled();
-        adopted = true;
+        has_ids = true;
+        if let Some(remote) = parse(traceparent) {
+            ids.trace_id = remote.trace_id;
+            ids.sampled = remote.sampled;
+        }
     });
-    adopted
+    has_ids
+}
+
+/// The trace id, span id and sampled flag a W3C `traceparent` names, when it is valid.
+///
+/// Accepts exactly what the SDK's `TraceContextPropagator` accepts (a test holds them equal),
+/// without its allocations: a version below `ff`, with exactly four parts for version `00`;
+/// lower-case hex; ids that are not all zeros. Flags other than sampled are dropped.
+pub fn parse(traceparent: &str) -> Option<SpanIds> {
+    const MAX_VERSION: u8 = 254;
+    let mut parts = traceparent.trim().split_terminator('-');
+    let (version, trace_id, span_id, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let version = u8::from_str_radix(version, 16).ok()?;
+    if version > MAX_VERSION || (version == 0 && parts.next().is_some()) {
+        return None;
+    }
+    let lower = |part: &str| !part.bytes().any(|byte| byte.is_ascii_uppercase());
+    if !(lower(trace_id) && lower(span_id) && lower(flags)) {
+        return None;
+    }
+    let trace_id = TraceId::from_hex(trace_id).ok()?;
+    let span_id = SpanId::from_hex(span_id).ok()?;
+    let flags = u8::from_str_radix(flags, 16).ok()?;
+    (trace_id != TraceId::INVALID && span_id != SpanId::INVALID).then_some(SpanIds {
+        trace_id,
+        span_id,
+        sampled: flags & 1 == 1,
+    })
 }
 
 /// Runs `f` on `span`'s ids, if it has some.
@@ -184,7 +215,6 @@ fn fresh_span_id() -> SpanId {
 
 #[cfg(test)]
 mod tests {
-    use opentelemetry::trace::{TraceFlags, TraceState};
     use tracing_subscriber::layer::SubscriberExt as _;
 
     use super::*;
@@ -215,23 +245,18 @@ mod tests {
     #[test]
     fn an_adopted_remote_context_is_passed_to_children() {
         tracing::subscriber::with_default(subscriber(), || {
-            let remote = SpanContext::new(
-                TraceId::from(0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736),
-                SpanId::from(0x00f0_67aa_0ba9_02b7),
-                TraceFlags::SAMPLED,
-                true,
-                TraceState::default(),
-            );
+            let remote = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
             let span = tracing::info_span!("server");
             let own = of(&span).expect("ids").span_id;
-            assert!(adopt(&span, &remote));
+            assert!(continue_from(&span, remote));
             let ids = of(&span).expect("ids");
-            assert_eq!(ids.trace_id, remote.trace_id());
+            let remote_trace = TraceId::from(0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736);
+            assert_eq!(ids.trace_id, remote_trace);
             assert_eq!(ids.span_id, own, "the span keeps its own id");
             assert!(ids.sampled);
             let child = span.in_scope(|| tracing::info_span!("child"));
             let child_ids = of(&child).expect("ids");
-            assert_eq!(child_ids.trace_id, remote.trace_id());
+            assert_eq!(child_ids.trace_id, remote_trace);
             assert!(child_ids.sampled);
             assert_eq!(
                 ids.traceparent(),
@@ -246,6 +271,8 @@ mod tests {
             let span = tracing::info_span!("plain");
             assert_eq!(of(&span), None);
             assert!(!has_ids(&span));
+            let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+            assert!(!continue_from(&span, traceparent));
         });
     }
 }

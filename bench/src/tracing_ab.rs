@@ -1,7 +1,7 @@
-//! `--tracing-ab`: what tracing costs with export off, the services' default (the OpenTelemetry
-//! layer on our spans, the SQL layer on the same tracer, nothing sampled or exported), against
-//! the SDK disabled (`OTEL_SDK_DISABLED=true`: no OpenTelemetry layer, the SQL layer timing
-//! statements only), in one run ([`crate::ab`]).
+//! `--tracing-ab`: what tracing costs with export off, the services' default (no OpenTelemetry
+//! SDK: the id layer gives our spans their W3C ids, the SQL layer times statements, nothing is
+//! exported), against the SDK disabled (`OTEL_SDK_DISABLED=true`: no span layer, the SQL layer
+//! timing statements only), in one run ([`crate::ab`]).
 //!
 //! Both variants are told that nothing is exported (an empty `OTEL_EXPORTER_OTLP_ENDPOINT`),
 //! whatever the bench's own environment says, and the SDK switch is set either way, so an

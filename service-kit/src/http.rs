@@ -102,8 +102,6 @@ pub async fn request_id(mut request: Request, next: Next) -> Response {
 /// The request's server span, `"{METHOD} {route}"` with the OTel HTTP conventions'
 /// attributes, continuing the caller's trace when the request carries `traceparent`.
 fn server_span(request: &Request, id: &str) -> tracing::Span {
-    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
-
     let method = request.method().as_str();
     let route = request
         .extensions()
@@ -122,9 +120,7 @@ fn server_span(request: &Request, id: &str) -> tracing::Span {
         client.address = client.as_deref(),
         http.response.status_code = tracing::field::Empty,
     );
-    let parent = crate::otel::extract(request.headers());
-    // Fails only when no OpenTelemetry layer is installed (a bare test subscriber).
-    let _ = span.set_parent(parent);
+    crate::otel::continue_from_headers(&span, request.headers());
     span
 }
 

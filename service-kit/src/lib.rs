@@ -21,6 +21,7 @@ pub mod sql_metrics;
 pub mod startup;
 pub mod telemetry;
 pub mod token_cache;
+pub mod trace_ids;
 
 pub use caller::{AccountCaller, Authenticator, Caller};
 pub use problem::Problem;

@@ -1,11 +1,14 @@
-//! OpenTelemetry: the tracer provider every binary installs (exporting over OTLP/HTTP only when
-//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set; none at all with `OTEL_SDK_DISABLED=true`), W3C trace-context propagation in and out (HTTP
+//! OpenTelemetry: the exporting tracer provider (installed only when
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set), W3C trace-context propagation in and out (HTTP
 //! headers, event metadata, AMQP headers), and the ids a log line is correlated by.
 //!
-//! The `tracing` spans of our crates become OpenTelemetry spans through
-//! `tracing-opentelemetry` ([`crate::telemetry`] installs the layer); SQL statements become
-//! spans in [`crate::sql_metrics`], from the same sqlx events that time them. See
-//! docs/tracing.md and docs/decisions/0011-tracing.md.
+//! When exporting, the `tracing` spans of our crates become OpenTelemetry spans through
+//! `tracing-opentelemetry`, and SQL statements become spans in [`crate::sql_metrics`], from the
+//! same sqlx events that time them. When not, no SDK is installed: our spans get their W3C ids
+//! from [`crate::trace_ids`]'s layer, which is all that propagation and logs need. The functions
+//! here read and set a span's context in either case ([`crate::telemetry`] installs the layers);
+//! with `OTEL_SDK_DISABLED=true` there is neither, and spans have no ids. See docs/tracing.md and
+//! docs/decisions/0011-tracing.md.
 
 use std::collections::HashMap;
 
@@ -13,8 +16,10 @@ use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator as _};
 use opentelemetry::trace::{SpanContext, TraceContextExt as _, TracerProvider as _};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider};
+use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+use crate::trace_ids;
 
 /// The standard variable that turns exporting on: the collector's base URL (`/v1/traces` is
 /// appended).
@@ -30,8 +35,8 @@ pub const TRACEPARENT: &str = "traceparent";
 /// The standard variable that turns the SDK off: `true` (any case) for no OpenTelemetry spans.
 pub const SDK_DISABLED: &str = "OTEL_SDK_DISABLED";
 
-/// Whether `OTEL_SDK_DISABLED` is `true`: then no span of ours becomes an OpenTelemetry span
-/// and no statement span is made (see [`crate::telemetry::init_tracing`]).
+/// Whether `OTEL_SDK_DISABLED` is `true`: then no span of ours gets ids or becomes an
+/// OpenTelemetry span, and no statement span is made (see [`crate::telemetry::init_tracing`]).
 pub fn sdk_disabled() -> bool {
     is_true(std::env::var(SDK_DISABLED).ok().as_deref())
 }
@@ -50,32 +55,11 @@ pub fn export_enabled() -> bool {
         .any(|name| std::env::var(name).is_ok_and(|value| !value.trim().is_empty()))
 }
 
-/// The provider the environment asks for.
-///
-/// With export on: a batch OTLP/HTTP (protobuf) exporter on its own thread with the blocking
-/// client, the standard variables (`OTEL_SERVICE_NAME`, `OTEL_TRACES_SAMPLER`, headers,
-/// timeouts) read by the SDK, sampling parent-based always-on by default.
-///
-/// With export off: no exporter, and a parent-based always-off sampler, so a span is a
-/// non-recording context (ids, no attributes kept) unless the caller sampled it; trace ids
-/// still flow into event metadata and AMQP headers.
-///
-/// # Errors
-///
-/// The exporter cannot be built (a malformed endpoint).
-pub fn provider_from_env() -> Result<SdkTracerProvider, opentelemetry_otlp::ExporterBuildError> {
-    if !export_enabled() {
-        return Ok(SdkTracerProvider::builder()
-            .with_resource(resource())
-            .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOff)))
-            .build());
-    }
-    exporting_provider(None)
-}
-
 /// A provider exporting in batches over OTLP/HTTP (protobuf, blocking client on the batch
 /// thread) to `endpoint` (the full URL, `.../v1/traces`), or where the standard variables say
-/// when `None`.
+/// when `None`: what [`crate::telemetry::init_tracing`] installs when [`export_enabled`]. The SDK
+/// reads the standard variables (`OTEL_SERVICE_NAME`, `OTEL_TRACES_SAMPLER`, headers, timeouts);
+/// sampling is parent-based always-on by default.
 ///
 /// # Errors
 ///
@@ -125,9 +109,12 @@ pub fn caller_traceparent(headers: &axum::http::HeaderMap) -> Option<String> {
     traceparent_in(&extract(headers))
 }
 
-/// The W3C `traceparent` of `span`'s OpenTelemetry context, when it has a valid one (the
-/// telemetry layer is installed and the span is enabled).
+/// The W3C `traceparent` of `span`'s context, when it has a valid one (a span of ours, with the
+/// id layer or the OpenTelemetry layer installed).
 pub fn traceparent_of(span: &tracing::Span) -> Option<String> {
+    if let Some(ids) = trace_ids::of(span) {
+        return Some(ids.traceparent());
+    }
     traceparent_in(&span.context())
 }
 
@@ -163,6 +150,10 @@ pub fn inject(span: &tracing::Span, mut set: impl FnMut(&str, String)) {
             (self.0)(key, value);
         }
     }
+    if let Some(ids) = trace_ids::of(span) {
+        set(TRACEPARENT, ids.traceparent());
+        return;
+    }
     let context = span.context();
     if context.span().span_context().is_valid() {
         TraceContextPropagator::new().inject_context(&context, &mut Setter(&mut set));
@@ -170,10 +161,31 @@ pub fn inject(span: &tracing::Span, mut set: impl FnMut(&str, String)) {
 }
 
 /// Makes `span` (not yet entered) a child of the context a stored `traceparent` names, so it
-/// continues that trace; a `traceparent` that does not parse changes nothing.
+/// continues that trace; a `traceparent` that does not parse changes nothing. With the id layer
+/// the span takes the trace id and sampled flag (its own span id stays); with the OpenTelemetry
+/// layer the context becomes its remote parent.
 pub fn continue_from(span: &tracing::Span, traceparent: &str) {
-    if let Some(context) = span_context_of(traceparent) {
+    if !trace_ids::continue_from(span, traceparent)
+        && let Some(context) = span_context_of(traceparent)
+    {
+        // Fails only when no OpenTelemetry layer is installed, or the span is not ours.
         let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(context));
+    }
+}
+
+/// Makes `span` (a server span, not yet entered) continue the caller's trace from the request's
+/// `traceparent` (and, with the OpenTelemetry layer, `tracestate`), as [`continue_from`] does; a
+/// request without a valid one leaves the span a root.
+pub fn continue_from_headers(span: &tracing::Span, headers: &axum::http::HeaderMap) {
+    // The id layer keeps no `tracestate`: nothing it makes is exported.
+    let traceparent = headers
+        .get(TRACEPARENT)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default();
+    if !trace_ids::continue_from(span, traceparent) {
+        // Fails only when no OpenTelemetry layer is installed (`OTEL_SDK_DISABLED=true`, a bare
+        // test subscriber).
+        let _ = span.set_parent(extract(headers));
     }
 }
 
@@ -182,9 +194,10 @@ pub fn continue_from(span: &tracing::Span, traceparent: &str) {
 pub const MAX_LINKS: usize = 128;
 
 /// Links `span` (not yet entered) to each context the `traceparents` name, at most
-/// [`MAX_LINKS`] of them; those that do not parse are skipped.
+/// [`MAX_LINKS`] of them; those that do not parse are skipped. Only the OpenTelemetry layer
+/// (exporting) keeps links: with the id layer, or none, this does nothing.
 pub fn link_each<'a>(span: &tracing::Span, traceparents: impl IntoIterator<Item = &'a str>) {
-    if span.is_disabled() {
+    if span.is_disabled() || trace_ids::has_ids(span) {
         return;
     }
     for context in traceparents
@@ -209,11 +222,16 @@ impl Extractor for Single<'_> {
     }
 }
 
-/// The trace and span ids (lower-case hex) of the innermost entered span of ours: the
-/// OpenTelemetry context active on this thread when spans activate theirs (export on), else the
-/// current `tracing` span's own. `None` outside any.
+/// The trace and span ids (lower-case hex) of the innermost entered span of ours: the current
+/// `tracing` span's ids from the id layer (export off), else the OpenTelemetry context active on
+/// this thread (export on: spans activate theirs), else the current span's own context. `None`
+/// outside any.
 pub fn current_ids() -> Option<(String, String)> {
-    active_ids().or_else(|| ids_of(&tracing::Span::current().context()))
+    let current = tracing::Span::current();
+    if let Some(ids) = trace_ids::of(&current) {
+        return Some((ids.trace_id.to_string(), ids.span_id.to_string()));
+    }
+    active_ids().or_else(|| ids_of(&current.context()))
 }
 
 /// The ids of the OpenTelemetry context active on this thread (set only when spans activate
@@ -248,6 +266,42 @@ mod tests {
         );
         assert!(context.is_remote());
         assert!(span_context_of("nonsense").is_none());
+    }
+
+    #[test]
+    fn the_id_layers_parser_accepts_what_the_propagator_accepts() {
+        let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+        let span = "00f067aa0ba902b7";
+        let cases = [
+            format!("00-{trace}-{span}-01"),
+            format!("00-{trace}-{span}-00"),
+            format!("00-{trace}-{span}-03"),
+            format!(" 00-{trace}-{span}-01 "),
+            format!("00-{trace}-{span}-01-"),
+            format!("00-{trace}-{span}-01-more"),
+            format!("01-{trace}-{span}-01-more"),
+            format!("fe-{trace}-{span}-01"),
+            format!("ff-{trace}-{span}-01"),
+            format!("00-{}-{span}-01", trace.to_uppercase()),
+            format!("00-{trace}-{}-01", span.to_uppercase()),
+            format!("00-{trace}-{span}-0A"),
+            format!("00-00000000000000000000000000000000-{span}-01"),
+            format!("00-{trace}-0000000000000000-01"),
+            format!("00-{trace}-{span}"),
+            format!("00-{trace}-{span}-zz"),
+            format!("0x-{trace}-{span}-01"),
+            "00-1-2-01".to_owned(),
+            "00-+1-+2-01".to_owned(),
+            "00-zz-01".to_owned(),
+            String::new(),
+        ];
+        for traceparent in cases {
+            let sdk = span_context_of(&traceparent)
+                .map(|context| (context.trace_id(), context.span_id(), context.is_sampled()));
+            let ours =
+                trace_ids::parse(&traceparent).map(|ids| (ids.trace_id, ids.span_id, ids.sampled));
+            assert_eq!(ours, sdk, "{traceparent:?}");
+        }
     }
 
     #[test]

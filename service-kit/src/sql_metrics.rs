@@ -9,9 +9,9 @@
 //! sqlx reports a statement once it is done, so its span is made then, with the start time
 //! moved back by `elapsed_secs`, as a child of the OpenTelemetry context active on the thread
 //! (the span of ours the statement ran in). Only statements inside a sampled trace get one, and
-//! only when exporting: with export off the layer is given no tracer
-//! ([`crate::telemetry::unexported_trace_layers`]), as a span nothing receives is waste even in a
-//! trace the caller sampled.
+//! only when exporting: with export off there is no SDK and the layer is given no tracer
+//! ([`crate::telemetry::id_layers`]), as a span nothing receives is waste even in a trace the
+//! caller sampled.
 //!
 //! The `service` label comes from the task-local set by [`in_service`]: around every request's
 //! handler ([`crate::http::track_metrics`]) and around the projector's loops. A statement run

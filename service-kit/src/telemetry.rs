@@ -1,10 +1,11 @@
 //! Logging, tracing and metrics set-up, in one place for every binary and test.
 //!
 //! One subscriber: the log lines (each written while serving a request carries `request_id`,
-//! `trace_id` and `span_id`), the OpenTelemetry layer that turns our spans into OTel spans
-//! ([`crate::otel`]), and the SQL layer that times sqlx's statements and makes their spans
-//! ([`crate::sql_metrics`]). `OTEL_SDK_DISABLED=true` leaves out the OpenTelemetry layer and the
-//! statement spans, never the statement timings.
+//! `trace_id` and `span_id`), a layer giving our spans their trace context, and the SQL layer
+//! that times sqlx's statements ([`crate::sql_metrics`]). The span layer is the OpenTelemetry one
+//! when exporting ([`trace_layers`]: our spans become OTel spans, statements get spans too), and
+//! otherwise [`crate::trace_ids`]'s, which only gives each span its W3C ids ([`id_layers`]).
+//! `OTEL_SDK_DISABLED=true` leaves out both ([`untraced_layers`]), never the statement timings.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -24,6 +25,7 @@ use tracing_subscriber::layer::{Context, SubscriberExt as _};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
+use crate::trace_ids::{IdLayer, SpanIds};
 use crate::{metric_names, otel, sql_metrics};
 
 /// The provider installed by [`init_tracing`], kept so that [`shutdown_tracing`] can flush it.
@@ -50,31 +52,36 @@ impl LogFormat {
 }
 
 /// Installs the global tracing subscriber: `RUST_LOG` filter (default `info`), JSON lines when
-/// `LOG_FORMAT=json`, compact text otherwise; the OpenTelemetry layer with the provider the
-/// environment asks for ([`otel::provider_from_env`]: exporting only when
-/// `OTEL_EXPORTER_OTLP_ENDPOINT` is set); and the SQL timings and spans
-/// ([`crate::sql_metrics`]), whose filter is their own. Safe to call more than once.
+/// `LOG_FORMAT=json`, compact text otherwise; the span layer and the SQL timings
+/// ([`crate::sql_metrics`]), whose filters are their own. Safe to call more than once.
 ///
-/// With `OTEL_SDK_DISABLED=true` ([`otel::sdk_disabled`]) there is no provider and no
-/// OpenTelemetry layer: the SQL layer still times every statement, and makes no span
-/// ([`untraced_layers`]); log lines carry `request_id` but no `trace_id`/`span_id`.
+/// When `OTEL_EXPORTER_OTLP_ENDPOINT` is set ([`otel::export_enabled`]), the exporting
+/// provider ([`otel::exporting_provider`]) under the OpenTelemetry layer, and statement spans
+/// ([`trace_layers`]). Otherwise no OpenTelemetry SDK at all: our spans get their W3C ids from
+/// the id layer, and statements no span ([`id_layers`]); event metadata, AMQP headers and log
+/// lines carry the ids all the same.
+///
+/// With `OTEL_SDK_DISABLED=true` ([`otel::sdk_disabled`]) neither: the SQL layer still times
+/// every statement ([`untraced_layers`]); log lines carry `request_id` but no
+/// `trace_id`/`span_id`.
 pub fn init_tracing() {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
-    let provider = (!otel::sdk_disabled()).then(|| match otel::provider_from_env() {
-        Ok(provider) => provider,
-        Err(error) => {
-            // Tracing is not worth refusing to serve for: say so once the logs are up.
-            eprintln!("OpenTelemetry export disabled: {error}");
-            SdkTracerProvider::builder().build()
-        }
-    });
+    let disabled = otel::sdk_disabled();
+    let provider = (!disabled && otel::export_enabled())
+        .then(|| otel::exporting_provider(None))
+        .and_then(|built| match built {
+            Ok(provider) => Some(provider),
+            Err(error) => {
+                // Tracing is not worth refusing to serve for: say so, and keep the ids.
+                eprintln!("OpenTelemetry export disabled: {error}");
+                None
+            }
+        });
+    let ids = !disabled && provider.is_none();
     let installed = tracing_subscriber::registry()
         .with(log_layer(LogFormat::from_env(), std::io::stdout).with_filter(filter))
-        .with(layers(
-            provider.as_ref().map(otel::tracer),
-            otel::export_enabled(),
-        ))
+        .with(layers(provider.as_ref().map(otel::tracer), ids))
         .try_init();
     if installed.is_ok() {
         opentelemetry::global::set_text_map_propagator(
@@ -143,18 +150,20 @@ pub fn trace_layers<S>(provider: &SdkTracerProvider) -> impl Layer<S> + Send + S
 where
     S: Subscriber + for<'a> LookupSpan<'a> + Send + Sync,
 {
-    layers(Some(otel::tracer(provider)), true)
+    layers(Some(otel::tracer(provider)), false)
 }
 
-/// What [`init_tracing`] installs when it does not export: the OpenTelemetry layer without
-/// context activation (see [`span_layer`]) and the SQL layer without statement spans (nothing
-/// would receive them); span contexts, and so the ids in event metadata, AMQP headers and log
-/// lines, are as with [`trace_layers`].
-pub fn unexported_trace_layers<S>(provider: &SdkTracerProvider) -> impl Layer<S> + Send + Sync
+/// What [`init_tracing`] installs when it does not export: no OpenTelemetry SDK, the id layer
+/// on our crates' spans ([`crate::trace_ids`]: each gets its trace id and sampled flag from its
+/// parent of ours or the caller, else a new trace, and a new span id), and the SQL layer
+/// without statement spans (nothing would receive them). The ids in event metadata, AMQP
+/// headers and log lines are as with [`trace_layers`]; nothing else of a span is kept, links
+/// included.
+pub fn id_layers<S>() -> impl Layer<S> + Send + Sync
 where
     S: Subscriber + for<'a> LookupSpan<'a> + Send + Sync,
 {
-    layers(Some(otel::tracer(provider)), false)
+    layers(None, true)
 }
 
 /// What [`init_tracing`] installs beside the logs with `OTEL_SDK_DISABLED=true`: the SQL layer
@@ -166,41 +175,47 @@ where
     layers(None, false)
 }
 
-/// The span layer on `tracer` when there is one, and the SQL layer, with statement spans on the
-/// same tracer when `export`.
-fn layers<S>(tracer: Option<SdkTracer>, export: bool) -> impl Layer<S> + Send + Sync
+/// The OpenTelemetry layer on `tracer` when there is one (exporting), the id layer when `ids`,
+/// and the SQL layer, with statement spans on the tracer.
+fn layers<S>(tracer: Option<SdkTracer>, ids: bool) -> impl Layer<S> + Send + Sync
 where
     S: Subscriber + for<'a> LookupSpan<'a> + Send + Sync,
 {
-    let spans = tracer.clone().map(|tracer| span_layer(tracer, export));
-    let statements = tracer.filter(|_| export);
+    let spans = tracer.clone().map(span_layer);
+    let ids = ids.then(id_layer);
     // `Option`'s own `and_then` would shadow the layer's.
-    Layer::and_then(spans, sql_metrics::layer(statements))
+    Layer::and_then(Layer::and_then(spans, ids), sql_metrics::layer(tracer))
 }
 
+/// Whether a span is one of our crates' (the metadata filter of the span layers).
+const OURS: sql_metrics::TargetFilter = |metadata| metadata.is_span() && is_ours(metadata);
+
 /// Our crates' spans as OpenTelemetry spans; events stay log lines (not span events), and
-/// other crates' spans (hyper, lapin, ...) are not traced.
-///
-/// `activate`: make each span's context the current OpenTelemetry context while it is entered,
-/// which is how a statement span finds its parent ([`sql_metrics`]). It costs a context clone
-/// and attach on every poll of every instrumented future, the largest part of what tracing
-/// cost with export off (docs/PERFORMANCE.md, "Tracing with export off"), so only when
-/// exporting; [`otel::current_ids`] finds the span's context without it.
+/// other crates' spans (hyper, lapin, ...) are not traced. Each span's context is the current
+/// OpenTelemetry context while it is entered, which is how a statement span finds its parent
+/// ([`sql_metrics`]); that costs a context clone and attach on every poll of every instrumented
+/// future, which is one reason this layer is only installed when exporting.
 fn span_layer<S>(
     tracer: SdkTracer,
-    activate: bool,
 ) -> Filtered<OpenTelemetryLayer<S, SdkTracer>, FilterFn<sql_metrics::TargetFilter>, S>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
-    let ours: sql_metrics::TargetFilter = |metadata| metadata.is_span() && is_ours(metadata);
     OpenTelemetryLayer::new(tracer)
         .with_location(false)
         .with_threads(false)
         .with_target(false)
         .with_tracked_inactivity(false)
-        .with_context_activation(activate)
-        .with_filter(FilterFn::new(ours))
+        .with_context_activation(true)
+        .with_filter(FilterFn::new(OURS))
+}
+
+/// Our crates' spans with W3C ids and nothing else ([`crate::trace_ids`]).
+fn id_layer<S>() -> Filtered<IdLayer, FilterFn<sql_metrics::TargetFilter>, S>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    IdLayer::new::<S>().with_filter(FilterFn::new(OURS))
 }
 
 /// Whether a span comes from one of Chronicle's crates.
@@ -221,7 +236,7 @@ fn is_ours(metadata: &Metadata<'_>) -> bool {
 
 /// Keeps a span's `request_id` field in its extensions, for [`Correlated`] to find, and the
 /// subscriber it is part of, through which [`Correlated`] reaches a span's OpenTelemetry context
-/// when spans do not activate theirs (export off: [`span_layer`]).
+/// when none is active on the thread (an event given a parent span that is not entered).
 struct Correlation {
     dispatch: Arc<OnceLock<WeakDispatch>>,
 }
@@ -298,15 +313,25 @@ where
                     .map(|id| id.0.clone())
             })
         });
-        // Inside the subscriber `tracing::Span::current()` is no span (the dispatcher does not
-        // re-enter), so without an active OpenTelemetry context the innermost span's own is
-        // looked up through the subscriber.
-        let ids = otel::active_ids().or_else(|| {
-            let dispatch = self.dispatch.get()?.upgrade()?;
-            let span = ctx.event_scope()?.next()?;
-            let context = tracing_opentelemetry::get_otel_context(&span.id(), &dispatch)?;
-            otel::ids_of(&context)
-        });
+        // Export off: the id layer's ids of the innermost span that has them. Export on: the
+        // OpenTelemetry context active on the thread, else (inside the subscriber
+        // `tracing::Span::current()` is no span: the dispatcher does not re-enter) the innermost
+        // span's own, looked up through the subscriber.
+        let ids = ctx
+            .event_scope()
+            .and_then(|scope| {
+                scope.into_iter().find_map(|span| {
+                    let ids = *span.extensions().get::<SpanIds>()?;
+                    Some((ids.trace_id.to_string(), ids.span_id.to_string()))
+                })
+            })
+            .or_else(otel::active_ids)
+            .or_else(|| {
+                let dispatch = self.dispatch.get()?.upgrade()?;
+                let span = ctx.event_scope()?.next()?;
+                let context = tracing_opentelemetry::get_otel_context(&span.id(), &dispatch)?;
+                otel::ids_of(&context)
+            });
         if request_id.is_none() && ids.is_none() {
             return self.inner.format_event(ctx, writer, event);
         }
@@ -349,20 +374,14 @@ pub const TEST_LOG: &str = "TEST_LOG";
 ///
 /// Lines go through the test harness's capture (shown for failing tests, or all with
 /// `--nocapture`); `RUST_LOG` filters them (default `debug` for our crates, `info` for the
-/// rest). Spans are not exported. Safe to call from every test: the first call wins.
+/// rest). Spans are not exported: they get ids as in production without an exporter
+/// ([`id_layers`]). Safe to call from every test: the first call wins.
 pub fn init_test_logging() {
     let wanted = std::env::var(TEST_LOG).is_ok_and(|value| !value.is_empty() && value != "0");
-    // Trace ids flow into event metadata as in production; nothing is exported.
-    let provider = SdkTracerProvider::builder()
-        .with_sampler(opentelemetry_sdk::trace::Sampler::ParentBased(Box::new(
-            opentelemetry_sdk::trace::Sampler::AlwaysOff,
-        )))
-        .build();
     if !wanted {
-        // No logs, but the SQL timings still reach the metrics the scrape tests read.
-        let _ = tracing_subscriber::registry()
-            .with(unexported_trace_layers(&provider))
-            .try_init();
+        // No logs, but the SQL timings still reach the metrics the scrape tests read, and trace
+        // ids event metadata.
+        let _ = tracing_subscriber::registry().with(id_layers()).try_init();
         return;
     }
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
@@ -377,7 +396,7 @@ pub fn init_test_logging() {
         .with_filter(filter);
     let _ = tracing_subscriber::registry()
         .with(logs)
-        .with(unexported_trace_layers(&provider))
+        .with(id_layers())
         .try_init();
 }
 

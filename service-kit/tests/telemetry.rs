@@ -1,4 +1,5 @@
-//! Telemetry end to end: the real OTLP/HTTP exporter's batch reaches a receiver, and log lines
+//! Telemetry end to end: the real OTLP/HTTP exporter's batch reaches a receiver, a request's
+//! spans carry the caller's trace with export off (the id layers, no SDK), and log lines
 //! written while serving a request carry its ids.
 
 #![expect(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
@@ -12,13 +13,16 @@ use axum::routing::{get, post};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use prost::Message as _;
-use service_kit::telemetry::{LogFormat, log_layer, trace_layers, unexported_trace_layers};
+use service_kit::otel;
+use service_kit::telemetry::{LogFormat, id_layers, log_layer, trace_layers};
 use tower::ServiceExt as _;
 use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 
 const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN: &str = "00f067aa0ba902b7";
+/// A target of ours: the span layers leave out other crates' spans, this test's included.
+const OURS: &str = "service_kit::tests";
 
 fn traceparent() -> String {
     format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01")
@@ -141,15 +145,15 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
 }
 
 /// Serves one request with a handler that logs a line, under `format`, with the layers of an
-/// exporting service or (`exported` false) of one that does not export; returns the captured
-/// lines and the (trace id, span id) the handler ran in.
+/// exporting service or (`exported` false) of one that does not export (the id layers); returns
+/// the captured lines and the (trace id, span id) the handler ran in.
 async fn log_during_request(format: LogFormat, exported: bool) -> (String, (String, String)) {
     let captured = Captured::default();
     let provider = SdkTracerProvider::builder().build();
     let traces = if exported {
         trace_layers(&provider).boxed()
     } else {
-        unexported_trace_layers(&provider).boxed()
+        id_layers().boxed()
     };
     let subscriber = tracing_subscriber::registry()
         .with(log_layer(format, captured.clone()))
@@ -222,4 +226,146 @@ async fn a_text_log_line_written_while_serving_carries_request_trace_and_span_id
             assert!(line.contains(&pair), "{pair} missing from {line}");
         }
     }
+}
+
+/// What a handler saw of its trace context: the server span's `traceparent`, and that of a span
+/// of ours opened inside it (as the command span is).
+#[derive(Debug, Clone, Default)]
+struct Seen {
+    server: Option<String>,
+    inner: Option<String>,
+    inner_ids: Option<(String, String)>,
+}
+
+/// Serves `GET /things/7` (with `traceparent` when given) under the id layers alone, with a
+/// handler recording what it saw.
+async fn seen_by_handler(traceparent: Option<&str>) -> Seen {
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let seen_in_handler = Arc::clone(&seen);
+    let routes = Router::new().route(
+        "/things/{id}",
+        get(move || {
+            let seen = Arc::clone(&seen_in_handler);
+            async move {
+                let server = otel::current_traceparent();
+                let inner = tracing::info_span!(target: OURS, "command");
+                let (traceparent, ids) =
+                    inner.in_scope(|| (otel::current_traceparent(), otel::current_ids()));
+                *seen.lock().unwrap() = Seen {
+                    server,
+                    inner: traceparent,
+                    inner_ids: ids,
+                };
+                "ok"
+            }
+        }),
+    );
+    let mut request = Request::get("/things/7");
+    if let Some(traceparent) = traceparent {
+        request = request.header("traceparent", traceparent);
+    }
+    let subscriber = tracing_subscriber::registry().with(id_layers());
+    let guard = tracing::subscriber::set_default(subscriber);
+    let response = app(routes)
+        .oneshot(request.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    drop(guard);
+    assert_eq!(response.status(), StatusCode::OK);
+    seen.lock().unwrap().clone()
+}
+
+/// The (version, trace id, span id, flags) of a `traceparent`.
+fn parts(traceparent: &str) -> (String, String, String, String) {
+    let parts: Vec<&str> = traceparent.split('-').collect();
+    assert_eq!(parts.len(), 4, "{traceparent}");
+    (
+        parts[0].to_owned(),
+        parts[1].to_owned(),
+        parts[2].to_owned(),
+        parts[3].to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn with_the_id_layers_a_server_span_continues_the_callers_trace_and_flags() {
+    for flags in ["01", "00"] {
+        let sent = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-{flags}");
+        let seen = seen_by_handler(Some(&sent)).await;
+        let server = seen.server.expect("the server span has a context");
+        let (version, trace_id, span_id, server_flags) = parts(&server);
+        assert_eq!(version, "00");
+        assert_eq!(trace_id, CALLER_TRACE, "{server}");
+        assert_eq!(
+            server_flags, flags,
+            "the caller's sampling decision, {server}"
+        );
+        assert_ne!(span_id, CALLER_SPAN, "a span of its own, {server}");
+        assert_ne!(span_id, "0000000000000000");
+        assert_eq!(span_id.len(), 16);
+
+        let inner = seen.inner.expect("the inner span has a context");
+        let (_, inner_trace, inner_span, inner_flags) = parts(&inner);
+        assert_eq!(inner_trace, CALLER_TRACE, "{inner}");
+        assert_eq!(inner_flags, flags, "{inner}");
+        assert_ne!(inner_span, span_id, "the inner span's own id");
+        assert_ne!(inner_span, CALLER_SPAN);
+        assert_eq!(seen.inner_ids, Some((inner_trace, inner_span)));
+    }
+}
+
+#[tokio::test]
+async fn with_the_id_layers_a_request_without_a_valid_traceparent_starts_a_trace() {
+    for sent in [
+        None,
+        Some("00-zz-01"),
+        Some("00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
+    ] {
+        let seen = seen_by_handler(sent).await;
+        let server = seen.server.expect("the server span has a context");
+        let (_, trace_id, span_id, flags) = parts(&server);
+        assert_ne!(trace_id, CALLER_TRACE);
+        assert_ne!(trace_id, "00000000000000000000000000000000");
+        assert_eq!(trace_id.len(), 32);
+        assert!(
+            trace_id.bytes().all(|byte| byte.is_ascii_hexdigit()),
+            "{server}"
+        );
+        assert_ne!(span_id, "0000000000000000");
+        assert_eq!(flags, "00", "not sampled: nothing records it, {server}");
+        let inner = seen.inner.expect("the inner span has a context");
+        assert_eq!(parts(&inner).1, trace_id, "one trace, {sent:?}");
+    }
+}
+
+#[test]
+fn with_the_id_layers_a_span_continued_from_a_stored_traceparent_carries_it_out() {
+    let subscriber = tracing_subscriber::registry().with(id_layers());
+    tracing::subscriber::with_default(subscriber, || {
+        let stored = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01");
+        let span = tracing::info_span!(target: OURS, parent: None, "publish");
+        otel::continue_from(&span, &stored);
+        let (_, trace_id, span_id, flags) = parts(&otel::traceparent_of(&span).unwrap());
+        assert_eq!((trace_id.as_str(), flags.as_str()), (CALLER_TRACE, "01"));
+        assert_ne!(span_id, CALLER_SPAN);
+        let mut injected = Vec::new();
+        otel::inject(&span, |key, value| injected.push((key.to_owned(), value)));
+        assert_eq!(
+            injected,
+            vec![(
+                "traceparent".to_owned(),
+                otel::traceparent_of(&span).unwrap()
+            )]
+        );
+        // A malformed one changes nothing; a batch span's links are not kept (nothing would
+        // export them), which must not fail either.
+        let other = tracing::info_span!(target: OURS, parent: None, "batch");
+        let before = otel::traceparent_of(&other).unwrap();
+        otel::continue_from(&other, "00-zz-01");
+        otel::link_each(&other, [stored.as_str()]);
+        assert_eq!(otel::traceparent_of(&other).unwrap(), before);
+        // Outside any span there is no context.
+        assert_eq!(otel::current_traceparent(), None);
+        assert_eq!(otel::current_ids(), None);
+    });
 }

@@ -545,8 +545,9 @@ mod tests {
         .await?;
         // The commit-safe horizon is the server's: another test's open transaction holds the
         // seed back from commit-safe reads until it ends.
+        let mut below = false;
         for _ in 0..1000 {
-            let below: bool = sqlx::query_scalar(
+            below = sqlx::query_scalar(
                 "SELECT $1::text::xid8 < pg_snapshot_xmin(pg_current_snapshot())",
             )
             .bind(tx_id.to_string())
@@ -557,6 +558,10 @@ mod tests {
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
+        assert!(
+            below,
+            "the seed stayed above the commit-safe horizon for 10 s"
+        );
         Ok(LogPosition { tx_id, position })
     }
 
@@ -566,7 +571,11 @@ mod tests {
     /// JSON)` touched.
     fn touched(plan: &Value) -> i64 {
         let top = &plan[0]["Plan"];
-        let count = |key: &str| top[key].as_i64().unwrap_or_default();
+        let count = |key: &str| {
+            top[key]
+                .as_i64()
+                .unwrap_or_else(|| panic!("no {key} in the plan: {plan}"))
+        };
         count("Shared Hit Blocks") + count("Shared Read Blocks")
     }
 

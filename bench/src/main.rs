@@ -36,6 +36,11 @@ mod tracing_ab;
 mod write_ab;
 mod wrk;
 
+/// The query API's allocator, so that the bare axum handlers it is measured against (and the
+/// load client) run on the same one.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;

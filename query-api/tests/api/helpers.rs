@@ -217,11 +217,24 @@ pub async fn append_event(
     sequence: i64,
 ) -> LogPosition {
     // What the event says does not matter to these tests, only where it lands in the log.
+    let event = events::project::ProjectEvent::ProjectArchived {};
+    append_project_event(pool, aggregate_type, aggregate_id, sequence, &event).await
+}
+
+/// Appends `event` to stream (`aggregate_type`, `aggregate_id`) at `sequence`, in its own
+/// transaction, and returns its log position.
+pub async fn append_project_event(
+    pool: &PgPool,
+    aggregate_type: &str,
+    aggregate_id: &str,
+    sequence: i64,
+    event: &events::project::ProjectEvent,
+) -> LogPosition {
     let event = NewEvent::of(
         aggregate_type,
         aggregate_id,
         sequence,
-        &events::project::ProjectEvent::ProjectArchived {},
+        event,
         serde_json::json!({"actor": "test"}),
     )
     .expect("event serializes");

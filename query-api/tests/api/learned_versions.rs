@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::http::StatusCode;
-use event_store::append::NewEvent;
 use event_store::wake::Delivery;
 use events::LogPosition;
 use events::project::{AGGREGATE_TYPE, ProjectEvent};
@@ -16,7 +15,9 @@ use projector::projections::ProjectsProjection;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::helpers::{app_and_state, get_with, insert_project, project, until_announced};
+use crate::helpers::{
+    app_and_state, append_project_event, get_with, insert_project, project, until_announced,
+};
 
 /// Appends event `sequence` of project `id`: its creation at 1, a rename after.
 async fn append(pool: &PgPool, id: Uuid, sequence: i64) -> LogPosition {
@@ -33,18 +34,7 @@ async fn append(pool: &PgPool, id: Uuid, sequence: i64) -> LogPosition {
             description: None,
         }
     };
-    let event = NewEvent::of(
-        AGGREGATE_TYPE,
-        &id.to_string(),
-        sequence,
-        &event,
-        serde_json::json!({"actor": "test"}),
-    )
-    .expect("event serializes");
-    event_store::append::append(pool, &[event], None)
-        .await
-        .expect("appended")
-        .last
+    append_project_event(pool, AGGREGATE_TYPE, &id.to_string(), sequence, &event).await
 }
 
 /// Runs the projects projection until it has applied everything up to `upto`, as the

@@ -191,23 +191,25 @@ thread_local! {
 
 /// A random trace id, never the invalid (all-zero) one.
 fn fresh_trace_id() -> TraceId {
-    RNG.with_borrow_mut(|rng| {
-        loop {
-            let id: u128 = rng.random();
-            if id != 0 {
-                return TraceId::from(id);
-            }
-        }
-    })
+    TraceId::from(nonzero::<u128>())
 }
 
 /// A random span id, never the invalid (all-zero) one.
 fn fresh_span_id() -> SpanId {
+    SpanId::from(nonzero::<u64>())
+}
+
+/// A random integer other than zero (which W3C reserves for "no id").
+fn nonzero<T>() -> T
+where
+    T: Default + PartialEq,
+    rand::distr::StandardUniform: rand::distr::Distribution<T>,
+{
     RNG.with_borrow_mut(|rng| {
         loop {
-            let id: u64 = rng.random();
-            if id != 0 {
-                return SpanId::from(id);
+            let id: T = rng.random();
+            if id != T::default() {
+                return id;
             }
         }
     })

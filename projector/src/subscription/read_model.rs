@@ -1,8 +1,8 @@
-//! The read-model sink: applies a batch to a [`Projection`] in one transaction that first locks
-//! the checkpoint row and checks that it still holds the position the batch was read after,
-//! then moves it. The lock and the check make a batch land at most once even if two projector
-//! processes ever run the same projection; applying it in the same transaction as the
-//! checkpoint makes it land at least once across crashes.
+//! The read-model sink: applies a batch to a [`Projection`] in one transaction that first claims
+//! the checkpoint row: one statement moves it past the batch only if it still holds the
+//! position the batch was read after, and keeps it locked. The claim makes a batch land at most
+//! once even if two projector processes ever run the same projection; applying it in the same
+//! transaction as the checkpoint makes it land at least once across crashes.
 //!
 //! An event that cannot be applied stops its projection (state `failed`) rather than being
 //! skipped, or, when dead-lettering is configured for the projection, is parked in
@@ -12,6 +12,7 @@
 //! the checkpoint row to use and the `search_path` under which the projection's unqualified
 //! table names resolve to the shadow tables.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -302,58 +303,71 @@ fn is_parkable(error: &ProjectionError) -> bool {
     }
 }
 
-/// Begins a batch transaction on the target: its settings, and the checkpoint locked and
-/// checked to rest at `expected`. `Err(Moved)` when it does not.
-async fn begin(
-    sink: &ReadModelSink<'_>,
-    expected: LogPosition,
-) -> Result<Result<(Transaction<'static, Postgres>, i64), Batch>, BatchError> {
-    let name = sink.target.checkpoint.as_str();
-    let mut tx = sink.pool.begin().await?;
+/// Begins a batch transaction on the target, with its settings sent in the same round trip as
+/// `BEGIN`, and checks the target's fence.
+async fn begin(sink: &ReadModelSink<'_>) -> Result<Transaction<'static, Postgres>, BatchError> {
     // Rows and checkpoint commit together, so a crash that loses this commit loses both and
     // the batch is applied again: no flush needs to be waited for. It also keeps the
     // projector's commits from queueing behind the command side's on the WAL flush.
-    sqlx::query("SET LOCAL synchronous_commit = off")
-        .execute(&mut *tx)
-        .await?;
-    if let Some(search_path) = &sink.target.search_path {
+    let settings = "BEGIN; SET LOCAL synchronous_commit = off";
+    let statement = match &sink.target.search_path {
         // Only for this transaction: the pooled connection goes back with its usual path.
-        sqlx::query(&format!("SET LOCAL search_path TO {search_path}"))
-            .execute(&mut *tx)
-            .await?;
-    }
+        Some(search_path) => Cow::Owned(format!(
+            "{settings}; SET LOCAL search_path TO {search_path}"
+        )),
+        None => Cow::Borrowed(settings),
+    };
+    let mut tx = sink.pool.begin_with(statement).await?;
     if let Some(fence) = &sink.target.fence
         && !fence.holds(&mut *tx).await?
     {
         tx.rollback().await?;
         return Err(BatchError::Fenced);
     }
-    if sink.target.create_missing {
-        // The row may have been deleted to rebuild the model in place; recreating it at the
-        // start makes the check below send the loop back to the start of the log.
-        checkpoints::create_if_missing(&mut *tx, name).await?;
-    }
-    let Some(current) = checkpoints::lock(&mut tx, name).await? else {
-        tx.rollback().await?;
-        return Err(BatchError::Missing);
-    };
-    if current.position != expected {
-        tx.rollback().await?;
-        return Ok(Err(Batch::Moved(current.position)));
-    }
-    Ok(Ok((tx, current.generation)))
+    Ok(tx)
 }
 
-/// Applies `batch` (read after `expected`) in one transaction with the checkpoint.
+/// Where the checkpoint rests after a batch found it elsewhere than it expected: ends `tx`,
+/// and re-creates a missing row at the start of the log when the target allows (it may have
+/// been deleted to rebuild the model in place), which sends the loop back to the start.
+async fn moved_elsewhere(
+    sink: &ReadModelSink<'_>,
+    tx: Transaction<'static, Postgres>,
+) -> Result<Batch, BatchError> {
+    tx.rollback().await?;
+    let name = sink.target.checkpoint.as_str();
+    if sink.target.create_missing {
+        checkpoints::create_if_missing(sink.pool, name).await?;
+    }
+    match checkpoints::read(sink.pool, name).await? {
+        Some(current) => Ok(Batch::Moved(current.position)),
+        None => Err(BatchError::Missing),
+    }
+}
+
+/// Applies `batch` (read after `expected`) in one transaction with the checkpoint: claimed
+/// first (checked to rest at `expected`, moved and locked by one statement), then the rows.
 async fn apply_batch(
     sink: &ReadModelSink<'_>,
     expected: LogPosition,
     batch: &[RecordedEvent],
     mode: Mode,
 ) -> Result<Batch, BatchError> {
-    let (mut tx, generation) = match begin(sink, expected).await? {
-        Ok(begun) => begun,
-        Err(moved) => return Ok(moved),
+    let Some(last) = batch.last().map(|event| event.log_position) else {
+        return Ok(Batch::Moved(expected));
+    };
+    let mut tx = begin(sink).await?;
+    let claimed = checkpoints::claim(
+        &mut tx,
+        &sink.target.checkpoint,
+        expected,
+        last,
+        batch.len(),
+        sink.target.state,
+    )
+    .await?;
+    let Some(generation) = claimed else {
+        return moved_elsewhere(sink, tx).await;
     };
     match mode {
         Mode::Bulk => sink
@@ -370,18 +384,6 @@ async fn apply_batch(
             }
         }
     }
-    let Some(last) = batch.last().map(|event| event.log_position) else {
-        tx.rollback().await?;
-        return Ok(Batch::Moved(expected));
-    };
-    checkpoints::advance(
-        &mut tx,
-        &sink.target.checkpoint,
-        last,
-        batch.len(),
-        sink.target.state,
-    )
-    .await?;
     tx.commit().await?;
     Ok(Batch::Committed(generation))
 }
@@ -396,9 +398,10 @@ async fn park(
 ) -> Result<Batch, BatchError> {
     let name = sink.target.checkpoint.as_str();
     let message = describe_failure(error, event);
-    let (mut tx, generation) = match begin(sink, expected).await? {
-        Ok(begun) => begun,
-        Err(moved) => return Ok(moved),
+    let mut tx = begin(sink).await?;
+    let generation = match checkpoints::lock(&mut tx, name).await? {
+        Some(current) if current.position == expected => current.generation,
+        _ => return moved_elsewhere(sink, tx).await,
     };
     checkpoints::park(&mut tx, name, event, &message, sink.target.state).await?;
     tx.commit().await?;

@@ -8,6 +8,7 @@ mod announcements;
 mod auth;
 mod big_events;
 mod bulk;
+mod claims;
 mod community_posts;
 mod dead_letters;
 mod deep_payloads;

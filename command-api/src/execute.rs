@@ -353,7 +353,7 @@ where
             {
                 Ok(receipt) => {
                     if receipt.count > 0 {
-                        self.notifier.notify();
+                        self.notifier.notify_appended([A::TYPE]);
                         metrics::counter!(service_kit::metric_names::EVENTS_APPENDED_TOTAL, "aggregate_type" => A::TYPE)
                             .increment(receipt.count as u64);
                     }

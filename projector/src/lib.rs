@@ -249,8 +249,9 @@ pub async fn run(settings: Settings, pool: PgPool, shutdown: Shutdown) -> anyhow
             .context("connecting to the read database")?,
         None => pool.clone(),
     };
-    let (wake, listener_task) =
-        event_store::wake::listen_with_handle(pool.clone(), event_store::wake::EVENTS_CHANNEL);
+    // Each loop wakes only for appends of the aggregate types it reads.
+    let (wakes, listener_task) =
+        event_store::wake::listen_routed(pool.clone(), event_store::wake::EVENTS_CHANNEL);
     let mut loops = JoinSet::new();
     for projection in projections() {
         let name = projection.name();
@@ -258,8 +259,11 @@ pub async fn run(settings: Settings, pool: PgPool, shutdown: Shutdown) -> anyhow
             read_pool: Some(read_pool.clone()),
             dead_letter: settings.dead_letter.applies_to(name),
         };
-        let (pool, wake, loop_settings) =
-            (pool.clone(), Arc::clone(&wake), settings.loop_settings());
+        let (pool, wake, loop_settings) = (
+            pool.clone(),
+            wakes.register(projection.aggregate_types()),
+            settings.loop_settings(),
+        );
         // Each projection runs in exactly one replica at a time (see `leader`).
         loops.spawn(service_kit::sql_metrics::in_service(
             "projector",
@@ -292,7 +296,8 @@ pub async fn run(settings: Settings, pool: PgPool, shutdown: Shutdown) -> anyhow
         let (pool, read_pool, wake, relay) = (
             pool.clone(),
             read_pool.clone(),
-            Arc::clone(&wake),
+            // The relay publishes every event.
+            wakes.register(&[]),
             settings.relay.clone(),
         );
         loops.spawn(service_kit::sql_metrics::in_service(
@@ -315,7 +320,11 @@ pub async fn run(settings: Settings, pool: PgPool, shutdown: Shutdown) -> anyhow
         ));
     }
     if settings.mail.enabled {
-        let (pool, wake, mail) = (pool.clone(), Arc::clone(&wake), settings.mail.clone());
+        let (pool, wake, mail) = (
+            pool.clone(),
+            wakes.register(&[event_store::wake::MAIL_OUTBOX]),
+            settings.mail.clone(),
+        );
         loops.spawn(service_kit::sql_metrics::in_service(
             "projector",
             leader::lead(

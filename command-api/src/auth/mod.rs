@@ -179,7 +179,8 @@ impl AuthState {
         Ok(self.sessions.load(&session_id.to_string()).await?.aggregate)
     }
 
-    /// Appends `events` in `tx` and commits it; announces the append.
+    /// Appends `events` in `tx` and commits it; announces the append, and the mail `tx` may
+    /// have written.
     pub(crate) async fn commit(
         &self,
         mut tx: Transaction<'_, Postgres>,
@@ -188,8 +189,12 @@ impl AuthState {
         let AppendReceipt { last, count } = append::append_with(&mut tx, events, None).await?;
         tx.commit().await?;
         self.note_revocations(events);
+        // Mail is written only in transactions committed here (with or without events), so
+        // naming the outbox on each wakes the mail relay exactly when there may be mail.
+        let appended = events.iter().map(|event| event.aggregate_type.as_str());
+        self.notifier
+            .notify_appended(appended.chain([event_store::wake::MAIL_OUTBOX]));
         if count > 0 {
-            self.notifier.notify();
             for event in events {
                 metrics::counter!(
                     service_kit::metric_names::EVENTS_APPENDED_TOTAL,

@@ -93,3 +93,66 @@ async fn an_append_notification_wakes_the_projector_long_before_its_poll(pool: P
         .expect("the projector does not panic")
         .expect("the projector stops cleanly");
 }
+
+/// Whether `wake` was poked since it was last waited on (a poke leaves a permit).
+fn poked(wake: &tokio::sync::Notify) -> bool {
+    let notified = wake.notified();
+    tokio::pin!(notified);
+    notified.as_mut().enable()
+}
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn an_append_notification_wakes_only_the_readers_of_the_types_it_names(pool: PgPool) {
+    use event_store::wake::{AppendNotifier, EVENTS_CHANNEL, MAIL_OUTBOX, listen_routed};
+
+    let (wakes, task) = listen_routed(pool.clone(), EVENTS_CHANNEL);
+    let projects = wakes.register(&["Project"]);
+    let tickets = wakes.register(&["SupportTicket", MAIL_OUTBOX]);
+    let everything = wakes.register(&[]);
+    let sentinel = wakes.register(&["Sentinel"]);
+    let within = Duration::from_secs(10);
+    // Listening starts with a gap (notifications before it are lost), which wakes everyone.
+    for wake in [&projects, &tickets, &everything, &sentinel] {
+        tokio::time::timeout(within, wake.notified())
+            .await
+            .expect("the first LISTEN wakes every reader");
+    }
+
+    let notifier = AppendNotifier::spawn(pool.clone(), EVENTS_CHANNEL);
+    notifier.notify_appended(["Project"]);
+    tokio::time::timeout(within, projects.notified())
+        .await
+        .expect("a Project append wakes the projects reader");
+    tokio::time::timeout(within, everything.notified())
+        .await
+        .expect("a reader of every type is woken by each notification");
+    notifier.notify_appended([MAIL_OUTBOX]);
+    tokio::time::timeout(within, tickets.notified())
+        .await
+        .expect("the outbox wakes its reader");
+    tokio::time::timeout(within, everything.notified())
+        .await
+        .expect("a reader of every type is woken by each notification");
+    // Notifications arrive in order on one connection: once the sentinel's is in, the two
+    // before it have been routed in full.
+    notifier.notify_appended(["Sentinel"]);
+    tokio::time::timeout(within, sentinel.notified())
+        .await
+        .expect("the sentinel is woken");
+    assert!(
+        !poked(&projects),
+        "the outbox did not wake the projects reader"
+    );
+    assert!(
+        !poked(&tickets),
+        "a Project append did not wake the tickets reader"
+    );
+    // A notification naming nothing (an older command API) wakes every reader.
+    notifier.notify();
+    for wake in [&projects, &tickets, &sentinel] {
+        tokio::time::timeout(within, wake.notified())
+            .await
+            .expect("an unnamed append wakes every reader");
+    }
+    task.abort();
+}

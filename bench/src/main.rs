@@ -172,6 +172,11 @@ fn parse_args() -> anyhow::Result<Options> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    if args.next().as_deref() == Some(scenarios::queries::SERVE_BARE) {
+        let database = args.next().context("--serve-bare needs a database name")?;
+        return scenarios::queries::serve_bare(&database).await;
+    }
     let options = parse_args()?;
     let started = Instant::now();
     let started_at = chrono::Utc::now();
@@ -412,7 +417,10 @@ async fn main_system(
         let peak = create.measured.as_ref().map_or(1.0, |m| m.rate);
         rows.push(create);
         meter.section("commands: create peak");
-        let half = options.lag_rate.unwrap_or((peak / 2.0).max(1.0));
+        let (half, rate_is) = match options.lag_rate {
+            Some(rate) => (rate, scenarios::lag::RateIs::Fixed),
+            None => ((peak / 2.0).max(1.0), scenarios::lag::RateIs::HalfOfPeak),
+        };
         let mut memory = Vec::new();
         if !options.projector_ab.is_empty() {
             // A: the projector with the given environment, then B: the defaults, started
@@ -429,7 +437,7 @@ async fn main_system(
             };
             eprintln!("projection lag (A)");
             rows.extend(label(
-                scenarios::lag::lag(&a, half).await?,
+                scenarios::lag::lag(&a, half, rate_is).await?,
                 "projection lag (A)",
             ));
             meter.section("projection lag (A)");
@@ -451,7 +459,7 @@ async fn main_system(
             ..context.clone()
         };
         eprintln!("projection lag");
-        rows.extend(scenarios::lag::lag(&context, half).await?);
+        rows.extend(scenarios::lag::lag(&context, half, rate_is).await?);
         meter.section("projection lag");
         if !options.projector_ab.is_empty() {
             eprintln!("analytics");
@@ -511,7 +519,7 @@ async fn main_system(
     rows.extend(scenarios::commands::idempotency(&context).await?);
     meter.section("idempotency");
     eprintln!("projection lag");
-    rows.extend(scenarios::lag::lag(&context, half).await?);
+    rows.extend(scenarios::lag::lag(&context, half, scenarios::lag::RateIs::HalfOfPeak).await?);
     meter.section("projection lag");
     eprintln!("queries");
     rows.extend(scenarios::queries::queries(&context).await?);

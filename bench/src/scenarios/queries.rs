@@ -1,6 +1,8 @@
 //! Queries: `GET /projects/{id}`, a list page of 20, and the 304 path of each, against a bare
-//! axum handler in this process (own port, own pool) that runs the same SQL and answers the
-//! same JSON without the query API's plumbing.
+//! axum handler that runs the same SQL and answers the same JSON without the query API's
+//! plumbing. The bare handlers run in a process of their own (this binary, `--serve-bare`),
+//! like the query API: served from the load client's own runtime, they would skip the
+//! cross-process wake-ups every request to the query API pays.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -156,9 +158,23 @@ async fn list_304(State(pool): State<PgPool>) -> Response {
     }
 }
 
-/// Serves the bare handlers on a free loopback port; returns its base URL. The server lives
-/// until the process ends (it is idle outside the query figures).
-async fn serve_baseline(pool: PgPool) -> anyhow::Result<String> {
+/// The flag that makes this binary serve the bare handlers ([`serve_bare`]).
+pub const SERVE_BARE: &str = "--serve-bare";
+
+/// What [`serve_bare`] prints first on stdout, followed by its base URL.
+const LISTENING: &str = "listening ";
+
+/// Serves the bare handlers on database `name`, on a free loopback port, until killed: the
+/// process [`BareServer::start`] runs. Prints [`LISTENING`] and the base URL once ready.
+///
+/// # Errors
+///
+/// The database or the port cannot be opened.
+pub async fn serve_bare(name: &str) -> anyhow::Result<()> {
+    // A pool as large as the query API's, opened up front as the query API's is by the time
+    // it is measured.
+    let pool = crate::system::pool(name, BASELINE_POOL).await?;
+    crate::system::warm(&pool, BASELINE_POOL).await;
     let router = axum::Router::new()
         .route("/item/{id}", get(item))
         .route("/item-304/{id}", get(item_304))
@@ -167,12 +183,47 @@ async fn serve_baseline(pool: PgPool) -> anyhow::Result<String> {
         .with_state(pool);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener, router).await {
-            eprintln!("baseline server failed: {error}");
-        }
-    });
-    Ok(format!("http://{addr}"))
+    println!("{LISTENING}http://{addr}");
+    axum::serve(listener, router).await?;
+    Ok(())
+}
+
+/// The bare handlers' process; killed when dropped.
+pub struct BareServer {
+    /// Held for `kill_on_drop`.
+    _child: tokio::process::Child,
+    /// `http://127.0.0.1:port`.
+    pub url: String,
+}
+
+impl BareServer {
+    /// Starts this binary with [`SERVE_BARE`] on database `name` and waits until it listens.
+    ///
+    /// # Errors
+    ///
+    /// The process cannot be started, or does not say where it listens within 20 s.
+    pub async fn start(name: &str) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        use tokio::io::AsyncBufReadExt as _;
+
+        let mut child = tokio::process::Command::new(std::env::current_exe()?)
+            .args([SERVE_BARE, name])
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting the bare handlers")?;
+        let stdout = child.stdout.take().context("the bare handlers' stdout")?;
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .context("the bare handlers did not start within 20 s")??
+            .context("the bare handlers exited before listening")?;
+        let url = line
+            .strip_prefix(LISTENING)
+            .with_context(|| format!("the bare handlers said {line:?}"))?
+            .to_owned();
+        Ok(Self { _child: child, url })
+    }
 }
 
 /// The routes of one query figure: what to request for operation `i`, with which
@@ -275,11 +326,8 @@ pub async fn queries_as(context: &Context, section: &'static str) -> anyhow::Res
     let total: i64 = sqlx::query_scalar("SELECT count(*) FROM projects")
         .fetch_one(&context.pool)
         .await?;
-    // The bare handlers get a pool of their own, as large as the query API's, so the baseline
-    // is not starved by a pool sized for the bench's own few statements.
-    let baseline_pool = crate::system::pool(&context.database, BASELINE_POOL).await?;
-    crate::system::warm(&baseline_pool, BASELINE_POOL).await;
-    let baseline = serve_baseline(baseline_pool.clone()).await?;
+    let bare = BareServer::start(&context.database).await?;
+    let baseline = &bare.url;
     let q = &context.query;
     let item_urls: Vec<String> = ids
         .iter()
@@ -382,7 +430,7 @@ pub async fn queries_as(context: &Context, section: &'static str) -> anyhow::Res
         }
         rows.push(row);
     }
-    // The server stays up (idle) until the process ends; its connections need not.
-    baseline_pool.close().await;
+    // Killed here, closing its connections.
+    drop(bare);
     Ok(rows)
 }

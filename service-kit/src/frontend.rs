@@ -196,6 +196,11 @@ pub fn layers(router: Router, cors: &CorsSettings, own_cors: &[&str]) -> Router 
         .layer(axum::middleware::map_response(no_store_problems))
         .layer(compression());
     let with_cors = app.clone().layer(cors.layer());
+    if own_cors.is_empty() {
+        // No path to tell apart: the router that would do it costs a second routing pass and a
+        // clone of the app on every request.
+        return with_cors;
+    }
     let own: Vec<String> = own_cors.iter().map(|path| (*path).to_owned()).collect();
     Router::new().fallback_service(tower::service_fn(move |request: axum::extract::Request| {
         let target = if own.iter().any(|path| path == request.uri().path()) {

@@ -30,7 +30,8 @@ pub struct Arrival(pub Instant);
 #[derive(Debug, Clone, Copy)]
 pub struct Deadline(pub Instant);
 
-/// Middleware, outermost: stamps the request's [`Arrival`].
+/// Middleware, outermost: stamps the request's [`Arrival`] (where no admission layer, which
+/// stamps it itself, is outermost).
 pub async fn stamp_arrival(mut request: Request, next: Next) -> Response {
     request.extensions_mut().insert(Arrival(Instant::now()));
     next.run(request).await

@@ -170,9 +170,11 @@ pub fn compression() -> CompressionLayer<impl Predicate> {
         .compress_when(SizeAbove::new(COMPRESS_ABOVE_BYTES).and(json))
 }
 
-/// Marks every problem answer `Cache-Control: no-store`: an error says something about one
-/// moment (an outage, a wait that timed out, a conflict) that no cache should repeat.
-pub async fn no_store_problems(mut response: Response) -> Response {
+/// Marks a problem answer `Cache-Control: no-store`: an error says something about one moment
+/// (an outage, a wait that timed out, a conflict) that no cache should repeat. The plumbing
+/// ([`crate::http::observe`]) applies it to every answer, and [`crate::problem::Problem`]
+/// renders with it, which covers the refusals answered outside the plumbing.
+pub fn no_store_if_problem(response: &mut Response) {
     let is_problem = response
         .headers()
         .get(header::CONTENT_TYPE)
@@ -182,19 +184,16 @@ pub async fn no_store_problems(mut response: Response) -> Response {
             .headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
-    response
 }
 
-/// Wraps an API (with its plumbing) in what browsers need: problems never stored, compression,
-/// and CORS for `cors`'s origins outermost, except on the paths of `own_cors`, whose routes
+/// Wraps an API (with its plumbing, which marks problems never to be stored) in what browsers
+/// need: compression, and CORS for `cors`'s origins outermost, except on the paths of `own_cors`, whose routes
 /// carry a CORS policy of their own (CSP reports: any origin, no credentials) that a
 /// service-wide layer would otherwise pre-empt by answering their preflights first.
 pub fn layers(router: Router, cors: &CorsSettings, own_cors: &[&str]) -> Router {
     use tower::ServiceExt as _;
 
-    let app = router
-        .layer(axum::middleware::map_response(no_store_problems))
-        .layer(compression());
+    let app = router.layer(compression());
     let with_cors = app.clone().layer(cors.layer());
     if own_cors.is_empty() {
         // No path to tell apart: the router that would do it costs a second routing pass and a

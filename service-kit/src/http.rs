@@ -28,9 +28,17 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
-/// Takes a client's `X-Request-ID` when it is 1-128 safe characters, else makes one; echoes it
-/// on the response and puts it into problem bodies.
-pub async fn request_id(mut request: Request, next: Next) -> Response {
+/// Middleware: takes a client's `X-Request-ID` when it is 1-128 safe characters, else makes
+/// one; runs the request in its server span; counts and times it by service, route, method and
+/// status; echoes the id on the response and puts it into problem bodies, marked never to be
+/// stored (`Cache-Control: no-store`). One layer for all of
+/// it: each `from_fn` layer boxes its future and clones the service below it per request.
+pub async fn observe(
+    State(service): State<&'static str>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
     let id = request
         .headers()
         .get(&X_REQUEST_ID)
@@ -39,8 +47,24 @@ pub async fn request_id(mut request: Request, next: Next) -> Response {
         .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned);
     request.extensions_mut().insert(RequestId(id.clone()));
     let span = server_span(&request, &id);
-    let mut response = tracing::Instrument::instrument(next.run(request), span.clone()).await;
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let method = request.method().to_string();
+    // The handler's statements are timed under this service (sql_metrics).
+    let handled = crate::sql_metrics::in_service(service, next.run(request));
+    let mut response = tracing::Instrument::instrument(handled, span.clone()).await;
     let status = response.status();
+    let labels = [
+        ("service", service.to_owned()),
+        ("method", method),
+        ("route", route),
+        ("status", status.as_u16().to_string()),
+    ];
+    metrics::counter!(metric_names::HTTP_REQUESTS_TOTAL, &labels).increment(1);
+    metrics::histogram!(metric_names::HTTP_REQUEST_DURATION_SECONDS, &labels)
+        .record(started.elapsed().as_secs_f64());
     span.record("http.response.status_code", i64::from(status.as_u16()));
     if status.is_server_error() {
         span.record("otel.status_code", "error");
@@ -96,6 +120,8 @@ pub async fn request_id(mut request: Request, next: Next) -> Response {
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(X_REQUEST_ID.clone(), value);
     }
+    // Last, so that no header a handler set on a problem makes it storable.
+    crate::frontend::no_store_if_problem(&mut response);
     response
 }
 
@@ -130,33 +156,6 @@ pub fn is_safe_id(id: &str) -> bool {
         && id.bytes().all(|b| {
             b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'/' | b'+' | b'=')
         })
-}
-
-/// Counts requests and times them by service, route, method and status.
-pub async fn track_metrics(
-    State(service): State<&'static str>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let started = Instant::now();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
-    let method = request.method().to_string();
-    // The handler's statements are timed under this service (sql_metrics).
-    let response = crate::sql_metrics::in_service(service, next.run(request)).await;
-    let status = response.status().as_u16().to_string();
-    let labels = [
-        ("service", service.to_owned()),
-        ("method", method),
-        ("route", route),
-        ("status", status),
-    ];
-    metrics::counter!(metric_names::HTTP_REQUESTS_TOTAL, &labels).increment(1);
-    metrics::histogram!(metric_names::HTTP_REQUEST_DURATION_SECONDS, &labels)
-        .record(started.elapsed().as_secs_f64());
-    response
 }
 
 /// The client's address as the socket saw it, when the server recorded it.
@@ -223,23 +222,22 @@ pub fn with_plumbing_bounded(
         )),
         None => routes,
     };
+    // A caught panic is answered, counted and rendered as a problem like any other 500.
     let router = routes
         .merge(ops)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(service, track_metrics))
         .layer(CatchPanicLayer::custom(panic_to_problem))
-        .layer(middleware::from_fn(request_id));
-    // Outermost but for the arrival stamp, so that a refusal costs as little as can be: no
-    // other layer runs for it.
-    let router = match admission.limit(pool_size) {
+        .layer(middleware::from_fn_with_state(service, observe));
+    // Outermost, so that a refusal costs as little as can be: no other layer runs for it. The
+    // admission layer stamps the arrival itself.
+    match admission.limit(pool_size) {
         Some(limit) => router.layer(middleware::from_fn_with_state(
             Admission::new(limit, admission.queue_wait).serving(service),
             crate::shed::admit,
         )),
-        None => router,
-    };
-    router.layer(middleware::from_fn(crate::deadline::stamp_arrival))
+        None => router.layer(middleware::from_fn(crate::deadline::stamp_arrival)),
+    }
 }
 
 /// The routes [`with_plumbing`] adds, which answer whatever the load: never refused by the
@@ -349,6 +347,36 @@ mod tests {
         assert_eq!(response.headers()["retry-after"], "1");
         assert_eq!(body["status"], 503);
         assert_eq!(body["request_id"], "abc-1");
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_is_a_counted_500_problem_with_the_request_id() {
+        let routes = Router::new().route(
+            "/panics-once",
+            get(|| async {
+                panic!("a handler bug");
+                #[expect(unreachable_code, reason = "the handler's type needs a response")]
+                StatusCode::OK
+            }),
+        );
+        let request = Request::get("/panics-once")
+            .header("x-request-id", "boom-1")
+            .body(Body::empty())
+            .expect("request");
+        let (response, body) = call(app(routes), request).await;
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(body["status"], 500);
+        assert_eq!(body["request_id"], "boom-1");
+        assert_eq!(response.headers()["cache-control"], "no-store");
+        let metrics = crate::telemetry::metrics_handle().render();
+        assert!(
+            metrics
+                .lines()
+                .any(|line| line.starts_with(metric_names::HTTP_REQUESTS_TOTAL)
+                    && line.contains("route=\"/panics-once\"")
+                    && line.contains("status=\"500\"")),
+            "{metrics}"
+        );
     }
 
     #[tokio::test]
@@ -486,6 +514,11 @@ mod tests {
         assert_eq!(body["status"], 503);
         assert_eq!(body["retry_after"], 1);
         assert_eq!(body["request_id"], "shed-1");
+        assert_eq!(
+            refused.headers()["cache-control"],
+            "no-store",
+            "a refusal outside the plumbing is never stored either"
+        );
 
         // Health and metrics are outside the bound; the refusal is counted by route.
         let (health, body) = call(app.clone(), get("/healthz")).await;

@@ -386,6 +386,8 @@ impl Problem {
         let mut response = (self.status, Json(self.body(request_id))).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        // See `frontend::no_store_if_problem`.
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if let Some(seconds) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
@@ -396,7 +398,7 @@ impl Problem {
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let mut response = self.render(None);
-        // The request-id layer re-renders with the id; see `http::request_id`.
+        // The request-id layer re-renders with the id; see `http::observe`.
         response.extensions_mut().insert(self);
         response
     }

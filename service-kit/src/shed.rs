@@ -161,12 +161,21 @@ impl Admission {
     }
 }
 
-/// Middleware, outside every other layer: runs the request when a place is free (or frees
-/// within the queue wait), else answers 503 `/problems/unavailable` with `Retry-After: 1` at
-/// once, counted in `chronicle_http_requests_shed_total{service, method, route}` (and in
+/// Middleware, outside every other layer: stamps the request's arrival (as
+/// [`crate::deadline::stamp_arrival`] does, so that one layer does both), then runs it when a
+/// place is free (or frees within the queue wait), else answers 503 `/problems/unavailable`
+/// with `Retry-After: 1` at once, counted in
+/// `chronicle_http_requests_shed_total{service, method, route}` (and in
 /// `chronicle_http_requests_total`).
 /// Requests for [`crate::http::OPS_ROUTES`] and for no route at all are not bounded.
-pub async fn admit(State(admission): State<Admission>, request: Request, next: Next) -> Response {
+pub async fn admit(
+    State(admission): State<Admission>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    request
+        .extensions_mut()
+        .insert(crate::deadline::Arrival(tokio::time::Instant::now()));
     let route = match request.extensions().get::<MatchedPath>() {
         Some(path) if !crate::http::OPS_ROUTES.contains(&path.as_str()) => path.as_str(),
         _ => return next.run(request).await,

@@ -14,7 +14,7 @@
 //! caller sampled.
 //!
 //! The `service` label comes from the task-local set by [`in_service`]: around every request's
-//! handler ([`crate::http::track_metrics`]) and around the projector's loops. A statement run
+//! handler ([`crate::http::observe`]) and around the projector's loops. A statement run
 //! outside any (start-up migrations, a background purge) is not timed: its service is unknown,
 //! and `service` may only take the catalogue's values.
 

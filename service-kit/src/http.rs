@@ -31,8 +31,8 @@ pub struct RequestId(pub String);
 /// Middleware: takes a client's `X-Request-ID` when it is 1-128 safe characters, else makes
 /// one; runs the request in its server span; counts and times it by service, route, method and
 /// status; echoes the id on the response and puts it into problem bodies, marked never to be
-/// stored (`Cache-Control: no-store`). One layer for all of
-/// it: each `from_fn` layer boxes its future and clones the service below it per request.
+/// stored (`Cache-Control: no-store`). One layer for all of it, since each `from_fn` layer
+/// boxes its future and clones the service below it on every request.
 pub async fn observe(
     State(service): State<&'static str>,
     mut request: Request,

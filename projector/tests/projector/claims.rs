@@ -14,7 +14,9 @@ use projector::{EngineError, Target};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::helpers::{checkpoint, created, project_event, project_rows, renamed};
+use crate::helpers::{
+    checkpoint, created, project_event, project_rows, renamed, wipe_projects_model,
+};
 
 /// Appends one project created then renamed; returns the batch a projection reads from the
 /// start of the log once it is below the commit-safe horizon.
@@ -115,14 +117,7 @@ async fn a_deleted_live_checkpoint_starts_over_and_a_deleted_shadow_one_stops(po
 
     // Deleting the live row rebuilds the model in place: the next batch, read after the old
     // checkpoint, finds the row re-created at the start and goes back there.
-    sqlx::query("DELETE FROM projects")
-        .execute(&pool)
-        .await
-        .unwrap();
-    sqlx::query("DELETE FROM projection_checkpoints")
-        .execute(&pool)
-        .await
-        .unwrap();
+    wipe_projects_model(&pool).await;
     let outcome = sink.deliver(last, &batch).await.unwrap();
     assert!(
         matches!(outcome, Delivered::Overtaken(at) if at == LogPosition::START),

@@ -115,6 +115,16 @@ pub struct ProjectRow {
     pub version: i64,
 }
 
+/// Deletes the projects model and every checkpoint row: what rebuilding in place starts with.
+pub async fn wipe_projects_model(pool: &PgPool) {
+    for statement in ["DELETE FROM projects", "DELETE FROM projection_checkpoints"] {
+        sqlx::query(statement)
+            .execute(pool)
+            .await
+            .expect("the projects model can be wiped");
+    }
+}
+
 pub async fn project_rows(pool: &PgPool) -> Vec<ProjectRow> {
     sqlx::query_as("SELECT * FROM projects ORDER BY id")
         .fetch_all(pool)

@@ -16,7 +16,9 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use uuid::Uuid;
 
-use crate::helpers::{Lcg, checkpoint, created, event_count, project_event, project_rows, settle};
+use crate::helpers::{
+    Lcg, checkpoint, created, event_count, project_event, project_rows, settle, wipe_projects_model,
+};
 
 const WRITERS: u64 = 4;
 const PROJECTS_PER_WRITER: usize = 6;
@@ -233,14 +235,7 @@ async fn a_projector_killed_at_random_moments_ends_equal_to_a_fresh_rebuild(
     }
 
     // Rebuild from scratch and compare every column.
-    sqlx::query("DELETE FROM projects")
-        .execute(&pool)
-        .await
-        .unwrap();
-    sqlx::query("DELETE FROM projection_checkpoints")
-        .execute(&pool)
-        .await
-        .unwrap();
+    wipe_projects_model(&pool).await;
     let rebuilt_count = settle(&pool, 500).await;
     assert_eq!(i64::try_from(rebuilt_count).unwrap(), total);
     let rebuilt_checkpoint = checkpoint(&pool).await;

@@ -94,6 +94,13 @@ async fn an_append_notification_wakes_the_projector_long_before_its_poll(pool: P
         .expect("the projector stops cleanly");
 }
 
+/// Waits, at most 10 s, until `wake` is poked; fails with `what` otherwise.
+async fn woken(wake: &tokio::sync::Notify, what: &str) {
+    tokio::time::timeout(Duration::from_secs(10), wake.notified())
+        .await
+        .expect(what);
+}
+
 /// Whether `wake` was poked since it was last waited on (a poke leaves a permit).
 fn poked(wake: &tokio::sync::Notify) -> bool {
     let notified = wake.notified();
@@ -110,35 +117,30 @@ async fn an_append_notification_wakes_only_the_readers_of_the_types_it_names(poo
     let tickets = wakes.register(&["SupportTicket", MAIL_OUTBOX]);
     let everything = wakes.register(&[]);
     let sentinel = wakes.register(&["Sentinel"]);
-    let within = Duration::from_secs(10);
     // Listening starts with a gap (notifications before it are lost), which wakes everyone.
     for wake in [&projects, &tickets, &everything, &sentinel] {
-        tokio::time::timeout(within, wake.notified())
-            .await
-            .expect("the first LISTEN wakes every reader");
+        woken(wake, "the first LISTEN wakes every reader").await;
     }
 
     let notifier = AppendNotifier::spawn(pool.clone(), EVENTS_CHANNEL);
     notifier.notify_appended(["Project"]);
-    tokio::time::timeout(within, projects.notified())
-        .await
-        .expect("a Project append wakes the projects reader");
-    tokio::time::timeout(within, everything.notified())
-        .await
-        .expect("a reader of every type is woken by each notification");
+    woken(&projects, "a Project append wakes the projects reader").await;
+    woken(
+        &everything,
+        "a reader of every type is woken by each notification",
+    )
+    .await;
     notifier.notify_appended([MAIL_OUTBOX]);
-    tokio::time::timeout(within, tickets.notified())
-        .await
-        .expect("the outbox wakes its reader");
-    tokio::time::timeout(within, everything.notified())
-        .await
-        .expect("a reader of every type is woken by each notification");
+    woken(&tickets, "the outbox wakes its reader").await;
+    woken(
+        &everything,
+        "a reader of every type is woken by each notification",
+    )
+    .await;
     // Notifications arrive in order on one connection: once the sentinel's is in, the two
     // before it have been routed in full.
     notifier.notify_appended(["Sentinel"]);
-    tokio::time::timeout(within, sentinel.notified())
-        .await
-        .expect("the sentinel is woken");
+    woken(&sentinel, "the sentinel is woken").await;
     assert!(
         !poked(&projects),
         "the outbox did not wake the projects reader"
@@ -150,9 +152,7 @@ async fn an_append_notification_wakes_only_the_readers_of_the_types_it_names(poo
     // A notification naming nothing (an older command API) wakes every reader.
     notifier.notify();
     for wake in [&projects, &tickets, &sentinel] {
-        tokio::time::timeout(within, wake.notified())
-            .await
-            .expect("an unnamed append wakes every reader");
+        woken(wake, "an unnamed append wakes every reader").await;
     }
     task.abort();
 }

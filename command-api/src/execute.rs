@@ -62,12 +62,15 @@ pub struct Committed {
     pub outcome: Outcome,
     /// The log position of its last event.
     pub position: LogPosition,
+    /// The aggregate's type: that of every event it appended.
+    pub aggregate_type: &'static str,
 }
 
 impl Committed {
-    /// The token a query passes to read its own write.
+    /// The token a query passes to read its own write. It names the aggregate type, so a
+    /// query of a projection reading that type waits on announcements alone.
     pub fn token(&self) -> ConsistencyToken {
-        ConsistencyToken(self.position)
+        ConsistencyToken::after(self.position, self.aggregate_type)
     }
 }
 
@@ -336,6 +339,7 @@ where
                 return Ok(Committed {
                     outcome,
                     position: LogPosition::START,
+                    aggregate_type: A::TYPE,
                 });
             }
             let completion = request
@@ -370,6 +374,7 @@ where
                         } else {
                             receipt.last
                         },
+                        aggregate_type: A::TYPE,
                     });
                 }
                 // The new stream exists: decide again on what it holds (not a retry: nothing

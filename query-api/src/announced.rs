@@ -39,6 +39,9 @@ pub const MAX_VERSIONS_PER_PROJECTION: usize = 100_000;
 struct View {
     /// The newest checkpoint announced since start, if any.
     seen: Option<Checkpoint>,
+    /// Whether `seen` is current as far as the listener can tell: an announcement was applied
+    /// and nothing since (a gap, a lag, a bare wake-up) may have hidden a later one.
+    live: bool,
     /// Aggregate id -> the version an announcement (or a learned read) said the row reached.
     versions: HashMap<String, i64>,
     /// Deliveries applied to this view since start: a read learned with an older count may
@@ -83,6 +86,7 @@ impl Announced {
                     self.with_views(|views| match views.get_mut(payload.as_ref()) {
                         Some(view) => {
                             view.versions.clear();
+                            view.live = false;
                             view.applied += 1;
                         }
                         None => self.clear_all(views),
@@ -110,7 +114,10 @@ impl Announced {
     /// projections that have no view yet. Called with the views' lock held.
     fn clear_all(&self, views: &mut HashMap<String, View>) {
         self.forgotten.fetch_add(1, Ordering::SeqCst);
-        views.values_mut().for_each(|view| view.versions.clear());
+        views.values_mut().for_each(|view| {
+            view.versions.clear();
+            view.live = false;
+        });
     }
 
     fn moved(&self, moved: &CheckpointMoved) {
@@ -149,6 +156,9 @@ impl Announced {
                 Some(seen) if same_generation && seen.position >= announced.position => Some(seen),
                 _ => Some(announced),
             };
+            // Every move after this one is announced too: until a delivery says otherwise,
+            // `seen` is where the checkpoint is, or behind it by announcements on their way.
+            view.live = true;
         });
     }
 
@@ -165,6 +175,17 @@ impl Announced {
     /// The newest checkpoint announced for `projection` since start.
     pub fn seen(&self, projection: &str) -> Option<Checkpoint> {
         self.with_views(|views| views.get(projection).and_then(|view| view.seen))
+    }
+
+    /// The newest checkpoint announced for `projection`, while no later move can have gone
+    /// unannounced (see [`View::live`]): a waiter may then rely on the next announcement.
+    pub fn live(&self, projection: &str) -> Option<Checkpoint> {
+        self.with_views(|views| {
+            views
+                .get(projection)
+                .filter(|view| view.live)
+                .and_then(|view| view.seen)
+        })
     }
 
     /// The version of row `id` of `projection` as last announced, while it is known to be
@@ -277,6 +298,37 @@ mod tests {
             announced.apply(&moved(1, 0, &[("a", 1)], true));
             forget(&announced);
             assert_eq!(announced.version("projects", "a"), None, "case {n}");
+        }
+    }
+
+    #[test]
+    fn whatever_may_hide_a_move_makes_the_checkpoint_not_live_until_the_next_announcement() {
+        let hiding: [&dyn Fn(&Announced); 4] = [
+            &|a| a.apply(&Delivery::Gap),
+            &|a| a.apply(&Delivery::Payload(Arc::from("projects"))),
+            &|a| a.apply(&Delivery::Payload(Arc::from("unknown"))),
+            &|a| a.lagged(),
+        ];
+        for (n, hide) in hiding.iter().enumerate() {
+            let announced = Announced::default();
+            assert_eq!(
+                announced.live("projects"),
+                None,
+                "case {n}: nothing announced yet"
+            );
+            announced.apply(&moved(1, 0, &[], true));
+            assert!(announced.live("projects").is_some(), "case {n}");
+            hide(&announced);
+            assert_eq!(announced.live("projects"), None, "case {n}");
+            assert!(announced.seen("projects").is_some(), "case {n}: still seen");
+            announced.apply(&moved(2, 0, &[], false));
+            assert_eq!(
+                announced
+                    .live("projects")
+                    .map(|live| live.position.position),
+                Some(2),
+                "case {n}"
+            );
         }
     }
 

@@ -5,13 +5,23 @@
 //! sends it back waits, at most `CONSISTENCY_WAIT_MS`, until the projection's checkpoint is at
 //! or past that position.
 //!
-//! A waiter reads the checkpoint once, then sleeps on the projectors' announcements
-//! ([`crate::announced`]): an announcement (`CheckpointMoved`) carries the new checkpoint, so
-//! seeing the one that reaches the token costs no query at all. Only a wake-up that does not
-//! say what moved (an older projector's bare name, a listener reconnect) sends the waiter back
-//! to the database, and since a notification can be lost, it also re-checks every
-//! [`FALLBACK_RECHECK`]. A far-future token so costs two queries up front and two per second,
-//! not two every 25 ms. No connection is held while waiting.
+//! A waiter sleeps on the projectors' announcements ([`crate::announced`]): an announcement
+//! (`CheckpointMoved`) carries the new checkpoint, so seeing the one that reaches the token
+//! costs no query at all. How much it asks the database first depends on the token:
+//!
+//! - A token naming an aggregate type the projection reads (what the command API issues) must
+//!   be reached by the projection's own checkpoint. While the announcements are live
+//!   ([`crate::announced::Announced::live`]), the waiter asks nothing up front; it reads the
+//!   checkpoint only if no announcement reached the token within [`ANNOUNCED_ONLY_FOR`], which
+//!   bounds what an announcement the projector failed to send costs.
+//! - Any other token (untyped, or of a type the projection does not read: a client sending
+//!   its latest token everywhere) is checked in the database first: the checkpoint, and
+//!   whether anything up to the token concerns the projection at all.
+//!
+//! After that, only a wake-up that does not say what moved (an older projector's bare name, a
+//! listener reconnect) sends the waiter back to the database, and since a notification can be
+//! lost, it also re-checks every [`FALLBACK_RECHECK`]. A far-future token so costs two queries
+//! up front and two per second, not two every 25 ms. No connection is held while waiting.
 
 use std::time::{Duration, Instant};
 
@@ -27,6 +37,12 @@ pub const HEADER: &str = "x-consistency-token";
 /// How often a waiter re-reads the checkpoint when no announcement arrives: the bound on the
 /// latency a lost notification costs.
 pub const FALLBACK_RECHECK: Duration = Duration::from_secs(1);
+
+/// How long a waiter whose token the projection must reach relies on announcements alone
+/// before it first reads the checkpoint. Long enough that a loaded system's waits rarely get
+/// there (so they add no query), short enough that an announcement the projector failed to
+/// send costs a fresh waiter no more than this.
+pub const ANNOUNCED_ONLY_FOR: Duration = Duration::from_millis(100);
 
 /// The token the request carries in `X-Consistency-Token`, if any.
 ///
@@ -45,8 +61,9 @@ pub fn requested_token(headers: &HeaderMap) -> Result<Option<ConsistencyToken>, 
         .map_err(|_| ApiError::MalformedConsistencyToken)
 }
 
-/// Waits until `projection`'s checkpoint reaches `target`, for at most `timeout`. Returns the
-/// checkpoint seen. A target already reached costs one primary-key read.
+/// Waits until `projection`'s checkpoint reaches `token`'s position, for at most `timeout`.
+/// Returns the checkpoint seen. A target already announced costs no query; one already reached
+/// but not announced, one primary-key read.
 ///
 /// # Errors
 ///
@@ -55,7 +72,7 @@ pub fn requested_token(headers: &HeaderMap) -> Result<Option<ConsistencyToken>, 
 pub async fn wait_for(
     state: &AppState,
     projection: &'static str,
-    target: LogPosition,
+    token: &ConsistencyToken,
     timeout: Duration,
 ) -> Result<Checkpoint, ApiError> {
     let span = tracing::info_span!(
@@ -66,7 +83,7 @@ pub async fn wait_for(
     );
     let started = Instant::now();
     let outcome = tracing::Instrument::instrument(
-        wait_until(state, projection, target, timeout),
+        wait_until(state, projection, token, timeout),
         span.clone(),
     )
     .await;
@@ -87,18 +104,30 @@ fn wait_result<T>(outcome: &Result<T, ApiError>) -> &'static str {
     }
 }
 
+/// Whether `projection` must move its own checkpoint over `token`'s position: the token names
+/// the type of the event there, and the projection reads that type.
+fn must_reach(projection: &str, token: &ConsistencyToken) -> bool {
+    token.last_type.as_deref().is_some_and(|last_type| {
+        let sources = event_store::catalogue::Subscription::named(projection).sources();
+        sources.is_empty() || sources.contains(&last_type)
+    })
+}
+
 /// [`wait_for`]'s loop, inside its span.
 async fn wait_until(
     state: &AppState,
     projection: &'static str,
-    target: LogPosition,
+    token: &ConsistencyToken,
     timeout: Duration,
 ) -> Result<Checkpoint, ApiError> {
+    let target = token.position;
+    let must_reach = must_reach(projection, token);
     let started = Instant::now();
     let deadline = tokio::time::Instant::from_std(started + timeout);
     let announced = state.announced();
     let mut ask_database = true;
     let mut fallback = tokio::time::Instant::now();
+    let mut first = true;
     let outcome = loop {
         // Register for the next delivery before looking, so one that lands between the look
         // and the wait still wakes us.
@@ -112,11 +141,19 @@ async fn wait_until(
         {
             break Ok(seen);
         }
+        if std::mem::take(&mut first) && must_reach && announced.live(projection).is_some() {
+            // Taken after registering: a gap from here on wakes us with a plain wake.
+            ask_database = false;
+            fallback = tokio::time::Instant::now() + ANNOUNCED_ONLY_FOR;
+        }
         if ask_database {
             state.count_wait_query();
             let seen = checkpoint::read(state.pool(), projection).await?;
+            // A token the projection must reach is never settled without it: the event at
+            // its position is one the projection reads.
             if seen.position >= target
-                || nothing_to_apply(state, projection, seen.position, target).await?
+                || (!must_reach
+                    && nothing_to_apply(state, projection, seen.position, target).await?)
             {
                 break Ok(seen);
             }
@@ -186,14 +223,9 @@ pub async fn honour(
     let Some(token) = requested_token(headers)? else {
         return Ok(None);
     };
-    wait_for(
-        state,
-        projection,
-        token.0,
-        state.settings().consistency_wait,
-    )
-    .await
-    .map(Some)
+    wait_for(state, projection, &token, state.settings().consistency_wait)
+        .await
+        .map(Some)
 }
 
 /// The checkpoint an answer read from `projection` is tagged with, read from the database

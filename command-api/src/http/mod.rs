@@ -117,6 +117,7 @@ where
             let committed = Committed {
                 outcome: stored.outcome,
                 position: stored.position,
+                aggregate_type: A::TYPE,
             };
             Ok(respond(&committed, target.location, true))
         }

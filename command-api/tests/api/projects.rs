@@ -26,7 +26,17 @@ async fn creating_a_project_answers_201_with_location_etag_and_token(pool: PgPoo
     assert_eq!(answer.header("etag"), Some("\"1\""));
     let token = body["consistency_token"].as_str().unwrap();
     assert_eq!(answer.header("x-consistency-token"), Some(token));
-    assert!(events::ConsistencyToken::decode(token).unwrap().0.position > 0);
+    // The token names the event's place in the log and its aggregate type.
+    let token = events::ConsistencyToken::decode(token).unwrap();
+    let (tx_id, position): (i64, i64) = sqlx::query_as(
+        "SELECT tx_id::text::bigint, global_position FROM events WHERE aggregate_id = $1",
+    )
+    .bind(id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(token.position, events::LogPosition { tx_id, position });
+    assert_eq!(token.last_type.as_deref(), Some("Project"));
     assert_eq!(answer.header("x-request-id"), Some("req-123"));
 
     let (event_type, payload, metadata): (String, serde_json::Value, serde_json::Value) = sqlx::query_as(

@@ -69,12 +69,12 @@ pub async fn item_response_scoped<T: Item>(
     let Path(raw) = id.map_err(|_| invalid_id())?;
     let id = Uuid::try_parse(&raw).map_err(|_| invalid_id())?;
     let token = consistency::requested_token(headers)?;
-    let waited = match token {
+    let waited = match &token {
         Some(token) => Some(
             consistency::wait_for(
                 state,
                 T::PROJECTION,
-                token.0,
+                token,
                 state.settings().consistency_wait,
             )
             .await?,
@@ -89,7 +89,8 @@ pub async fn item_response_scoped<T: Item>(
         // for why an announced version is current). Only an exact tag: `*` claims the row is
         // visible, which a version does not say (a deleted post has one too).
         if restricted.is_none()
-            && let Some(version) = announced_version::<T>(state, id, token.map(|t| t.0), waited)
+            && let Some(version) =
+                announced_version::<T>(state, id, token.as_ref().map(|t| t.position), waited)
         {
             let etag = ETag::strong(version);
             if etag.listed_in_if_none_match(headers) {

@@ -191,7 +191,7 @@ async fn me_and_sessions_wait_for_a_consistency_token(pool: PgPool) {
     // A read waits only for events its projection reads: one of each stream.
     append_event(&pool, "Account", &caller.id.to_string(), 1).await;
     let position = append_event(&pool, "Session", &caller.session.to_string(), 1).await;
-    let token = ConsistencyToken(position).encode();
+    let token = ConsistencyToken::at(position).encode();
     let (app, _) = bare_app_and_state(&pool, waiting(std::time::Duration::from_millis(200))).await;
 
     for path in ["/api/v1/auth/me", "/api/v1/auth/sessions"] {

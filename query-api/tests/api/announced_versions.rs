@@ -147,7 +147,7 @@ async fn a_token_uses_the_announcements_only_once_they_reach_it(pool: PgPool) {
     // request with a token at 2 waits (the table has it) and must not trust the map at 1.
     set_version(&pool, row.id, 2).await;
     set_checkpoint(&pool, "projects", at(2)).await;
-    let token = ConsistencyToken(at(2)).encode();
+    let token = ConsistencyToken::at(at(2)).encode();
     let answer = get_with(
         &app,
         &uri,

@@ -31,7 +31,7 @@ async fn post(pool: &PgPool) -> uuid::Uuid {
 }
 
 fn token() -> String {
-    ConsistencyToken(LogPosition::START).encode()
+    ConsistencyToken::at(LogPosition::START).encode()
 }
 
 fn assert_caching(answer: &Answer, expected: &str, what: &str) {
@@ -133,7 +133,7 @@ async fn private_reads_are_private_no_cache_with_an_etag(pool: PgPool) {
 async fn no_problem_answer_is_ever_stored(pool: PgPool) {
     set_checkpoint(&pool, "projects", LogPosition::START).await;
     let app = app_with(&pool, waiting(Duration::from_millis(50))).await;
-    let far = ConsistencyToken(LogPosition {
+    let far = ConsistencyToken::at(LogPosition {
         tx_id: i64::MAX / 2,
         position: i64::MAX / 2,
     })

@@ -15,7 +15,7 @@ use crate::helpers::{
 };
 
 fn token(position: LogPosition) -> String {
-    ConsistencyToken(position).encode()
+    ConsistencyToken::at(position).encode()
 }
 
 #[sqlx::test(migrator = "event_store::MIGRATOR")]
@@ -270,4 +270,154 @@ async fn the_announcement_that_reaches_the_token_ends_the_wait_without_a_query(p
 
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(state.wait_queries(), queries_while_waiting);
+}
+
+/// A token naming the aggregate type of the event at `position`, as the command API issues.
+fn typed(position: LogPosition, aggregate_type: &str) -> String {
+    ConsistencyToken::after(position, aggregate_type).encode()
+}
+
+/// Announces that `projection` reached `checkpoint` and waits until the app has applied it,
+/// so its announcements are live.
+async fn announce_live(pool: &PgPool, state: &query_api::AppState, checkpoint: LogPosition) {
+    announce(
+        pool,
+        &CheckpointMoved {
+            projection: "projects".to_owned(),
+            checkpoint,
+            generation: 0,
+            changed: Vec::new(),
+            complete: true,
+        },
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while state
+        .announced()
+        .live("projects")
+        .is_none_or(|live| live.position < checkpoint)
+    {
+        assert!(Instant::now() < deadline, "the announcement never arrived");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn a_token_of_a_type_the_projection_reads_waits_on_announcements_without_a_query(
+    pool: PgPool,
+) {
+    let before = append_event(&pool, "Project", "p1", 1).await;
+    set_checkpoint(&pool, "projects", before).await;
+    let (app, state) = app_and_state(&pool, waiting(Duration::from_secs(10))).await;
+    announce_live(&pool, &state, before).await;
+    let target = append_event(&pool, "Project", "p2", 1).await;
+    let queries_before = state.wait_queries();
+    let request = Request::get("/api/v1/projects")
+        .header("x-consistency-token", typed(target, "Project"))
+        .body(Body::empty())
+        .expect("valid request");
+    let pending = tokio::spawn({
+        let app = app.clone();
+        async move { send(&app, request).await }
+    });
+    // The waiter must not answer before the projection applies the token.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        !pending.is_finished(),
+        "answered before the projection moved"
+    );
+
+    set_checkpoint(&pool, "projects", target).await;
+    announce_live(&pool, &state, target).await;
+    let answer = tokio::time::timeout(Duration::from_secs(5), pending)
+        .await
+        .expect("answered on the announcement")
+        .expect("request task");
+
+    assert_eq!(answer.status, StatusCode::OK);
+    // No checkpoint read and no check of what is left to apply: the untyped token's wait
+    // costs two or three.
+    assert_eq!(state.wait_queries(), queries_before);
+}
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn a_typed_token_reads_only_the_checkpoint_when_announcements_are_not_live(pool: PgPool) {
+    let behind = append_event(&pool, "Project", "p1", 1).await;
+    set_checkpoint(&pool, "projects", behind).await;
+    let target = append_event(&pool, "Project", "p2", 1).await;
+    // Nothing announced since start: the announcements cannot say where the checkpoint is.
+    let (app, state) = app_and_state(&pool, waiting(Duration::from_millis(300))).await;
+    assert_eq!(state.announced().live("projects"), None);
+
+    let answer = get_with(
+        &app,
+        "/api/v1/projects",
+        &[("x-consistency-token", &typed(target, "Project"))],
+    )
+    .await;
+
+    answer.problem(StatusCode::SERVICE_UNAVAILABLE);
+    // The checkpoint up front and at the deadline, never what is left to apply (the event at
+    // the token is the projection's own): an untyped token costs at least four.
+    assert_eq!(state.wait_queries(), 2);
+}
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn an_announcement_the_projector_failed_to_send_costs_a_fresh_waiter_one_read(pool: PgPool) {
+    let before = append_event(&pool, "Project", "p1", 1).await;
+    set_checkpoint(&pool, "projects", before).await;
+    let (app, state) = app_and_state(&pool, waiting(Duration::from_secs(10))).await;
+    announce_live(&pool, &state, before).await;
+    // The projector applies the next event but its announcement is lost.
+    let target = append_event(&pool, "Project", "p2", 1).await;
+    set_checkpoint(&pool, "projects", target).await;
+    let queries_before = state.wait_queries();
+
+    let started = Instant::now();
+    let answer = get_with(
+        &app,
+        "/api/v1/projects",
+        &[("x-consistency-token", &typed(target, "Project"))],
+    )
+    .await;
+
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(state.wait_queries(), queries_before + 1);
+    // Found by the first read after `ANNOUNCED_ONLY_FOR`, long before the fallback that
+    // bounds later re-checks.
+    assert!(
+        started.elapsed() < query_api::consistency::FALLBACK_RECHECK,
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn a_typed_token_of_a_type_the_projection_does_not_read_is_checked_as_before(pool: PgPool) {
+    let applied = append_event(&pool, "Project", "p1", 1).await;
+    set_checkpoint(&pool, "projects", applied).await;
+    let (app, state) = app_and_state(&pool, waiting(Duration::from_secs(30))).await;
+    announce_live(&pool, &state, applied).await;
+    // The client's latest command was on a ticket, after a project it also changed: the
+    // projects read must cover that project, so it cannot wait on announcements alone.
+    let project = append_event(&pool, "Project", "p2", 1).await;
+    let ticket = append_event(&pool, "SupportTicket", "t1", 1).await;
+    let short = app_with(&pool, waiting(Duration::from_millis(300))).await;
+    let answer = get_with(
+        &short,
+        "/api/v1/projects",
+        &[("x-consistency-token", &typed(ticket, "SupportTicket"))],
+    )
+    .await;
+    answer.problem(StatusCode::SERVICE_UNAVAILABLE);
+
+    // Once the project is applied, nothing up to the ticket concerns the projection.
+    set_checkpoint(&pool, "projects", project).await;
+    let answer = get_with(
+        &app,
+        "/api/v1/projects",
+        &[("x-consistency-token", &typed(ticket, "SupportTicket"))],
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK);
 }

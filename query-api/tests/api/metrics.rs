@@ -21,7 +21,7 @@ async fn metrics_match_the_catalogue_after_reads(pool: PgPool) {
     insert_project(&pool, &row).await;
     set_checkpoint(&pool, "projects", position).await;
     let app = app_with(&pool, waiting(Duration::from_secs(10))).await;
-    let token = ConsistencyToken(position).encode();
+    let token = ConsistencyToken::at(position).encode();
     let list = get_with(&app, "/api/v1/projects", &[("x-consistency-token", &token)]).await;
     assert_eq!(list.status, StatusCode::OK);
     let item = get(&app, &format!("/api/v1/projects/{}", row.id)).await;

@@ -178,7 +178,8 @@ impl Announced {
     }
 
     /// The newest checkpoint announced for `projection`, while no later move can have gone
-    /// unannounced (see [`View::live`]): a waiter may then rely on the next announcement.
+    /// unannounced: one was applied and no gap, lag or bare wake-up came since. A waiter may
+    /// then rely on the next announcement.
     pub fn live(&self, projection: &str) -> Option<Checkpoint> {
         self.with_views(|views| {
             views

@@ -18,6 +18,19 @@ fn token(position: LogPosition) -> String {
     ConsistencyToken::at(position).encode()
 }
 
+/// Sends `GET /api/v1/projects` with `token` in the background, to look at while it waits.
+fn pending_list(
+    app: &axum::Router,
+    token: String,
+) -> tokio::task::JoinHandle<crate::helpers::Answer> {
+    let request = Request::get("/api/v1/projects")
+        .header("x-consistency-token", token)
+        .body(Body::empty())
+        .expect("valid request");
+    let app = app.clone();
+    tokio::spawn(async move { send(&app, request).await })
+}
+
 #[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_token_already_covered_is_answered_at_once(pool: PgPool) {
     let position = append_event(&pool, "Project", "p1", 1).await;
@@ -51,16 +64,8 @@ async fn a_request_waits_until_the_projection_applies_the_token(pool: PgPool) {
     set_checkpoint(&pool, "projects", before).await;
     let target = append_event(&pool, "Project", "p2", 1).await;
     let app = app_with(&pool, waiting(Duration::from_secs(10))).await;
-    let request = Request::get("/api/v1/projects")
-        .header("x-consistency-token", token(target))
-        .body(Body::empty())
-        .expect("valid request");
-
     let started = Instant::now();
-    let pending = tokio::spawn({
-        let app = app.clone();
-        async move { send(&app, request).await }
-    });
+    let pending = pending_list(&app, token(target));
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(
         !pending.is_finished(),
@@ -239,14 +244,7 @@ async fn the_announcement_that_reaches_the_token_ends_the_wait_without_a_query(p
     set_checkpoint(&pool, "projects", before).await;
     let target = append_event(&pool, "Project", "p2", 1).await;
     let (app, state) = app_and_state(&pool, waiting(Duration::from_secs(10))).await;
-    let request = Request::get("/api/v1/projects")
-        .header("x-consistency-token", token(target))
-        .body(Body::empty())
-        .expect("valid request");
-    let pending = tokio::spawn({
-        let app = app.clone();
-        async move { send(&app, request).await }
-    });
+    let pending = pending_list(&app, token(target));
     tokio::time::sleep(Duration::from_millis(200)).await;
     let queries_while_waiting = state.wait_queries();
 
@@ -312,14 +310,7 @@ async fn a_token_of_a_type_the_projection_reads_waits_on_announcements_without_a
     announce_live(&pool, &state, before).await;
     let target = append_event(&pool, "Project", "p2", 1).await;
     let queries_before = state.wait_queries();
-    let request = Request::get("/api/v1/projects")
-        .header("x-consistency-token", typed(target, "Project"))
-        .body(Body::empty())
-        .expect("valid request");
-    let pending = tokio::spawn({
-        let app = app.clone();
-        async move { send(&app, request).await }
-    });
+    let pending = pending_list(&app, typed(target, "Project"));
     // The waiter must not answer before the projection applies the token.
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(

@@ -33,8 +33,13 @@ pub struct Deadline(pub Instant);
 /// Middleware, outermost: stamps the request's [`Arrival`] (where no admission layer, which
 /// stamps it itself, is outermost).
 pub async fn stamp_arrival(mut request: Request, next: Next) -> Response {
-    request.extensions_mut().insert(Arrival(Instant::now()));
+    stamp(&mut request);
     next.run(request).await
+}
+
+/// Records now as the request's [`Arrival`]: for the outermost layer, whichever it is.
+pub fn stamp(request: &mut Request) {
+    request.extensions_mut().insert(Arrival(Instant::now()));
 }
 
 /// Middleware with the timeout as state: runs the request until its [`Arrival`] (now, when

@@ -173,9 +173,7 @@ pub async fn admit(
     mut request: Request,
     next: Next,
 ) -> Response {
-    request
-        .extensions_mut()
-        .insert(crate::deadline::Arrival(tokio::time::Instant::now()));
+    crate::deadline::stamp(&mut request);
     let route = match request.extensions().get::<MatchedPath>() {
         Some(path) if !crate::http::OPS_ROUTES.contains(&path.as_str()) => path.as_str(),
         _ => return next.run(request).await,

@@ -330,14 +330,24 @@ mod tests {
         (Response::from_parts(parts, Body::empty()), json)
     }
 
+    /// `GET uri`.
+    fn get_request(uri: &str) -> Request<Body> {
+        Request::get(uri).body(Body::empty()).expect("request")
+    }
+
+    /// `GET uri` with the client's `X-Request-ID`.
+    fn get_with_id(uri: &str, request_id: &str) -> Request<Body> {
+        Request::get(uri)
+            .header("x-request-id", request_id)
+            .body(Body::empty())
+            .expect("request")
+    }
+
     #[tokio::test]
     async fn a_bare_error_status_becomes_problem_json_with_the_request_id() {
         let routes =
             Router::new().route("/slow", get(|| async { StatusCode::SERVICE_UNAVAILABLE }));
-        let request = Request::get("/slow")
-            .header("x-request-id", "abc-1")
-            .body(Body::empty())
-            .expect("request");
+        let request = get_with_id("/slow", "abc-1");
         let (response, body) = call(app(routes), request).await;
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(
@@ -359,10 +369,7 @@ mod tests {
                 StatusCode::OK
             }),
         );
-        let request = Request::get("/panics-once")
-            .header("x-request-id", "boom-1")
-            .body(Body::empty())
-            .expect("request");
+        let request = get_with_id("/panics-once", "boom-1");
         let (response, body) = call(app(routes), request).await;
         assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(body["status"], 500);
@@ -382,13 +389,7 @@ mod tests {
     #[tokio::test]
     async fn unknown_routes_and_methods_are_problems() {
         let routes = Router::new().route("/thing", get(|| async { "ok" }));
-        let (missing, body) = call(
-            app(routes.clone()),
-            Request::get("/nowhere")
-                .body(Body::empty())
-                .expect("request"),
-        )
-        .await;
+        let (missing, body) = call(app(routes.clone()), get_request("/nowhere")).await;
         assert_eq!(missing.status(), StatusCode::NOT_FOUND);
         assert_eq!(body["type"], "/problems/not-found");
         let (wrong_method, body) = call(
@@ -413,9 +414,7 @@ mod tests {
             "/things/{id}",
             get(|axum::extract::Path(id): axum::extract::Path<String>| async move { id }),
         );
-        let request = Request::get("/things/%FF")
-            .body(Body::empty())
-            .expect("request");
+        let request = get_request("/things/%FF");
         let (response, body) = call(app(routes), request).await;
         assert_eq!(response.status(), StatusCode::BAD_REQUEST);
         assert_eq!(
@@ -432,9 +431,7 @@ mod tests {
     #[tokio::test]
     async fn every_problem_type_resolves_to_its_page() {
         let routes = Router::new();
-        let request = Request::get("/problems/validation")
-            .body(Body::empty())
-            .expect("request");
+        let request = get_request("/problems/validation");
         let response = app(routes.clone())
             .oneshot(request)
             .await
@@ -445,13 +442,7 @@ mod tests {
                 .to_str()
                 .is_ok_and(|kind| kind.starts_with("text/markdown"))
         );
-        let (missing, body) = call(
-            app(routes),
-            Request::get("/problems/nonsense")
-                .body(Body::empty())
-                .expect("request"),
-        )
-        .await;
+        let (missing, body) = call(app(routes), get_request("/problems/nonsense")).await;
         assert_eq!(missing.status(), StatusCode::NOT_FOUND);
         assert_eq!(body["type"], "/problems/not-found");
     }
@@ -481,23 +472,19 @@ mod tests {
             ..AdmissionSettings::default()
         };
         let app = bounded_app(holding(Arc::clone(&entered), Arc::clone(&gate)), &admission);
-        let get = |uri: &str| Request::get(uri).body(Body::empty()).expect("request");
 
         // Two requests take both places and stay.
         let mut held = Vec::new();
         for n in 0..2 {
             held.push(tokio::spawn(
-                app.clone().oneshot(get(&format!("/hold/{n}"))),
+                app.clone().oneshot(get_request(&format!("/hold/{n}"))),
             ));
             entered.notified().await;
         }
 
         // The third is refused at once: 503, Retry-After, problem+json with retry_after.
         let started = Instant::now();
-        let request = Request::get("/hold/2")
-            .header("x-request-id", "shed-1")
-            .body(Body::empty())
-            .expect("request");
+        let request = get_with_id("/hold/2", "shed-1");
         let (refused, body) = call(app.clone(), request).await;
         let waited = started.elapsed();
         assert_retry_after_agrees(&refused, &body);
@@ -521,12 +508,12 @@ mod tests {
         );
 
         // Health and metrics are outside the bound; the refusal is counted by route.
-        let (health, body) = call(app.clone(), get("/healthz")).await;
+        let (health, body) = call(app.clone(), get_request("/healthz")).await;
         assert_eq!(health.status(), StatusCode::OK);
         assert_eq!(body["status"], "ok");
         let metrics = app
             .clone()
-            .oneshot(get("/metrics"))
+            .oneshot(get_request("/metrics"))
             .await
             .expect("infallible");
         assert_eq!(metrics.status(), StatusCode::OK);
@@ -552,7 +539,7 @@ mod tests {
             assert_eq!(response.status(), StatusCode::OK);
         }
         gate.add_permits(1);
-        let (again, _) = call(app, get("/hold/3")).await;
+        let (again, _) = call(app, get_request("/hold/3")).await;
         assert_eq!(again.status(), StatusCode::OK);
     }
 
@@ -566,10 +553,9 @@ mod tests {
             ..AdmissionSettings::default()
         };
         let app = bounded_app(holding(Arc::clone(&entered), Arc::clone(&gate)), &admission);
-        let get = |uri: &str| Request::get(uri).body(Body::empty()).expect("request");
-        let first = tokio::spawn(app.clone().oneshot(get("/hold/1")));
+        let first = tokio::spawn(app.clone().oneshot(get_request("/hold/1")));
         entered.notified().await;
-        let second = tokio::spawn(app.clone().oneshot(get("/hold/2")));
+        let second = tokio::spawn(app.clone().oneshot(get_request("/hold/2")));
         tokio::time::sleep(Duration::from_millis(50)).await;
         gate.add_permits(2);
         for request in [first, second] {
@@ -596,10 +582,7 @@ mod tests {
             request_timeout: Some(Duration::from_millis(50)),
             ..AdmissionSettings::default()
         };
-        let request = Request::get("/stuck")
-            .header("x-request-id", "late-1")
-            .body(Body::empty())
-            .expect("request");
+        let request = get_with_id("/stuck", "late-1");
         let (response, body) = call(bounded_app(routes, &admission), request).await;
         assert_retry_after_agrees(&response, &body);
         assert_eq!(body["type"], "/problems/unavailable");
@@ -609,9 +592,7 @@ mod tests {
     #[tokio::test]
     async fn an_unreachable_database_is_answered_503_with_retry_after_in_header_and_body() {
         // The plumbing's pool points at a port nothing listens on.
-        let request = Request::get("/readyz")
-            .body(Body::empty())
-            .expect("request");
+        let request = get_request("/readyz");
         let (response, body) = call(app(Router::new()), request).await;
         assert_retry_after_agrees(&response, &body);
         assert_eq!(body["type"], "/problems/unavailable");
@@ -628,7 +609,7 @@ mod tests {
                 )
             }),
         );
-        let request = Request::get("/busy").body(Body::empty()).expect("request");
+        let request = get_request("/busy");
         let (response, body) = call(app(routes), request).await;
         assert_retry_after_agrees(&response, &body);
         assert_eq!(body["retry_after"], 7);

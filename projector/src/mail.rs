@@ -1,6 +1,6 @@
 //! The mail relay: publishes the accounts' mail outbox (event_store::mail_outbox) to the
 //! durable topic exchange `chronicle.mail` with routing key `mail.<template>`, with publisher
-//! confirms (the event relay's, [`crate::relay::publish_confirmed`]), and deletes each row
+//! confirms (the event relay's, `relay::publish_confirmed`), and deletes each row
 //! once the broker confirmed it: at least once, consumers dedupe on `message_id`
 //! (ACCOUNTS.md, "Mail on RabbitMQ").
 //!

@@ -82,7 +82,7 @@ pub struct SetRoles {
     roles: Vec<GrantableRole>,
 }
 
-/// A role an admin can grant. Documentation of [`SetRoles::roles`]' items.
+/// A role an admin can grant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum GrantableRole {

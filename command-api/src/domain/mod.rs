@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 pub use event_store::load::StreamEnds;
 
 /// An aggregate's pure heart: which events a command produces (`decide`) and how an event
-/// changes the state (`evolve`). [`impl_aggregate!`] turns it into a cqrs-es `Aggregate`.
+/// changes the state (`evolve`). `impl_aggregate!` (below) turns it into a cqrs-es `Aggregate`.
 pub trait Decide: Default + Serialize + DeserializeOwned + Send + Sync {
     /// The aggregate type its streams are stored under.
     const TYPE: &'static str;

@@ -1,5 +1,5 @@
 //! The read models the projector maintains, one module per table family; the checks they
-//! share are in [`decode`].
+//! share are in `decode`.
 
 pub mod analytics_daily;
 pub mod auth_accounts;

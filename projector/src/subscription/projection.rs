@@ -156,7 +156,7 @@ pub struct LoopSettings {
     /// size): big events make batches shorter, so memory stays bounded.
     pub max_bytes: i64,
     /// The least time between two skips of unrelated events by an idle loop
-    /// ([`skip_unrelated`](super::skip)): a skip is a checkpoint write and an announcement,
+    /// (`skip::skip_unrelated`): a skip is a checkpoint write and an announcement,
     /// which on every append wake-up of every idle projection cost more than the appends.
     /// Zero skips on every idle round.
     pub skip_every: Duration,

@@ -61,7 +61,7 @@ pub trait ListRequest: Sync {
     fn query_string(&self, page: i64) -> String;
 
     /// What the total of this request depends on, as a key of
-    /// [`Totals`](crate::read::totals::Totals): by default the path and the canonical query
+    /// [`Totals`]: by default the path and the canonical query
     /// string of page 1, which between them name every filter (a service's history has its
     /// service in the path), and the sort and page size, which do not change the total but
     /// only make a key less shared. A request narrowed to a scope must name it.

@@ -12,7 +12,7 @@
 //! cargo run --release -p bench -- --token-ab   # access tokens: cache on vs off, and nothing else
 //! cargo run --release -p bench -- --tracing-ab # tracing with export off vs OTEL_SDK_DISABLED=true
 //! cargo run --release -p bench -- --log-only [--quick] [--log-events 1000000]   # large log, long stream
-//! cargo run --release -p bench -- --reads [--quick] [--projector-ab PROJECTOR_BATCH_BYTES=8388608] [--lag-rate 500]
+//! cargo run --release -p bench -- --reads [--quick] [--projector-ab PROJECTOR_BATCH_BYTES=8388608] [--lag-rate 500] [--lag-probe-every 10]
 //!     # read path only: create peak, lag, queries A/B, analytics, memory
 //! cargo run --release -p bench -- --write-ab [--quick] [--variant name=dir]...   # the write path only
 //! ```
@@ -86,6 +86,9 @@ struct Options {
     projector_ab: Vec<(&'static str, String)>,
     /// With `--reads`: the lag's fixed create rate instead of half the measured peak.
     lag_rate: Option<f64>,
+    /// One lag load command in this many is probed for its lag (`--lag-probe-every`; 1 probes
+    /// every command, as until stop 14).
+    lag_probe_every: u64,
     /// Overrides the plan's large-log size.
     log_events: Option<i64>,
     out: Option<PathBuf>,
@@ -103,6 +106,7 @@ fn parse_args() -> anyhow::Result<Options> {
         reads: false,
         projector_ab: Vec::new(),
         lag_rate: None,
+        lag_probe_every: 10,
         log_events: None,
         out: None,
     };
@@ -121,6 +125,16 @@ fn parse_args() -> anyhow::Result<Options> {
                     rate.parse()
                         .with_context(|| format!("--lag-rate {rate:?}"))?,
                 );
+            }
+            "--lag-probe-every" => {
+                let every = args
+                    .next()
+                    .context("--lag-probe-every needs a number of commands")?;
+                options.lag_probe_every = every
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|every| *every > 0)
+                    .with_context(|| format!("--lag-probe-every {every:?}: a positive integer"))?;
             }
             "--projector-ab" => {
                 let list = args
@@ -155,7 +169,7 @@ fn parse_args() -> anyhow::Result<Options> {
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: bench [--quick] [--no-relay] [--log-only | --reads [--projector-ab NAME=v,..] [--lag-rate N]] \
+                    "usage: bench [--quick] [--no-relay] [--log-only | --reads [--projector-ab NAME=v,..] [--lag-rate N]] [--lag-probe-every N] \
                      [--log-events N] \
                      [--out bench-results/<file>.json]\n       \
                      bench --token-ab [--quick]\n       \
@@ -437,7 +451,7 @@ async fn main_system(
             };
             eprintln!("projection lag (A)");
             rows.extend(label(
-                scenarios::lag::lag(&a, half, rate_is).await?,
+                scenarios::lag::lag(&a, half, rate_is, options.lag_probe_every).await?,
                 "projection lag (A)",
             ));
             meter.section("projection lag (A)");
@@ -459,7 +473,7 @@ async fn main_system(
             ..context.clone()
         };
         eprintln!("projection lag");
-        rows.extend(scenarios::lag::lag(&context, half, rate_is).await?);
+        rows.extend(scenarios::lag::lag(&context, half, rate_is, options.lag_probe_every).await?);
         meter.section("projection lag");
         if !options.projector_ab.is_empty() {
             eprintln!("analytics");
@@ -519,7 +533,15 @@ async fn main_system(
     rows.extend(scenarios::commands::idempotency(&context).await?);
     meter.section("idempotency");
     eprintln!("projection lag");
-    rows.extend(scenarios::lag::lag(&context, half, scenarios::lag::RateIs::HalfOfPeak).await?);
+    rows.extend(
+        scenarios::lag::lag(
+            &context,
+            half,
+            scenarios::lag::RateIs::HalfOfPeak,
+            options.lag_probe_every,
+        )
+        .await?,
+    );
     meter.section("projection lag");
     eprintln!("queries");
     rows.extend(scenarios::queries::queries(&context).await?);

@@ -39,6 +39,30 @@ pub enum RateIs {
     Fixed,
 }
 
+/// What follows the `i`-th create of a lag load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Probe {
+    /// Polled every [`POLL_EVERY`] until visible.
+    Poll,
+    /// One GET with the create's consistency token.
+    Token,
+    /// Nothing: the create is load only.
+    None,
+}
+
+impl Probe {
+    /// One create in `every` is probed, and one probe in ten is polled.
+    fn of(i: u64, every: u64) -> Self {
+        if i.is_multiple_of(10 * every) {
+            Self::Poll
+        } else if i.is_multiple_of(every) {
+            Self::Token
+        } else {
+            Self::None
+        }
+    }
+}
+
 /// Runs creates at `rate` per second and measures how long one in `probe_every` takes to
 /// become visible.
 pub async fn lag(
@@ -71,28 +95,33 @@ pub async fn lag(
         async move {
             let (id, answer, acknowledged) =
                 create_probe(&context, &format!("lag probe {i}")).await?;
-            let url = format!("{}/api/v1/projects/{id}", context.query);
-            if i % (10 * probe_every) == 0 {
-                let lag = poll_visible(&context, id, acknowledged, POLL_EVERY, POLL_LIMIT).await?;
-                if let Ok(mut histogram) = poll_lag.lock() {
-                    record(&mut histogram, lag);
+            match Probe::of(i, probe_every) {
+                Probe::Poll => {
+                    let lag =
+                        poll_visible(&context, id, acknowledged, POLL_EVERY, POLL_LIMIT).await?;
+                    if let Ok(mut histogram) = poll_lag.lock() {
+                        record(&mut histogram, lag);
+                    }
                 }
-            } else if i % probe_every == 0 {
-                let token = answer
-                    .header("x-consistency-token")
-                    .ok_or_else(|| OpError::Invalid("no X-Consistency-Token".into()))?
-                    .to_owned();
-                context
-                    .http
-                    .get(&url, &[("x-consistency-token", &token)])
-                    .await
-                    .and_then(|answer| answer.expect(&[200]))
-                    // Said apart from a refused create: a wait that holds a slot is the read
-                    // side's load, not the write side's.
-                    .map_err(|error| OpError::Invalid(format!("query API: {error}")))?;
-                if let Ok(mut histogram) = token_lag.lock() {
-                    record(&mut histogram, acknowledged.elapsed());
+                Probe::Token => {
+                    let url = format!("{}/api/v1/projects/{id}", context.query);
+                    let token = answer
+                        .header("x-consistency-token")
+                        .ok_or_else(|| OpError::Invalid("no X-Consistency-Token".into()))?
+                        .to_owned();
+                    context
+                        .http
+                        .get(&url, &[("x-consistency-token", &token)])
+                        .await
+                        .and_then(|answer| answer.expect(&[200]))
+                        // Said apart from a refused create: a wait that holds a slot is the read
+                        // side's load, not the write side's.
+                        .map_err(|error| OpError::Invalid(format!("query API: {error}")))?;
+                    if let Ok(mut histogram) = token_lag.lock() {
+                        record(&mut histogram, acknowledged.elapsed());
+                    }
                 }
+                Probe::None => {}
             }
             if let Ok(mut projects) = context.projects.lock() {
                 projects.push(id);
@@ -161,4 +190,33 @@ pub async fn lag(
     }
     rows.push(poll_row);
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Probe;
+
+    fn count(every: u64, kind: Probe) -> usize {
+        (0..1000).filter(|&i| Probe::of(i, every) == kind).count()
+    }
+
+    #[test]
+    fn one_create_in_every_is_probed_and_one_probe_in_ten_polled() {
+        assert_eq!(count(10, Probe::Poll), 10);
+        assert_eq!(count(10, Probe::Token), 90);
+        assert_eq!(count(10, Probe::None), 900);
+    }
+
+    #[test]
+    fn every_one_is_the_old_load() {
+        // Until stop 14: every create probed, one in ten of them polled.
+        for i in 0..1000 {
+            let old = if i % 10 == 0 {
+                Probe::Poll
+            } else {
+                Probe::Token
+            };
+            assert_eq!(Probe::of(i, 1), old, "create {i}");
+        }
+    }
 }

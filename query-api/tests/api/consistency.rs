@@ -2,8 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
 use events::{ConsistencyToken, LogPosition};
 use sqlx::PgPool;
 
@@ -11,7 +10,7 @@ use event_store::wake::CheckpointMoved;
 
 use crate::helpers::{
     ItemIds as _, announce, app_and_state, app_with, append_event, get_with, insert_project,
-    notify_checkpoint, project, send, set_checkpoint, waiting,
+    notify_checkpoint, project, set_checkpoint, waiting,
 };
 
 fn token(position: LogPosition) -> String {
@@ -23,12 +22,10 @@ fn pending_list(
     app: &axum::Router,
     token: String,
 ) -> tokio::task::JoinHandle<crate::helpers::Answer> {
-    let request = Request::get("/api/v1/projects")
-        .header("x-consistency-token", token)
-        .body(Body::empty())
-        .expect("valid request");
     let app = app.clone();
-    tokio::spawn(async move { send(&app, request).await })
+    tokio::spawn(async move {
+        get_with(&app, "/api/v1/projects", &[("x-consistency-token", &token)]).await
+    })
 }
 
 #[sqlx::test(migrator = "event_store::MIGRATOR")]

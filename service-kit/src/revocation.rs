@@ -4,8 +4,9 @@
 //!
 //! Access tokens are checked without touching the database; a background task reads the
 //! `Session` and `Account` streams after the position it reached (index-backed, from the
-//! primary), woken by the append channel with a poll fallback, so a revocation on any replica
-//! reaches every other within two seconds. The revoking replica notes it at once.
+//! primary), woken by the append notifications that name those streams (or name nothing), with
+//! a poll fallback, so a revocation on any replica reaches every other within two seconds. The
+//! revoking replica notes it at once.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -14,7 +15,7 @@ use std::time::Duration;
 use auth::{AccessClaims, Role};
 use chrono::{DateTime, TimeDelta, Utc};
 use event_store::LogFilter;
-use event_store::wake::{EVENTS_CHANNEL, listen_with_handle};
+use event_store::wake::{EVENTS_CHANNEL, Wakes, listen_routed};
 use events::account::AccountEvent;
 use events::session::SessionEvent;
 use events::{LogPosition, RecordedEvent};
@@ -260,8 +261,9 @@ impl RevocationView {
         }
     }
 
-    /// Starts feeding the view from the log of the database `primary` connects to, listening
-    /// for appends on the events channel. The returned guard stops both tasks when dropped.
+    /// Starts feeding the view from the log of the database `primary` connects to, woken by
+    /// appends of its streams on the events channel. The returned guard stops both tasks when
+    /// dropped.
     ///
     /// The feed has a pool of its own, of [`FEED_CONNECTIONS`], made with `primary`'s
     /// options: its `LISTEN` holds a connection for good, which would otherwise be one fewer
@@ -272,7 +274,8 @@ impl RevocationView {
             .max_connections(FEED_CONNECTIONS)
             .min_connections(0)
             .connect_lazy_with(options);
-        let (wake, listener) = listen_with_handle(pool.clone(), EVENTS_CHANNEL);
+        let (wakes, listener) = listen_routed(pool.clone(), EVENTS_CHANNEL);
+        let wake = feed_wake(&wakes);
         let feed = tokio::spawn(run_feed(self.clone(), pool, wake));
         FeedGuard {
             tasks: vec![listener, feed],
@@ -304,6 +307,14 @@ fn parse_roles(names: &[String]) -> Vec<Role> {
 
 /// The aggregate types whose events can revoke a token.
 const STREAMS: [&str; 2] = ["Account", "Session"];
+
+/// The feed's wake-up: only appends of [`STREAMS`] (or of something unnamed, or a reconnect)
+/// make it read. Every replica runs a feed, and a wake on every append of every type made
+/// each of them read the log once per commit for nothing (PERFORMANCE.md, "Lag with sampled
+/// probes").
+fn feed_wake(wakes: &Wakes) -> Arc<Notify> {
+    wakes.register(&STREAMS)
+}
 
 async fn run_feed(view: RevocationView, pool: PgPool, wake: Arc<Notify>) {
     let mut after = LogPosition::START;
@@ -338,6 +349,31 @@ async fn run_feed(view: RevocationView, pool: PgPool, wake: Arc<Notify>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use event_store::wake::Delivery;
+
+    /// Whether `wake` holds a wake-up (a permit `notify_one` left), taking it.
+    async fn woken(wake: &Notify) -> bool {
+        // `timeout` polls the future before its deadline, so a stored permit is taken at once.
+        tokio::time::timeout(Duration::ZERO, wake.notified())
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test]
+    async fn the_feed_wakes_for_its_streams_and_unnamed_appends_only() {
+        let wakes = Wakes::default();
+        let wake = feed_wake(&wakes);
+        let deliver = |payload: &str| wakes.deliver(&Delivery::Payload(Arc::from(payload)));
+        deliver("Project");
+        deliver("SupportTicket,mail_outbox");
+        assert!(!woken(&wake).await, "other streams' appends do not wake it");
+        for payload in ["Session", "Project,Account", ""] {
+            deliver(payload);
+            assert!(woken(&wake).await, "{payload:?} wakes it");
+        }
+        wakes.deliver(&Delivery::Gap);
+        assert!(woken(&wake).await, "a reconnect wakes it");
+    }
 
     fn claims(sub: Uuid, sid: Uuid, roles: Vec<Role>, iat: i64) -> AccessClaims {
         AccessClaims {

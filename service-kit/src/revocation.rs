@@ -310,8 +310,8 @@ const STREAMS: [&str; 2] = ["Account", "Session"];
 
 /// The feed's wake-up: only appends of [`STREAMS`] (or of something unnamed, or a reconnect)
 /// make it read. Every replica runs a feed, and a wake on every append of every type made
-/// each of them read the log once per commit for nothing (PERFORMANCE.md, "Lag with sampled
-/// probes").
+/// each of them read the log once per commit for nothing (PERFORMANCE.md, "The revocation
+/// feeds woken by their own streams").
 fn feed_wake(wakes: &Wakes) -> Arc<Notify> {
     wakes.register(&STREAMS)
 }

@@ -399,9 +399,9 @@ async fn a_revoked_session_is_refused_here_at_once_and_by_another_replica_soon(p
     // Named as the command API names it: the feed wakes for its own streams.
     event_store::wake::AppendNotifier::spawn(pool.clone(), event_store::wake::EVENTS_CHANNEL)
         .notify_appended(["Session"]);
-    // The feed's bound is two seconds (a poll every 500 ms and a wake on every append); the
-    // deadline here is looser, since other tests' open transactions can hold back the
-    // commit-safe horizon that every log reader waits for.
+    // The feed's bound is two seconds (a poll every 500 ms and a wake on every append that
+    // names its streams or nothing); the deadline here is looser, since other tests' open
+    // transactions can hold back the commit-safe horizon that every log reader waits for.
     eventually(
         Duration::from_secs(10),
         "the other replica refuses the token",

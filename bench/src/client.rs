@@ -38,6 +38,19 @@ pub enum OpError {
     Invalid(String),
 }
 
+impl OpError {
+    /// A short name of the failure's kind, for tallies: the status for an unexpected one.
+    pub fn kind(&self) -> String {
+        match self {
+            Self::Transport(_) => "transport".to_owned(),
+            Self::Timeout => "timed out".to_owned(),
+            Self::Status { status, .. } => format!("status {status}"),
+            Self::Database(_) => "database".to_owned(),
+            Self::Invalid(_) => "other".to_owned(),
+        }
+    }
+}
+
 /// A whole HTTP answer.
 #[derive(Debug)]
 pub struct Answer {

@@ -7,6 +7,7 @@
 //!   measured from each request's *intended* send time, so a stall shows up in the latency of
 //!   every request it delayed (no coordinated omission).
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,6 +29,8 @@ pub struct Outcome {
     pub histogram: Histogram<u64>,
     /// Failed operations.
     pub errors: u64,
+    /// How many failed of each kind, as `status 503: 16, timed out: 1` (empty when none did).
+    pub failure_kinds: String,
     /// How long the load ran.
     pub elapsed: Duration,
     /// CPU seconds this process (the client) used meanwhile, when `/proc` tells.
@@ -89,18 +92,18 @@ where
     let op = Arc::new(op);
     let next = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
-    let first_error: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+    let failures = Arc::new(Mutex::new(Failures::default()));
     let template = new_histogram()?;
     let cpu_before = own_seconds();
     let started = Instant::now();
     let deadline = started + budget.duration;
     let mut workers = JoinSet::new();
     for _ in 0..concurrency.max(1) {
-        let (op, next, errors, first_error) = (
+        let (op, next, errors, failures) = (
             Arc::clone(&op),
             Arc::clone(&next),
             Arc::clone(&errors),
-            Arc::clone(&first_error),
+            Arc::clone(&failures),
         );
         let mut histogram = template.clone();
         workers.spawn(async move {
@@ -114,7 +117,7 @@ where
                     Ok(()) => record(&mut histogram, sent.elapsed()),
                     Err(error) => {
                         errors.fetch_add(1, Ordering::Relaxed);
-                        remember(&first_error, &error);
+                        remember(&failures, &error);
                     }
                 }
             }
@@ -129,10 +132,10 @@ where
             .map_err(|error| anyhow::anyhow!("merging histograms: {error:?}"))?;
     }
     let elapsed = started.elapsed();
-    report_first_error(&first_error);
     Ok(Outcome {
         histogram,
         errors: errors.load(Ordering::Relaxed),
+        failure_kinds: report(&failures),
         elapsed,
         client_cpu: cpu_since(cpu_before),
     })
@@ -149,7 +152,7 @@ where
     let op = Arc::new(op);
     let histogram = Arc::new(Mutex::new(new_histogram()?));
     let errors = Arc::new(AtomicU64::new(0));
-    let first_error: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+    let failures = Arc::new(Mutex::new(Failures::default()));
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let mut tasks = JoinSet::new();
     let cpu_before = own_seconds();
@@ -166,17 +169,18 @@ where
         tokio::time::sleep_until(due.into()).await;
         let Ok(permit) = Arc::clone(&in_flight).try_acquire_owned() else {
             errors.fetch_add(1, Ordering::Relaxed);
-            remember(
-                &first_error,
-                &OpError::Invalid("too many requests in flight".into()),
-            );
+            if let Ok(mut failures) = failures.lock() {
+                failures.note("not sent: too many in flight".to_owned(), || {
+                    "too many requests in flight".to_owned()
+                });
+            }
             continue;
         };
-        let (op, histogram, errors, first_error) = (
+        let (op, histogram, errors, failures) = (
             Arc::clone(&op),
             Arc::clone(&histogram),
             Arc::clone(&errors),
-            Arc::clone(&first_error),
+            Arc::clone(&failures),
         );
         tasks.spawn(async move {
             let outcome = op(i).await;
@@ -190,7 +194,7 @@ where
                 }
                 Err(error) => {
                     errors.fetch_add(1, Ordering::Relaxed);
-                    remember(&first_error, &error);
+                    remember(&failures, &error);
                 }
             }
         });
@@ -204,9 +208,15 @@ where
     if drained.is_err() {
         let stuck = tasks.len() as u64;
         errors.fetch_add(stuck, Ordering::Relaxed);
+        if let Ok(mut failures) = failures.lock() {
+            for _ in 0..stuck {
+                failures.note("unfinished at the drain".to_owned(), || {
+                    format!("{stuck} requests still unanswered {DRAIN:?} after sending ended")
+                });
+            }
+        }
         tasks.abort_all();
     }
-    report_first_error(&first_error);
     let histogram = histogram
         .lock()
         .map_err(|_| anyhow::anyhow!("a load task panicked while recording"))?
@@ -215,6 +225,7 @@ where
     Ok(Outcome {
         histogram,
         errors: errors.load(Ordering::Relaxed),
+        failure_kinds: report(&failures),
         elapsed: sending_ended,
         client_cpu,
     })
@@ -225,18 +236,66 @@ fn cpu_since(before: Option<f64>) -> Option<f64> {
     Some(own_seconds()? - before?)
 }
 
-fn remember(slot: &Mutex<Option<String>>, error: &OpError) {
-    if let Ok(mut slot) = slot.lock()
-        && slot.is_none()
-    {
-        *slot = Some(error.to_string());
+/// A load's failures: the first one's text, and how many of each kind.
+#[derive(Debug, Default)]
+struct Failures {
+    first: Option<String>,
+    by_kind: BTreeMap<String, u64>,
+}
+
+impl Failures {
+    /// Counts one failure of `kind`; `text` describes it when it is the first.
+    fn note(&mut self, kind: String, text: impl FnOnce() -> String) {
+        *self.by_kind.entry(kind).or_default() += 1;
+        if self.first.is_none() {
+            self.first = Some(text());
+        }
+    }
+
+    /// The tally, as `kind: n, kind: n` in the kinds' order.
+    fn kinds(&self) -> String {
+        self.by_kind
+            .iter()
+            .map(|(kind, count)| format!("{kind}: {count}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
-fn report_first_error(slot: &Mutex<Option<String>>) {
-    if let Ok(slot) = slot.lock()
-        && let Some(error) = slot.as_ref()
-    {
-        eprintln!("    first error: {error}");
+fn remember(failures: &Mutex<Failures>, error: &OpError) {
+    if let Ok(mut failures) = failures.lock() {
+        failures.note(error.kind(), || error.to_string());
+    }
+}
+
+/// Prints the first failure, and returns the tally of kinds.
+fn report(failures: &Mutex<Failures>) -> String {
+    let Ok(failures) = failures.lock() else {
+        return String::new();
+    };
+    if let Some(first) = &failures.first {
+        eprintln!("    first error: {first}");
+    }
+    failures.kinds()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_are_tallied_by_kind_and_the_first_is_kept() {
+        let failures = Mutex::new(Failures::default());
+        let refused = || OpError::Status {
+            status: 503,
+            body: "busy".to_owned(),
+        };
+        remember(&failures, &refused());
+        remember(&failures, &OpError::Timeout);
+        remember(&failures, &refused());
+        assert_eq!(report(&failures), "status 503: 2, timed out: 1");
+        let first = failures.lock().expect("not poisoned").first.clone();
+        assert_eq!(first.as_deref(), Some("unexpected status 503: busy"));
+        assert_eq!(report(&Mutex::new(Failures::default())), "");
     }
 }

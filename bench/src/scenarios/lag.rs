@@ -171,9 +171,14 @@ pub async fn lag(
     )
     .measured(token)
     .note(format!(
-        "{} commands, {} failed; includes one GET round trip{projector_note}",
+        "{} commands, {} failed{}; includes one GET round trip{projector_note}",
         outcome.histogram.len(),
-        outcome.errors
+        outcome.errors,
+        if outcome.failure_kinds.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", outcome.failure_kinds)
+        }
     ));
     if let Some(p99) = token_row.measured.as_ref().and_then(|m| m.p99_ms) {
         token_row = token_row.goal("p99 < 50 ms", p99, LAG_P99_GOAL_MS, false);

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
@@ -91,7 +91,6 @@ where
 {
     let op = Arc::new(op);
     let next = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(AtomicU64::new(0));
     let failures = Arc::new(Mutex::new(Failures::default()));
     let template = new_histogram()?;
     let cpu_before = own_seconds();
@@ -99,12 +98,7 @@ where
     let deadline = started + budget.duration;
     let mut workers = JoinSet::new();
     for _ in 0..concurrency.max(1) {
-        let (op, next, errors, failures) = (
-            Arc::clone(&op),
-            Arc::clone(&next),
-            Arc::clone(&errors),
-            Arc::clone(&failures),
-        );
+        let (op, next, failures) = (Arc::clone(&op), Arc::clone(&next), Arc::clone(&failures));
         let mut histogram = template.clone();
         workers.spawn(async move {
             loop {
@@ -115,10 +109,7 @@ where
                 let sent = Instant::now();
                 match op(i).await {
                     Ok(()) => record(&mut histogram, sent.elapsed()),
-                    Err(error) => {
-                        errors.fetch_add(1, Ordering::Relaxed);
-                        remember(&failures, &error);
-                    }
+                    Err(error) => remember(&failures, &error),
                 }
             }
             histogram
@@ -132,10 +123,11 @@ where
             .map_err(|error| anyhow::anyhow!("merging histograms: {error:?}"))?;
     }
     let elapsed = started.elapsed();
+    let (errors, failure_kinds) = report(&failures);
     Ok(Outcome {
         histogram,
-        errors: errors.load(Ordering::Relaxed),
-        failure_kinds: report(&failures),
+        errors,
+        failure_kinds,
         elapsed,
         client_cpu: cpu_since(cpu_before),
     })
@@ -151,7 +143,6 @@ where
     let rate = rate.max(1.0);
     let op = Arc::new(op);
     let histogram = Arc::new(Mutex::new(new_histogram()?));
-    let errors = Arc::new(AtomicU64::new(0));
     let failures = Arc::new(Mutex::new(Failures::default()));
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let mut tasks = JoinSet::new();
@@ -168,18 +159,17 @@ where
         let due = started + offset;
         tokio::time::sleep_until(due.into()).await;
         let Ok(permit) = Arc::clone(&in_flight).try_acquire_owned() else {
-            errors.fetch_add(1, Ordering::Relaxed);
-            if let Ok(mut failures) = failures.lock() {
-                failures.note("not sent: too many in flight".to_owned(), || {
-                    "too many requests in flight".to_owned()
-                });
-            }
+            tally(
+                &failures,
+                "not sent: too many in flight".to_owned(),
+                1,
+                || "too many requests in flight".to_owned(),
+            );
             continue;
         };
-        let (op, histogram, errors, failures) = (
+        let (op, histogram, failures) = (
             Arc::clone(&op),
             Arc::clone(&histogram),
-            Arc::clone(&errors),
             Arc::clone(&failures),
         );
         tasks.spawn(async move {
@@ -192,10 +182,7 @@ where
                         record(&mut histogram, latency);
                     }
                 }
-                Err(error) => {
-                    errors.fetch_add(1, Ordering::Relaxed);
-                    remember(&failures, &error);
-                }
+                Err(error) => remember(&failures, &error),
             }
         });
         // Reap finished tasks as we go so the set stays small.
@@ -207,14 +194,12 @@ where
         tokio::time::timeout(DRAIN, async { while tasks.join_next().await.is_some() {} }).await;
     if drained.is_err() {
         let stuck = tasks.len() as u64;
-        errors.fetch_add(stuck, Ordering::Relaxed);
-        if let Ok(mut failures) = failures.lock() {
-            for _ in 0..stuck {
-                failures.note("unfinished at the drain".to_owned(), || {
-                    format!("{stuck} requests still unanswered {DRAIN:?} after sending ended")
-                });
-            }
-        }
+        tally(
+            &failures,
+            "unfinished at the drain".to_owned(),
+            stuck,
+            || format!("{stuck} requests still unanswered {DRAIN:?} after sending ended"),
+        );
         tasks.abort_all();
     }
     let histogram = histogram
@@ -222,10 +207,11 @@ where
         .map_err(|_| anyhow::anyhow!("a load task panicked while recording"))?
         .clone();
     // The rate achieved is counted over the sending window: the drain is not load.
+    let (errors, failure_kinds) = report(&failures);
     Ok(Outcome {
         histogram,
-        errors: errors.load(Ordering::Relaxed),
-        failure_kinds: report(&failures),
+        errors,
+        failure_kinds,
         elapsed: sending_ended,
         client_cpu,
     })
@@ -244,12 +230,17 @@ struct Failures {
 }
 
 impl Failures {
-    /// Counts one failure of `kind`; `text` describes it when it is the first.
-    fn note(&mut self, kind: String, text: impl FnOnce() -> String) {
-        *self.by_kind.entry(kind).or_default() += 1;
+    /// Counts `count` failures of `kind`; `text` describes them when they are the first.
+    fn note(&mut self, kind: String, count: u64, text: impl FnOnce() -> String) {
+        *self.by_kind.entry(kind).or_default() += count;
         if self.first.is_none() {
             self.first = Some(text());
         }
+    }
+
+    /// How many failed, of every kind.
+    fn total(&self) -> u64 {
+        self.by_kind.values().sum()
     }
 
     /// The tally, as `kind: n, kind: n` in the kinds' order.
@@ -262,21 +253,27 @@ impl Failures {
     }
 }
 
-fn remember(failures: &Mutex<Failures>, error: &OpError) {
-    if let Ok(mut failures) = failures.lock() {
-        failures.note(error.kind(), || error.to_string());
-    }
+/// Counts `count` failures of `kind` (see [`Failures::note`]).
+fn tally(failures: &Mutex<Failures>, kind: String, count: u64, text: impl FnOnce() -> String) {
+    // A panic elsewhere while holding the lock leaves a tally still worth counting on.
+    failures
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .note(kind, count, text);
 }
 
-/// Prints the first failure, and returns the tally of kinds.
-fn report(failures: &Mutex<Failures>) -> String {
-    let Ok(failures) = failures.lock() else {
-        return String::new();
-    };
+/// Counts one failed operation.
+fn remember(failures: &Mutex<Failures>, error: &OpError) {
+    tally(failures, error.kind(), 1, || error.to_string());
+}
+
+/// Prints the first failure, and returns how many failed and the tally of kinds.
+fn report(failures: &Mutex<Failures>) -> (u64, String) {
+    let failures = failures.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some(first) = &failures.first {
         eprintln!("    first error: {first}");
     }
-    failures.kinds()
+    (failures.total(), failures.kinds())
 }
 
 #[cfg(test)]
@@ -293,9 +290,24 @@ mod tests {
         remember(&failures, &refused());
         remember(&failures, &OpError::Timeout);
         remember(&failures, &refused());
-        assert_eq!(report(&failures), "status 503: 2, timed out: 1");
+        assert_eq!(
+            report(&failures),
+            (3, "status 503: 2, timed out: 1".to_owned())
+        );
         let first = failures.lock().expect("not poisoned").first.clone();
         assert_eq!(first.as_deref(), Some("unexpected status 503: busy"));
-        assert_eq!(report(&Mutex::new(Failures::default())), "");
+        tally(&failures, "unfinished at the drain".to_owned(), 4, || {
+            "not the first".to_owned()
+        });
+        assert_eq!(
+            report(&failures),
+            (
+                7,
+                "status 503: 2, timed out: 1, unfinished at the drain: 4".to_owned()
+            )
+        );
+        let first = failures.lock().expect("not poisoned").first.clone();
+        assert_eq!(first.as_deref(), Some("unexpected status 503: busy"));
+        assert_eq!(report(&Mutex::new(Failures::default())), (0, String::new()));
     }
 }

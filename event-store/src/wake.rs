@@ -259,7 +259,7 @@ fn poke(wake: &Notify) {
 }
 
 /// Listens on `channel` and pokes the readers of [`Wakes`] that each notification concerns,
-/// reconnecting as [`listen`] does.
+/// reconnecting as [`listen_with_handle`] does.
 pub fn listen_routed(
     pool: PgPool,
     channel: &'static str,
@@ -272,14 +272,8 @@ pub fn listen_routed(
 
 /// Listens on `channel` and pokes the returned [`Notify`] on every notification, reconnecting
 /// when the connection drops. Each poke is also sent after a reconnect, since notifications
-/// sent while disconnected are lost.
-pub fn listen(pool: PgPool, channel: &'static str) -> Arc<Notify> {
-    // Dropping a JoinHandle detaches the task: it runs for the life of the runtime.
-    listen_with_handle(pool, channel).0
-}
-
-/// [`listen`], also returning the listening task so its owner can stop it (aborting the task
-/// gives its connection back to the pool, which `PgPool::close` waits for).
+/// sent while disconnected are lost. Also returns the listening task so its owner can stop it
+/// (aborting the task gives its connection back to the pool, which `PgPool::close` waits for).
 pub fn listen_with_handle(
     pool: PgPool,
     channel: &'static str,

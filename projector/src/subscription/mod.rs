@@ -257,8 +257,8 @@ pub async fn drain<S: Sink>(
 /// Runs the subscription of `sink` until `shutdown` fires (after finishing the batch in hand)
 /// or the sink fails for good.
 ///
-/// `wake` is poked when events are appended ([`event_store::wake::listen`]); several loops may
-/// share it. Failures that are not final are logged, handed to [`Sink::interrupted`] and
+/// `wake` is poked when events are appended ([`event_store::wake::Wakes::register`]); several
+/// loops may share it. Failures that are not final are logged, handed to [`Sink::interrupted`] and
 /// retried with backoff.
 ///
 /// # Errors

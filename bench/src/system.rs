@@ -103,8 +103,12 @@ pub async fn pool(name: &str, max: u32) -> anyhow::Result<PgPool> {
     let options = options
         .options([("idle_in_transaction_session_timeout", "30s")])
         .disable_statement_logging();
+    // No test of a connection on every acquire (sqlx's default): a second round trip per
+    // statement, which the services' pools do not make (`service_kit::db::pool_options`) and
+    // which would slow the bare handlers the query figures are measured against.
     PgPoolOptions::new()
         .max_connections(max)
+        .test_before_acquire(false)
         .acquire_timeout(Duration::from_secs(10))
         .connect_with(options)
         .await

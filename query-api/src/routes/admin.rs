@@ -183,7 +183,7 @@ impl ReadModel for AccountItem {
 /// Lists every account (admins only).
 #[utoipa::path(
     get,
-    path = "/admin/accounts",
+    path = "/api/v1/admin/accounts",
     tag = "admin",
     operation_id = "list_accounts",
     params(

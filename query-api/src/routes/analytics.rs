@@ -178,7 +178,7 @@ pub async fn fetch_summary(pool: &PgPool, query: &SummaryQuery) -> Result<Summar
 /// Reads the daily analytics summary.
 #[utoipa::path(
     get,
-    path = "/analytics/summary",
+    path = "/api/v1/analytics/summary",
     tag = "analytics",
     operation_id = "analytics_summary",
     params(

@@ -231,7 +231,7 @@ impl AuditQuery {
 /// Pages through the global event log.
 #[utoipa::path(
     get,
-    path = "/audit/events",
+    path = "/api/v1/audit/events",
     tag = "audit",
     operation_id = "audit_events",
     params(AuditParams),
@@ -272,7 +272,7 @@ pub struct StreamParams {
 /// Pages through one stream in version order.
 #[utoipa::path(
     get,
-    path = "/audit/streams/{aggregate_type}/{aggregate_id}",
+    path = "/api/v1/audit/streams/{aggregate_type}/{aggregate_id}",
     tag = "audit",
     operation_id = "audit_stream",
     params(

@@ -108,7 +108,7 @@ async fn passkeys_of(state: &AppState, account_id: Uuid) -> Result<Vec<PasskeyDo
 /// The caller's passkeys.
 #[utoipa::path(
     get,
-    path = "/auth/webauthn/credentials",
+    path = "/api/v1/auth/webauthn/credentials",
     tag = "auth",
     operation_id = "passkeys",
     params(ReadHeaders),
@@ -173,7 +173,7 @@ fn private(body: impl Serialize) -> Response {
 /// The caller's own account.
 #[utoipa::path(
     get,
-    path = "/auth/me",
+    path = "/api/v1/auth/me",
     tag = "auth",
     operation_id = "me",
     params(ReadHeaders),
@@ -227,7 +227,7 @@ struct AccountRow {
 /// The caller's live sessions, newest first.
 #[utoipa::path(
     get,
-    path = "/auth/sessions",
+    path = "/api/v1/auth/sessions",
     tag = "auth",
     operation_id = "sessions",
     params(ReadHeaders),
@@ -291,7 +291,7 @@ pub struct JwkDoc {
 /// The public keys access tokens are signed with.
 #[utoipa::path(
     get,
-    path = "/auth/jwks.json",
+    path = "/api/v1/auth/jwks.json",
     tag = "auth",
     operation_id = "jwks",
     responses(

@@ -166,7 +166,7 @@ impl Item for Post {
 /// Lists community posts (deleted ones are not listed).
 #[utoipa::path(
     get,
-    path = "/community/posts",
+    path = "/api/v1/community/posts",
     tag = "community",
     operation_id = "list_posts",
     params(
@@ -195,7 +195,7 @@ pub async fn list_posts(
 /// Reads one community post; a deleted post is 404.
 #[utoipa::path(
     get,
-    path = "/community/posts/{id}",
+    path = "/api/v1/community/posts/{id}",
     tag = "community",
     operation_id = "get_post",
     params(

@@ -18,24 +18,20 @@ use utoipa_axum::router::OpenApiRouter;
 use crate::openapi::ApiDoc;
 use crate::state::AppState;
 
-/// The prefix of every API route.
-pub const API_PREFIX: &str = "/api/v1";
-
-/// Every documented route under `/api/v1`, with its OpenAPI paths.
+/// Every documented route under `/api/v1`, with its OpenAPI paths. Each operation names its
+/// whole path, prefix included, as the command API's do: a router nested under the prefix
+/// would strip it from, and rebuild, the URI of every request.
 pub fn api() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(ApiDoc::openapi()).nest(
-        API_PREFIX,
-        OpenApiRouter::new()
-            .merge(projects::router())
-            .merge(support::router())
-            .merge(community::router())
-            .merge(status::router())
-            .merge(analytics::router())
-            .merge(audit::router())
-            .merge(projections::router())
-            .merge(auth::router())
-            .merge(admin::router()),
-    )
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(projects::router())
+        .merge(support::router())
+        .merge(community::router())
+        .merge(status::router())
+        .merge(analytics::router())
+        .merge(audit::router())
+        .merge(projections::router())
+        .merge(auth::router())
+        .merge(admin::router())
 }
 
 /// The operations anyone may call; a token they carry must still be valid.

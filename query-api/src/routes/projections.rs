@@ -75,7 +75,7 @@ pub async fn projection_statuses(pool: &PgPool) -> Result<Vec<ProjectionStatus>,
 /// Lists the projections with their checkpoints and lag.
 #[utoipa::path(
     get,
-    path = "/projections",
+    path = "/api/v1/projections",
     tag = "projections",
     operation_id = "list_projections",
     responses(

@@ -180,7 +180,7 @@ impl ListRequest for HistoryRequest {
 /// The status page: every service's latest status and the overall status.
 #[utoipa::path(
     get,
-    path = "/status",
+    path = "/api/v1/status",
     tag = "status",
     operation_id = "status_page",
     params(
@@ -222,7 +222,7 @@ pub async fn status_page(
 /// A service's reports, newest first.
 #[utoipa::path(
     get,
-    path = "/status/services/{service_id}/history",
+    path = "/api/v1/status/services/{service_id}/history",
     tag = "status",
     operation_id = "service_history",
     params(

@@ -72,8 +72,19 @@ async fn a_bad_token_is_refused_on_public_routes_too(pool: PgPool) {
     }
     let public = Call::get("/api/v1/community/posts").send(&app).await;
     assert_eq!(public.status, StatusCode::OK);
-    for path in ["/api/v1/projects", "/api/v1/support/tickets"] {
-        assert_unauthenticated(&Call::get(path).send(&app).await, false);
+    // Without an account, the request's shape is not read: a bad id or parameter is still 401.
+    let id = Uuid::now_v7();
+    for path in [
+        "/api/v1/projects".to_owned(),
+        "/api/v1/support/tickets".to_owned(),
+        format!("/api/v1/projects/{id}"),
+        format!("/api/v1/support/tickets/{id}"),
+        "/api/v1/projects/not-a-uuid".to_owned(),
+        "/api/v1/support/tickets/not-a-uuid".to_owned(),
+        "/api/v1/projects?page=0".to_owned(),
+        "/api/v1/support/tickets?page=0".to_owned(),
+    ] {
+        assert_unauthenticated(&Call::get(&path).send(&app).await, false);
     }
 }
 

@@ -172,7 +172,7 @@ pub fn compression() -> CompressionLayer<impl Predicate> {
 
 /// Marks a problem answer `Cache-Control: no-store`: an error says something about one moment
 /// (an outage, a wait that timed out, a conflict) that no cache should repeat. The plumbing
-/// ([`crate::http::observe`]) applies it to every answer, and [`crate::problem::Problem`]
+/// ([`crate::http::plumb`]) applies it to every answer, and [`crate::problem::Problem`]
 /// renders with it, which covers the refusals answered outside the plumbing.
 pub fn no_store_if_problem(response: &mut Response) {
     let is_problem = response

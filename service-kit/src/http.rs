@@ -3,20 +3,24 @@
 //! graceful shutdown.
 
 use std::net::SocketAddr;
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
-use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use hashbrown::Equivalent;
+use metrics::{Counter, Histogram};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::metric_names;
 use crate::problem::Problem;
+use crate::series::Series;
 use crate::shed::{Admission, AdmissionSettings};
 use crate::shutdown::Shutdown;
 use crate::telemetry::{metrics_handle, record_pool};
@@ -28,16 +32,32 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
-/// Middleware: takes a client's `X-Request-ID` when it is 1-128 safe characters, else makes
-/// one; runs the request in its server span; counts and times it by service, route, method and
-/// status; echoes the id on the response and puts it into problem bodies, marked never to be
-/// stored (`Cache-Control: no-store`). One layer for all of it, since each `from_fn` layer
-/// boxes its future and clones the service below it on every request.
-pub async fn observe(
-    State(service): State<&'static str>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+/// Middleware, the plumbing's one layer: stamps the request's arrival
+/// ([`crate::deadline::Arrival`]), bounds the requests in flight ([`crate::shed::admitted`],
+/// when `plumbing.admission` is set), then [`observe`]s it. One layer for all of it, outermost,
+/// since each `from_fn` layer boxes its future and clones the services below it on every
+/// request.
+pub async fn plumb(State(plumbing): State<Plumbing>, mut request: Request, next: Next) -> Response {
+    crate::deadline::stamp(&mut request);
+    match &plumbing.admission {
+        Some(admission) => {
+            crate::shed::admitted(admission, request, |request| {
+                observe(&plumbing, request, next)
+            })
+            .await
+        }
+        None => observe(&plumbing, request, next).await,
+    }
+}
+
+/// Takes a client's `X-Request-ID` when it is 1-128 safe characters, else makes one; runs the
+/// request in its server span; counts and times it by service, route, method and status;
+/// echoes the id on the response and puts it into problem bodies, marked never to be stored
+/// (`Cache-Control: no-store`); with `plumbing.request_timeout`, cuts off with 503 a request of
+/// the service's own routes not answered that long after its arrival
+/// ([`crate::deadline::within`]).
+async fn observe(plumbing: &Plumbing, mut request: Request, next: Next) -> Response {
+    let service = plumbing.service;
     let started = Instant::now();
     let id = request
         .headers()
@@ -47,24 +67,40 @@ pub async fn observe(
         .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned);
     request.extensions_mut().insert(RequestId(id.clone()));
     let span = server_span(&request, &id);
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
-    let method = request.method().to_string();
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let method = request.method().clone();
+    let deadline = plumbing
+        .request_timeout
+        .filter(|_| {
+            route
+                .as_ref()
+                .is_some_and(|route| !OPS_ROUTES.contains(&route.as_str()))
+        })
+        .map(|timeout| {
+            (
+                crate::deadline::stamp_deadline(&mut request, timeout),
+                timeout,
+            )
+        });
     // The handler's statements are timed under this service (sql_metrics).
     let handled = crate::sql_metrics::in_service(service, next.run(request));
-    let mut response = tracing::Instrument::instrument(handled, span.clone()).await;
+    let handled = tracing::Instrument::instrument(handled, span.clone());
+    let mut response = match (deadline, &route) {
+        (Some((deadline, timeout)), Some(route)) => {
+            crate::deadline::within(deadline, timeout, &method, route.as_str(), handled).await
+        }
+        _ => handled.await,
+    };
     let status = response.status();
-    let labels = [
-        ("service", service.to_owned()),
-        ("method", method),
-        ("route", route),
-        ("status", status.as_u16().to_string()),
-    ];
-    metrics::counter!(metric_names::HTTP_REQUESTS_TOTAL, &labels).increment(1);
-    metrics::histogram!(metric_names::HTTP_REQUEST_DURATION_SECONDS, &labels)
-        .record(started.elapsed().as_secs_f64());
+    count_request(
+        RequestLabelsRef {
+            service,
+            method: &method,
+            route: route.as_ref().map_or("unmatched", MatchedPath::as_str),
+            status: status.as_u16(),
+        },
+        started.elapsed(),
+    );
     span.record("http.response.status_code", i64::from(status.as_u16()));
     if status.is_server_error() {
         span.record("otel.status_code", "error");
@@ -125,6 +161,76 @@ pub async fn observe(
     response
 }
 
+/// What [`plumb`] is given.
+#[derive(Debug, Clone)]
+pub struct Plumbing {
+    /// `command-api`, `query-api`, `projector`: the `service` label of its metrics.
+    pub service: &'static str,
+    /// The bound on requests in flight, if any.
+    pub admission: Option<Admission>,
+    /// See [`AdmissionSettings::request_timeout`].
+    pub request_timeout: Option<Duration>,
+}
+
+/// The labels of `chronicle_http_requests_total` and `chronicle_http_request_duration_seconds`.
+#[derive(Debug, Hash, PartialEq, Eq)]
+struct RequestLabels {
+    service: &'static str,
+    method: Method,
+    route: Box<str>,
+    status: u16,
+}
+
+/// [`RequestLabels`] borrowed from a request, hashing as they do.
+#[derive(Debug, Hash)]
+struct RequestLabelsRef<'a> {
+    service: &'static str,
+    method: &'a Method,
+    route: &'a str,
+    status: u16,
+}
+
+impl Equivalent<RequestLabels> for RequestLabelsRef<'_> {
+    fn equivalent(&self, key: &RequestLabels) -> bool {
+        self.status == key.status
+            && self.service == key.service
+            && *self.method == key.method
+            && self.route == &*key.route
+    }
+}
+
+/// Counts and times one answered request.
+fn count_request(labels: RequestLabelsRef<'_>, took: Duration) {
+    static SERIES: LazyLock<Series<RequestLabels, (Counter, Histogram)>> =
+        LazyLock::new(Series::new);
+    SERIES.with(
+        &labels,
+        || {
+            let owned = [
+                ("service", labels.service.to_owned()),
+                ("method", labels.method.to_string()),
+                ("route", labels.route.to_owned()),
+                ("status", labels.status.to_string()),
+            ];
+            let handles = (
+                metrics::counter!(metric_names::HTTP_REQUESTS_TOTAL, &owned),
+                metrics::histogram!(metric_names::HTTP_REQUEST_DURATION_SECONDS, &owned),
+            );
+            let key = RequestLabels {
+                service: labels.service,
+                method: labels.method.clone(),
+                route: labels.route.into(),
+                status: labels.status,
+            };
+            (key, handles)
+        },
+        |(total, duration)| {
+            total.increment(1);
+            duration.record(took.as_secs_f64());
+        },
+    );
+}
+
 /// The request's server span, `"{METHOD} {route}"` with the OTel HTTP conventions'
 /// attributes, continuing the caller's trace when the request carries `traceparent`.
 fn server_span(request: &Request, id: &str) -> tracing::Span {
@@ -133,7 +239,11 @@ fn server_span(request: &Request, id: &str) -> tracing::Span {
         .extensions()
         .get::<MatchedPath>()
         .map_or("unmatched", MatchedPath::as_str);
-    let client = client_ip(request.extensions());
+    // Displayed, not made a string: nothing formats it unless a log line shows the span.
+    let client = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| tracing::field::display(info.0.ip()));
     let span = tracing::info_span!(
         "request",
         otel.name = %format_args!("{method} {route}"),
@@ -143,7 +253,7 @@ fn server_span(request: &Request, id: &str) -> tracing::Span {
         http.request.method = %method,
         http.route = %route,
         url.path = %request.uri().path(),
-        client.address = client.as_deref(),
+        client.address = client,
         http.response.status_code = tracing::field::Empty,
     );
     crate::otel::continue_from_headers(&span, request.headers());
@@ -215,29 +325,20 @@ pub fn with_plumbing_bounded(
         )
         .route("/problems/{name}", get(problem_page))
         .with_state(pool);
-    let routes = match admission.request_timeout {
-        Some(timeout) => routes.layer(middleware::from_fn_with_state(
-            timeout,
-            crate::deadline::cut_off,
-        )),
-        None => routes,
-    };
     // A caught panic is answered, counted and rendered as a problem like any other 500.
-    let router = routes
+    let plumbing = Plumbing {
+        service,
+        admission: admission
+            .limit(pool_size)
+            .map(|limit| Admission::new(limit, admission.queue_wait).serving(service)),
+        request_timeout: admission.request_timeout,
+    };
+    routes
         .merge(ops)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(CatchPanicLayer::custom(panic_to_problem))
-        .layer(middleware::from_fn_with_state(service, observe));
-    // Outermost, so that a refusal costs as little as can be: no other layer runs for it. The
-    // admission layer stamps the arrival itself.
-    match admission.limit(pool_size) {
-        Some(limit) => router.layer(middleware::from_fn_with_state(
-            Admission::new(limit, admission.queue_wait).serving(service),
-            crate::shed::admit,
-        )),
-        None => router.layer(middleware::from_fn(crate::deadline::stamp_arrival)),
-    }
+        .layer(middleware::from_fn_with_state(plumbing, plumb))
 }
 
 /// The routes [`with_plumbing`] adds, which answer whatever the load: never refused by the

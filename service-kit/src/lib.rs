@@ -15,6 +15,7 @@ pub mod otel;
 pub mod problem;
 pub mod revocation;
 pub mod security;
+pub mod series;
 pub mod shed;
 pub mod shutdown;
 pub mod sql_metrics;

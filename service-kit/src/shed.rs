@@ -8,15 +8,15 @@
 //! costs as little as can be, and around a service's own routes only: `/healthz`, `/readyz`,
 //! `/metrics` and the problem pages stay answerable under overload.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request};
 use axum::http::HeaderValue;
-use axum::middleware::Next;
 use axum::response::Response;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -25,6 +25,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use crate::env::{EnvError, string_or, var_or};
 use crate::metric_names::{HTTP_REQUESTS_IN_FLIGHT, HTTP_REQUESTS_SHED_TOTAL, HTTP_REQUESTS_TOTAL};
 use crate::problem::Problem;
+use crate::series::Series;
 
 /// Requests in flight per pooled connection when `MAX_IN_FLIGHT` is unset.
 pub const IN_FLIGHT_PER_CONNECTION: usize = 2;
@@ -45,7 +46,7 @@ pub struct AdmissionSettings {
     /// for a place before it is refused.
     pub queue_wait: Duration,
     /// `REQUEST_TIMEOUT_MS` (default 15000; 0 for none): the deadline of a request from its
-    /// arrival, after which [`crate::deadline::cut_off`] answers 503 in its place. `None`
+    /// arrival, after which [`crate::deadline::within`] answers 503 in its place. `None`
     /// where the handlers keep their own deadline (the command API's appends).
     pub request_timeout: Option<Duration>,
 }
@@ -109,7 +110,7 @@ impl AdmissionSettings {
     }
 }
 
-/// The places of one service: the middleware's state ([`admit`]).
+/// The places of one service ([`admitted`]).
 #[derive(Debug, Clone)]
 pub struct Admission {
     permits: Arc<Semaphore>,
@@ -161,25 +162,23 @@ impl Admission {
     }
 }
 
-/// Middleware, outside every other layer: stamps the request's arrival (as
-/// [`crate::deadline::stamp_arrival`] does, so that one layer does both), then runs it when a
-/// place is free (or frees within the queue wait), else answers 503 `/problems/unavailable`
-/// with `Retry-After: 1` at once, counted in
+/// Runs `serve` on `request` when a place is free (or frees within the queue wait), else
+/// answers 503 `/problems/unavailable` with `Retry-After: 1` at once, counted in
 /// `chronicle_http_requests_shed_total{service, method, route}` (and in
-/// `chronicle_http_requests_total`).
-/// Requests for [`crate::http::OPS_ROUTES`] and for no route at all are not bounded.
-pub async fn admit(
-    State(admission): State<Admission>,
-    mut request: Request,
-    next: Next,
+/// `chronicle_http_requests_total`). Requests for [`crate::http::OPS_ROUTES`] and for no route
+/// at all are not bounded. The plumbing's one layer ([`crate::http::plumb`]) calls it first,
+/// so a refusal costs as little as can be.
+pub async fn admitted<F: Future<Output = Response>>(
+    admission: &Admission,
+    request: Request,
+    serve: impl FnOnce(Request) -> F,
 ) -> Response {
-    crate::deadline::stamp(&mut request);
     let route = match request.extensions().get::<MatchedPath>() {
         Some(path) if !crate::http::OPS_ROUTES.contains(&path.as_str()) => path.as_str(),
-        _ => return next.run(request).await,
+        _ => return serve(request).await,
     };
     let Some(permit) = admission.enter().await else {
-        return refuse(&admission, &request, route.to_owned());
+        return refuse(admission, &request, route.to_owned());
     };
     let seat = Seat {
         permits: Arc::clone(&admission.permits),
@@ -188,8 +187,8 @@ pub async fn admit(
     let place = Place {
         service: admission.service,
     };
-    metrics::gauge!(HTTP_REQUESTS_IN_FLIGHT, "service" => admission.service).increment(1);
-    let response = SEAT.scope(seat.clone(), next.run(request)).await;
+    in_flight(admission.service, |gauge| gauge.increment(1));
+    let response = SEAT.scope(seat.clone(), serve(request)).await;
     seat.release();
     drop(place);
     response
@@ -202,7 +201,7 @@ struct Place {
 }
 
 tokio::task_local! {
-    /// The seat of the request the current task serves, set by [`admit`].
+    /// The seat of the request the current task serves, set by [`admitted`].
     static SEAT: Seat;
 }
 
@@ -242,7 +241,7 @@ impl Seat {
 /// again (waiting for one if need be) before returning. For waits that hold no database
 /// connection, such as the query API's consistency-token wait: a request that only waits for
 /// an announcement must not keep a request that needs the database out. Outside a request
-/// admitted by [`admit`], it only runs `wait`.
+/// admitted by [`admitted`], it only runs `wait`.
 pub async fn without_place<F: std::future::Future>(wait: F) -> F::Output {
     let seat = SEAT.try_with(Seat::clone).ok();
     if let Some(seat) = &seat {
@@ -257,8 +256,22 @@ pub async fn without_place<F: std::future::Future>(wait: F) -> F::Output {
 
 impl Drop for Place {
     fn drop(&mut self) {
-        metrics::gauge!(HTTP_REQUESTS_IN_FLIGHT, "service" => self.service).decrement(1);
+        in_flight(self.service, |gauge| gauge.decrement(1));
     }
+}
+
+/// Moves `service`'s `chronicle_http_requests_in_flight` by `change`, through its kept handle.
+fn in_flight(service: &'static str, change: impl FnOnce(&metrics::Gauge)) {
+    static SERIES: std::sync::LazyLock<Series<&'static str, metrics::Gauge>> =
+        std::sync::LazyLock::new(Series::new);
+    SERIES.with(
+        &service,
+        || {
+            let gauge = metrics::gauge!(HTTP_REQUESTS_IN_FLIGHT, "service" => service);
+            (service, gauge)
+        },
+        change,
+    );
 }
 
 /// The refusal, rendered here since no other layer runs for it: problem+json with the request
@@ -302,7 +315,7 @@ pub const MAX_CONNECTIONS: usize = 4096;
 
 /// A listener holding at most a fixed number of connections open: past it, it accepts no more
 /// until one closes. What a connection costs (buffers, a task) is so bounded whatever the
-/// clients do; the bound is well above what [`admit`] lets in, so it does not decide who is
+/// clients do; the bound is well above what [`admitted`] lets in, so it does not decide who is
 /// served, only how much memory the waiting can take.
 #[derive(Debug)]
 pub struct CappedListener {
@@ -451,7 +464,11 @@ mod tests {
             .route("/quick", axum::routing::get(|| async {}))
             .layer(axum::middleware::from_fn_with_state(
                 admission.clone(),
-                admit,
+                |axum::extract::State(admission): axum::extract::State<Admission>,
+                 request: Request,
+                 next: axum::middleware::Next| async move {
+                    admitted(&admission, request, |request| next.run(request)).await
+                },
             ));
         let call = |uri: &'static str| {
             let router = router.clone();

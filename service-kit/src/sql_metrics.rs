@@ -14,11 +14,12 @@
 //! caller sampled.
 //!
 //! The `service` label comes from the task-local set by [`in_service`]: around every request's
-//! handler ([`crate::http::observe`]) and around the projector's loops. A statement run
+//! handler ([`crate::http::plumb`]) and around the projector's loops. A statement run
 //! outside any (start-up migrations, a background purge) is not timed: its service is unknown,
 //! and `service` may only take the catalogue's values.
 
 use std::future::Future;
+use std::sync::LazyLock;
 use std::time::{Duration, SystemTime};
 
 use opentelemetry::KeyValue;
@@ -32,6 +33,8 @@ use tracing_subscriber::filter::{FilterFn, Filtered};
 use tracing_subscriber::layer::Context;
 
 use crate::metric_names::{DB_POOL_ACQUIRE_DURATION_SECONDS, DB_QUERY_DURATION_SECONDS};
+use crate::series::Series;
+use metrics::Histogram;
 
 /// sqlx's statement events.
 const QUERY_TARGET: &str = "sqlx::query";
@@ -71,9 +74,12 @@ pub fn layer<S>(tracer: Option<SdkTracer>) -> Filtered<SqlMetrics, FilterFn<Targ
 where
     S: Subscriber,
 {
-    let wanted: TargetFilter =
-        |metadata| matches!(metadata.target(), QUERY_TARGET | ACQUIRE_TARGET);
-    SqlMetrics { tracer }.with_filter(FilterFn::new(wanted))
+    SqlMetrics { tracer }.with_filter(FilterFn::new(is_sqlx_event))
+}
+
+/// Whether `metadata` is of one of the sqlx events the layer reads (statements, acquires).
+pub fn is_sqlx_event(metadata: &Metadata<'_>) -> bool {
+    matches!(metadata.target(), QUERY_TARGET | ACQUIRE_TARGET)
 }
 
 /// The layer's filter: whether an event's target is one of sqlx's two.
@@ -83,6 +89,14 @@ pub type TargetFilter = fn(&Metadata<'_>) -> bool;
 #[derive(Debug, Clone, Default)]
 pub struct SqlMetrics {
     tracer: Option<SdkTracer>,
+}
+
+impl SqlMetrics {
+    /// The layer without a filter of its own, making statement spans on `tracer` if given:
+    /// filter it to [`is_sqlx_event`] (or more), as [`layer`] does.
+    pub fn new(tracer: Option<SdkTracer>) -> Self {
+        Self { tracer }
+    }
 }
 
 impl<S: Subscriber> Layer<S> for SqlMetrics {
@@ -109,19 +123,35 @@ impl<S: Subscriber> Layer<S> for SqlMetrics {
             };
             let operation = operation(fields.summary.as_deref().unwrap_or_default());
             if let Some(service) = service {
-                metrics::histogram!(
-                    DB_QUERY_DURATION_SECONDS,
-                    "service" => service,
-                    "operation" => operation,
-                )
-                .record(seconds);
+                static SERIES: LazyLock<Series<(&'static str, &'static str), Histogram>> =
+                    LazyLock::new(Series::new);
+                SERIES.with(
+                    &(service, operation),
+                    || {
+                        let histogram = metrics::histogram!(
+                            DB_QUERY_DURATION_SECONDS,
+                            "service" => service,
+                            "operation" => operation,
+                        );
+                        ((service, operation), histogram)
+                    },
+                    |histogram| histogram.record(seconds),
+                );
             }
             if let Some((tracer, parent)) = parent {
                 statement_span(tracer, &parent, operation, seconds, fields);
             }
         } else if let (Some(seconds), Some(service)) = (fields.acquired_after_secs, service) {
-            metrics::histogram!(DB_POOL_ACQUIRE_DURATION_SECONDS, "service" => service)
-                .record(seconds);
+            static SERIES: LazyLock<Series<&'static str, Histogram>> = LazyLock::new(Series::new);
+            SERIES.with(
+                &service,
+                || {
+                    let histogram =
+                        metrics::histogram!(DB_POOL_ACQUIRE_DURATION_SECONDS, "service" => service);
+                    (service, histogram)
+                },
+                |histogram| histogram.record(seconds),
+            );
         }
     }
 }

@@ -177,14 +177,23 @@ where
 
 /// The OpenTelemetry layer on `tracer` when there is one (exporting), the id layer when `ids`,
 /// and the SQL layer, with statement spans on the tracer.
-fn layers<S>(tracer: Option<SdkTracer>, ids: bool) -> impl Layer<S> + Send + Sync
+fn layers<S>(tracer: Option<SdkTracer>, ids: bool) -> Box<dyn Layer<S> + Send + Sync>
 where
     S: Subscriber + for<'a> LookupSpan<'a> + Send + Sync,
 {
     let spans = tracer.clone().map(span_layer);
-    let ids = ids.then(id_layer);
-    // `Option`'s own `and_then` would shadow the layer's.
-    Layer::and_then(Layer::and_then(spans, ids), sql_metrics::layer(tracer))
+    // The ids and the SQL timings share one filter when both are installed: each filtered
+    // layer looks its span up on every enter and exit of every span, and a read enters its
+    // request's span six times or so (sqlx re-enters the current span on each poll of a
+    // statement).
+    // `Option`'s own `and_then` would shadow the layer's. An absent layer (`None`) goes first:
+    // put last, it would set the subscriber's most verbose level to `OFF` (what a `None`
+    // layer claims), and no event of sqlx would be dispatched at all.
+    if ids {
+        Layer::and_then(spans, ids_and_sql_layer(tracer)).boxed()
+    } else {
+        Layer::and_then(spans, sql_metrics::layer(tracer)).boxed()
+    }
 }
 
 /// Whether a span is one of our crates' (the metadata filter of the span layers).
@@ -210,12 +219,24 @@ where
         .with_filter(FilterFn::new(OURS))
 }
 
-/// Our crates' spans with W3C ids and nothing else ([`crate::trace_ids`]).
-fn id_layer<S>() -> Filtered<IdLayer, FilterFn<sql_metrics::TargetFilter>, S>
+/// Our crates' spans with W3C ids and nothing else ([`crate::trace_ids`]), and sqlx's events
+/// timed ([`sql_metrics`]), behind one filter. Neither layer handles what the other is given:
+/// the id layer only makes spans' ids, the SQL layer only reads events.
+fn ids_and_sql_layer<S>(
+    tracer: Option<SdkTracer>,
+) -> Filtered<
+    tracing_subscriber::layer::Layered<sql_metrics::SqlMetrics, IdLayer, S>,
+    FilterFn<sql_metrics::TargetFilter>,
+    S,
+>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
-    IdLayer::new::<S>().with_filter(FilterFn::new(OURS))
+    const WANTED: sql_metrics::TargetFilter =
+        |metadata| OURS(metadata) || sql_metrics::is_sqlx_event(metadata);
+    IdLayer::new::<S>()
+        .and_then(sql_metrics::SqlMetrics::new(tracer))
+        .with_filter(FilterFn::new(WANTED))
 }
 
 /// Whether a span comes from one of Chronicle's crates.

@@ -16,6 +16,7 @@ use prost::Message as _;
 use service_kit::otel;
 use service_kit::telemetry::{LogFormat, id_layers, log_layer, trace_layers};
 use tower::ServiceExt as _;
+use tracing::Instrument as _;
 use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 
@@ -368,4 +369,36 @@ fn with_the_id_layers_a_span_continued_from_a_stored_traceparent_carries_it_out(
         assert_eq!(otel::current_traceparent(), None);
         assert_eq!(otel::current_ids(), None);
     });
+}
+
+#[tokio::test]
+async fn with_the_id_layers_a_statement_is_timed_for_the_service_it_ran_for() {
+    // Behind the id layers' filter too, whose spans the statement events share it with.
+    let subscriber = tracing_subscriber::registry().with(id_layers());
+    let guard = tracing::subscriber::set_default(subscriber);
+    let timed = |text: &str| -> f64 {
+        text.lines()
+            .filter(|line| line.starts_with("chronicle_db_query_duration_seconds_count{"))
+            .filter(|line| {
+                line.contains(r#"service="projector""#) && line.contains(r#"operation="DELETE""#)
+            })
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let before = timed(&service_kit::telemetry::metrics_handle().render());
+    let span = tracing::info_span!(target: OURS, "work");
+    service_kit::sql_metrics::in_service("projector", async {
+        // What sqlx reports once a statement is done.
+        tracing::debug!(
+            target: "sqlx::query",
+            summary = "DELETE FROM somewhere WHERE",
+            elapsed_secs = 0.002_f64,
+            rows_affected = 1_u64,
+        );
+    })
+    .instrument(span)
+    .await;
+    drop(guard);
+    let after = timed(&service_kit::telemetry::metrics_handle().render());
+    assert_eq!(after - before, 1.0, "one statement timed");
 }

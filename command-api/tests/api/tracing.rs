@@ -261,14 +261,22 @@ async fn with_the_sdk_disabled_a_post_is_served_its_statements_timed_and_the_cal
     pool: PgPool,
 ) {
     let app = app(&pool);
-    // This thread's subscriber and metrics recorder (the test runtime is single-threaded): what
-    // `init_tracing` installs with OTEL_SDK_DISABLED=true, and a recorder no other test feeds.
+    // This thread's subscriber (the test runtime is single-threaded): what `init_tracing`
+    // installs with OTEL_SDK_DISABLED=true. The statement histograms are recorded through
+    // handles kept for the process's recorder (`service_kit::series`), which a thread-local
+    // recorder would not see, so the count is read from the process's, before and after: other
+    // tests may add to it, never take from it.
     let subscriber = tracing_subscriber::registry().with(service_kit::telemetry::untraced_layers());
     let tracing_guard = tracing::subscriber::set_default(subscriber);
-    let recorder = service_kit::telemetry::metrics_builder()
-        .unwrap()
-        .build_recorder();
-    let metrics_guard = metrics::set_default_local_recorder(&recorder);
+    let timed = || {
+        test_support::exposition::value(
+            &service_kit::telemetry::metrics_handle().render(),
+            "chronicle_db_query_duration_seconds_count",
+            &[("service", "command-api"), ("operation", "OTHER")],
+        )
+        .unwrap_or(0.0)
+    };
+    let before = timed();
 
     let sent = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01");
     let answer = Call::post("/api/v1/projects")
@@ -280,18 +288,12 @@ async fn with_the_sdk_disabled_a_post_is_served_its_statements_timed_and_the_cal
     assert_eq!(answer.status, StatusCode::CREATED, "{:?}", answer.value());
     // No OpenTelemetry layer: no span of ours has a context.
     assert_eq!(service_kit::otel::current_traceparent(), None);
-    drop(metrics_guard);
     drop(tracing_guard);
 
-    let text = recorder.handle().render();
     // The keyed append is the request's one statement; it starts with WITH (the key's record),
     // so it is classed OTHER (decision 0017).
-    let timed = test_support::exposition::value(
-        &text,
-        "chronicle_db_query_duration_seconds_count",
-        &[("service", "command-api"), ("operation", "OTHER")],
-    );
-    assert!(timed.is_some_and(|count| count >= 1.0), "{text}");
+    let after = timed();
+    assert!(after - before >= 1.0, "{before} -> {after}");
     // The caller's context passes through unchanged, as the API without an SDK propagates it.
     let stored = stored_traceparent(&pool).await;
     assert_eq!(stored, sent);

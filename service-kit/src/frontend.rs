@@ -194,7 +194,7 @@ pub fn layers(router: Router, cors: &CorsSettings, own_cors: &[&str]) -> Router 
     use tower::ServiceExt as _;
 
     let app = router.layer(compression());
-    let with_cors = app.clone().layer(cors.layer());
+    let with_cors = app.clone().layer(CorsWhenOriginLayer(cors.layer()));
     if own_cors.is_empty() {
         // No path to tell apart: the router that would do it costs a second routing pass and a
         // clone of the app on every request.
@@ -211,9 +211,150 @@ pub fn layers(router: Router, cors: &CorsSettings, own_cors: &[&str]) -> Router 
     }))
 }
 
+/// [`CorsLayer`] for requests that carry `Origin` only. A request without one is not a CORS
+/// request (browsers send `Origin` on every cross-origin call and preflight), so it gets
+/// nothing of CORS but `Vary: Origin`, which caches need to keep the two kinds of answer
+/// apart; tower-http's layer would build and merge its headers for it all the same, which
+/// costs a read as much as a query's row decoding.
+#[derive(Debug, Clone)]
+pub struct CorsWhenOriginLayer(pub CorsLayer);
+
+impl<S: Clone> tower::Layer<S> for CorsWhenOriginLayer {
+    type Service = CorsWhenOrigin<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        CorsWhenOrigin {
+            cors: self.0.layer(inner.clone()),
+            inner,
+        }
+    }
+}
+
+/// See [`CorsWhenOriginLayer`].
+#[derive(Debug, Clone)]
+pub struct CorsWhenOrigin<S> {
+    cors: tower_http::cors::Cors<S>,
+    inner: S,
+}
+
+/// What a request without `Origin` is answered with: the inner service's answer, varied by
+/// `Origin`.
+type Varied<F> = futures::future::MapOk<F, fn(Response) -> Response>;
+
+impl<S, B> tower::Service<axum::http::Request<B>> for CorsWhenOrigin<S>
+where
+    S: tower::Service<axum::http::Request<B>, Response = Response> + Clone,
+    B: Default,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future =
+        futures::future::Either<tower_http::cors::ResponseFuture<S::Future>, Varied<S::Future>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        match self.cors.poll_ready(cx) {
+            std::task::Poll::Ready(Ok(())) => self.inner.poll_ready(cx),
+            other => other,
+        }
+    }
+
+    fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
+        use futures::TryFutureExt as _;
+
+        if request.headers().contains_key(header::ORIGIN) {
+            futures::future::Either::Left(self.cors.call(request))
+        } else {
+            let vary: fn(Response) -> Response = vary_origin;
+            futures::future::Either::Right(self.inner.call(request).map_ok(vary))
+        }
+    }
+}
+
+fn vary_origin(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .append(header::VARY, HeaderValue::from_static("origin"));
+    response
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `GET /` answered 200 through [`layers`] for `http://localhost:5173`.
+    fn app() -> Router {
+        let cors = CorsSettings::parse("http://localhost:5173").expect("an origin");
+        layers(
+            Router::new().route("/", axum::routing::get(|| async { "ok" })),
+            &cors,
+            &[],
+        )
+    }
+
+    async fn send(request: axum::http::Request<axum::body::Body>) -> Response {
+        match tower::ServiceExt::oneshot(app(), request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_without_origin_gets_vary_origin_and_nothing_else_of_cors() {
+        let request = axum::http::Request::get("/")
+            .body(axum::body::Body::empty())
+            .expect("a request");
+        let response = send(request).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let vary: Vec<_> = response.headers().get_all(header::VARY).iter().collect();
+        assert_eq!(vary, ["origin"]);
+        let cors_headers: Vec<_> = response
+            .headers()
+            .keys()
+            .filter(|name| name.as_str().starts_with("access-control-"))
+            .collect();
+        assert!(cors_headers.is_empty(), "{cors_headers:?}");
+    }
+
+    #[tokio::test]
+    async fn a_request_with_an_allowed_origin_gets_its_cors_headers() {
+        let request = axum::http::Request::get("/")
+            .header(header::ORIGIN, "http://localhost:5173")
+            .body(axum::body::Body::empty())
+            .expect("a request");
+        let response = send(request).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let headers = response.headers();
+        assert_eq!(
+            headers[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+            "http://localhost:5173"
+        );
+        assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_CREDENTIALS], "true");
+        assert!(
+            headers[header::ACCESS_CONTROL_EXPOSE_HEADERS]
+                .to_str()
+                .is_ok_and(|exposed| exposed.contains("x-consistency-token"))
+        );
+        assert!(
+            headers
+                .get_all(header::VARY)
+                .iter()
+                .any(|value| value.to_str().is_ok_and(|v| v.contains("origin")))
+        );
+        let other = axum::http::Request::get("/")
+            .header(header::ORIGIN, "https://elsewhere.example")
+            .body(axum::body::Body::empty())
+            .expect("a request");
+        let response = send(other).await;
+        assert!(
+            response
+                .headers()
+                .get(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+                .is_none()
+        );
+    }
 
     #[test]
     fn origins_are_parsed_and_anything_else_refused() {

@@ -26,7 +26,7 @@ pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 15_000;
 #[derive(Debug, Clone, Copy)]
 pub struct Arrival(pub Instant);
 
-/// By when the request must be answered, in the extensions of requests run [`within`] one.
+/// By when the request must be answered, in the extensions of a request run [`within`] it.
 #[derive(Debug, Clone, Copy)]
 pub struct Deadline(pub Instant);
 

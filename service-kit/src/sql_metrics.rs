@@ -22,6 +22,7 @@ use std::future::Future;
 use std::sync::LazyLock;
 use std::time::{Duration, SystemTime};
 
+use metrics::Histogram;
 use opentelemetry::KeyValue;
 use opentelemetry::trace::{Span as _, SpanKind, TraceContextExt as _, Tracer as _};
 use opentelemetry_sdk::trace::SdkTracer;
@@ -34,7 +35,6 @@ use tracing_subscriber::layer::Context;
 
 use crate::metric_names::{DB_POOL_ACQUIRE_DURATION_SECONDS, DB_QUERY_DURATION_SECONDS};
 use crate::series::Series;
-use metrics::Histogram;
 
 /// sqlx's statement events.
 const QUERY_TARGET: &str = "sqlx::query";

@@ -34,9 +34,9 @@ pub struct RequestId(pub String);
 
 /// Middleware, the plumbing's one layer: stamps the request's arrival
 /// ([`crate::deadline::Arrival`]), bounds the requests in flight ([`crate::shed::admitted`],
-/// when `plumbing.admission` is set), then [`observe`]s it. One layer for all of it, outermost,
-/// since each `from_fn` layer boxes its future and clones the services below it on every
-/// request.
+/// when `plumbing.admission` is set), then observes it (`observe`: id, span, metrics, problem
+/// rendering, deadline). One layer for all of it, outermost, since each `from_fn` layer boxes
+/// its future and clones the services below it on every request.
 pub async fn plumb(State(plumbing): State<Plumbing>, mut request: Request, next: Next) -> Response {
     crate::deadline::stamp(&mut request);
     match &plumbing.admission {

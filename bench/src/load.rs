@@ -27,10 +27,8 @@ use crate::report::{Measurement, new_histogram, record};
 pub struct Outcome {
     /// Latencies (µs) of successful operations.
     pub histogram: Histogram<u64>,
-    /// Failed operations.
-    pub errors: u64,
-    /// How many failed of each kind, as `status 503: 16, timed out: 1` (empty when none did).
-    pub failure_kinds: String,
+    /// How many operations failed, by kind (`status 503`, `timed out`, ...).
+    pub failures: BTreeMap<String, u64>,
     /// How long the load ran.
     pub elapsed: Duration,
     /// CPU seconds this process (the client) used meanwhile, when `/proc` tells.
@@ -38,11 +36,25 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// Failed operations, of every kind.
+    pub fn errors(&self) -> u64 {
+        self.failures.values().sum()
+    }
+
+    /// The failures by kind, as `status 503: 16, timed out: 1` (empty when none failed).
+    pub fn failure_kinds(&self) -> String {
+        self.failures
+            .iter()
+            .map(|(kind, count)| format!("{kind}: {count}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// The outcome as a measurement; `items_per_op` scales the rate (events per batch).
     pub fn measurement(&self, items_per_op: u64, unit: &'static str) -> Measurement {
         Measurement::from_histogram(
             &self.histogram,
-            self.errors,
+            self.errors(),
             self.elapsed,
             items_per_op,
             unit,
@@ -55,7 +67,9 @@ impl Outcome {
         self.histogram
             .add(&other.histogram)
             .map_err(|error| anyhow::anyhow!("merging histograms: {error:?}"))?;
-        self.errors += other.errors;
+        for (kind, count) in &other.failures {
+            *self.failures.entry(kind.clone()).or_default() += count;
+        }
         self.elapsed += other.elapsed;
         self.client_cpu = self.client_cpu.zip(other.client_cpu).map(|(a, b)| a + b);
         Ok(())
@@ -123,11 +137,9 @@ where
             .map_err(|error| anyhow::anyhow!("merging histograms: {error:?}"))?;
     }
     let elapsed = started.elapsed();
-    let (errors, failure_kinds) = report(&failures);
     Ok(Outcome {
         histogram,
-        errors,
-        failure_kinds,
+        failures: report(&failures),
         elapsed,
         client_cpu: cpu_since(cpu_before),
     })
@@ -207,11 +219,9 @@ where
         .map_err(|_| anyhow::anyhow!("a load task panicked while recording"))?
         .clone();
     // The rate achieved is counted over the sending window: the drain is not load.
-    let (errors, failure_kinds) = report(&failures);
     Ok(Outcome {
         histogram,
-        errors,
-        failure_kinds,
+        failures: report(&failures),
         elapsed: sending_ended,
         client_cpu,
     })
@@ -237,20 +247,6 @@ impl Failures {
             self.first = Some(text());
         }
     }
-
-    /// How many failed, of every kind.
-    fn total(&self) -> u64 {
-        self.by_kind.values().sum()
-    }
-
-    /// The tally, as `kind: n, kind: n` in the kinds' order.
-    fn kinds(&self) -> String {
-        self.by_kind
-            .iter()
-            .map(|(kind, count)| format!("{kind}: {count}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
 }
 
 /// Counts `count` failures of `kind` (see [`Failures::note`]).
@@ -267,18 +263,28 @@ fn remember(failures: &Mutex<Failures>, error: &OpError) {
     tally(failures, error.kind(), 1, || error.to_string());
 }
 
-/// Prints the first failure, and returns how many failed and the tally of kinds.
-fn report(failures: &Mutex<Failures>) -> (u64, String) {
+/// Prints the first failure, and returns how many failed of each kind.
+fn report(failures: &Mutex<Failures>) -> BTreeMap<String, u64> {
     let failures = failures.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some(first) = &failures.first {
         eprintln!("    first error: {first}");
     }
-    (failures.total(), failures.kinds())
+    failures.by_kind.clone()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An outcome of no successful operation with `failures`' tally.
+    fn outcome(failures: &Mutex<Failures>) -> Outcome {
+        Outcome {
+            histogram: new_histogram().expect("a histogram"),
+            failures: report(failures),
+            elapsed: Duration::from_secs(1),
+            client_cpu: None,
+        }
+    }
 
     #[test]
     fn failures_are_tallied_by_kind_and_the_first_is_kept() {
@@ -290,8 +296,9 @@ mod tests {
         remember(&failures, &refused());
         remember(&failures, &OpError::Timeout);
         remember(&failures, &refused());
+        let three = outcome(&failures);
         assert_eq!(
-            report(&failures),
+            (three.errors(), three.failure_kinds()),
             (3, "status 503: 2, timed out: 1".to_owned())
         );
         let first = failures.lock().expect("not poisoned").first.clone();
@@ -299,8 +306,9 @@ mod tests {
         tally(&failures, "unfinished at the drain".to_owned(), 4, || {
             "not the first".to_owned()
         });
+        let seven = outcome(&failures);
         assert_eq!(
-            report(&failures),
+            (seven.errors(), seven.failure_kinds()),
             (
                 7,
                 "status 503: 2, timed out: 1, unfinished at the drain: 4".to_owned()
@@ -308,6 +316,20 @@ mod tests {
         );
         let first = failures.lock().expect("not poisoned").first.clone();
         assert_eq!(first.as_deref(), Some("unexpected status 503: busy"));
-        assert_eq!(report(&Mutex::new(Failures::default())), (0, String::new()));
+        let none = outcome(&Mutex::new(Failures::default()));
+        assert_eq!((none.errors(), none.failure_kinds()), (0, String::new()));
+    }
+
+    #[test]
+    fn merged_outcomes_add_their_failures_kind_by_kind() {
+        let failures = Mutex::new(Failures::default());
+        remember(&failures, &OpError::Timeout);
+        let mut merged = outcome(&failures);
+        remember(&failures, &OpError::Transport("reset".to_owned()));
+        merged.merge(&outcome(&failures)).expect("merges");
+        assert_eq!(
+            (merged.errors(), merged.failure_kinds()),
+            (3, "timed out: 2, transport: 1".to_owned())
+        );
     }
 }

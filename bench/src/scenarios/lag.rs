@@ -173,11 +173,11 @@ pub async fn lag(
     .note(format!(
         "{} commands, {} failed{}; includes one GET round trip{projector_note}",
         outcome.histogram.len(),
-        outcome.errors,
-        if outcome.failure_kinds.is_empty() {
+        outcome.errors(),
+        if outcome.failures.is_empty() {
             String::new()
         } else {
-            format!(" ({})", outcome.failure_kinds)
+            format!(" ({})", outcome.failure_kinds())
         }
     ));
     if let Some(p99) = token_row.measured.as_ref().and_then(|m| m.p99_ms) {

@@ -123,7 +123,7 @@ pub async fn long_streams(context: &Context) -> anyhow::Result<Vec<Row>> {
         eprintln!("  PATCH round {}", round + 1);
         for (id, total) in [(short, &mut short_total), (long, &mut long_total)] {
             let outcome = patches(context, id, offset).await?;
-            offset += outcome.histogram.len() + outcome.errors;
+            offset += outcome.histogram.len() + outcome.errors();
             match total {
                 Some(total) => total.merge(&outcome)?,
                 None => *total = Some(outcome),

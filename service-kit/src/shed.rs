@@ -11,7 +11,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -25,7 +25,6 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use crate::env::{EnvError, string_or, var_or};
 use crate::metric_names::{HTTP_REQUESTS_IN_FLIGHT, HTTP_REQUESTS_SHED_TOTAL, HTTP_REQUESTS_TOTAL};
 use crate::problem::Problem;
-use crate::series::Series;
 
 /// Requests in flight per pooled connection when `MAX_IN_FLIGHT` is unset.
 pub const IN_FLIGHT_PER_CONNECTION: usize = 2;
@@ -117,6 +116,8 @@ pub struct Admission {
     limit: usize,
     queue_wait: Duration,
     service: &'static str,
+    /// `chronicle_http_requests_in_flight{service}`, registered at the first admitted request.
+    in_flight: Arc<OnceLock<metrics::Gauge>>,
 }
 
 impl Admission {
@@ -128,6 +129,7 @@ impl Admission {
             limit,
             queue_wait,
             service: "unnamed",
+            in_flight: Arc::default(),
         }
     }
 
@@ -135,7 +137,17 @@ impl Admission {
     #[must_use]
     pub fn serving(mut self, service: &'static str) -> Self {
         self.service = service;
+        self.in_flight = Arc::default();
         self
+    }
+
+    /// The gauge of this service's requests in flight.
+    fn in_flight_gauge(&self) -> &metrics::Gauge {
+        self.in_flight.get_or_init(|| {
+            // A gauge registered before the recorder is installed would never record.
+            let _ = crate::telemetry::metrics_handle();
+            metrics::gauge!(HTTP_REQUESTS_IN_FLIGHT, "service" => self.service)
+        })
     }
 
     /// The bound.
@@ -185,9 +197,9 @@ pub async fn admitted<F: Future<Output = Response>>(
         held: Arc::new(std::sync::Mutex::new(Some(permit))),
     };
     let place = Place {
-        service: admission.service,
+        in_flight: admission.in_flight_gauge().clone(),
     };
-    in_flight(admission.service, |gauge| gauge.increment(1));
+    place.in_flight.increment(1);
     let response = SEAT.scope(seat.clone(), serve(request)).await;
     seat.release();
     drop(place);
@@ -197,7 +209,7 @@ pub async fn admitted<F: Future<Output = Response>>(
 /// An admitted request's place, counted in `chronicle_http_requests_in_flight` until the
 /// request is answered or dropped (the client went away); its permit is its [`Seat`].
 struct Place {
-    service: &'static str,
+    in_flight: metrics::Gauge,
 }
 
 tokio::task_local! {
@@ -256,22 +268,8 @@ pub async fn without_place<F: std::future::Future>(wait: F) -> F::Output {
 
 impl Drop for Place {
     fn drop(&mut self) {
-        in_flight(self.service, |gauge| gauge.decrement(1));
+        self.in_flight.decrement(1);
     }
-}
-
-/// Moves `service`'s `chronicle_http_requests_in_flight` by `change`, through its kept handle.
-fn in_flight(service: &'static str, change: impl FnOnce(&metrics::Gauge)) {
-    static SERIES: std::sync::LazyLock<Series<&'static str, metrics::Gauge>> =
-        std::sync::LazyLock::new(Series::new);
-    SERIES.with(
-        &service,
-        || {
-            let gauge = metrics::gauge!(HTTP_REQUESTS_IN_FLIGHT, "service" => service);
-            (service, gauge)
-        },
-        change,
-    );
 }
 
 /// The refusal, rendered here since no other layer runs for it: problem+json with the request

@@ -56,6 +56,17 @@ async fn metrics_match_the_catalogue_after_reads(pool: PgPool) {
         "chronicle_db_query_duration_seconds_count",
         &[("service", "query-api"), ("operation", "SELECT")],
     );
+    // The reads were admitted: the gauge is there, under the service's name (its value is
+    // the whole process's, which other tests' reads move).
+    assert!(
+        value(
+            &text,
+            "chronicle_http_requests_in_flight",
+            &[("service", "query-api")]
+        )
+        .is_some(),
+        "{text}"
+    );
     at_least_one(
         "chronicle_db_pool_max_connections",
         &[("service", "query-api")],

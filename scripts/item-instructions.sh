@@ -7,6 +7,9 @@
 #   scripts/item-instructions.sh [BIN_DIR]     (default target/release; needs chronicle,
 #                                               query-api and bench built there)
 #
+# With ITEM_PROFILES=DIR, the callgrind profiles are kept there (query-api.cg.*, bare.cg.*)
+# for callgrind_annotate --inclusive=yes.
+#
 # Makes database `item_instructions` with 200 projects through the dev runner, then serves it
 # under callgrind, once per process, with wrk (8 connections, one thread) for 15 s after a
 # warm-up. Instrumentation is on only while wrk measures. Needs valgrind and wrk.
@@ -97,6 +100,10 @@ measure() {
     requests=$(grep -o '[0-9]* requests in' "$name.wrk" | cut -d' ' -f1)
     instructions=$(cat "$work/$name".cg.* | awk '/^totals:/ {s += $2} END {print s}')
     echo "$name: $requests requests, $((instructions / requests)) instructions each"
+    if [ -n "${ITEM_PROFILES:-}" ]; then
+        mkdir -p "$ITEM_PROFILES"
+        cp "$work/$name".cg.* "$ITEM_PROFILES/"
+    fi
 }
 
 # A fresh token for the serving runs: the login's lasts 15 minutes.

@@ -86,11 +86,6 @@ pub fn router(state: AppState) -> Router {
         // which may still commit behind a 503. Commands check their deadline up to the
         // append (execute.rs); here only a client too slow to send its body is cut off.
         .layer(RequestBodyTimeoutLayer::new(state.settings.request_timeout))
-        // Outermost of the routes: a bad token is a 401 before anything else is looked at.
-        .layer(axum::middleware::from_fn_with_state(
-            state.authenticator.clone(),
-            authenticate_unless_logout,
-        ))
         .layer(axum::middleware::from_fn(no_store_commands))
         .with_state(state.clone());
     let admission = service_kit::shed::AdmissionSettings {
@@ -98,8 +93,20 @@ pub fn router(state: AppState) -> Router {
         request_timeout: None,
         ..state.settings.admission
     };
-    let app =
-        service_kit::http::with_plumbing_bounded("command-api", routes, state.pool, &admission);
+    // A bad token is a 401 before anything else is looked at, except on logout, which
+    // authenticates itself: its access token may have expired while the refresh cookie still
+    // names the session (ACCOUNTS.md, "Sessions"), so a refused token must still reach it.
+    let authentication = service_kit::http::Authentication {
+        authenticator: state.authenticator.clone(),
+        exempt: &[auth::routes::LOGOUT_PATH],
+    };
+    let app = service_kit::http::with_plumbing_bounded(
+        "command-api",
+        routes,
+        state.pool,
+        &admission,
+        Some(authentication),
+    );
     // Outside the plumbing, so its own problems (unknown route, 405, a shed 503) are never
     // stored and are readable by a browser too.
     service_kit::frontend::layers(app, &state.settings.cors, &[http::routes::csp::PATH])
@@ -123,20 +130,6 @@ async fn no_store_commands(
         );
     }
     response
-}
-
-/// The bearer-token check of every route but logout, which authenticates itself: its access
-/// token may have expired while the refresh cookie still names the session (ACCOUNTS.md,
-/// "Sessions"), so a refused token must still reach it.
-async fn authenticate_unless_logout(
-    state: axum::extract::State<service_kit::Authenticator>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    if request.uri().path() == auth::routes::LOGOUT_PATH {
-        return next.run(request).await;
-    }
-    service_kit::caller::authenticate(state, request, next).await
 }
 
 /// Serves the command API on `settings.addr` until `shutdown` fires, with the accounts'

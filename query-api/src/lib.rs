@@ -41,16 +41,20 @@ pub use settings::{DEFAULT_ADDR, DEFAULT_CONSISTENCY_WAIT_MS, Settings, read_dat
 pub use state::{AppState, app_state, app_state_with_primary};
 
 /// The whole application: the `/api/v1` routes, the OpenAPI document, and the shared plumbing
-/// (`/healthz`, `/readyz`, `/metrics`, request ids, problem+json fallbacks, panic catching).
+/// (`/healthz`, `/readyz`, `/metrics`, request ids, the bearer-token check, problem+json
+/// fallbacks, panic catching).
 pub fn router(state: AppState) -> axum::Router {
     let pool = state.pool().clone();
     let admission = state.settings().admission;
     let cors = state.settings().cors.clone();
+    // A bad token is a 401 before anything else is looked at.
+    let authentication = service_kit::http::Authentication::new(state.authenticator().clone());
     let app = service_kit::http::with_plumbing_bounded(
         "query-api",
         routes::router(state),
         pool,
         &admission,
+        Some(authentication),
     );
     // Outside the plumbing, so its own problems (unknown route, 405, a caught panic, a shed
     // 503) are never stored and are readable by a browser too.

@@ -417,11 +417,13 @@ where
     }
 }
 
-/// Middleware: authenticates every request once, before any other extractor, so a bad token
-/// is a 401 ahead of every other answer; the [`Caller`] goes into the request's extensions,
-/// where the extractor and the requirement layers below find it.
-pub async fn authenticate(
-    axum::extract::State(authenticator): axum::extract::State<Authenticator>,
+/// Authenticates a request once, before any other extractor, so a bad token is a 401 ahead of
+/// every other answer; the [`Caller`] goes into the request's extensions, where the extractor
+/// and the requirement layers below find it. The plumbing calls it for a service's own routes
+/// ([`crate::http::Authentication`]) rather than a layer of its own, which would clone the
+/// services below it on every request.
+pub async fn authenticated(
+    authenticator: &Authenticator,
     mut request: Request,
     next: Next,
 ) -> Response {

@@ -191,24 +191,25 @@ pub fn no_store_if_problem(response: &mut Response) {
 /// carry a CORS policy of their own (CSP reports: any origin, no credentials) that a
 /// service-wide layer would otherwise pre-empt by answering their preflights first.
 pub fn layers(router: Router, cors: &CorsSettings, own_cors: &[&str]) -> Router {
-    use tower::ServiceExt as _;
+    use tower::{Layer as _, ServiceExt as _};
 
-    let app = router.layer(compression());
-    let with_cors = app.clone().layer(CorsWhenOriginLayer(cors.layer()));
+    // Around the whole router rather than through `Router::layer`, which wraps each route on
+    // its own: a route's layers clone the services under them on every request, so each layer
+    // added per route makes every other one dearer, where around the router a clone is of an
+    // `Arc`. The outer router only holds this as its fallback.
+    let with_cors = CorsWhenOriginLayer(cors.layer()).layer(router.clone());
     if own_cors.is_empty() {
-        // No path to tell apart: the router that would do it costs a second routing pass and a
-        // clone of the app on every request.
-        return with_cors;
+        return Router::new().fallback_service(compression().layer(with_cors));
     }
     let own: Vec<String> = own_cors.iter().map(|path| (*path).to_owned()).collect();
-    Router::new().fallback_service(tower::service_fn(move |request: axum::extract::Request| {
-        let target = if own.iter().any(|path| path == request.uri().path()) {
-            app.clone()
+    let choose = tower::service_fn(move |request: axum::extract::Request| {
+        if own.iter().any(|path| path == request.uri().path()) {
+            futures::future::Either::Left(router.clone().oneshot(request))
         } else {
-            with_cors.clone()
-        };
-        target.oneshot(request)
-    }))
+            futures::future::Either::Right(with_cors.clone().oneshot(request))
+        }
+    });
+    Router::new().fallback_service(compression().layer(choose))
 }
 
 /// [`CorsLayer`] for requests that carry `Origin` only. A request without one is not a CORS

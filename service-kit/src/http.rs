@@ -3,6 +3,7 @@
 //! graceful shutdown.
 
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
@@ -12,12 +13,13 @@ use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use futures::FutureExt as _;
 use hashbrown::Equivalent;
 use metrics::{Counter, Histogram};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
-use tower_http::catch_panic::CatchPanicLayer;
 
+use crate::caller::Authenticator;
 use crate::metric_names;
 use crate::problem::Problem;
 use crate::series::Series;
@@ -35,7 +37,8 @@ pub struct RequestId(pub String);
 /// Middleware, the plumbing's one layer: stamps the request's arrival
 /// ([`crate::deadline::Arrival`]), bounds the requests in flight ([`crate::shed::admitted`],
 /// when `plumbing.admission` is set), then observes it (`observe`: id, span, metrics, problem
-/// rendering, deadline). One layer for all of it, outermost, since each `from_fn` layer boxes
+/// rendering, deadline, and the token check when `plumbing.authentication` is set). One layer
+/// for all of it, outermost, since each `from_fn` layer boxes
 /// its future and clones the services below it on every request.
 pub async fn plumb(State(plumbing): State<Plumbing>, mut request: Request, next: Next) -> Response {
     crate::deadline::stamp(&mut request);
@@ -82,8 +85,29 @@ async fn observe(plumbing: &Plumbing, mut request: Request, next: Next) -> Respo
                 timeout,
             )
         });
+    let authenticator = plumbing
+        .authentication
+        .as_ref()
+        .filter(|authentication| {
+            route
+                .as_ref()
+                .is_some_and(|route| authentication.covers(route.as_str()))
+        })
+        .map(|authentication| &authentication.authenticator);
+    // A panic is answered, counted and rendered as a problem like any other 500: caught here
+    // rather than by a layer of its own, which would clone the route's services per request.
+    let handled = async move {
+        let answer = match authenticator {
+            Some(authenticator) => {
+                let authenticated = crate::caller::authenticated(authenticator, request, next);
+                AssertUnwindSafe(authenticated).catch_unwind().await
+            }
+            None => AssertUnwindSafe(next.run(request)).catch_unwind().await,
+        };
+        answer.unwrap_or_else(panic_to_problem)
+    };
     // The handler's statements are timed under this service (sql_metrics).
-    let handled = crate::sql_metrics::in_service(service, next.run(request));
+    let handled = crate::sql_metrics::in_service(service, handled);
     let handled = tracing::Instrument::instrument(handled, span.clone());
     let mut response = match (deadline, &route) {
         (Some((deadline, timeout)), Some(route)) => {
@@ -170,6 +194,34 @@ pub struct Plumbing {
     pub admission: Option<Admission>,
     /// See [`AdmissionSettings::request_timeout`].
     pub request_timeout: Option<Duration>,
+    /// The bearer-token check of the service's routes, if it has one.
+    pub authentication: Option<Authentication>,
+}
+
+/// The bearer-token check the plumbing makes before a service's own routes (not the
+/// [`OPS_ROUTES`], not an unmatched request): [`crate::caller::authenticated`].
+#[derive(Debug, Clone)]
+pub struct Authentication {
+    /// Verifies the tokens.
+    pub authenticator: Authenticator,
+    /// Routes (as matched, e.g. `/api/v1/auth/logout`) that authenticate themselves and are
+    /// reached whatever token comes with the request.
+    pub exempt: &'static [&'static str],
+}
+
+impl Authentication {
+    /// Every route but the exempt ones, checked with `authenticator`.
+    pub fn new(authenticator: Authenticator) -> Self {
+        Self {
+            authenticator,
+            exempt: &[],
+        }
+    }
+
+    /// Whether a request of `route` is checked.
+    fn covers(&self, route: &str) -> bool {
+        !OPS_ROUTES.contains(&route) && !self.exempt.contains(&route)
+    }
 }
 
 /// The labels of `chronicle_http_requests_total` and `chronicle_http_request_duration_seconds`.
@@ -288,11 +340,11 @@ fn panic_to_problem(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response
 }
 
 /// Wraps a service's routes with the shared layers and adds `/healthz`, `/readyz` and
-/// `/metrics`, with no bound on requests in flight (see [`with_plumbing_bounded`] for one).
-/// `service` (`command-api`, `query-api`, `projector`) is the `service` label of the request
-/// and pool metrics.
+/// `/metrics`, with no bound on requests in flight and no token check (see
+/// [`with_plumbing_bounded`] for both). `service` (`command-api`, `query-api`, `projector`) is
+/// the `service` label of the request and pool metrics.
 pub fn with_plumbing(service: &'static str, routes: Router, pool: PgPool) -> Router {
-    with_plumbing_bounded(service, routes, pool, &AdmissionSettings::unbounded())
+    with_plumbing_bounded(service, routes, pool, &AdmissionSettings::unbounded(), None)
 }
 
 /// [`with_plumbing`], with `admission` bounding the requests `routes` work on at once (by
@@ -300,12 +352,14 @@ pub fn with_plumbing(service: &'static str, routes: Router, pool: PgPool) -> Rou
 /// and `Retry-After` (see [`crate::shed`]); and, with `admission.request_timeout`, cutting off
 /// with 503 a request of `routes` not answered that long after it arrived
 /// ([`crate::deadline`]). Health, readiness, metrics and problem pages are outside both, so
-/// they answer under overload.
+/// they answer under overload. With `authentication`, a request of `routes` is authenticated
+/// first: a bad token is a 401 before anything else is looked at.
 pub fn with_plumbing_bounded(
     service: &'static str,
     routes: Router,
     pool: PgPool,
     admission: &AdmissionSettings,
+    authentication: Option<Authentication>,
 ) -> Router {
     // Install the recorder before the first request records anything.
     let _ = metrics_handle();
@@ -325,19 +379,18 @@ pub fn with_plumbing_bounded(
         )
         .route("/problems/{name}", get(problem_page))
         .with_state(pool);
-    // A caught panic is answered, counted and rendered as a problem like any other 500.
     let plumbing = Plumbing {
         service,
         admission: admission
             .limit(pool_size)
             .map(|limit| Admission::new(limit, admission.queue_wait).serving(service)),
         request_timeout: admission.request_timeout,
+        authentication,
     };
     routes
         .merge(ops)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(CatchPanicLayer::custom(panic_to_problem))
         .layer(middleware::from_fn_with_state(plumbing, plumb))
 }
 
@@ -420,7 +473,7 @@ mod tests {
         let pool = sqlx::postgres::PgPoolOptions::new()
             .connect_lazy("postgres://nobody@127.0.0.1:1/none")
             .expect("a lazy pool never connects");
-        with_plumbing_bounded("command-api", routes, pool, admission)
+        with_plumbing_bounded("command-api", routes, pool, admission, None)
     }
 
     async fn call(app: Router, request: Request<Body>) -> (Response, serde_json::Value) {
@@ -485,6 +538,112 @@ mod tests {
                     && line.contains("status=\"500\"")),
             "{metrics}"
         );
+    }
+
+    /// A request of `uri` with `Authorization: Bearer {token}`.
+    fn get_with_token(uri: &str, token: &str) -> Request<Body> {
+        Request::get(uri)
+            .header(axum::http::header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(Body::empty())
+            .expect("a valid request")
+    }
+
+    #[tokio::test]
+    async fn the_plumbing_authenticates_the_routes_but_not_the_exempt_the_ops_or_the_unmatched() {
+        use crate::caller::Caller;
+
+        let keys = auth::SigningKeys::from_pem(
+            &auth::generate_signing_key_pem(),
+            auth::TokenSettings::default(),
+        )
+        .expect("test setup");
+        let now = chrono::Utc::now();
+        let account = uuid::Uuid::now_v7();
+        let issued = keys
+            .issue(
+                account,
+                uuid::Uuid::now_v7(),
+                &[auth::Role::User],
+                &["pwd"],
+                now,
+                now,
+            )
+            .expect("test setup");
+        let routes = Router::new()
+            .route("/mine", get(async |caller: Caller| caller.actor()))
+            .route("/exempt", get(async || "reached"))
+            .with_state(Authenticator::new(
+                keys.verifier(),
+                crate::revocation::RevocationView::new(),
+            ));
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .connect_lazy("postgres://nobody@127.0.0.1:1/none")
+            .expect("a lazy pool never connects");
+        let authentication = Authentication {
+            authenticator: Authenticator::new(
+                keys.verifier(),
+                crate::revocation::RevocationView::new(),
+            ),
+            exempt: &["/exempt"],
+        };
+        let app = with_plumbing_bounded(
+            "command-api",
+            routes,
+            pool,
+            &AdmissionSettings::unbounded(),
+            Some(authentication),
+        );
+        let text = async |response: Response| {
+            let bytes = response.into_body().collect().await.expect("a body");
+            String::from_utf8(bytes.to_bytes().to_vec()).expect("text")
+        };
+
+        let refused = app
+            .clone()
+            .oneshot(get_with_token("/mine", "not-a-token"))
+            .await
+            .expect("infallible");
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+        assert!(
+            refused
+                .headers()
+                .contains_key(axum::http::header::WWW_AUTHENTICATE),
+            "{:?}",
+            refused.headers()
+        );
+        let (_, body) = call(app.clone(), get_with_token("/mine", "not-a-token")).await;
+        assert_eq!(body["status"], 401);
+        assert!(body["request_id"].is_string(), "{body}");
+
+        let signed_in = app
+            .clone()
+            .oneshot(get_with_token("/mine", &issued.token))
+            .await
+            .expect("infallible");
+        assert_eq!(signed_in.status(), StatusCode::OK);
+        assert_eq!(text(signed_in).await, account.to_string());
+
+        let anonymous = app
+            .clone()
+            .oneshot(get_request("/mine"))
+            .await
+            .expect("infallible");
+        assert_eq!(anonymous.status(), StatusCode::OK);
+        assert_eq!(text(anonymous).await, "anonymous");
+
+        // An exempt route authenticates itself, if at all: a bad token still reaches it.
+        for (uri, status) in [
+            ("/exempt", StatusCode::OK),
+            ("/healthz", StatusCode::OK),
+            ("/no-such-route", StatusCode::NOT_FOUND),
+        ] {
+            let response = app
+                .clone()
+                .oneshot(get_with_token(uri, "not-a-token"))
+                .await
+                .expect("infallible");
+            assert_eq!(response.status(), status, "{uri}");
+        }
     }
 
     #[tokio::test]

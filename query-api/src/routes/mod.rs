@@ -44,19 +44,14 @@ pub const PUBLIC_OPERATIONS: &[(&str, &str)] = &[
 ];
 
 /// The API routes plus `GET /api/v1/openapi.json` (the one document of both APIs), bound to
-/// `state` (without the shared plumbing; see [`crate::router`]).
+/// `state` (without the shared plumbing, which also checks the bearer token; see
+/// [`crate::router`]).
 pub fn router(state: AppState) -> axum::Router {
     let (routes, _) = api().split_for_parts();
-    let authenticator = state.authenticator().clone();
     routes
         .route(
             service_kit::openapi::DOCUMENT_PATH,
             get(service_kit::openapi::serve_document),
         )
-        // Outermost of the routes: a bad token is a 401 before anything else is looked at.
-        .layer(axum::middleware::from_fn_with_state(
-            authenticator,
-            service_kit::caller::authenticate,
-        ))
         .with_state(state)
 }

@@ -187,9 +187,10 @@ pub fn no_store_if_problem(response: &mut Response) {
 }
 
 /// Wraps an API (with its plumbing, which marks problems never to be stored) in what browsers
-/// need: compression, and CORS for `cors`'s origins outermost, except on the paths of `own_cors`, whose routes
-/// carry a CORS policy of their own (CSP reports: any origin, no credentials) that a
-/// service-wide layer would otherwise pre-empt by answering their preflights first.
+/// need: compression outermost, and inside it CORS for `cors`'s origins, except on the paths
+/// of `own_cors`, whose routes carry a CORS policy of their own (CSP reports: any origin, no
+/// credentials) that a service-wide layer would otherwise pre-empt by answering their
+/// preflights first.
 pub fn layers(router: Router, cors: &CorsSettings, own_cors: &[&str]) -> Router {
     use tower::{Layer as _, ServiceExt as _};
 

@@ -37,9 +37,9 @@ pub struct RequestId(pub String);
 /// Middleware, the plumbing's one layer: stamps the request's arrival
 /// ([`crate::deadline::Arrival`]), bounds the requests in flight ([`crate::shed::admitted`],
 /// when `plumbing.admission` is set), then observes it (`observe`: id, span, metrics, problem
-/// rendering, deadline, and the token check when `plumbing.authentication` is set). One layer
-/// for all of it, outermost, since each `from_fn` layer boxes
-/// its future and clones the services below it on every request.
+/// rendering, deadline, the token check when `plumbing.authentication` is set, and panics).
+/// One layer for all of it, since each layer of a route boxes its future and clones the
+/// services below it on every request.
 pub async fn plumb(State(plumbing): State<Plumbing>, mut request: Request, next: Next) -> Response {
     crate::deadline::stamp(&mut request);
     match &plumbing.admission {

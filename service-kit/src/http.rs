@@ -569,21 +569,22 @@ mod tests {
                 now,
             )
             .expect("test setup");
+        // One authenticator for the plumbing and the routes' `Caller` extractor.
+        let authenticator =
+            Authenticator::new(keys.verifier(), crate::revocation::RevocationView::new());
         let routes = Router::new()
-            .route("/mine", get(async |caller: Caller| caller.actor()))
+            .route(
+                "/mine",
+                get(async |caller: Caller| axum::Json(caller.actor())),
+            )
+            .route("/checked", get(async || "reached"))
             .route("/exempt", get(async || "reached"))
-            .with_state(Authenticator::new(
-                keys.verifier(),
-                crate::revocation::RevocationView::new(),
-            ));
+            .with_state(authenticator.clone());
         let pool = sqlx::postgres::PgPoolOptions::new()
             .connect_lazy("postgres://nobody@127.0.0.1:1/none")
             .expect("a lazy pool never connects");
         let authentication = Authentication {
-            authenticator: Authenticator::new(
-                keys.verifier(),
-                crate::revocation::RevocationView::new(),
-            ),
+            authenticator,
             exempt: &["/exempt"],
         };
         let app = with_plumbing_bounded(
@@ -593,16 +594,9 @@ mod tests {
             &AdmissionSettings::unbounded(),
             Some(authentication),
         );
-        let text = async |response: Response| {
-            let bytes = response.into_body().collect().await.expect("a body");
-            String::from_utf8(bytes.to_bytes().to_vec()).expect("text")
-        };
 
-        let refused = app
-            .clone()
-            .oneshot(get_with_token("/mine", "not-a-token"))
-            .await
-            .expect("infallible");
+        // A route that reads no caller: only the plumbing can refuse its bad token.
+        let (refused, body) = call(app.clone(), get_with_token("/checked", "not-a-token")).await;
         assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
         assert!(
             refused
@@ -611,25 +605,16 @@ mod tests {
             "{:?}",
             refused.headers()
         );
-        let (_, body) = call(app.clone(), get_with_token("/mine", "not-a-token")).await;
         assert_eq!(body["status"], 401);
         assert!(body["request_id"].is_string(), "{body}");
 
-        let signed_in = app
-            .clone()
-            .oneshot(get_with_token("/mine", &issued.token))
-            .await
-            .expect("infallible");
+        let (signed_in, body) = call(app.clone(), get_with_token("/mine", &issued.token)).await;
         assert_eq!(signed_in.status(), StatusCode::OK);
-        assert_eq!(text(signed_in).await, account.to_string());
+        assert_eq!(body, account.to_string());
 
-        let anonymous = app
-            .clone()
-            .oneshot(get_request("/mine"))
-            .await
-            .expect("infallible");
+        let (anonymous, body) = call(app.clone(), get_request("/mine")).await;
         assert_eq!(anonymous.status(), StatusCode::OK);
-        assert_eq!(text(anonymous).await, "anonymous");
+        assert_eq!(body, "anonymous");
 
         // An exempt route authenticates itself, if at all: a bad token still reaches it.
         for (uri, status) in [
@@ -637,11 +622,7 @@ mod tests {
             ("/healthz", StatusCode::OK),
             ("/no-such-route", StatusCode::NOT_FOUND),
         ] {
-            let response = app
-                .clone()
-                .oneshot(get_with_token(uri, "not-a-token"))
-                .await
-                .expect("infallible");
+            let (response, _) = call(app.clone(), get_with_token(uri, "not-a-token")).await;
             assert_eq!(response.status(), status, "{uri}");
         }
     }

@@ -217,7 +217,14 @@ impl Announced {
             if self.forgotten.load(Ordering::SeqCst) != mark.forgotten {
                 return false;
             }
-            let view = views.entry(projection.to_owned()).or_default();
+            // Looked up before it is made: a read learns on every 200, and `entry` would copy
+            // the name each time.
+            if !views.contains_key(projection) {
+                views.insert(projection.to_owned(), View::default());
+            }
+            let Some(view) = views.get_mut(projection) else {
+                return false;
+            };
             if view.applied != mark.applied {
                 return false;
             }

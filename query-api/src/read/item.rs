@@ -144,9 +144,9 @@ pub async fn item_response_scoped<T: Item>(
 /// (see [`crate::announced`] for when that is sound), when the state reads from the primary.
 fn learn<T: Item>(state: &AppState, mark: Mark, id: Uuid, version: i64) {
     if state.learns_from_reads() {
-        state
-            .announced()
-            .learn(T::PROJECTION, mark, &id.to_string(), version);
+        let mut text = Uuid::encode_buffer();
+        let id = id.hyphenated().encode_lower(&mut text);
+        state.announced().learn(T::PROJECTION, mark, id, version);
     }
 }
 
@@ -167,5 +167,6 @@ fn announced_version<T: Item>(
             return None;
         }
     }
-    announced.version(T::PROJECTION, &id.to_string())
+    let mut text = Uuid::encode_buffer();
+    announced.version(T::PROJECTION, id.hyphenated().encode_lower(&mut text))
 }

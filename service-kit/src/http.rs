@@ -106,8 +106,9 @@ async fn observe(plumbing: &Plumbing, mut request: Request, next: Next) -> Respo
         };
         answer.unwrap_or_else(panic_to_problem)
     };
-    // The handler's statements are timed under this service (sql_metrics).
-    let handled = crate::sql_metrics::in_service(service, handled);
+    // The handler's statements are timed under this service (sql_metrics). Boxed: the
+    // wrappers below each hold the future by value and are moved as they are built.
+    let handled = crate::sql_metrics::in_service(service, Box::pin(handled));
     let handled = tracing::Instrument::instrument(handled, span.clone());
     let mut response = match (deadline, &route) {
         (Some((deadline, timeout)), Some(route)) => {

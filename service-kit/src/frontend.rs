@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::http::header::{self, HeaderName};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, Method};
 use axum::response::Response;
 use tower_http::compression::predicate::{Predicate, SizeAbove};
 use tower_http::compression::{CompressionLayer, CompressionLevel};
@@ -155,19 +155,115 @@ fn is_json(headers: &HeaderMap) -> bool {
         })
 }
 
-/// The compression layer: gzip or br, as the client accepts, for JSON over
-/// [`COMPRESS_ABOVE_BYTES`].
-pub fn compression() -> CompressionLayer<impl Predicate> {
-    let json = |_: StatusCode,
-                _: axum::http::Version,
-                headers: &HeaderMap,
-                _: &axum::http::Extensions| { is_json(headers) };
+/// What is compressed: JSON over [`COMPRESS_ABOVE_BYTES`], not compressed already. Such an
+/// answer varies by `Accept-Encoding`, whether or not this request's answer is compressed.
+#[derive(Debug, Clone, Copy)]
+pub struct Compressible;
+
+impl Predicate for Compressible {
+    fn should_compress<B: axum::body::HttpBody>(&self, response: &axum::http::Response<B>) -> bool {
+        SizeAbove::new(COMPRESS_ABOVE_BYTES).should_compress(response)
+            && is_json(response.headers())
+    }
+}
+
+/// The compression layer: gzip or br, as the client accepts, for [`Compressible`] answers.
+pub fn compression() -> CompressionLayer<Compressible> {
     CompressionLayer::new()
         .gzip(true)
         .br(true)
         // The fastest levels: answers are small and latency counts more than bytes.
         .quality(CompressionLevel::Fastest)
-        .compress_when(SizeAbove::new(COMPRESS_ABOVE_BYTES).and(json))
+        .compress_when(Compressible)
+}
+
+/// [`compression`] for requests that carry `Accept-Encoding`. One without it accepts identity
+/// only, which is what tower-http would send it, and it gets the same headers: `Vary:
+/// Accept-Encoding` on a [`Compressible`] answer. What it skips is the layer's body type,
+/// 5.8 KiB (a brotli encoder's state, inline) that is moved several times per answer even when
+/// nothing is compressed: some 2,400 instructions of a read's 100,000 (docs/PERFORMANCE.md,
+/// stop 18).
+#[derive(Clone)]
+pub struct CompressWhenAsked<S> {
+    compressed: tower_http::compression::Compression<S, Compressible>,
+    inner: S,
+}
+
+impl<S> std::fmt::Debug for CompressWhenAsked<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompressWhenAsked").finish_non_exhaustive()
+    }
+}
+
+impl<S: Clone> CompressWhenAsked<S> {
+    /// `inner`, compressed for requests that ask.
+    pub fn new(inner: S) -> Self {
+        use tower::Layer as _;
+
+        Self {
+            compressed: compression().layer(inner.clone()),
+            inner,
+        }
+    }
+}
+
+/// A compressed answer, its body boxed as every answer's is.
+type Compressed<F> = futures::future::MapOk<
+    tower_http::compression::ResponseFuture<F, Compressible>,
+    fn(
+        axum::http::Response<tower_http::compression::CompressionBody<axum::body::Body>>,
+    ) -> Response,
+>;
+
+impl<S> tower::Service<axum::extract::Request> for CompressWhenAsked<S>
+where
+    S: tower::Service<axum::extract::Request, Response = Response> + Clone,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = futures::future::Either<Compressed<S::Future>, Varied<S::Future>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        match self.compressed.poll_ready(cx) {
+            std::task::Poll::Ready(Ok(())) => self.inner.poll_ready(cx),
+            other => other,
+        }
+    }
+
+    fn call(&mut self, request: axum::extract::Request) -> Self::Future {
+        use futures::TryFutureExt as _;
+
+        if request.headers().contains_key(header::ACCEPT_ENCODING) {
+            let boxed: fn(_) -> Response =
+                |response: axum::http::Response<_>| response.map(axum::body::Body::new);
+            futures::future::Either::Left(self.compressed.call(request).map_ok(boxed))
+        } else {
+            let vary: fn(Response) -> Response = vary_accept_encoding_if_compressible;
+            futures::future::Either::Right(self.inner.call(request).map_ok(vary))
+        }
+    }
+}
+
+/// What tower-http's compression adds to an answer it leaves as it is.
+fn vary_accept_encoding_if_compressible(mut response: Response) -> Response {
+    let varies = response
+        .headers()
+        .get_all(header::VARY)
+        .iter()
+        .any(|value| value.as_bytes().eq_ignore_ascii_case(b"accept-encoding"));
+    if !varies
+        && !response.headers().contains_key(header::CONTENT_ENCODING)
+        && !response.headers().contains_key(header::CONTENT_RANGE)
+        && Compressible.should_compress(&response)
+    {
+        response
+            .headers_mut()
+            .append(header::VARY, HeaderValue::from_static("accept-encoding"));
+    }
+    response
 }
 
 /// Marks a problem answer `Cache-Control: no-store`: an error says something about one moment
@@ -200,9 +296,10 @@ pub fn layers(router: Router, cors: &CorsSettings, own_cors: &[&str]) -> Router 
     // `Arc`. The outer router only holds this as its fallback.
     let with_cors = CorsWhenOriginLayer(cors.layer()).layer(router.clone());
     if own_cors.is_empty() {
-        return Router::new().fallback_service(compression().layer(with_cors));
+        return Router::new().fallback_service(CompressWhenAsked::new(with_cors));
     }
-    let own: Vec<String> = own_cors.iter().map(|path| (*path).to_owned()).collect();
+    // Shared: the service below is cloned for every request.
+    let own: std::sync::Arc<[String]> = own_cors.iter().map(|path| (*path).to_owned()).collect();
     let choose = tower::service_fn(move |request: axum::extract::Request| {
         if own.iter().any(|path| path == request.uri().path()) {
             futures::future::Either::Left(router.clone().oneshot(request))
@@ -210,7 +307,7 @@ pub fn layers(router: Router, cors: &CorsSettings, own_cors: &[&str]) -> Router 
             futures::future::Either::Right(with_cors.clone().oneshot(request))
         }
     });
-    Router::new().fallback_service(compression().layer(choose))
+    Router::new().fallback_service(CompressWhenAsked::new(choose))
 }
 
 /// [`CorsLayer`] for requests that carry `Origin` only. A request without one is not a CORS
@@ -226,7 +323,7 @@ impl<S: Clone> tower::Layer<S> for CorsWhenOriginLayer {
 
     fn layer(&self, inner: S) -> Self::Service {
         CorsWhenOrigin {
-            cors: self.0.layer(inner.clone()),
+            cors: std::sync::Arc::new(self.0.layer(inner.clone())),
             inner,
         }
     }
@@ -235,7 +332,9 @@ impl<S: Clone> tower::Layer<S> for CorsWhenOriginLayer {
 /// See [`CorsWhenOriginLayer`].
 #[derive(Debug, Clone)]
 pub struct CorsWhenOrigin<S> {
-    cors: tower_http::cors::Cors<S>,
+    /// Shared: the service is cloned for every request, and tower-http's `Cors` holds its
+    /// settings (lists of origins and headers) by value. Cloned out only for a CORS request.
+    cors: std::sync::Arc<tower_http::cors::Cors<S>>,
     inner: S,
 }
 
@@ -250,24 +349,24 @@ where
 {
     type Response = Response;
     type Error = S::Error;
-    type Future =
-        futures::future::Either<tower_http::cors::ResponseFuture<S::Future>, Varied<S::Future>>;
+    type Future = futures::future::Either<
+        tower::util::Oneshot<tower_http::cors::Cors<S>, axum::http::Request<B>>,
+        Varied<S::Future>,
+    >;
 
     fn poll_ready(
         &mut self,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Result<(), Self::Error>> {
-        match self.cors.poll_ready(cx) {
-            std::task::Poll::Ready(Ok(())) => self.inner.poll_ready(cx),
-            other => other,
-        }
+        self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
         use futures::TryFutureExt as _;
+        use tower::ServiceExt as _;
 
         if request.headers().contains_key(header::ORIGIN) {
-            futures::future::Either::Left(self.cors.call(request))
+            futures::future::Either::Left(self.cors.as_ref().clone().oneshot(request))
         } else {
             let vary: fn(Response) -> Response = vary_origin;
             futures::future::Either::Right(self.inner.call(request).map_ok(vary))
@@ -284,6 +383,8 @@ fn vary_origin(mut response: Response) -> Response {
 
 #[cfg(test)]
 mod tests {
+    use axum::http::StatusCode;
+
     use super::*;
 
     /// `GET /` answered 200 through [`layers`] for `http://localhost:5173`.

@@ -11,7 +11,8 @@
 #
 # ITEM_ROUNDS (default 6) rounds of ITEM_SECONDS (default 10) per server, wrk with one thread
 # and 32 connections (the bench's concurrency), after a 3-second warm-up of each. About
-# 4 minutes with the defaults. Needs wrk.
+# 4 minutes with the defaults. Needs wrk. (TERM, not INT, stops the servers: a background
+# job of a script starts with SIGINT ignored.)
 set -euo pipefail
 # shellcheck source=scripts/item-setup.sh
 ITEM_TOOLS="wrk" ITEM_DB=item_rates source "$(dirname "$0")/item-setup.sh"
@@ -24,7 +25,7 @@ pkill -INT -f "$bin/chronicle"
 sleep 2
 
 pids=()
-trap 'for pid in "${pids[@]}"; do kill -INT -- -"$pid" 2>/dev/null || true; done;
+trap 'for pid in "${pids[@]}"; do kill -TERM -- -"$pid" 2>/dev/null || true; done;
       pkill -INT -f "$bin/chronicle" 2>/dev/null || true; rm -rf "$work"' EXIT
 serve_query_api() {
     local port=$1 learn=$2

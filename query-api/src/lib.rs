@@ -38,7 +38,10 @@ use tokio::net::TcpListener;
 
 pub use error::ApiError;
 pub use settings::{DEFAULT_ADDR, DEFAULT_CONSISTENCY_WAIT_MS, Settings, read_database_settings};
-pub use state::{AppState, app_state, app_state_with_primary};
+pub use state::{AppState, StateError, app_state, app_state_with_primary};
+
+/// The service's name in metrics and logs.
+pub const SERVICE: &str = "query-api";
 
 /// The whole application: the `/api/v1` routes, the OpenAPI document, and the shared plumbing
 /// (`/healthz`, `/readyz`, `/metrics`, request ids, the bearer-token check, problem+json
@@ -50,7 +53,7 @@ pub fn router(state: AppState) -> axum::Router {
     // A bad token is a 401 before anything else is looked at.
     let authentication = service_kit::http::Authentication::new(state.authenticator().clone());
     let app = service_kit::http::with_plumbing_bounded(
-        "query-api",
+        SERVICE,
         routes::router(state),
         pool,
         &admission,

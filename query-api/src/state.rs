@@ -10,6 +10,7 @@ use tokio::task::JoinHandle;
 
 use service_kit::Authenticator;
 use service_kit::caller::AuthSetupError;
+use service_kit::read_lane::{LaneError, ReadLane};
 
 use crate::announced::Announced;
 use crate::read::totals::Totals;
@@ -24,6 +25,8 @@ pub struct AppState {
 
 struct Inner {
     pool: PgPool,
+    /// The pool's database again, for reads of one statement (`service_kit::read_lane`).
+    lane: ReadLane,
     authenticator: Authenticator,
     settings: Settings,
     announced: Arc<Announced>,
@@ -48,6 +51,12 @@ impl AppState {
     /// The database pool.
     pub fn pool(&self) -> &PgPool {
         &self.inner.pool
+    }
+
+    /// Connections to the pool's database for statements outside transactions, given back
+    /// without the pool's round trip on release.
+    pub fn lane(&self) -> &ReadLane {
+        &self.inner.lane
     }
 
     /// Verifies access tokens and knows revocations.
@@ -102,7 +111,7 @@ impl axum::extract::FromRef<AppState> for Authenticator {
 /// # Errors
 ///
 /// No token signing keys are configured, or they do not load.
-pub async fn app_state(pool: PgPool, settings: Settings) -> Result<AppState, AuthSetupError> {
+pub async fn app_state(pool: PgPool, settings: Settings) -> Result<AppState, StateError> {
     let primary = pool.clone();
     let learns = settings.learn_versions;
     build(pool, primary, settings, learns)
@@ -114,13 +123,24 @@ pub async fn app_state(pool: PgPool, settings: Settings) -> Result<AppState, Aut
 ///
 /// # Errors
 ///
-/// No token signing keys are configured, or they do not load.
+/// As [`app_state`].
 pub async fn app_state_with_primary(
     pool: PgPool,
     primary: PgPool,
     settings: Settings,
-) -> Result<AppState, AuthSetupError> {
+) -> Result<AppState, StateError> {
     build(pool, primary, settings, false)
+}
+
+/// Why the shared state could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The token signing keys.
+    #[error(transparent)]
+    Auth(#[from] AuthSetupError),
+    /// The read lane.
+    #[error(transparent)]
+    Lane(#[from] LaneError),
 }
 
 fn build(
@@ -128,7 +148,14 @@ fn build(
     primary: PgPool,
     settings: Settings,
     learns_from_reads: bool,
-) -> Result<AppState, AuthSetupError> {
+) -> Result<AppState, StateError> {
+    // As large as the pool, to the same database, with the same options and wait.
+    let lane = ReadLane::new(
+        crate::SERVICE,
+        (*pool.connect_options()).clone(),
+        usize::try_from(pool.options().get_max_connections()).unwrap_or(usize::MAX),
+        pool.options().get_acquire_timeout(),
+    )?;
     let authenticator = Authenticator::with_feed(settings.auth.signing_keys()?.verifier(), primary);
     let listener = spawn_listener(pool.clone(), CHECKPOINTS_CHANNEL);
     let announced = Arc::new(Announced::default());
@@ -152,6 +179,7 @@ fn build(
     Ok(AppState {
         inner: Arc::new(Inner {
             pool,
+            lane,
             authenticator,
             settings,
             announced,

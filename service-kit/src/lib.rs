@@ -13,6 +13,7 @@ pub mod metric_names;
 pub mod openapi;
 pub mod otel;
 pub mod problem;
+pub mod read_lane;
 pub mod revocation;
 pub mod security;
 pub mod series;

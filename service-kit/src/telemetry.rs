@@ -472,12 +472,21 @@ pub fn metrics_builder() -> Result<PrometheusBuilder, BuildError> {
 /// `chronicle_db_pool_max_connections{service}`) from `pool` as it is now; called on each
 /// scrape, so the figures are as fresh as the scrape.
 pub fn record_pool(service: &'static str, pool: &sqlx::PgPool) {
-    let open = pool.size();
-    let idle = u32::try_from(pool.num_idle()).unwrap_or(u32::MAX).min(open);
+    // The service's read lanes count with its pool: the same database, the same budget.
+    let lanes = crate::read_lane::status_of(service);
+    let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    let open = pool.size().saturating_add(count(lanes.open));
+    let idle = u32::try_from(pool.num_idle())
+        .unwrap_or(u32::MAX)
+        .saturating_add(count(lanes.idle))
+        .min(open);
     metrics::gauge!(metric_names::DB_POOL_CONNECTIONS, "service" => service, "state" => "idle")
         .set(f64::from(idle));
     metrics::gauge!(metric_names::DB_POOL_CONNECTIONS, "service" => service, "state" => "used")
         .set(f64::from(open - idle));
-    metrics::gauge!(metric_names::DB_POOL_MAX_CONNECTIONS, "service" => service)
-        .set(f64::from(pool.options().get_max_connections()));
+    metrics::gauge!(metric_names::DB_POOL_MAX_CONNECTIONS, "service" => service).set(f64::from(
+        pool.options()
+            .get_max_connections()
+            .saturating_add(count(lanes.max)),
+    ));
 }

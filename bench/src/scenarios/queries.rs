@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use service_kit::read_lane::ReadLane;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -90,6 +91,25 @@ async fn item(State(pool): State<PgPool>, Path(id): Path<Uuid>) -> Response {
         .fetch_optional(&pool)
         .await
     {
+        Ok(Some(project)) => Json(project).into_response(),
+        Ok(None) => StatusCode::NOT_FOUND.into_response(),
+        Err(error) => internal(error),
+    }
+}
+
+/// [`item`] on a connection of the read lane, as the query API reads an item: without sqlx's
+/// round trip on giving the connection back. Measures the query API's plumbing alone.
+async fn item_on_lane(State(lane): State<ReadLane>, Path(id): Path<Uuid>) -> Response {
+    let mut connection = match lane.acquire().await {
+        Ok(connection) => connection,
+        Err(error) => return internal(error),
+    };
+    let read =
+        sqlx::query_as::<_, Project>(&format!("SELECT {COLUMNS} FROM projects WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&mut *connection)
+            .await;
+    match connection.settle(read) {
         Ok(Some(project)) => Json(project).into_response(),
         Ok(None) => StatusCode::NOT_FOUND.into_response(),
         Err(error) => internal(error),
@@ -175,12 +195,27 @@ pub async fn serve_bare(name: &str) -> anyhow::Result<()> {
     // it is measured.
     let pool = crate::system::pool(name, BASELINE_POOL).await?;
     crate::system::warm(&pool, BASELINE_POOL).await;
+    // The query API's own way to a connection for one statement, opened up front as well.
+    let lane = ReadLane::new(
+        "bench-bare",
+        (*pool.connect_options()).clone(),
+        BASELINE_POOL as usize,
+        Duration::from_secs(10),
+    )?;
+    let opened = (0..BASELINE_POOL).map(|_| lane.acquire());
+    for connection in futures::future::join_all(opened).await {
+        connection?.settle(Ok(()))?;
+    }
+    let on_lane = axum::Router::new()
+        .route("/item-lane/{id}", get(item_on_lane))
+        .with_state(lane);
     let router = axum::Router::new()
         .route("/item/{id}", get(item))
         .route("/item-304/{id}", get(item_304))
         .route("/list", get(list))
         .route("/list-304", get(list_304))
-        .with_state(pool);
+        .with_state(pool)
+        .merge(on_lane);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     println!("{LISTENING}http://{addr}");
@@ -350,6 +385,10 @@ pub async fn queries_as(context: &Context, section: &'static str) -> anyhow::Res
     let base_lists: Vec<String> = (1..=PAGES)
         .map(|page| format!("{baseline}/list?page={page}"))
         .collect();
+    let base_items_on_lane: Vec<String> = ids
+        .iter()
+        .map(|id| format!("{baseline}/item-lane/{id}"))
+        .collect();
     let base_lists_304: Vec<String> = (1..=PAGES)
         .map(|_| format!("{baseline}/list-304"))
         .collect();
@@ -413,6 +452,23 @@ pub async fn queries_as(context: &Context, section: &'static str) -> anyhow::Res
                 status: 304,
             },
             "bare axum, same checkpoint SELECT",
+        ),
+        // Last, so the pairs above keep their order. The same figure as the first, against a
+        // bare handler that gets its connection as the query API does: what the plumbing
+        // costs, apart from how the connection is held.
+        (
+            "GET /projects/{id} (200), against the bare handler on the read lane",
+            Target {
+                urls: item_urls.clone(),
+                etags: none(item_urls.len()),
+                status: 200,
+            },
+            Target {
+                urls: base_items_on_lane,
+                etags: none(ids.len()),
+                status: 200,
+            },
+            "bare axum on the read lane, same SELECT",
         ),
     ];
     let mut ok_rates = Vec::new();

@@ -110,7 +110,9 @@ pub async fn item_response_scoped<T: Item>(
         if let Some((_, owner)) = restricted {
             query = query.bind(owner);
         }
-        let version: Option<i64> = query.fetch_optional(state.pool()).await?;
+        let mut connection = state.lane().acquire().await?;
+        let read = query.fetch_optional(&mut *connection).await;
+        let version: Option<i64> = connection.settle(read)?;
         let version = version.ok_or_else(not_found)?;
         learn::<T>(state, mark, id, version);
         let etag = ETag::strong(version);
@@ -131,11 +133,10 @@ pub async fn item_response_scoped<T: Item>(
     if let Some((_, owner)) = restricted {
         query = query.bind(owner);
     }
+    let mut connection = state.lane().acquire().await?;
     let mark = state.announced().mark(T::PROJECTION);
-    let item: T = query
-        .fetch_optional(state.pool())
-        .await?
-        .ok_or_else(not_found)?;
+    let read = query.fetch_optional(&mut *connection).await;
+    let item: T = connection.settle(read)?.ok_or_else(not_found)?;
     learn::<T>(state, mark, id, item.version());
     Ok(ETag::strong(item.version()).decorate(audience, Json(item).into_response()))
 }

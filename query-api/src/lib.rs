@@ -37,11 +37,10 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 
 pub use error::ApiError;
-pub use settings::{DEFAULT_ADDR, DEFAULT_CONSISTENCY_WAIT_MS, Settings, read_database_settings};
+pub use settings::{
+    DEFAULT_ADDR, DEFAULT_CONSISTENCY_WAIT_MS, SERVICE, Settings, read_database_settings,
+};
 pub use state::{AppState, StateError, app_state, app_state_with_primary};
-
-/// The service's name in metrics and logs.
-pub const SERVICE: &str = "query-api";
 
 /// The whole application: the `/api/v1` routes, the OpenAPI document, and the shared plumbing
 /// (`/healthz`, `/readyz`, `/metrics`, request ids, the bearer-token check, problem+json

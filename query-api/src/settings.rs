@@ -37,6 +37,9 @@ pub const DEFAULT_ADDR: SocketAddr =
 /// `CONSISTENCY_WAIT_MS` when unset.
 pub const DEFAULT_CONSISTENCY_WAIT_MS: u64 = 5000;
 
+/// The service's name in metrics and logs.
+pub const SERVICE: &str = "query-api";
+
 /// `QUERY_TOTALS_CACHE` when unset.
 pub const DEFAULT_TOTALS_CACHE: usize = 4096;
 

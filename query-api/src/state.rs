@@ -151,7 +151,7 @@ fn build(
 ) -> Result<AppState, StateError> {
     // As large as the pool, to the same database, with the same options and wait.
     let lane = ReadLane::new(
-        crate::SERVICE,
+        crate::settings::SERVICE,
         (*pool.connect_options()).clone(),
         usize::try_from(pool.options().get_max_connections()).unwrap_or(usize::MAX),
         pool.options().get_acquire_timeout(),

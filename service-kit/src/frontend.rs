@@ -249,15 +249,22 @@ where
 
 /// What tower-http's compression adds to an answer it leaves as it is.
 fn vary_accept_encoding_if_compressible(mut response: Response) -> Response {
-    let varies = response
-        .headers()
-        .get_all(header::VARY)
-        .iter()
-        .any(|value| value.as_bytes().eq_ignore_ascii_case(b"accept-encoding"));
-    if !varies
+    let varies = |response: &Response| {
+        response
+            .headers()
+            .get_all(header::VARY)
+            .iter()
+            .any(|value| {
+                value
+                    .as_bytes()
+                    .windows(b"accept-encoding".len())
+                    .any(|name| name.eq_ignore_ascii_case(b"accept-encoding"))
+            })
+    };
+    if Compressible.should_compress(&response)
         && !response.headers().contains_key(header::CONTENT_ENCODING)
         && !response.headers().contains_key(header::CONTENT_RANGE)
-        && Compressible.should_compress(&response)
+        && !varies(&response)
     {
         response
             .headers_mut()

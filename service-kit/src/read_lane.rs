@@ -16,18 +16,21 @@
 //! what it saves.
 
 use std::ops::{Deref, DerefMut};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use deadpool::managed::{
     self, Metrics, Object, Pool, PoolError, QueueMode, RecycleError, Timeouts, WeakPool,
 };
+use metrics::Histogram;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgDatabaseError, PgSeverity};
 use sqlx::{ConnectOptions as _, Connection as _};
 
+use crate::metric_names::DB_POOL_ACQUIRE_DURATION_SECONDS;
+
 /// Opens the lane's connections and tests the idle ones on their way out.
 #[derive(Debug)]
-pub struct Connector {
+struct Connector {
     options: PgConnectOptions,
     test_idle_after: Duration,
 }
@@ -56,6 +59,10 @@ impl managed::Manager for Connector {
 #[derive(Clone)]
 pub struct ReadLane {
     pool: Pool<Connector>,
+    service: &'static str,
+    /// `chronicle_db_pool_acquire_duration_seconds{service}`, registered at the first
+    /// acquisition: a lane is made before the services install the metrics recorder.
+    waits: Arc<OnceLock<Histogram>>,
 }
 
 impl std::fmt::Debug for ReadLane {
@@ -128,11 +135,15 @@ impl ReadLane {
             .build()
             .map_err(|error| LaneError(error.to_string()))?;
         register(service, &pool);
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            service,
+            waits: Arc::default(),
+        })
     }
 
     /// A connection, reused or opened; timed as the pool's acquisitions are
-    /// (`chronicle_db_pool_acquire_duration_seconds`).
+    /// (`chronicle_db_pool_acquire_duration_seconds` of the lane's service).
     ///
     /// # Errors
     ///
@@ -147,7 +158,11 @@ impl ReadLane {
             | PoolError::NoRuntimeSpecified
             | PoolError::PostCreateHook(_) => sqlx::Error::PoolTimedOut,
         })?;
-        crate::sql_metrics::record_acquire(started.elapsed());
+        self.waits
+            .get_or_init(
+                || metrics::histogram!(DB_POOL_ACQUIRE_DURATION_SECONDS, "service" => self.service),
+            )
+            .record(started.elapsed().as_secs_f64());
         Ok(LaneConnection {
             object: Some(object),
             reusable: false,
@@ -162,11 +177,6 @@ impl ReadLane {
             idle: status.available,
             max: status.max_size,
         }
-    }
-
-    /// Closes the idle connections and refuses new acquisitions.
-    pub fn close(&self) {
-        self.pool.close();
     }
 }
 

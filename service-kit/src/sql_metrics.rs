@@ -142,30 +142,18 @@ impl<S: Subscriber> Layer<S> for SqlMetrics {
                 statement_span(tracer, &parent, operation, seconds, fields);
             }
         } else if let (Some(seconds), Some(service)) = (fields.acquired_after_secs, service) {
-            record_acquire_as(service, seconds);
+            static SERIES: LazyLock<Series<&'static str, Histogram>> = LazyLock::new(Series::new);
+            SERIES.with(
+                &service,
+                || {
+                    let histogram =
+                        metrics::histogram!(DB_POOL_ACQUIRE_DURATION_SECONDS, "service" => service);
+                    (service, histogram)
+                },
+                |histogram| histogram.record(seconds),
+            );
         }
     }
-}
-
-/// Records a wait of `waited` for a connection outside sqlx's pool (the read lane's), for
-/// the current task's service, like sqlx's own acquire events.
-pub fn record_acquire(waited: Duration) {
-    if let Some(service) = current_service() {
-        record_acquire_as(service, waited.as_secs_f64());
-    }
-}
-
-fn record_acquire_as(service: &'static str, seconds: f64) {
-    static SERIES: LazyLock<Series<&'static str, Histogram>> = LazyLock::new(Series::new);
-    SERIES.with(
-        &service,
-        || {
-            let histogram =
-                metrics::histogram!(DB_POOL_ACQUIRE_DURATION_SECONDS, "service" => service);
-            (service, histogram)
-        },
-        |histogram| histogram.record(seconds),
-    );
 }
 
 /// The client span of a statement that has just finished after `seconds`, under `parent`:

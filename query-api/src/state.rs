@@ -110,7 +110,8 @@ impl axum::extract::FromRef<AppState> for Authenticator {
 ///
 /// # Errors
 ///
-/// No token signing keys are configured, or they do not load.
+/// No token signing keys are configured, or they do not load ([`StateError::Auth`]); the
+/// read lane cannot be made ([`StateError::Lane`]).
 pub async fn app_state(pool: PgPool, settings: Settings) -> Result<AppState, StateError> {
     let primary = pool.clone();
     let learns = settings.learn_versions;

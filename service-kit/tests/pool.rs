@@ -2,11 +2,13 @@
 //! used a moment ago, and does test one idle for `TEST_IDLE_AFTER`, so a connection that died
 //! while idle that long is replaced before a statement is given to it (decision 0017).
 
-use std::time::{Duration, Instant};
+mod support;
+
+use std::time::Duration;
 
 use service_kit::db::{DEFAULT_DATABASE_URL, TEST_IDLE_AFTER, pool_options};
+use sqlx::PgPool;
 use sqlx::postgres::PgConnectOptions;
-use sqlx::{ConnectOptions as _, PgPool};
 
 /// The server's own `postgres` database: the test creates nothing.
 fn options() -> PgConnectOptions {
@@ -24,26 +26,10 @@ async fn backend(pool: &PgPool) -> Result<i32, sqlx::Error> {
 
 /// Ends backend `pid` from another session and waits (bounded) until it is gone.
 async fn terminate(pid: i32) {
-    let mut admin = options().connect().await.expect("an admin session");
-    sqlx::query("SELECT pg_terminate_backend($1)")
-        .bind(pid)
-        .execute(&mut admin)
+    let admin = PgPool::connect_with(options())
         .await
-        .expect("terminate");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let alive: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)")
-                .bind(pid)
-                .fetch_one(&mut admin)
-                .await
-                .expect("pg_stat_activity");
-        if !alive {
-            return;
-        }
-        assert!(Instant::now() < deadline, "backend {pid} still alive");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+        .expect("an admin session");
+    support::terminate(&admin, pid).await;
 }
 
 #[tokio::test]

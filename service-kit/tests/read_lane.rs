@@ -1,7 +1,9 @@
 //! The read lane against a real PostgreSQL: which connections it hands out again, and which it
 //! closes.
 
-use std::time::{Duration, Instant};
+mod support;
+
+use std::time::Duration;
 
 use service_kit::read_lane::{LaneStatus, ReadLane, status_of};
 use sqlx::PgPool;
@@ -25,24 +27,6 @@ async fn backend(lane: &ReadLane) -> i32 {
         .fetch_one(&mut *connection)
         .await;
     connection.settle(read).expect("the backend's pid")
-}
-
-/// Waits (bounded) until backend `pid` has left `pg_stat_activity`.
-async fn gone(pool: &PgPool, pid: i32) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let present: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)")
-                .bind(pid)
-                .fetch_one(pool)
-                .await
-                .expect("pg_stat_activity");
-        if !present {
-            return;
-        }
-        assert!(Instant::now() < deadline, "backend {pid} still there");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 const NEVER: Duration = Duration::from_secs(3600);
@@ -81,7 +65,7 @@ async fn a_connection_whose_statement_was_cancelled_is_closed(pool: PgPool) {
     })
     .await;
     assert!(cancelled.is_err(), "the sleep was cut off");
-    gone(&pool, first).await;
+    support::gone(&pool, first).await;
     let next = backend(&lane).await;
     assert_ne!(next, first);
     assert_eq!(lane.status().open, 1, "closed, not kept beside the new one");
@@ -91,12 +75,7 @@ async fn a_connection_whose_statement_was_cancelled_is_closed(pool: PgPool) {
 async fn a_connection_that_died_in_use_is_not_handed_out_again(pool: PgPool) {
     let lane = lane(&pool, "lane-test-died", 4, NEVER);
     let first = backend(&lane).await;
-    sqlx::query("SELECT pg_terminate_backend($1)")
-        .bind(first)
-        .execute(&pool)
-        .await
-        .expect("terminated");
-    gone(&pool, first).await;
+    support::terminate(&pool, first).await;
     // Not idle long enough to be tested: the statement finds out.
     let mut connection = lane.acquire().await.expect("a connection");
     let read = sqlx::query_scalar::<_, i32>("SELECT pg_backend_pid()")
@@ -110,12 +89,7 @@ async fn a_connection_that_died_in_use_is_not_handed_out_again(pool: PgPool) {
 async fn an_idle_connection_that_died_is_replaced_before_it_is_handed_out(pool: PgPool) {
     let lane = lane(&pool, "lane-test-idle", 4, Duration::ZERO);
     let first = backend(&lane).await;
-    sqlx::query("SELECT pg_terminate_backend($1)")
-        .bind(first)
-        .execute(&pool)
-        .await
-        .expect("terminated");
-    gone(&pool, first).await;
+    support::terminate(&pool, first).await;
     // Tested on its way out (idle for at least zero): the statement never sees it.
     let next = backend(&lane).await;
     assert_ne!(next, first);
